@@ -1,0 +1,1992 @@
+//! The validated configuration: `kith.toml` in, a plain [`Config`] out.
+//!
+//! This module owns the configuration format (a user-facing contract: keys are not renamed
+//! silently), its defaults, and every check on it. It knows nothing about sockets, TLS or the
+//! store: it only reads the file, and [`parse`] is pure, so `kith check`, `kith setup` and
+//! start-up all share the same checks.
+//!
+//! # Errors
+//!
+//! The whole file is checked and **every** problem is reported, each as
+//! `path:line:col: message (fix)`, e.g. `kith.toml:3:1: unknown key 'domian' (did you mean
+//! 'domain'?)`. A TOML syntax error stops the check after the syntax errors: the best-effort
+//! tree the parser recovers would only produce misleading follow-up errors.
+//!
+//! # Design: a table-driven schema
+//!
+//! The accepted keys are data, not code paths: `ROOT` lists the top-level keys and
+//! `SECTIONS` the `[section]`s, each a list of `Key` rows giving the key's name, its
+//! documentation, how to read it into [`Config`] and how to show it back as TOML. Unknown-key
+//! suggestions, the "this key belongs in `[listen]`" hints and [`Config::to_toml_example`] are all
+//! derived from those rows, so they cannot drift apart. To add a key: add a field to the
+//! config struct and its default to [`Config::defaults`], then one `Key` row. To add a section:
+//! add its struct and a `Section` entry, and remove its name from [`RESERVED_SECTIONS`] (a test
+//! checks the two lists are disjoint). Checks between keys of one section (a certificate needs
+//! its key) live in the section's `check` function.
+//!
+//! Sections that later work will add (`s2s`, `acme`, `mam`, ...) are listed in
+//! [`RESERVED_SECTIONS`] and rejected with "not supported by this version of kith" rather than a
+//! spelling suggestion.
+//!
+//! # Decisions
+//!
+//! - Strict types: a single address where a list is expected is an error, but the message
+//!   shows the corrected line. The same for quoted numbers and booleans.
+//! - Relative paths (`data_dir`, `tls.cert`, `tls.key`) are resolved against the directory of
+//!   the config file, so the server can be started from anywhere. The built-in default
+//!   `./kith-data` (no config file) is relative to the current directory.
+//! - `domain` is lowercased (DNS is case-insensitive); it must be `localhost` or a dotted DNS
+//!   name in ASCII (punycode for internationalized names), not an IP address.
+//! - Listen addresses are IP socket addresses; `"*:5222"` is accepted as shorthand for
+//!   `"[::]:5222"` (all interfaces; dual-stack where the OS allows it). Host names are rejected:
+//!   which address a name resolves to is not something a listener should guess. The same
+//!   address in two listeners is an error; port 0 (any free port, used by tests) is allowed.
+//! - `admins` entries must look like bare JIDs `local@domain` (no spaces, no `/`); full JID
+//!   normalization belongs to the JID types.
+//! - Durations are whole seconds: an integer, or a string of number+unit pairs (`"30s"`,
+//!   `"5m"`, `"2h"`, `"7d"`, `"1h30m"`). Sizes are bytes: an integer, or a string with a binary
+//!   unit (`"256KiB"`, `"1MiB"`; `B`, `KiB`, `MiB`, `GiB`); decimal units (`KB`, `MB`) are
+//!   rejected because they are ambiguous.
+//! - Ranges: `max_stanza_size` 10 000 bytes ..= 16 MiB, `auth_timeout` 1 s ..= 1 h,
+//!   `max_offline_messages` 0 ..= 1 000 000 (0 keeps none).
+//! - Whether certificate files exist is not checked here (that is I/O and belongs to start-up
+//!   and `kith check`).
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+/// Where [`load`] looks for a config file when none is given, in order.
+pub const SEARCH_PATHS: [&str; 2] = ["./kith.toml", "/etc/kith/kith.toml"];
+
+/// The whole validated configuration. Plain data: every value has been checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The XMPP domain served, lowercase: `localhost` or a dotted DNS name.
+    pub domain: String,
+    /// Where the store and certificates live; already resolved against the config file's
+    /// directory.
+    pub data_dir: PathBuf,
+    pub log_level: LogLevel,
+    /// Bare JIDs of the server's administrators.
+    pub admins: Vec<String>,
+    pub listen: Listen,
+    pub tls: Tls,
+    pub limits: Limits,
+    pub auth: Auth,
+    /// Where this configuration came from, for the start-up log line.
+    pub source: ConfigSource,
+}
+
+/// How much to log. Mirrors `log::LevelFilter` without depending on `log` here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+/// Listening sockets. An empty list turns that listener off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listen {
+    /// Clients, STARTTLS (RFC 6120 §5).
+    pub c2s: Vec<SocketAddr>,
+    /// Clients, TLS from the first byte (XEP-0368).
+    pub c2s_direct_tls: Vec<SocketAddr>,
+    /// Other servers, STARTTLS.
+    pub s2s: Vec<SocketAddr>,
+    /// Other servers, TLS from the first byte (XEP-0368).
+    pub s2s_direct_tls: Vec<SocketAddr>,
+    pub https: Vec<SocketAddr>,
+    pub http: Vec<SocketAddr>,
+    /// External components (XEP-0114).
+    pub components: Vec<SocketAddr>,
+}
+
+/// Certificate files; both or neither (checked).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tls {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest stanza accepted, in bytes (10 000 ..= 16 MiB).
+    pub max_stanza_size: usize,
+    /// Time a new connection has to authenticate.
+    pub auth_timeout: Duration,
+    /// Messages stored per offline account; 0 stores none.
+    pub max_offline_messages: usize,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Auth {
+    /// Offer SASL PLAIN (only ever inside TLS).
+    pub allow_plain: bool,
+}
+
+/// Where a [`Config`] came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigSource {
+    File(PathBuf),
+    /// No config file was found: built-in defaults.
+    Defaults,
+}
+
+/// Every problem found in a config file. Display prints one problem per line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors {
+    problems: Vec<Problem>,
+}
+
+/// One problem, for the operator: where, what, and how to fix it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    /// None for problems with the whole file (cannot read it).
+    pub position: Option<Position>,
+    pub message: String,
+    /// A suggested fix ("did you mean 'domain'?").
+    pub help: Option<String>,
+}
+
+/// 1-based line and column (in characters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    pub line: usize,
+    pub column: usize,
+}
+
+/// Loads the configuration. With `explicit`, that file must exist. Without, the first of
+/// [`SEARCH_PATHS`] that exists is used, or the built-in defaults if none does.
+pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigErrors> {
+    let candidates: Vec<&Path> = SEARCH_PATHS.iter().map(Path::new).collect();
+    load_from(explicit, &candidates)
+}
+
+/// Parses and checks the text of a config file; `path` is used in messages and to resolve
+/// relative paths. Pure.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    let mut checker = Checker::new(text, path);
+    let (root, syntax_errors) = DeTable::parse_recoverable(text);
+    if !syntax_errors.is_empty() {
+        for error in syntax_errors {
+            let span = error.span().unwrap_or(0..0);
+            checker.problem(span, error.message().replace('\n', " "), None);
+        }
+        return Err(checker.into_errors());
+    }
+    let mut config = Config::defaults();
+    config.source = ConfigSource::File(path.to_path_buf());
+    // The default data_dir is relative to the file too, like one written in it.
+    config.data_dir = checker.resolve(&config.data_dir);
+    checker.read_root(root.get_ref(), &mut config);
+    if checker.problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(checker.into_errors())
+    }
+}
+
+/// Checks and normalizes an XMPP domain (lowercase; `localhost` or a dotted ASCII DNS name).
+/// Shared with `kith setup`, which asks for one. The error is a message plus a possible fix.
+pub fn normalize_domain(input: &str) -> Result<String, (String, Option<String>)> {
+    let domain = input.to_ascii_lowercase();
+    if domain.is_empty() {
+        return Err(("the domain is empty".into(), Some(example_domain_help())));
+    }
+    if !domain.is_ascii() {
+        return Err((
+            format!("domain '{input}' is not ASCII"),
+            Some("write internationalized domain names in their punycode form (xn--...)".into()),
+        ));
+    }
+    if domain.contains('@') || domain.contains('/') {
+        return Err((
+            format!("'{input}' is an address, not a domain"),
+            Some("write only the domain part, like 'example.org'".into()),
+        ));
+    }
+    if domain.parse::<IpAddr>().is_ok() || domain.trim_matches(['[', ']']).parse::<IpAddr>().is_ok()
+    {
+        return Err((
+            format!("'{input}' is an IP address; the XMPP domain must be a DNS name"),
+            Some(example_domain_help()),
+        ));
+    }
+    if let Some(stripped) = domain.strip_suffix('.') {
+        return Err((
+            format!("domain '{input}' ends with a dot"),
+            Some(format!("write '{stripped}'")),
+        ));
+    }
+    if domain == "localhost" {
+        return Ok(domain);
+    }
+    if domain.len() > 253 {
+        return Err((
+            format!(
+                "domain is {} characters long; the limit is 253",
+                domain.len()
+            ),
+            None,
+        ));
+    }
+    for label in domain.split('.') {
+        if label.is_empty() {
+            return Err((format!("domain '{input}' has an empty label ('..')"), None));
+        }
+        if label.len() > 63 {
+            return Err((
+                format!("'{label}' is longer than 63 characters, the limit for one DNS label"),
+                None,
+            ));
+        }
+        if let Some(bad) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+        {
+            return Err((
+                format!("domain '{input}' contains '{bad}'"),
+                Some("DNS names use only letters, digits, '-' and '.'".into()),
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err((
+                format!("'{label}' in domain '{input}' starts or ends with '-'"),
+                None,
+            ));
+        }
+    }
+    if !domain.contains('.') {
+        return Err((
+            format!("'{input}' is not a fully qualified domain name"),
+            Some(example_domain_help()),
+        ));
+    }
+    Ok(domain)
+}
+
+impl Config {
+    /// The built-in defaults: what an empty config file means.
+    pub fn defaults() -> Config {
+        fn any(port: u16) -> Vec<SocketAddr> {
+            vec![SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port)]
+        }
+        Config {
+            domain: "localhost".into(),
+            data_dir: PathBuf::from("./kith-data"),
+            log_level: LogLevel::Info,
+            admins: Vec::new(),
+            listen: Listen {
+                c2s: any(5222),
+                c2s_direct_tls: any(5223),
+                s2s: any(5269),
+                s2s_direct_tls: any(5270),
+                https: any(443),
+                http: any(80),
+                components: any(5347),
+            },
+            tls: Tls::default(),
+            limits: Limits {
+                max_stanza_size: 256 * KIB,
+                auth_timeout: Duration::from_secs(30),
+                max_offline_messages: 1000,
+            },
+            auth: Auth::default(),
+            source: ConfigSource::Defaults,
+        }
+    }
+
+    /// This configuration as a commented TOML file with every key, noting each default.
+    /// `Config::defaults().to_toml_example()` is the example config; `kith setup` sets the
+    /// domain first. Parsing the result gives back this config (paths as written).
+    pub fn to_toml_example(&self) -> String {
+        let defaults = Config::defaults();
+        let mut out = String::new();
+        out.push_str(
+            "# kith configuration.\n\
+             # Every key is optional. The values below are the defaults, except where a\n\
+             # \"Default:\" line says otherwise.\n\
+             # Durations: whole seconds, or strings like \"30s\", \"5m\", \"2h\", \"7d\".\n\
+             # Sizes: bytes, or strings like \"256KiB\", \"1MiB\".\n\
+             # Relative paths are relative to this file's directory.\n",
+        );
+        for (index, section) in std::iter::once(&ROOT).chain(SECTIONS).enumerate() {
+            out.push('\n');
+            if index > 0 {
+                push_comment(&mut out, section.doc);
+                out.push_str(&format!("[{}]\n", section.name));
+            }
+            for key in section.keys {
+                push_comment(&mut out, key.doc);
+                let value = (key.show)(self);
+                let default = (key.show)(&defaults);
+                if value != default {
+                    let default = default.as_deref().unwrap_or("unset");
+                    out.push_str(&format!("# Default: {default}\n"));
+                }
+                match value {
+                    Some(value) => out.push_str(&format!("{} = {value}\n", key.name)),
+                    None => out.push_str(&format!("# {} = {}\n", key.name, key.unset_example)),
+                }
+            }
+        }
+        out
+    }
+}
+
+impl LogLevel {
+    pub const ALL: [LogLevel; 5] = [
+        LogLevel::Error,
+        LogLevel::Warn,
+        LogLevel::Info,
+        LogLevel::Debug,
+        LogLevel::Trace,
+    ];
+
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigSource::File(path) => write!(f, "{}", path.display()),
+            ConfigSource::Defaults => f.write_str("built-in defaults (no config file)"),
+        }
+    }
+}
+
+impl ConfigErrors {
+    /// The problems, in file order.
+    pub fn problems(&self) -> &[Problem] {
+        &self.problems
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, problem) in self.problems.iter().enumerate() {
+            if index > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Problem {
+    pub fn line(&self) -> Option<usize> {
+        self.position.map(|p| p.line)
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:", self.file.display())?;
+        if let Some(Position { line, column }) = self.position {
+            write!(f, "{line}:{column}:")?;
+        }
+        write!(f, " {}", self.message)?;
+        if let Some(help) = &self.help {
+            write!(f, " ({help})")?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The schema.
+
+/// Sections later versions will add. Rejected with a clear "not supported yet" message; remove a
+/// name from here when its section joins `SECTIONS`.
+pub const RESERVED_SECTIONS: &[&str] = &[
+    "s2s",
+    "acme",
+    "http",
+    "upload",
+    "mam",
+    "muc",
+    "push",
+    "turn",
+    "components",
+    "registration",
+    "invites",
+];
+
+/// One accepted key.
+struct Key {
+    name: &'static str,
+    /// Comment lines for the example config.
+    doc: &'static str,
+    /// Checks the value and stores it in the config; problems go to the checker.
+    read: for<'v> fn(&mut Checker<'_>, &'static str, &'v Spanned<DeValue<'v>>, &mut Config),
+    /// The current value as TOML, None when unset.
+    show: fn(&Config) -> Option<String>,
+    /// Shown commented out in the example when the value is unset.
+    unset_example: &'static str,
+}
+
+/// A set of keys: the top level or one `[section]`.
+struct Section {
+    name: &'static str,
+    doc: &'static str,
+    keys: &'static [Key],
+    /// Checks across keys, run after every key was read (when the section is present).
+    check: fn(&mut Checker<'_>, &DeTable<'_>),
+}
+
+const ROOT: Section = Section {
+    name: "",
+    doc: "",
+    check: |_, _| {},
+    keys: &[
+        Key {
+            name: "domain",
+            doc: "The XMPP domain this server hosts: accounts are user@domain.\n\
+                  'localhost' is only for trying kith out.",
+            read: |c, key, v, cfg| {
+                if let Some(s) = c.string(key, v, "a domain name like \"example.org\"") {
+                    match normalize_domain(s) {
+                        Ok(domain) => cfg.domain = domain,
+                        Err((message, help)) => c.problem(v.span(), message, help),
+                    }
+                }
+            },
+            show: |cfg| Some(quote(&cfg.domain)),
+            unset_example: "",
+        },
+        Key {
+            name: "data_dir",
+            doc: "Where kith keeps its database and certificates.",
+            read: |c, key, v, cfg| {
+                if let Some(path) = c.path(key, v) {
+                    cfg.data_dir = path;
+                }
+            },
+            show: |cfg| Some(quote(&cfg.data_dir.to_string_lossy())),
+            unset_example: "",
+        },
+        Key {
+            name: "log_level",
+            doc: "One of \"error\", \"warn\", \"info\", \"debug\", \"trace\".",
+            read: |c, key, v, cfg| {
+                if let Some(s) = c.string(key, v, "a log level like \"info\"") {
+                    match LogLevel::ALL.into_iter().find(|l| l.as_str() == s) {
+                        Some(level) => cfg.log_level = level,
+                        None => {
+                            let names = LogLevel::ALL.map(LogLevel::as_str);
+                            let help = match suggest(s, &names) {
+                                Some(near) => format!("did you mean \"{near}\"?"),
+                                None => format!("use one of: {}", names.join(", ")),
+                            };
+                            c.problem(v.span(), format!("unknown log level \"{s}\""), Some(help));
+                        }
+                    }
+                }
+            },
+            show: |cfg| Some(quote(cfg.log_level.as_str())),
+            unset_example: "",
+        },
+        Key {
+            name: "admins",
+            doc: "Accounts allowed to administer the server, as bare JIDs.",
+            read: |c, key, v, cfg| {
+                if let Some(admins) = c.admins(key, v) {
+                    cfg.admins = admins;
+                }
+            },
+            show: |cfg| Some(list(cfg.admins.iter().map(|a| quote(a)))),
+            unset_example: "",
+        },
+    ],
+};
+
+/// Generates the row of one listener key; `$port` is the conventional port used in hints.
+macro_rules! listen_key {
+    ($name:ident, $port:expr, $doc:expr) => {
+        Key {
+            name: stringify!($name),
+            doc: $doc,
+            read: |c, key, v, cfg| {
+                if let Some(addrs) = c.addresses(key, v, $port) {
+                    cfg.listen.$name = addrs;
+                }
+            },
+            show: |cfg| Some(list(cfg.listen.$name.iter().map(|a| quote(&a.to_string())))),
+            unset_example: "",
+        }
+    };
+}
+
+const SECTIONS: &[Section] = &[
+    Section {
+        name: "listen",
+        doc: "Addresses to listen on, like \"[::]:5222\" (all interfaces; \"*:5222\" means the\n\
+              same), \"0.0.0.0:5222\" or \"127.0.0.1:5222\". An empty list turns a listener off.",
+        check: |_, _| {},
+        keys: &[
+            listen_key!(c2s, 5222, "Clients (STARTTLS)."),
+            listen_key!(
+                c2s_direct_tls,
+                5223,
+                "Clients with TLS from the first byte (XEP-0368)."
+            ),
+            listen_key!(s2s, 5269, "Other servers (STARTTLS)."),
+            listen_key!(
+                s2s_direct_tls,
+                5270,
+                "Other servers with TLS from the first byte."
+            ),
+            listen_key!(https, 443, "HTTPS: file upload, websocket, invitations."),
+            listen_key!(
+                http,
+                80,
+                "Plain HTTP: redirects to HTTPS and ACME challenges."
+            ),
+            listen_key!(components, 5347, "External components (XEP-0114)."),
+        ],
+    },
+    Section {
+        name: "tls",
+        doc: "Certificate and private key in PEM format; set both or neither.",
+        check: |c, table| {
+            let cert = table.get("cert");
+            let key = table.get("key");
+            match (cert, key) {
+                (Some(cert), None) => c.problem(
+                    cert.span(),
+                    "'cert' is set but 'key' is not",
+                    Some("add key = \"/path/to/privkey.pem\" to [tls], or remove 'cert'".into()),
+                ),
+                (None, Some(key)) => c.problem(
+                    key.span(),
+                    "'key' is set but 'cert' is not",
+                    Some("add cert = \"/path/to/fullchain.pem\" to [tls], or remove 'key'".into()),
+                ),
+                _ => {}
+            }
+        },
+        keys: &[
+            Key {
+                name: "cert",
+                doc: "The certificate chain, leaf first.",
+                read: |c, key, v, cfg| {
+                    if let Some(path) = c.path(key, v) {
+                        cfg.tls.cert = Some(path);
+                    }
+                },
+                show: |cfg| cfg.tls.cert.as_ref().map(|p| quote(&p.to_string_lossy())),
+                unset_example: "\"/etc/kith/fullchain.pem\"",
+            },
+            Key {
+                name: "key",
+                doc: "The private key of that certificate.",
+                read: |c, key, v, cfg| {
+                    if let Some(path) = c.path(key, v) {
+                        cfg.tls.key = Some(path);
+                    }
+                },
+                show: |cfg| cfg.tls.key.as_ref().map(|p| quote(&p.to_string_lossy())),
+                unset_example: "\"/etc/kith/privkey.pem\"",
+            },
+        ],
+    },
+    Section {
+        name: "limits",
+        doc: "Resource limits.",
+        check: |_, _| {},
+        keys: &[
+            Key {
+                name: "max_stanza_size",
+                doc: "Largest stanza accepted, from 10000 bytes to 16MiB.",
+                read: |c, key, v, cfg| {
+                    if let Some(n) = c.size(key, v, 10_000, 16 * MIB) {
+                        cfg.limits.max_stanza_size = n;
+                    }
+                },
+                show: |cfg| Some(show_size(cfg.limits.max_stanza_size)),
+                unset_example: "",
+            },
+            Key {
+                name: "auth_timeout",
+                doc: "How long a new connection may take to log in, from 1s to 1h.",
+                read: |c, key, v, cfg| {
+                    let range = Duration::from_secs(1)..=Duration::from_secs(3600);
+                    if let Some(d) = c.duration(key, v, range) {
+                        cfg.limits.auth_timeout = d;
+                    }
+                },
+                show: |cfg| Some(show_duration(cfg.limits.auth_timeout)),
+                unset_example: "",
+            },
+            Key {
+                name: "max_offline_messages",
+                doc: "Messages kept for each account while it is offline; 0 keeps none.",
+                read: |c, key, v, cfg| {
+                    if let Some(n) = c.count(key, v, 0, 1_000_000) {
+                        cfg.limits.max_offline_messages = n;
+                    }
+                },
+                show: |cfg| Some(cfg.limits.max_offline_messages.to_string()),
+                unset_example: "",
+            },
+        ],
+    },
+    Section {
+        name: "auth",
+        doc: "Authentication.",
+        check: |_, _| {},
+        keys: &[Key {
+            name: "allow_plain",
+            doc: "Offer SASL PLAIN (the password itself, only ever inside TLS) besides SCRAM.",
+            read: |c, key, v, cfg| {
+                if let Some(b) = c.boolean(key, v) {
+                    cfg.auth.allow_plain = b;
+                }
+            },
+            show: |cfg| Some(cfg.auth.allow_plain.to_string()),
+            unset_example: "",
+        }],
+    },
+];
+
+// ---------------------------------------------------------------------------------------------
+// Reading.
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * 1024;
+
+fn load_from(explicit: Option<&Path>, candidates: &[&Path]) -> Result<Config, ConfigErrors> {
+    if let Some(path) = explicit {
+        return load_file(path);
+    }
+    for path in candidates {
+        match fs::metadata(path) {
+            Ok(_) => return load_file(path),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(file_problem(path, format!("cannot read: {e}"), None)),
+        }
+    }
+    Ok(Config::defaults())
+}
+
+fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
+    let bytes = fs::read(path).map_err(|e| {
+        let help = (e.kind() == io::ErrorKind::NotFound)
+            .then(|| "create it with 'kith setup', or pass the path of an existing file".into());
+        file_problem(path, format!("cannot read: {e}"), help)
+    })?;
+    match String::from_utf8(bytes) {
+        Ok(text) => parse(&text, path),
+        Err(e) => {
+            let valid = e.utf8_error().valid_up_to();
+            let text = String::from_utf8_lossy(&e.as_bytes()[..valid]).into_owned();
+            let mut checker = Checker::new(&text, path);
+            checker.problem(valid..valid, "the file is not valid UTF-8", None);
+            Err(checker.into_errors())
+        }
+    }
+}
+
+fn file_problem(path: &Path, message: String, help: Option<String>) -> ConfigErrors {
+    ConfigErrors {
+        problems: vec![Problem {
+            file: path.to_path_buf(),
+            position: None,
+            message,
+            help,
+        }],
+    }
+}
+
+/// Walks the parsed table against the schema, collecting problems.
+struct Checker<'t> {
+    text: &'t str,
+    file: &'t Path,
+    /// Relative paths in the file are relative to this directory.
+    base: PathBuf,
+    /// (start offset, problem), sorted by offset at the end.
+    problems: Vec<(usize, Problem)>,
+    /// Listen addresses seen so far, to catch one address in two listeners.
+    addresses: Vec<(SocketAddr, &'static str)>,
+}
+
+impl<'t> Checker<'t> {
+    fn new(text: &'t str, file: &'t Path) -> Self {
+        Checker {
+            text,
+            file,
+            base: file.parent().map(Path::to_path_buf).unwrap_or_default(),
+            problems: Vec::new(),
+            addresses: Vec::new(),
+        }
+    }
+
+    fn into_errors(mut self) -> ConfigErrors {
+        self.problems.sort_by_key(|(offset, _)| *offset);
+        ConfigErrors {
+            problems: self.problems.into_iter().map(|(_, p)| p).collect(),
+        }
+    }
+
+    fn problem(&mut self, span: Range<usize>, message: impl Into<String>, help: Option<String>) {
+        let offset = span.start.min(self.text.len());
+        let before = self.text.get(..offset).unwrap_or(self.text);
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before[line_start..].chars().count() + 1;
+        self.problems.push((
+            offset,
+            Problem {
+                file: self.file.to_path_buf(),
+                position: Some(Position { line, column }),
+                message: message.into(),
+                help,
+            },
+        ));
+    }
+
+    fn read_root(&mut self, root: &DeTable<'_>, config: &mut Config) {
+        for (key, value) in root.iter() {
+            let name: &str = key.get_ref();
+            if let Some(row) = ROOT.keys.iter().find(|k| k.name == name) {
+                (row.read)(self, row.name, value, config);
+            } else if let Some(section) = SECTIONS.iter().find(|s| s.name == name) {
+                match value.get_ref() {
+                    DeValue::Table(table) => self.read_section(section, table, config),
+                    other => self.problem(
+                        key.span(),
+                        format!("expected a section [{name}], found {}", type_name(other)),
+                        Some(format!(
+                            "write a [{name}] header on its own line, with its keys below it"
+                        )),
+                    ),
+                }
+            } else if let DeValue::Table(_) = value.get_ref() {
+                self.unknown_section(key);
+            } else {
+                self.unknown_key(key, &ROOT);
+            }
+        }
+        (ROOT.check)(self, root);
+    }
+
+    fn read_section(&mut self, section: &Section, table: &DeTable<'_>, config: &mut Config) {
+        for (key, value) in table.iter() {
+            match section
+                .keys
+                .iter()
+                .find(|k| k.name == key.get_ref().as_ref())
+            {
+                Some(row) => (row.read)(self, row.name, value, config),
+                None => self.unknown_key(key, section),
+            }
+        }
+        (section.check)(self, table);
+    }
+
+    fn unknown_section(&mut self, key: &Spanned<std::borrow::Cow<'_, str>>) {
+        let name: &str = key.get_ref();
+        let known: Vec<&str> = SECTIONS.iter().map(|s| s.name).collect();
+        let listed = || {
+            let names: Vec<String> = known.iter().map(|n| format!("[{n}]")).collect();
+            format!("known sections: {}", names.join(", "))
+        };
+        if RESERVED_SECTIONS.contains(&name) {
+            let message = format!("section [{name}] is not supported by this version of kith");
+            self.problem(key.span(), message, Some(listed()));
+            return;
+        }
+        let help = match suggest(name, &known) {
+            Some(near) => format!("did you mean [{near}]?"),
+            None => listed(),
+        };
+        self.problem(key.span(), format!("unknown section [{name}]"), Some(help));
+    }
+
+    fn unknown_key(&mut self, key: &Spanned<std::borrow::Cow<'_, str>>, section: &Section) {
+        let name: &str = key.get_ref();
+        let (message, mut candidates) = if section.name.is_empty() {
+            let names = SECTIONS.iter().map(|s| s.name);
+            (format!("unknown key '{name}'"), names.collect::<Vec<_>>())
+        } else {
+            (
+                format!("unknown key '{name}' in [{}]", section.name),
+                Vec::new(),
+            )
+        };
+        candidates.splice(0..0, section.keys.iter().map(|k| k.name));
+        let help = if let Some(near) = suggest(name, &candidates) {
+            format!("did you mean '{near}'?")
+        } else if let Some(home) = std::iter::once(&ROOT)
+            .chain(SECTIONS)
+            .find(|s| s.keys.iter().any(|k| k.name == name))
+        {
+            if home.name.is_empty() {
+                // The classic TOML trap: a top-level key written below a [section] header.
+                format!("'{name}' is a top-level key: move it above the first [section] header")
+            } else {
+                format!("'{name}' belongs in the [{}] section", home.name)
+            }
+        } else {
+            let names: Vec<&str> = section.keys.iter().map(|k| k.name).collect();
+            format!("known keys here: {}", names.join(", "))
+        };
+        self.problem(key.span(), message, Some(help));
+    }
+
+    /// Reports a type mismatch: what was expected, what was found, and the corrected line.
+    fn wrong_type(&mut self, key: &str, v: &Spanned<DeValue<'_>>, expected: &str, fix: String) {
+        let message = format!(
+            "'{key}': expected {expected}, found {}",
+            type_name(v.get_ref())
+        );
+        self.problem(v.span(), message, Some(format!("write {key} = {fix}")));
+    }
+
+    fn string<'v>(
+        &mut self,
+        key: &str,
+        v: &'v Spanned<DeValue<'v>>,
+        expected: &str,
+    ) -> Option<&'v str> {
+        match v.get_ref() {
+            DeValue::String(s) => Some(s),
+            other => {
+                let fix = quote(&scalar_text(other, self.source(v.span())));
+                self.wrong_type(key, v, expected, fix);
+                None
+            }
+        }
+    }
+
+    fn path(&mut self, key: &str, v: &Spanned<DeValue<'_>>) -> Option<PathBuf> {
+        let s = self.string(key, v, "a path string")?;
+        if s.is_empty() {
+            self.problem(v.span(), format!("'{key}' is empty"), None);
+            return None;
+        }
+        Some(self.resolve(Path::new(s)))
+    }
+
+    /// The source text of a span (empty if the parser's span were ever out of bounds).
+    fn source(&self, span: Range<usize>) -> &'t str {
+        self.text.get(span).unwrap_or_default()
+    }
+
+    /// A path from the file, relative to the file's directory.
+    fn resolve(&self, path: &Path) -> PathBuf {
+        // Path::components drops the "." segments that joining "./x" to a directory leaves.
+        self.base.join(path).components().collect()
+    }
+
+    fn boolean(&mut self, key: &str, v: &Spanned<DeValue<'_>>) -> Option<bool> {
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            DeValue::String(s) if matches!(s.as_ref(), "true" | "false") => {
+                self.wrong_type(key, v, "true or false", format!("{s}, without quotes"));
+                None
+            }
+            _ => {
+                self.wrong_type(key, v, "true or false", "true".into());
+                None
+            }
+        }
+    }
+
+    /// A count in `min..=max`.
+    fn count(
+        &mut self,
+        key: &str,
+        v: &Spanned<DeValue<'_>>,
+        min: usize,
+        max: usize,
+    ) -> Option<usize> {
+        let n = match v.get_ref() {
+            DeValue::Integer(i) => self.integer(v, i)?,
+            DeValue::String(s) if s.trim().parse::<u64>().is_ok() => {
+                let fix = format!("{}, without quotes", s.trim());
+                self.wrong_type(key, v, "a whole number", fix);
+                return None;
+            }
+            _ => {
+                self.wrong_type(key, v, "a whole number", min.max(1).to_string());
+                return None;
+            }
+        };
+        self.in_range(key, v, n, min, max, |n| n.to_string())
+    }
+
+    /// A size in bytes in `min..=max`: an integer or a string like "256KiB".
+    fn size(
+        &mut self,
+        key: &str,
+        v: &Spanned<DeValue<'_>>,
+        min: usize,
+        max: usize,
+    ) -> Option<usize> {
+        let n = match v.get_ref() {
+            DeValue::Integer(i) => self.integer(v, i)?,
+            DeValue::String(s) => match parse_size(s) {
+                Ok(n) => n,
+                Err((message, help)) => {
+                    self.problem(v.span(), format!("'{key}': {message}"), help);
+                    return None;
+                }
+            },
+            _ => {
+                let expected = "a size in bytes, or a string like \"256KiB\"";
+                self.wrong_type(key, v, expected, "\"256KiB\"".into());
+                return None;
+            }
+        };
+        self.in_range(key, v, n, min, max, show_size)
+    }
+
+    /// A duration in `range`: whole seconds or a string like "30s".
+    fn duration(
+        &mut self,
+        key: &str,
+        v: &Spanned<DeValue<'_>>,
+        range: std::ops::RangeInclusive<Duration>,
+    ) -> Option<Duration> {
+        let d = match v.get_ref() {
+            DeValue::Integer(i) => Duration::from_secs(self.integer(v, i)? as u64),
+            DeValue::String(s) => match parse_duration(s) {
+                Ok(d) => d,
+                Err((message, help)) => {
+                    self.problem(v.span(), format!("'{key}': {message}"), help);
+                    return None;
+                }
+            },
+            _ => {
+                let expected = "a number of seconds, or a string like \"30s\"";
+                self.wrong_type(key, v, expected, "\"30s\"".into());
+                return None;
+            }
+        };
+        if range.contains(&d) {
+            Some(d)
+        } else {
+            let (lo, hi) = (show_duration(*range.start()), show_duration(*range.end()));
+            let message = format!(
+                "'{key}' must be between {lo} and {hi}, found {}",
+                show_duration(d)
+            );
+            self.problem(v.span(), message, None);
+            None
+        }
+    }
+
+    fn integer(&mut self, v: &Spanned<DeValue<'_>>, i: &toml::de::DeInteger<'_>) -> Option<usize> {
+        match i128::from_str_radix(i.as_str(), i.radix()) {
+            Ok(n) if n < 0 => {
+                self.problem(
+                    v.span(),
+                    format!("expected a positive number, found {n}"),
+                    None,
+                );
+                None
+            }
+            Ok(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+            Err(_) => {
+                self.problem(v.span(), "number out of range", None);
+                None
+            }
+        }
+    }
+
+    fn in_range(
+        &mut self,
+        key: &str,
+        v: &Spanned<DeValue<'_>>,
+        n: usize,
+        min: usize,
+        max: usize,
+        show: fn(usize) -> String,
+    ) -> Option<usize> {
+        if (min..=max).contains(&n) {
+            return Some(n);
+        }
+        let message = format!(
+            "'{key}' must be between {} and {}, found {}",
+            show(min),
+            show(max),
+            show(n)
+        );
+        self.problem(v.span(), message, None);
+        None
+    }
+
+    /// The items of a list of strings; a lone string is an error whose fix wraps it in [ ].
+    /// `fix` turns the text of a wrongly typed item into the string it probably meant.
+    fn string_list<'v>(
+        &mut self,
+        key: &str,
+        v: &'v Spanned<DeValue<'v>>,
+        expected: &str,
+        example: &str,
+        fix: fn(String) -> String,
+    ) -> Option<Vec<(&'v str, Range<usize>)>> {
+        match v.get_ref() {
+            DeValue::Array(items) => {
+                let mut out = Vec::new();
+                let mut ok = true;
+                for item in items.iter() {
+                    match item.get_ref() {
+                        DeValue::String(s) => out.push((s.as_ref(), item.span())),
+                        other => {
+                            let message = format!(
+                                "'{key}': expected each item to be a string like {example}, found {}",
+                                type_name(other)
+                            );
+                            let fix = quote(&fix(scalar_text(other, self.source(item.span()))));
+                            self.problem(item.span(), message, Some(format!("write {fix}")));
+                            ok = false;
+                        }
+                    }
+                }
+                ok.then_some(out)
+            }
+            DeValue::String(s) => {
+                self.wrong_type(key, v, expected, format!("[{}]", quote(s)));
+                None
+            }
+            other => {
+                let fix = quote(&fix(scalar_text(other, self.source(v.span()))));
+                let fix = format!("[{fix}]");
+                self.wrong_type(key, v, expected, fix);
+                None
+            }
+        }
+    }
+
+    fn admins(&mut self, key: &str, v: &Spanned<DeValue<'_>>) -> Option<Vec<String>> {
+        let expected = "a list of accounts like [\"me@example.org\"]";
+        let items = self.string_list(key, v, expected, "\"me@example.org\"", |s| s)?;
+        let mut admins = Vec::new();
+        for (jid, span) in items {
+            let problem = if jid.chars().any(char::is_whitespace) {
+                Some("contains a space")
+            } else if jid.contains('/') {
+                Some("has a resource ('/...'); admins are bare JIDs")
+            } else if !matches!(jid.split_once('@'), Some((l, d)) if !l.is_empty() && !d.is_empty())
+            {
+                Some("is not an account address")
+            } else {
+                None
+            };
+            match problem {
+                Some(what) => self.problem(
+                    span,
+                    format!("admin '{jid}' {what}"),
+                    Some("write a bare JID like \"me@example.org\"".into()),
+                ),
+                None => admins.push(jid.to_string()),
+            }
+        }
+        Some(admins)
+    }
+
+    fn addresses(
+        &mut self,
+        key: &'static str,
+        v: &Spanned<DeValue<'_>>,
+        port: u16,
+    ) -> Option<Vec<SocketAddr>> {
+        let expected = format!("a list of addresses like [\"[::]:{port}\"]");
+        let example = format!("\"[::]:{port}\"");
+        // A bare port number probably meant all interfaces.
+        let fix = |s: String| match s.parse::<u16>() {
+            Ok(p) => format!("[::]:{p}"),
+            Err(_) => s,
+        };
+        let items = self.string_list(key, v, &expected, &example, fix)?;
+        let mut out = Vec::new();
+        for (text, span) in items {
+            match parse_listen_address(text, port) {
+                Ok(addr) => {
+                    let clash = self.addresses.iter().find(|(a, _)| *a == addr);
+                    if let Some((_, other)) = clash.filter(|_| addr.port() != 0) {
+                        let message = if *other == key {
+                            format!("address {addr} is listed twice in '{key}'")
+                        } else {
+                            format!("address {addr} is already used by '{other}'")
+                        };
+                        self.problem(span, message, None);
+                    } else {
+                        self.addresses.push((addr, key));
+                        out.push(addr);
+                    }
+                }
+                Err((message, help)) => self.problem(span, message, help),
+            }
+        }
+        Some(out)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Values.
+
+/// `"[::]:5222"`, `"0.0.0.0:5222"`, `"127.0.0.1:5222"`; `"*:5222"` means `"[::]:5222"`.
+fn parse_listen_address(text: &str, port: u16) -> Result<SocketAddr, (String, Option<String>)> {
+    let text = text.trim();
+    if let Some(p) = text.strip_prefix("*:") {
+        if let Ok(p) = p.parse::<u16>() {
+            return Ok(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), p));
+        }
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let both = |p: u16| {
+        format!("use \"[::]:{p}\" for all interfaces or \"127.0.0.1:{p}\" for this machine only")
+    };
+    if let Ok(p) = text.parse::<u16>() {
+        return Err((format!("'{text}' has no IP address"), Some(both(p))));
+    }
+    if let Ok(ip) = text.trim_matches(['[', ']']).parse::<IpAddr>() {
+        let fix = SocketAddr::new(ip, port);
+        return Err((
+            format!("'{text}' has no port"),
+            Some(format!("write \"{fix}\"")),
+        ));
+    }
+    if let Some((host, p)) = text.rsplit_once(':') {
+        if !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-".contains(c))
+        {
+            let p = p.parse::<u16>().unwrap_or(port);
+            return Err((
+                format!("'{text}': listen addresses must be IP addresses, not host names"),
+                Some(both(p)),
+            ));
+        }
+    }
+    Err((
+        format!("'{text}' is not an address"),
+        Some(format!("write an IP address and port like \"[::]:{port}\"")),
+    ))
+}
+
+/// `"30s"`, `"5m"`, `"2h"`, `"7d"`, or several pairs like `"1h30m"`.
+fn parse_duration(text: &str) -> Result<Duration, (String, Option<String>)> {
+    let help = || {
+        Some("write a number with a unit s, m, h or d, like \"30s\", \"5m\", \"2h\", \"7d\"".into())
+    };
+    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    if compact.is_empty() {
+        return Err(("empty duration".into(), help()));
+    }
+    if let Ok(n) = compact.parse::<u64>() {
+        return Err((
+            format!("\"{text}\" has no unit"),
+            Some(format!("write {n} without quotes (seconds), or \"{n}s\"")),
+        ));
+    }
+    let mut total: u64 = 0;
+    let mut rest = compact.as_str();
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let (number, after) = rest.split_at(digits);
+        let unit_len = after.len()
+            - after
+                .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+                .len();
+        let (unit, after) = after.split_at(unit_len);
+        let scale = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ if number.is_empty() => return Err((format!("invalid duration \"{text}\""), help())),
+            _ => {
+                return Err((
+                    format!("unknown unit '{unit}' in duration \"{text}\""),
+                    help(),
+                ))
+            }
+        };
+        let n: u64 = number
+            .parse()
+            .map_err(|_| (format!("invalid duration \"{text}\""), help()))?;
+        total = n
+            .checked_mul(scale)
+            .and_then(|s| total.checked_add(s))
+            .ok_or_else(|| (format!("duration \"{text}\" is too long"), None))?;
+        rest = after;
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// `"256KiB"`, `"1MiB"`, `"10000B"`; units B, KiB, MiB, GiB (case-insensitive).
+fn parse_size(text: &str) -> Result<usize, (String, Option<String>)> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let unit = unit.trim();
+    let Ok(n) = number.parse::<usize>() else {
+        return Err((
+            format!("invalid size \"{text}\""),
+            Some("write a number of bytes, or a string like \"256KiB\" or \"1MiB\"".into()),
+        ));
+    };
+    let scale = match unit.to_ascii_lowercase().as_str() {
+        "" => {
+            return Err((
+                format!("\"{text}\" has no unit"),
+                Some(format!("write {n} without quotes (bytes), or \"{n}B\"")),
+            ))
+        }
+        "b" => 1,
+        "kib" => KIB,
+        "mib" => MIB,
+        "gib" => 1024 * MIB,
+        lower => {
+            let binary = match lower {
+                "k" | "kb" => Some("KiB"),
+                "m" | "mb" => Some("MiB"),
+                "g" | "gb" => Some("GiB"),
+                _ => None,
+            };
+            let help = match binary {
+                Some(b) => format!("sizes use binary units: write \"{n}{b}\""),
+                None => "use one of the units B, KiB, MiB, GiB".into(),
+            };
+            return Err((
+                format!("unknown unit '{unit}' in size \"{text}\""),
+                Some(help),
+            ));
+        }
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| (format!("size \"{text}\" is too large"), None))
+}
+
+fn show_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let unit = [(86_400, "d"), (3600, "h"), (60, "m")]
+        .into_iter()
+        .find(|(scale, _)| secs != 0 && secs % scale == 0);
+    match unit {
+        Some((scale, name)) => quote(&format!("{}{name}", secs / scale)),
+        None => quote(&format!("{secs}s")),
+    }
+}
+
+/// A size as TOML: `"256KiB"` when it is a whole number of KiB/MiB, else plain bytes.
+fn show_size(n: usize) -> String {
+    if n != 0 && n % MIB == 0 {
+        quote(&format!("{}MiB", n / MIB))
+    } else if n != 0 && n % KIB == 0 {
+        quote(&format!("{}KiB", n / KIB))
+    } else {
+        n.to_string()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+fn example_domain_help() -> String {
+    "use the full domain name, like \"chat.example.org\", or \"localhost\" for testing".into()
+}
+
+/// "a string", "an integer", ... as a user would say it.
+fn type_name(value: &DeValue<'_>) -> &'static str {
+    match value {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "a number",
+        DeValue::Float(_) => "a decimal number",
+        DeValue::Boolean(_) => "true/false",
+        DeValue::Datetime(_) => "a date",
+        DeValue::Array(_) => "a list",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+/// The text of a scalar, to reuse in a suggested fix; a placeholder for lists and tables.
+fn scalar_text(value: &DeValue<'_>, source: &str) -> String {
+    match value {
+        DeValue::String(s) => s.to_string(),
+        DeValue::Array(_) | DeValue::Table(_) => "...".into(),
+        _ => source.trim().to_string(),
+    }
+}
+
+/// A TOML basic string.
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn list(items: impl Iterator<Item = String>) -> String {
+    format!("[{}]", items.collect::<Vec<_>>().join(", "))
+}
+
+fn push_comment(out: &mut String, doc: &str) {
+    for line in doc.lines() {
+        out.push_str("# ");
+        out.push_str(line.trim());
+        out.push('\n');
+    }
+}
+
+/// The closest candidate within a small edit distance, or one that is a prefix either way.
+fn suggest<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let input = input.to_ascii_lowercase();
+    let limit = match input.chars().count() {
+        0..=3 => 1,
+        4..=8 => 2,
+        _ => 3,
+    };
+    let best = candidates
+        .iter()
+        .map(|c| (edit_distance(&input, c), *c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c);
+    best.or_else(|| {
+        candidates
+            .iter()
+            .find(|c| input.len() >= 3 && (c.starts_with(&input) || input.starts_with(**c)))
+            .copied()
+    })
+}
+
+/// Optimal string alignment distance: Levenshtein plus adjacent transpositions ("domian").
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(text: &str) -> Config {
+        match parse(text, Path::new("/etc/kith/kith.toml")) {
+            Ok(config) => config,
+            Err(e) => panic!("unexpected problems:\n{e}"),
+        }
+    }
+
+    /// The problems as the operator sees them, with the file name shortened.
+    fn problems(text: &str) -> Vec<String> {
+        match parse(text, Path::new("kith.toml")) {
+            Ok(_) => panic!("expected problems in:\n{text}"),
+            Err(e) => e.problems().iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        let config = ok("");
+        let expected = Config {
+            data_dir: PathBuf::from("/etc/kith/kith-data"),
+            source: ConfigSource::File("/etc/kith/kith.toml".into()),
+            ..Config::defaults()
+        };
+        assert_eq!(config, expected);
+        assert_eq!(config.limits.max_stanza_size, 262_144);
+        assert_eq!(config.listen.c2s, vec![addr("[::]:5222")]);
+        assert_eq!(config.log_level, LogLevel::Info);
+    }
+
+    #[test]
+    fn full_valid_file() {
+        let config = ok(r#"
+domain = "Example.ORG"
+data_dir = "/var/lib/kith"
+log_level = "debug"
+admins = ["me@example.org", "you@example.org"]
+
+[listen]
+c2s = ["[::]:5222", "0.0.0.0:15222"]
+c2s_direct_tls = []
+s2s = ["*:5269"]
+s2s_direct_tls = []
+https = ["127.0.0.1:8443"]
+http = []
+components = ["[::1]:5347"]
+
+[tls]
+cert = "/etc/kith/fullchain.pem"
+key = "privkey.pem"
+
+[limits]
+max_stanza_size = "1MiB"
+auth_timeout = "1m"
+max_offline_messages = 50
+
+[auth]
+allow_plain = true
+"#);
+        assert_eq!(config.domain, "example.org");
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/kith"));
+        assert_eq!(config.log_level, LogLevel::Debug);
+        assert_eq!(config.admins, ["me@example.org", "you@example.org"]);
+        assert_eq!(
+            config.listen,
+            Listen {
+                c2s: vec![addr("[::]:5222"), addr("0.0.0.0:15222")],
+                c2s_direct_tls: vec![],
+                s2s: vec![addr("[::]:5269")],
+                s2s_direct_tls: vec![],
+                https: vec![addr("127.0.0.1:8443")],
+                http: vec![],
+                components: vec![addr("[::1]:5347")],
+            }
+        );
+        assert_eq!(
+            config.tls,
+            Tls {
+                cert: Some("/etc/kith/fullchain.pem".into()),
+                key: Some("/etc/kith/privkey.pem".into()),
+            }
+        );
+        assert_eq!(
+            config.limits,
+            Limits {
+                max_stanza_size: MIB,
+                auth_timeout: Duration::from_secs(60),
+                max_offline_messages: 50,
+            }
+        );
+        assert!(config.auth.allow_plain);
+    }
+
+    #[test]
+    fn misspelled_key_suggests_the_right_one() {
+        assert_eq!(
+            problems("domian = \"example.org\"\n"),
+            ["kith.toml:1:1: unknown key 'domian' (did you mean 'domain'?)"]
+        );
+        assert_eq!(
+            problems("[listen]\nc2ss = []\n"),
+            ["kith.toml:2:1: unknown key 'c2ss' in [listen] (did you mean 'c2s'?)"]
+        );
+    }
+
+    #[test]
+    fn unknown_key_without_a_near_match_lists_the_known_ones() {
+        assert_eq!(
+            problems("[auth]\nzzz = 1\n"),
+            ["kith.toml:2:1: unknown key 'zzz' in [auth] (known keys here: allow_plain)"]
+        );
+    }
+
+    #[test]
+    fn top_level_key_below_a_section_says_where_it_belongs() {
+        assert_eq!(
+            problems("[listen]\ndomain = \"example.org\"\n"),
+            ["kith.toml:2:1: unknown key 'domain' in [listen] \
+                 ('domain' is a top-level key: move it above the first [section] header)"]
+        );
+        assert_eq!(
+            problems("c2s = []\n"),
+            ["kith.toml:1:1: unknown key 'c2s' ('c2s' belongs in the [listen] section)"]
+        );
+    }
+
+    #[test]
+    fn unknown_section_suggests_only_existing_sections() {
+        assert_eq!(
+            problems("[s2ss]\n"),
+            ["kith.toml:1:2: unknown section [s2ss] \
+                 (known sections: [listen], [tls], [limits], [auth])"]
+        );
+        assert_eq!(
+            problems("\n[limit]\n"),
+            ["kith.toml:2:2: unknown section [limit] (did you mean [limits]?)"]
+        );
+    }
+
+    #[test]
+    fn reserved_section_is_not_supported_yet() {
+        assert_eq!(
+            problems("[mam]\nenabled = true\n"),
+            [
+                "kith.toml:1:2: section [mam] is not supported by this version of kith \
+                 (known sections: [listen], [tls], [limits], [auth])"
+            ]
+        );
+    }
+
+    #[test]
+    fn reserved_sections_are_not_implemented_ones() {
+        for section in SECTIONS {
+            assert!(
+                !RESERVED_SECTIONS.contains(&section.name),
+                "{}",
+                section.name
+            );
+            assert!(ROOT.keys.iter().all(|k| k.name != section.name));
+        }
+    }
+
+    #[test]
+    fn section_written_as_a_value() {
+        assert_eq!(
+            problems("listen = \"[::]:5222\"\n"),
+            [
+                "kith.toml:1:1: expected a section [listen], found a string \
+                 (write a [listen] header on its own line, with its keys below it)"
+            ]
+        );
+    }
+
+    #[test]
+    fn single_address_where_a_list_is_expected_shows_the_fix() {
+        assert_eq!(
+            problems("[listen]\nc2s = \"0.0.0.0:5222\"\n"),
+            [
+                "kith.toml:2:7: 'c2s': expected a list of addresses like [\"[::]:5222\"], \
+                 found a string (write c2s = [\"0.0.0.0:5222\"])"
+            ]
+        );
+        assert_eq!(
+            problems("[listen]\nhttp = [80]\n"),
+            [
+                "kith.toml:2:9: 'http': expected each item to be a string like \"[::]:80\", \
+                 found a number (write \"[::]:80\")"
+            ]
+        );
+    }
+
+    #[test]
+    fn wrong_scalar_types() {
+        assert_eq!(
+            problems("domain = 5\n[auth]\nallow_plain = \"true\"\n[limits]\nmax_offline_messages = \"10\"\n"),
+            [
+                "kith.toml:1:10: 'domain': expected a domain name like \"example.org\", \
+                 found a number (write domain = \"5\")",
+                "kith.toml:3:15: 'allow_plain': expected true or false, found a string \
+                 (write allow_plain = true, without quotes)",
+                "kith.toml:5:24: 'max_offline_messages': expected a whole number, found a string \
+                 (write max_offline_messages = 10, without quotes)",
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_addresses() {
+        let text = "[listen]\n\
+                    c2s = [\"localhost:5222\"]\n\
+                    s2s = [\"5269\"]\n\
+                    https = [\"[::1]\"]\n\
+                    http = [\"nonsense here\"]\n";
+        assert_eq!(
+            problems(text),
+            [
+                "kith.toml:2:8: 'localhost:5222': listen addresses must be IP addresses, not host \
+                 names (use \"[::]:5222\" for all interfaces or \"127.0.0.1:5222\" for this machine only)",
+                "kith.toml:3:8: '5269' has no IP address \
+                 (use \"[::]:5269\" for all interfaces or \"127.0.0.1:5269\" for this machine only)",
+                "kith.toml:4:10: '[::1]' has no port (write \"[::1]:443\")",
+                "kith.toml:5:9: 'nonsense here' is not an address \
+                 (write an IP address and port like \"[::]:80\")",
+            ]
+        );
+    }
+
+    #[test]
+    fn star_means_all_interfaces() {
+        assert_eq!(
+            ok("[listen]\nc2s = [\"*:5222\"]\n").listen.c2s,
+            [addr("[::]:5222")]
+        );
+    }
+
+    #[test]
+    fn empty_list_turns_a_listener_off() {
+        let config = ok("[listen]\nc2s = []\n");
+        assert!(config.listen.c2s.is_empty());
+        assert_eq!(config.listen.c2s_direct_tls, [addr("[::]:5223")]);
+    }
+
+    #[test]
+    fn one_address_in_two_listeners() {
+        assert_eq!(
+            problems("[listen]\nc2s = [\"[::]:5222\"]\nc2s_direct_tls = [\"[::]:5222\"]\n"),
+            ["kith.toml:3:19: address [::]:5222 is already used by 'c2s'"]
+        );
+        // Port 0 means "any free port": no clash.
+        ok("[listen]\nc2s = [\"127.0.0.1:0\"]\ns2s = [\"127.0.0.1:0\"]\n");
+    }
+
+    #[test]
+    fn bad_durations_and_ranges() {
+        assert_eq!(
+            problems("[limits]\nauth_timeout = \"30 sec\"\n"),
+            [
+                "kith.toml:2:16: 'auth_timeout': unknown unit 'sec' in duration \"30 sec\" \
+                 (write a number with a unit s, m, h or d, like \"30s\", \"5m\", \"2h\", \"7d\")"
+            ]
+        );
+        assert_eq!(
+            problems("[limits]\nauth_timeout = \"2d\"\nmax_stanza_size = 5000\n"),
+            [
+                "kith.toml:2:16: 'auth_timeout' must be between \"1s\" and \"1h\", found \"2d\"",
+                "kith.toml:3:19: 'max_stanza_size' must be between 10000 and \"16MiB\", found 5000",
+            ]
+        );
+        assert_eq!(
+            problems("[limits]\nmax_stanza_size = \"256KB\"\n"),
+            [
+                "kith.toml:2:19: 'max_stanza_size': unknown unit 'KB' in size \"256KB\" \
+                 (sizes use binary units: write \"256KiB\")"
+            ]
+        );
+        assert_eq!(
+            problems("[limits]\nmax_offline_messages = -1\n"),
+            ["kith.toml:2:24: expected a positive number, found -1"]
+        );
+    }
+
+    #[test]
+    fn durations() {
+        let secs = |s: &str| parse_duration(s).map(|d| d.as_secs()).map_err(|e| e.0);
+        assert_eq!(secs("30s"), Ok(30));
+        assert_eq!(secs("5m"), Ok(300));
+        assert_eq!(secs("2h"), Ok(7200));
+        assert_eq!(secs("7d"), Ok(604_800));
+        assert_eq!(secs("1h 30m"), Ok(5400));
+        assert!(secs("30").unwrap_err().contains("no unit"));
+        assert!(secs("").is_err());
+        assert!(secs("s").is_err());
+        assert!(secs("5ms").is_err());
+        assert!(secs("1.5h").is_err());
+        assert!(secs("99999999999999999999d").is_err());
+        assert_eq!(
+            ok("[limits]\nauth_timeout = 45\n")
+                .limits
+                .auth_timeout
+                .as_secs(),
+            45
+        );
+        for (secs, text) in [
+            (30, "\"30s\""),
+            (60, "\"1m\""),
+            (90, "\"90s\""),
+            (7200, "\"2h\""),
+        ] {
+            assert_eq!(show_duration(Duration::from_secs(secs)), text);
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        let size = |s: &str| parse_size(s).map_err(|e| e.0);
+        assert_eq!(size("256KiB"), Ok(262_144));
+        assert_eq!(size("1MiB"), Ok(1_048_576));
+        assert_eq!(size("1 mib"), Ok(1_048_576));
+        assert_eq!(size("10000B"), Ok(10_000));
+        assert!(size("10000").unwrap_err().contains("no unit"));
+        assert!(size("1.5MiB").is_err());
+        assert!(size("MiB").is_err());
+        assert!(size("1MB").is_err());
+        assert!(size("1 parsec").is_err());
+        assert_eq!(
+            ok("[limits]\nmax_stanza_size = 20_000\n")
+                .limits
+                .max_stanza_size,
+            20_000
+        );
+        assert_eq!(
+            ok("[limits]\nmax_stanza_size = \"16MiB\"\n")
+                .limits
+                .max_stanza_size,
+            16 * MIB
+        );
+        assert_eq!(show_size(262_144), "\"256KiB\"");
+        assert_eq!(show_size(10_000), "10000");
+    }
+
+    #[test]
+    fn cert_without_key() {
+        assert_eq!(
+            problems("[tls]\ncert = \"/etc/kith/fullchain.pem\"\n"),
+            ["kith.toml:2:8: 'cert' is set but 'key' is not \
+                 (add key = \"/path/to/privkey.pem\" to [tls], or remove 'cert')"]
+        );
+        assert_eq!(
+            problems("[tls]\nkey = \"k.pem\"\n"),
+            ["kith.toml:2:7: 'key' is set but 'cert' is not \
+                 (add cert = \"/path/to/fullchain.pem\" to [tls], or remove 'key')"]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_have_their_line() {
+        let found = parse(
+            "domain = \"example.org\"\nlog_level = info\n",
+            Path::new("kith.toml"),
+        )
+        .unwrap_err();
+        assert_eq!(found.problems().len(), 1);
+        assert_eq!(found.problems()[0].line(), Some(2));
+        assert!(found.to_string().starts_with("kith.toml:2:13: "), "{found}");
+        let twice = problems("a = 1\na = 2\n");
+        assert_eq!(twice.len(), 1);
+        assert!(twice[0].starts_with("kith.toml:2:1: "), "{twice:?}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_in_file_order() {
+        let text = "\
+domian = \"example.org\"
+log_level = \"verbose\"
+admins = [\"me\", \"you@example.org/phone\"]
+[listen]
+c2s = \"[::]:5222\"
+[tls]
+cert = \"c.pem\"
+[limits]
+auth_timeout = \"soon\"
+[turn]
+";
+        let found = parse(text, Path::new("kith.toml")).unwrap_err();
+        let lines: Vec<_> = found.problems().iter().map(|p| p.line().unwrap()).collect();
+        assert_eq!(lines, [1, 2, 3, 3, 5, 7, 9, 10]);
+        assert_eq!(found.to_string().lines().count(), 8);
+        assert_eq!(
+            found.to_string().lines().nth(1),
+            Some("kith.toml:2:13: unknown log level \"verbose\" (use one of: error, warn, info, debug, trace)")
+        );
+    }
+
+    #[test]
+    fn log_level_suggestion() {
+        assert_eq!(
+            problems("log_level = \"warning\"\n"),
+            ["kith.toml:1:13: unknown log level \"warning\" (did you mean \"warn\"?)"]
+        );
+    }
+
+    #[test]
+    fn admins_are_bare_jids() {
+        assert_eq!(
+            problems("admins = [\"me @example.org\", \"me@example.org/x\", \"example.org\"]\n"),
+            [
+                "kith.toml:1:11: admin 'me @example.org' contains a space \
+                 (write a bare JID like \"me@example.org\")",
+                "kith.toml:1:30: admin 'me@example.org/x' has a resource ('/...'); admins are \
+                 bare JIDs (write a bare JID like \"me@example.org\")",
+                "kith.toml:1:50: admin 'example.org' is not an account address \
+                 (write a bare JID like \"me@example.org\")",
+            ]
+        );
+    }
+
+    #[test]
+    fn domains() {
+        let domain = |s: &str| normalize_domain(s).map_err(|e| e.0);
+        assert_eq!(domain("localhost"), Ok("localhost".into()));
+        assert_eq!(domain("Chat.Example.ORG"), Ok("chat.example.org".into()));
+        assert_eq!(
+            domain("xn--bcher-kva.example"),
+            Ok("xn--bcher-kva.example".into())
+        );
+        for bad in [
+            "",
+            "example.org.",
+            "example",
+            "127.0.0.1",
+            "[::1]",
+            "me@example.org",
+            "bücher.example",
+            "a..b",
+            "-a.example",
+            "a_b.example",
+            &format!("{}.example", "a".repeat(64)),
+        ] {
+            assert!(domain(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(
+            problems("domain = \"example.org.\"\n"),
+            ["kith.toml:1:10: domain 'example.org.' ends with a dot (write 'example.org')"]
+        );
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_config_file() {
+        let config = ok("data_dir = \"data\"\n[tls]\ncert = \"./c.pem\"\nkey = \"../k.pem\"\n");
+        assert_eq!(config.data_dir, PathBuf::from("/etc/kith/data"));
+        assert_eq!(config.tls.cert, Some(PathBuf::from("/etc/kith/c.pem")));
+        assert_eq!(config.tls.key, Some(PathBuf::from("/etc/kith/../k.pem")));
+        let here = parse("", Path::new("./kith.toml")).unwrap();
+        assert_eq!(here.data_dir, PathBuf::from("./kith-data"));
+        let bare = parse("", Path::new("kith.toml")).unwrap();
+        assert_eq!(bare.data_dir, PathBuf::from("./kith-data"));
+        let absolute = ok("data_dir = \"/srv/kith\"\n");
+        assert_eq!(absolute.data_dir, PathBuf::from("/srv/kith"));
+    }
+
+    #[test]
+    fn example_parses_back_to_the_same_config() {
+        let defaults = Config::defaults();
+        let example = defaults.to_toml_example();
+        let parsed = parse(&example, Path::new("kith.toml")).unwrap();
+        assert_eq!(
+            parsed,
+            Config {
+                source: parsed.source.clone(),
+                ..defaults
+            }
+        );
+        for section in std::iter::once(&ROOT).chain(SECTIONS) {
+            for key in section.keys {
+                assert!(
+                    example.contains(&format!("{} = ", key.name)),
+                    "{}",
+                    key.name
+                );
+            }
+        }
+        assert!(!example.contains("# Default:"), "{example}");
+
+        let mut custom = Config::defaults();
+        custom.domain = "example.org".into();
+        custom.admins = vec!["me@example.org".into()];
+        custom.listen.http = vec![];
+        custom.tls.cert = Some("/etc/kith/fullchain.pem".into());
+        custom.tls.key = Some("/etc/kith/privkey.pem".into());
+        custom.limits.max_stanza_size = 12_345;
+        custom.limits.auth_timeout = Duration::from_secs(90);
+        custom.auth.allow_plain = true;
+        let example = custom.to_toml_example();
+        assert!(example.contains("# Default: \"localhost\"\ndomain = \"example.org\"\n"));
+        let parsed = parse(&example, Path::new("kith.toml")).unwrap();
+        assert_eq!(
+            parsed,
+            Config {
+                source: parsed.source.clone(),
+                ..custom
+            }
+        );
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("kith-config-{}-{name}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn load_explicit_and_search_paths() {
+        let dir = temp_dir("load");
+        let missing = dir.join("missing.toml");
+        let err = load(Some(&missing)).unwrap_err();
+        assert_eq!(err.problems()[0].position, None);
+        assert!(err.to_string().contains("cannot read"), "{err}");
+        assert!(err.to_string().contains("kith setup"), "{err}");
+
+        let file = dir.join("kith.toml");
+        fs::write(&file, "domain = \"example.org\"\n").unwrap();
+        let config = load(Some(&file)).unwrap();
+        assert_eq!(config.domain, "example.org");
+        assert_eq!(config.source, ConfigSource::File(file.clone()));
+        assert_eq!(config.data_dir, dir.join("kith-data"));
+
+        let found = load_from(None, &[&missing, &file]).unwrap();
+        assert_eq!(found.source, ConfigSource::File(file.clone()));
+        let none = load_from(None, &[&missing]).unwrap();
+        assert_eq!(none, Config::defaults());
+        assert_eq!(
+            none.source.to_string(),
+            "built-in defaults (no config file)"
+        );
+
+        fs::write(&file, b"domain = \"ex\xffample.org\"\n").unwrap();
+        let err = load(Some(&file)).unwrap_err();
+        assert_eq!(
+            err.problems()[0].position,
+            Some(Position {
+                line: 1,
+                column: 13
+            })
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(suggest("domian", &["domain", "data_dir"]), Some("domain"));
+        assert_eq!(suggest("DOMAIN", &["domain"]), Some("domain"));
+        assert_eq!(suggest("s2ss", &["listen", "tls", "limits", "auth"]), None);
+        assert_eq!(suggest("xyz", &["domain"]), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("ab", "ba"), 1);
+    }
+}

@@ -1,0 +1,20 @@
+//! kith: an XMPP server for friends and family. See ARCHITECTURE.md for the map.
+
+pub mod accounts;
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod jid;
+pub mod logging;
+pub mod net;
+pub mod roster;
+pub mod router;
+pub mod sasl;
+pub mod server;
+pub mod services;
+pub mod session;
+pub mod sessions;
+pub mod stanza;
+pub mod store;
+pub mod time;
+pub mod xml;

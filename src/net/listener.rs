@@ -1,0 +1,56 @@
+//! Accept loops: one task per listening socket, one task per connection. A panic in a
+//! connection task is caught and logged with the connection's tag; it never takes down the
+//! server or other sessions.
+
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::FutureExt as _;
+use smol::net::{TcpListener, TcpStream};
+use smol::Executor;
+
+use crate::server::Server;
+use crate::session;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// RFC 6120 STARTTLS (port 5222): plaintext until `<starttls/>`, which is required.
+    StartTls,
+    /// XEP-0368 direct TLS (port 5223).
+    DirectTls,
+}
+
+pub async fn accept_loop(ex: Arc<Executor<'static>>, srv: Arc<Server>, listener: TcpListener, mode: Mode) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                let id = srv.next_conn_id();
+                let srv = srv.clone();
+                ex.spawn(connection(srv, tcp, peer, mode, id)).detach();
+            }
+            Err(e) => {
+                // Usually EMFILE: out of file descriptors. Back off instead of spinning.
+                log::warn!("accept failed: {e}; retrying in 100 ms");
+                smol::Timer::after(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn connection(srv: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: Mode, id: u64) {
+    srv.open_conns.fetch_add(1, Ordering::SeqCst);
+    let _ = tcp.set_nodelay(true);
+    let run = session::c2s::serve(srv.clone(), tcp, peer, mode, id);
+    if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {
+        let msg = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        log::error!("c2s#{id}: bug: session task panicked: {msg}; the connection was dropped");
+    }
+    srv.open_conns.fetch_sub(1, Ordering::SeqCst);
+}

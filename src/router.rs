@@ -1,0 +1,170 @@
+//! The routing rules of RFC 6120 §10 and RFC 6121 §8 in one place: given a stanza whose `from`
+//! was stamped by the session that received it, decide who gets it. One `match` over (stanza
+//! kind, kind of address); one function per arm; explicit defaults.
+//!
+//! The router never touches sockets: it queues stanzas on sessions (`sessions::send`), hands
+//! iq to services, and stores offline messages through `services::offline`.
+
+use crate::jid::{BareJid, FullJid, Jid};
+use crate::server::Server;
+use crate::services;
+use crate::sessions::{self, Outbound};
+use crate::stanza::{self, ns, Condition, Kind, StanzaError};
+use crate::xml::Element;
+
+/// Where a stanza is addressed, from this server's point of view.
+enum To {
+    /// Our own domain (the server itself).
+    Server,
+    Bare(BareJid),
+    Full(FullJid),
+    /// Another domain: federation, which this version does not do yet.
+    Remote(Jid),
+}
+
+/// Routes a stanza sent by a local user (`from`, already stamped). Stanzas without `to` are
+/// addressed to the sender's own account (RFC 6120 §10.3), except presence broadcasts, which
+/// the presence service handles before calling here.
+pub async fn route(srv: &Server, from: &FullJid, stanza: Element) {
+    let Some(kind) = Kind::of(&stanza) else { return };
+    let to = match stanza::jid_attr(&stanza, "to") {
+        Ok(Some(jid)) => classify(srv, jid),
+        Ok(None) => To::Bare(from.to_bare()),
+        Err(e) => return bounce(srv, &stanza, e),
+    };
+    match (kind, to) {
+        (Kind::Iq, To::Server) => services::iq::to_server(srv, from, stanza).await,
+        (Kind::Iq, To::Bare(bare)) => services::iq::to_account(srv, from, &bare, stanza).await,
+        (Kind::Iq, To::Full(full)) => iq_to_full(srv, &full, stanza),
+        (Kind::Message, To::Server) => message_to_server(srv, stanza),
+        (Kind::Message, To::Bare(bare)) => message_to_bare(srv, &bare, stanza).await,
+        (Kind::Message, To::Full(full)) => message_to_full(srv, &full, stanza).await,
+        (Kind::Presence, To::Server) => {}
+        (Kind::Presence, To::Bare(bare)) => services::presence::inbound(srv, &bare, None, stanza).await,
+        (Kind::Presence, To::Full(full)) => {
+            services::presence::inbound(srv, &full.to_bare(), Some(&full), stanza).await
+        }
+        (_, To::Remote(jid)) => remote(srv, &jid, stanza),
+    }
+}
+
+fn classify(srv: &Server, jid: Jid) -> To {
+    if !srv.is_local_domain(jid.domain()) {
+        return To::Remote(jid);
+    }
+    match (jid.node(), jid.resource()) {
+        // A JID like `example.org/res` addresses the server too (RFC 6120 §10.5.1).
+        (None, _) => To::Server,
+        (Some(_), None) => To::Bare(jid.to_bare()),
+        (Some(_), Some(_)) => match jid.try_into_full() {
+            Ok(full) => To::Full(full),
+            Err(jid) => To::Bare(jid.to_bare()),
+        },
+    }
+}
+
+/// Sends an error reply to the stanza's sender, unless the stanza is itself an error or result.
+pub fn bounce(srv: &Server, stanza: &Element, err: StanzaError) {
+    if stanza::must_not_answer(stanza) {
+        return;
+    }
+    let reply = stanza::error_reply(stanza, &err);
+    deliver_reply(srv, reply);
+}
+
+/// Delivers a server-generated reply (iq result, error) to the local full JID in its `to`.
+pub fn deliver_reply(srv: &Server, reply: Element) {
+    let Some(Ok(to)) = reply.attr("to").map(FullJid::parse) else { return };
+    if let Some(r) = srv.sessions.resource(&to) {
+        sessions::send(&r, Outbound::Stanza(reply));
+    }
+}
+
+/// RFC 6121 §8.5.3.1 / §8.5.4: an iq to a connected resource is delivered; to anything else
+/// the sender gets `service-unavailable`.
+fn iq_to_full(srv: &Server, to: &FullJid, stanza: Element) {
+    match srv.sessions.resource(to) {
+        Some(r) => {
+            if !sessions::send(&r, Outbound::Stanza(stanza.clone())) {
+                bounce(srv, &stanza, Condition::ServiceUnavailable.into());
+            }
+        }
+        None => bounce(srv, &stanza, Condition::ServiceUnavailable.into()),
+    }
+}
+
+fn message_to_server(srv: &Server, stanza: Element) {
+    // Nothing on the server consumes messages yet (announcements will); don't leave a chat
+    // message unanswered.
+    if matches!(stanza::stanza_type(&stanza), "normal" | "chat") {
+        bounce(srv, &stanza, Condition::ServiceUnavailable.into());
+    }
+}
+
+/// RFC 6121 §8.5.2: message to a bare JID of a local account.
+pub async fn message_to_bare(srv: &Server, to: &BareJid, stanza: Element) {
+    let resources = srv.sessions.resources(to);
+    let kind = stanza::stanza_type(&stanza).to_string();
+    let non_negative: Vec<_> = resources.iter().filter(|r| r.available && r.priority >= 0).collect();
+    match kind.as_str() {
+        "error" => {}
+        "groupchat" => bounce(srv, &stanza, Condition::ServiceUnavailable.into()),
+        "headline" => {
+            for r in non_negative {
+                sessions::send(r, Outbound::Stanza(stanza.clone()));
+            }
+        }
+        // "normal", "chat" and unknown types (treated as normal, RFC 6120 §8.2.1... §5.2.2).
+        _ => {
+            let targets: Vec<_> = if kind == "chat" {
+                non_negative
+            } else {
+                let top = non_negative.iter().map(|r| r.priority).max();
+                non_negative.into_iter().filter(|r| Some(r.priority) == top).collect()
+            };
+            let mut delivered = false;
+            for r in targets {
+                delivered |= sessions::send(r, Outbound::Stanza(stanza.clone()));
+            }
+            if !delivered {
+                services::offline::store_or_bounce(srv, to, stanza).await;
+            }
+        }
+    }
+}
+
+/// RFC 6121 §8.5.3: message to a full JID; if that resource is gone, normal and chat messages
+/// are handled as if sent to the bare JID.
+async fn message_to_full(srv: &Server, to: &FullJid, stanza: Element) {
+    if let Some(r) = srv.sessions.resource(to) {
+        if sessions::send(&r, Outbound::Stanza(stanza.clone())) {
+            return;
+        }
+    }
+    match stanza::stanza_type(&stanza) {
+        "error" | "headline" => {}
+        "groupchat" => bounce(srv, &stanza, Condition::ServiceUnavailable.into()),
+        _ => message_to_bare(srv, &to.to_bare(), stanza).await,
+    }
+}
+
+/// Until federation lands, stanzas for other domains bounce instead of vanishing.
+fn remote(srv: &Server, to: &Jid, stanza: Element) {
+    log::debug!("router: no federation yet, bouncing {} to {}", stanza.name(), to.domain());
+    if stanza.name() != "presence" {
+        bounce(
+            srv,
+            &stanza,
+            StanzaError::new(Condition::RemoteServerNotFound)
+                .with_text("this server does not federate with other servers yet"),
+        );
+    }
+}
+
+/// Whether a message has content worth storing offline (XEP-0160 §3): chat states and
+/// processing hints alone are not.
+pub fn worth_storing(stanza: &Element) -> bool {
+    stanza
+        .children()
+        .any(|c| c.ns() != ns::CHATSTATES && c.ns() != ns::HINTS && c.name() != "thread")
+}

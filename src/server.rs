@@ -1,0 +1,226 @@
+//! The running server: the shared context every session and service sees (`Server`), and
+//! `run`, which opens the store, binds the listeners, serves until SIGTERM/SIGINT and then shuts
+//! down cleanly (every stream gets `</stream:stream>`, the store is closed last).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use smol::Executor;
+
+use crate::config::Config;
+use crate::jid::BareJid;
+use crate::net::{listener, tls::TlsSetup};
+use crate::sessions::{self, Outbound, Sessions};
+use crate::store::Store;
+
+/// Shared state of one running server. Cheap to reach from every task through `Arc<Server>`.
+pub struct Server {
+    pub config: Config,
+    pub store: Store,
+    pub sessions: Sessions,
+    pub tls: TlsSetup,
+    pub started: Instant,
+    next_conn: AtomicU64,
+    /// Connections currently open (any phase), so shutdown can wait for them to close.
+    pub open_conns: AtomicUsize,
+    pub stopping: AtomicBool,
+}
+
+impl Server {
+    pub fn new(config: Config, store: Store, tls: TlsSetup) -> Server {
+        Server {
+            config,
+            store,
+            sessions: Sessions::new(),
+            tls,
+            started: Instant::now(),
+            next_conn: AtomicU64::new(1),
+            open_conns: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    pub fn domain(&self) -> &str {
+        &self.config.domain
+    }
+
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        domain == self.config.domain
+    }
+
+    /// Whether `bare` names an account on this server (local domain, has a localpart).
+    pub fn is_local_user(&self, bare: &BareJid) -> bool {
+        bare.node().is_some() && self.is_local_domain(bare.domain())
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Disconnects every session of an account (after it was deleted or its password changed).
+    pub fn kick_account(&self, bare: &BareJid, condition: crate::stanza::StreamError) {
+        for r in self.sessions.resources(bare) {
+            sessions::send(&r, Outbound::Close(condition));
+        }
+    }
+}
+
+/// A start-up failure, worded for the operator.
+#[derive(Debug)]
+pub struct RunError(pub String);
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// Runs the server in the foreground until SIGTERM or SIGINT.
+pub fn run(config: Config) -> Result<(), RunError> {
+    let ex = Arc::new(Executor::new());
+    // One worker per core beside the main thread; the main thread drives the same executor.
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2) - 1;
+    let (stop_workers, workers_stopped) = async_channel::bounded::<()>(1);
+    let mut threads = Vec::new();
+    for i in 0..workers {
+        let ex = ex.clone();
+        let stopped = workers_stopped.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("kith-worker-{i}"))
+            .spawn(move || smol::block_on(ex.run(stopped.recv())))
+            .map_err(|e| RunError(format!("cannot start worker thread: {e}")))?;
+        threads.push(t);
+    }
+    let result = smol::block_on(ex.run(serve(ex.clone(), config)));
+    stop_workers.close();
+    for t in threads {
+        let _ = t.join();
+    }
+    result
+}
+
+async fn serve(ex: Arc<Executor<'static>>, config: Config) -> Result<(), RunError> {
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|e| {
+        RunError(format!(
+            "cannot create data directory {}: {e} (set data_dir in the config to a writable folder)",
+            data_dir.display()
+        ))
+    })?;
+    let store = Store::open(&data_dir.join("kith.redb"))
+        .map_err(|e| RunError(format!("store {}: {e}", data_dir.join("kith.redb").display())))?;
+    let tls = TlsSetup::load(
+        config.tls.cert.as_deref(),
+        config.tls.key.as_deref(),
+        &config.domain,
+        &data_dir,
+    )
+    .map_err(|e| RunError(e.to_string()))?;
+
+    let c2s = bind_all(&config.listen.c2s, "c2s")?;
+    let direct = bind_all(&config.listen.c2s_direct_tls, "c2s_direct_tls")?;
+    warn_reserved(&config);
+
+    let srv = Arc::new(Server::new(config, store, tls));
+    let admin = crate::admin::listen(&srv).map_err(|e| RunError(e.to_string()))?;
+
+    let mut tasks = Vec::new();
+    for l in c2s {
+        tasks.push(ex.spawn(listener::accept_loop(ex.clone(), srv.clone(), l, listener::Mode::StartTls)));
+    }
+    for l in direct {
+        tasks.push(ex.spawn(listener::accept_loop(ex.clone(), srv.clone(), l, listener::Mode::DirectTls)));
+    }
+    if let Some(admin) = admin {
+        tasks.push(ex.spawn(crate::admin::serve(ex.clone(), srv.clone(), admin)));
+    }
+    log::info!(
+        "kith {} serving {} ({} certificate {})",
+        env!("CARGO_PKG_VERSION"),
+        srv.domain(),
+        match &srv.tls.source {
+            crate::net::tls::CertSource::Configured { .. } => "configured",
+            crate::net::tls::CertSource::SelfSigned { .. } => "self-signed",
+        },
+        match &srv.tls.source {
+            crate::net::tls::CertSource::Configured { cert } => cert.display().to_string(),
+            crate::net::tls::CertSource::SelfSigned { cert } => cert.display().to_string(),
+        }
+    );
+
+    let signal = wait_for_signal().await;
+    log::info!("received {signal}, shutting down");
+    srv.stopping.store(true, Ordering::SeqCst);
+    // Stop accepting first, so nothing new starts while streams are being closed.
+    for t in tasks {
+        t.cancel().await;
+    }
+    for r in srv.sessions.all() {
+        sessions::send(&r, Outbound::Shutdown);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while srv.open_conns.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        smol::Timer::after(Duration::from_millis(20)).await;
+    }
+    let left = srv.open_conns.load(Ordering::SeqCst);
+    if left > 0 {
+        log::warn!("{left} connection(s) did not close within 5 s; exiting anyway");
+    }
+    crate::admin::cleanup(&srv);
+    log::info!("store closed, bye");
+    Ok(())
+}
+
+fn bind_all(addrs: &[SocketAddr], what: &str) -> Result<Vec<smol::net::TcpListener>, RunError> {
+    addrs
+        .iter()
+        .map(|addr| {
+            let std = std::net::TcpListener::bind(addr).map_err(|e| {
+                RunError(format!(
+                    "cannot listen for {what} on {addr}: {e} (is another server using the port? change [listen] {what} in the config)"
+                ))
+            })?;
+            std.set_nonblocking(true)
+                .and_then(|_| smol::net::TcpListener::try_from(std))
+                .map_err(|e| RunError(format!("cannot listen for {what} on {addr}: {e}")))
+                .inspect(|_| log::info!("listening for {what} on {addr}"))
+        })
+        .collect()
+}
+
+/// Listeners that later features will serve; say so instead of silently ignoring the keys.
+fn warn_reserved(config: &Config) {
+    let l = &config.listen;
+    for (name, addrs) in [
+        ("s2s", &l.s2s),
+        ("s2s_direct_tls", &l.s2s_direct_tls),
+        ("https", &l.https),
+        ("http", &l.http),
+        ("components", &l.components),
+    ] {
+        if !addrs.is_empty() {
+            log::debug!("[listen] {name} is not served by this version of kith yet");
+        }
+    }
+}
+
+async fn wait_for_signal() -> &'static str {
+    use async_signal::{Signal, Signals};
+    use futures_lite::StreamExt;
+    let mut signals = match Signals::new([Signal::Term, Signal::Int]) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot install signal handlers: {e}; stop kith with SIGKILL");
+            return futures_lite::future::pending().await;
+        }
+    };
+    match signals.next().await {
+        Some(Ok(Signal::Int)) => "SIGINT",
+        _ => "SIGTERM",
+    }
+}

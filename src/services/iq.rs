@@ -1,0 +1,79 @@
+//! Dispatch of iq stanzas addressed to the server or to an account's bare JID (RFC 6120 §10.3:
+//! the server answers for the account). Unknown payloads get `service-unavailable`.
+
+use crate::jid::{BareJid, FullJid};
+use crate::router::{bounce, deliver_reply};
+use crate::server::Server;
+use crate::services::{disco, info, roster};
+use crate::stanza::{self, ns, Condition};
+use crate::xml::Element;
+
+/// iq to our domain.
+pub async fn to_server(srv: &Server, from: &FullJid, iq: Element) {
+    if stanza::must_not_answer(&iq) {
+        return;
+    }
+    let get = iq.attr("type") == Some("get");
+    let Some(payload) = iq.first_child() else {
+        return bounce(srv, &iq, Condition::BadRequest.into());
+    };
+    let reply = match (payload.ns(), payload.name(), get) {
+        (ns::DISCO_INFO, "query", true) => Some(disco::server_info(srv, payload)),
+        (ns::DISCO_ITEMS, "query", true) => Some(disco::server_items(payload)),
+        (ns::PING, "ping", true) => None,
+        (ns::VERSION, "query", true) => Some(info::version()),
+        (ns::TIME, "time", true) => Some(info::time()),
+        (ns::LAST, "query", true) => Some(info::uptime(srv)),
+        // A roster request addressed to the domain is a client bug, but harmless to serve.
+        (ns::ROSTER, "query", _) => return roster::handle(srv, from, iq).await,
+        _ => return bounce(srv, &iq, Condition::ServiceUnavailable.into()),
+    };
+    reply_ok(srv, &iq, reply);
+}
+
+/// iq to an account's bare JID (or with no `to`, to the sender's own account).
+pub async fn to_account(srv: &Server, from: &FullJid, to: &BareJid, iq: Element) {
+    if stanza::must_not_answer(&iq) {
+        return;
+    }
+    let own = from.to_bare() == *to;
+    let get = iq.attr("type") == Some("get");
+    let Some(payload) = iq.first_child() else {
+        return bounce(srv, &iq, Condition::BadRequest.into());
+    };
+    if !own && !account_exists(srv, to).await {
+        return bounce(srv, &iq, Condition::ServiceUnavailable.into());
+    }
+    let reply = match (payload.ns(), payload.name(), get) {
+        (ns::ROSTER, "query", _) if own => return roster::handle(srv, from, iq).await,
+        (ns::DISCO_INFO, "query", true) => Some(disco::account_info(payload)),
+        (ns::DISCO_ITEMS, "query", true) => Some(disco::account_items(payload)),
+        (ns::PING, "ping", true) if own => None,
+        (ns::LAST, "query", true) => match info::last_activity(srv, from, to).await {
+            Ok(el) => Some(el),
+            Err(c) => return bounce(srv, &iq, c.into()),
+        },
+        _ => return bounce(srv, &iq, Condition::ServiceUnavailable.into()),
+    };
+    reply_ok(srv, &iq, reply);
+}
+
+fn reply_ok(srv: &Server, iq: &Element, payload: Option<Element>) {
+    deliver_reply(srv, stanza::iq_result(iq, payload));
+}
+
+pub async fn account_exists(srv: &Server, jid: &BareJid) -> bool {
+    if !srv.is_local_user(jid) {
+        return false;
+    }
+    if srv.sessions.is_online(jid) {
+        return true;
+    }
+    match srv.store.account(&jid.to_string()).await {
+        Ok(a) => a.is_some(),
+        Err(e) => {
+            log::error!("store: cannot look up account {jid}: {e}");
+            false
+        }
+    }
+}

@@ -1,0 +1,638 @@
+//! One client connection from accept to close (RFC 6120): STARTTLS (or direct TLS), SASL,
+//! resource binding, then the open stream, where stanzas from the client go to the router and
+//! stanzas from the router are written back in batches.
+//!
+//! Each negotiation phase is its own function that returns what the next one needs, so a
+//! stanza can only reach the router after binding.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_channel::Receiver;
+use base64::Engine as _;
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, FutureExt as _};
+use futures_rustls::server::TlsStream;
+use futures_rustls::TlsAcceptor;
+use smol::net::TcpStream;
+
+use crate::jid::{BareJid, FullJid, Jid};
+use crate::net::listener::Mode;
+use crate::router;
+use crate::sasl::{self, CbInfo, Mechanism};
+use crate::server::Server;
+use crate::services::{offline, presence};
+use crate::sessions::Outbound;
+use crate::session::stream::{End, XmlStream};
+use crate::stanza::{self, ns, Condition, Kind, StreamError};
+use crate::xml::{Element, Frame, Limits};
+
+/// Failed authentications allowed on one connection before it is closed (RFC 6120 §6.4.5
+/// asks for at least two retries).
+const MAX_AUTH_FAILURES: u32 = 3;
+/// Delay before answering a failed authentication, so guessing passwords is slow.
+const FAILURE_DELAY: Duration = Duration::from_secs(1);
+/// Stanzas written per batch when the outbound queue has several waiting.
+const WRITE_BATCH: usize = 64;
+
+pub async fn serve(srv: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: Mode, conn: u64) {
+    let tag = format!("c2s#{conn}");
+    log::info!("{tag}: connection from {peer} ({})", match mode {
+        Mode::StartTls => "starttls",
+        Mode::DirectTls => "direct tls",
+    });
+    let deadline = Instant::now() + srv.config.limits.auth_timeout;
+    let limits = Limits { max_stanza_bytes: srv.config.limits.max_stanza_size, ..Limits::default() };
+    let tls = match mode {
+        Mode::StartTls => starttls(&srv, tcp, &tag, deadline, limits).await,
+        Mode::DirectTls => handshake(srv.tls.direct.clone(), tcp, &tag, deadline).await,
+    };
+    let Some(tls) = tls else { return };
+    let cb = srv.tls.channel_binding(tls.get_ref().1);
+    let mut xs = XmlStream::new(tls, limits);
+    let mut id = new_id();
+    let user = match authenticate(&srv, &mut xs, &tag, &cb, deadline, &id, peer).await {
+        Ok(user) => user,
+        Err(end) => return finish(&srv, &mut xs, &tag, &id, end).await,
+    };
+    xs.restart();
+    id = new_id();
+    let (me, rx) = match bind(&srv, &mut xs, &user, conn, deadline, &id).await {
+        Ok(b) => b,
+        Err(end) => return finish(&srv, &mut xs, &tag, &id, end).await,
+    };
+    log::info!("{tag}: bound {me}");
+    let guard = Bound { srv: &srv, me: &me, conn };
+    let mut session = Session {
+        srv: &srv,
+        me: &me,
+        conn,
+        presence: presence::SessionPresence::default(),
+    };
+    let end = session.run(&mut xs, &rx).await;
+    presence::disconnected(&srv, &me, conn, &mut session.presence).await;
+    drop(guard);
+    if let Err(e) = srv.store.set_last(&me.to_bare().to_string(), crate::time::now_unix(), "").await {
+        log::warn!("{tag}: cannot record last activity: {e}");
+    }
+    finish(&srv, &mut xs, &tag, &id, end).await;
+}
+
+/// Removes the resource from the routing table however the session ends (even by panic).
+struct Bound<'a> {
+    srv: &'a Server,
+    me: &'a FullJid,
+    conn: u64,
+}
+
+impl Drop for Bound<'_> {
+    fn drop(&mut self) {
+        self.srv.sessions.unbind(self.me, self.conn);
+    }
+}
+
+async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
+    srv: &Server,
+    xs: &mut XmlStream<S>,
+    tag: &str,
+    id: &str,
+    end: End,
+) {
+    match end {
+        End::Error(cond, text) => {
+            log::info!("{tag}: closing with stream error {cond}");
+            xs.send_error(srv.domain(), id, cond, text).await;
+        }
+        End::Closed => {
+            log::info!("{tag}: stream closed by the client");
+            xs.close().await;
+        }
+        End::Shutdown => {
+            log::info!("{tag}: closing for server shutdown");
+            xs.close().await;
+        }
+        End::Eof => log::info!("{tag}: connection closed by the client"),
+        End::Io(e) => log::info!("{tag}: connection lost: {e}"),
+    }
+}
+
+/// The plaintext phase on port 5222: offer only STARTTLS (required), then hand the socket to
+/// rustls. Bytes the client sent after `<starttls/>` and before the handshake would be
+/// plaintext injected into the TLS session (CVE-2011-1431 class): the connection is dropped.
+async fn starttls(
+    srv: &Server,
+    tcp: TcpStream,
+    tag: &str,
+    deadline: Instant,
+    limits: Limits,
+) -> Option<TlsStream<TcpStream>> {
+    let mut xs = XmlStream::new(tcp, limits);
+    let id = new_id();
+    let r: Result<(), End> = async {
+        let to = open_stream(srv, &mut xs, deadline, &id).await?;
+        let _ = to;
+        let features = Element::new("features", ns::STREAM)
+            .with_child(Element::new("starttls", ns::TLS).with_child(Element::new("required", ns::TLS)));
+        xs.send_element(&features).await?;
+        loop {
+            match xs.next_frame(deadline).await? {
+                Frame::Element(el) if el.is("starttls", ns::TLS) => break,
+                Frame::StreamClose => return Err(End::Closed),
+                _ => return Err(End::Error(StreamError::PolicyViolation, Some("STARTTLS is required"))),
+            }
+        }
+        xs.send_element(&Element::new("proceed", ns::TLS)).await?;
+        Ok(())
+    }
+    .await;
+    if let Err(end) = r {
+        finish(srv, &mut xs, tag, &id, end).await;
+        return None;
+    }
+    let (tcp, buffered) = xs.into_parts();
+    if buffered > 0 {
+        log::warn!("{tag}: {buffered} bytes sent after <starttls/> before the TLS handshake (injection attempt?); dropping the connection");
+        return None;
+    }
+    handshake(srv.tls.starttls.clone(), tcp, tag, deadline).await
+}
+
+async fn handshake(
+    config: Arc<futures_rustls::rustls::ServerConfig>,
+    tcp: TcpStream,
+    tag: &str,
+    deadline: Instant,
+) -> Option<TlsStream<TcpStream>> {
+    let accept = TlsAcceptor::from(config).accept(tcp);
+    let r = accept
+        .or(async {
+            smol::Timer::at(deadline).await;
+            Err(std::io::ErrorKind::TimedOut.into())
+        })
+        .await;
+    match r {
+        Ok(tls) => {
+            let c = tls.get_ref().1;
+            log::debug!(
+                "{tag}: TLS established ({:?}, {:?}, sni {:?})",
+                c.protocol_version(),
+                c.negotiated_cipher_suite().map(|s| s.suite()),
+                c.server_name()
+            );
+            Some(tls)
+        }
+        Err(e) => {
+            log::info!("{tag}: TLS handshake failed: {e}");
+            None
+        }
+    }
+}
+
+/// Reads the client's stream header, checks it and answers with ours. Returns the client's
+/// `from` if it was a valid JID (echoed as our `to`, RFC 6120 §4.7.2).
+async fn open_stream<S: AsyncRead + AsyncWrite + Unpin>(
+    srv: &Server,
+    xs: &mut XmlStream<S>,
+    deadline: Instant,
+    id: &str,
+) -> Result<Option<String>, End> {
+    let header = match xs.next_frame(deadline).await? {
+        Frame::StreamOpen(h) => h,
+        _ => return Err(End::Error(StreamError::NotWellFormed, None)),
+    };
+    let from = header
+        .attr("from")
+        .and_then(|f| Jid::parse(f).ok())
+        .map(|j| j.to_string());
+    xs.send_header(srv.domain(), id, from.as_deref()).await?;
+    if header.default_ns() != ns::CLIENT {
+        return Err(End::Error(StreamError::InvalidNamespace, None));
+    }
+    // RFC 6120 §4.7.5: no version means a pre-1.0 client, which can't do SASL.
+    let major = header
+        .attr("version")
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.parse::<u32>().ok());
+    if major.is_none_or(|m| m < 1) {
+        return Err(End::Error(StreamError::UnsupportedVersion, None));
+    }
+    if let Some(to) = header.attr("to") {
+        if !to.trim_end_matches('.').eq_ignore_ascii_case(srv.domain()) {
+            return Err(End::Error(StreamError::HostUnknown, Some("this server does not serve that domain")));
+        }
+    }
+    Ok(from)
+}
+
+/// SASL (RFC 6120 §6): SCRAM with channel binding where TLS gives us the data, PLAIN only when
+/// the admin allowed it.
+async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+    srv: &Server,
+    xs: &mut XmlStream<S>,
+    tag: &str,
+    cb: &CbInfo,
+    deadline: Instant,
+    id: &str,
+    peer: SocketAddr,
+) -> Result<BareJid, End> {
+    open_stream(srv, xs, deadline, id).await?;
+    let offered = offered_mechanisms(srv, cb);
+    let plus_offered = offered.iter().any(|m| m.is_plus());
+    let mut mechs = Element::new("mechanisms", ns::SASL);
+    for m in &offered {
+        mechs.push_child(Element::new("mechanism", ns::SASL).with_text(m.name()));
+    }
+    let mut features = Element::new("features", ns::STREAM).with_child(mechs);
+    let cb_types = cb.types();
+    if !cb_types.is_empty() {
+        let mut el = Element::new("sasl-channel-binding", ns::SASL_CB);
+        for t in cb_types {
+            el.push_child(Element::new("channel-binding", ns::SASL_CB).with_attr("type", t));
+        }
+        features.push_child(el);
+    }
+    xs.send_element(&features).await?;
+
+    let mut failures = 0;
+    loop {
+        let el = match xs.next_frame(deadline).await? {
+            Frame::Element(el) => el,
+            Frame::StreamClose => return Err(End::Closed),
+            Frame::StreamOpen(_) => return Err(End::Error(StreamError::NotWellFormed, None)),
+        };
+        if !el.is("auth", ns::SASL) {
+            return Err(End::Error(StreamError::NotAuthorized, Some("authenticate first")));
+        }
+        let mech_name = el.attr("mechanism").unwrap_or("");
+        let result = match Mechanism::from_name(mech_name).filter(|m| offered.contains(m)) {
+            None => Err(sasl::SaslFailure::new("invalid-mechanism")),
+            Some(mech) => match decode_sasl(&el) {
+                None => Err(sasl::SaslFailure::new("incorrect-encoding")),
+                Some(initial) => run_mechanism(srv, xs, mech, plus_offered, cb, initial, deadline).await?,
+            },
+        };
+        match result {
+            Ok(user) => {
+                log::info!("{tag}: authenticated as {user} ({mech_name}) from {peer}");
+                return Ok(user);
+            }
+            Err(f) => {
+                failures += 1;
+                // One line an admin (or fail2ban) can act on; never the password.
+                log::info!("{tag}: authentication failed from {peer} ({mech_name}: {})", f.condition);
+                smol::Timer::after(FAILURE_DELAY).await;
+                let mut failure = Element::new("failure", ns::SASL).with_child(Element::new(f.condition, ns::SASL));
+                if let Some(text) = &f.text {
+                    failure.push_child(Element::new("text", ns::SASL).with_attr("xml:lang", "en").with_text(text.as_str()));
+                }
+                xs.send_element(&failure).await?;
+                if failures >= MAX_AUTH_FAILURES {
+                    return Err(End::Error(StreamError::PolicyViolation, Some("too many failed authentication attempts")));
+                }
+            }
+        }
+    }
+}
+
+fn offered_mechanisms(srv: &Server, cb: &CbInfo) -> Vec<Mechanism> {
+    let mut v = Vec::new();
+    if !cb.types().is_empty() {
+        v.extend([Mechanism::ScramSha512Plus, Mechanism::ScramSha256Plus, Mechanism::ScramSha1Plus]);
+    }
+    v.extend([Mechanism::ScramSha512, Mechanism::ScramSha256, Mechanism::ScramSha1]);
+    if srv.config.auth.allow_plain {
+        v.push(Mechanism::Plain);
+    }
+    v
+}
+
+/// Base64 payload of `<auth/>` or `<response/>`; `=` is the empty initial response.
+fn decode_sasl(el: &Element) -> Option<Vec<u8>> {
+    let text = el.text();
+    let text = text.trim();
+    if text.is_empty() || text == "=" {
+        return Some(Vec::new());
+    }
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
+}
+
+async fn run_mechanism<S: AsyncRead + AsyncWrite + Unpin>(
+    srv: &Server,
+    xs: &mut XmlStream<S>,
+    mech: Mechanism,
+    plus_offered: bool,
+    cb: &CbInfo,
+    mut initial: Vec<u8>,
+    deadline: Instant,
+) -> Result<Result<BareJid, sasl::SaslFailure>, End> {
+    if initial.is_empty() {
+        // No initial response: ask for it with an empty challenge (RFC 6120 §6.4.2).
+        xs.send_element(&Element::new("challenge", ns::SASL)).await?;
+        match read_response(xs, deadline).await? {
+            Ok(data) => initial = data,
+            Err(f) => return Ok(Err(f)),
+        }
+    }
+    if mech == Mechanism::Plain {
+        return Ok(plain(srv, &initial).await);
+    }
+    let need = match sasl::scram_start(mech, plus_offered, cb, &initial) {
+        Ok(n) => n,
+        Err(f) => return Ok(Err(f)),
+    };
+    let jid = BareJid::parse(&format!("{}@{}", need.username(), srv.domain())).ok();
+    if let (Some(authzid), Some(jid)) = (need.authzid(), &jid) {
+        if authzid != jid.to_string() {
+            return Ok(Err(sasl::SaslFailure::new("invalid-authzid")));
+        }
+    }
+    let creds = match &jid {
+        Some(jid) => load_creds(srv, jid, mech).await,
+        None => None,
+    };
+    let (await_final, server_first) = need.server_first(creds.as_ref());
+    xs.send_element(&Element::new("challenge", ns::SASL).with_text(b64(&server_first))).await?;
+    let client_final = match read_response(xs, deadline).await? {
+        Ok(data) => data,
+        Err(f) => return Ok(Err(f)),
+    };
+    match (await_final.finish(&client_final), jid) {
+        (Ok(success), Some(jid)) => {
+            xs.send_element(&Element::new("success", ns::SASL).with_text(b64(success.server_final())))
+                .await?;
+            Ok(Ok(jid))
+        }
+        (Ok(_), None) => Ok(Err(sasl::SaslFailure::new("not-authorized"))),
+        (Err(f), _) => Ok(Err(f)),
+    }
+}
+
+async fn read_response<S: AsyncRead + AsyncWrite + Unpin>(
+    xs: &mut XmlStream<S>,
+    deadline: Instant,
+) -> Result<Result<Vec<u8>, sasl::SaslFailure>, End> {
+    match xs.next_frame(deadline).await? {
+        Frame::Element(el) if el.is("response", ns::SASL) => {
+            Ok(decode_sasl(&el).ok_or_else(|| sasl::SaslFailure::new("incorrect-encoding")))
+        }
+        Frame::Element(el) if el.is("abort", ns::SASL) => Ok(Err(sasl::SaslFailure::new("aborted"))),
+        Frame::StreamClose => Err(End::Closed),
+        _ => Err(End::Error(StreamError::NotAuthorized, None)),
+    }
+}
+
+async fn load_creds(srv: &Server, jid: &BareJid, mech: Mechanism) -> Option<sasl::ScramCreds> {
+    match srv.store.account(&jid.to_string()).await {
+        Ok(Some(account)) => sasl::decode_creds(&account.creds)
+            .ok()?
+            .into_iter()
+            .find(|c| Some(c.hash) == mech.hash()),
+        Ok(None) => None,
+        Err(e) => {
+            log::error!("store: cannot read account {jid}: {e}");
+            None
+        }
+    }
+}
+
+async fn plain(srv: &Server, msg: &[u8]) -> Result<BareJid, sasl::SaslFailure> {
+    let creds = sasl::plain_parse(msg)?;
+    let jid = BareJid::parse(&format!("{}@{}", creds.authcid, srv.domain()))
+        .map_err(|_| sasl::SaslFailure::new("not-authorized"))?;
+    if creds.authzid.as_deref().is_some_and(|a| !a.is_empty() && a != jid.to_string()) {
+        return Err(sasl::SaslFailure::new("invalid-authzid"));
+    }
+    let stored = load_creds(srv, &jid, Mechanism::ScramSha256).await;
+    let password = creds.password.clone();
+    let ok = match stored {
+        Some(c) => smol::unblock(move || sasl::verify_password(&password, &c)).await,
+        None => false,
+    };
+    if ok {
+        Ok(jid)
+    } else {
+        Err(sasl::SaslFailure::new("not-authorized"))
+    }
+}
+
+/// Resource binding (RFC 6120 §7). Returns the bound JID and the session's outbound queue.
+async fn bind<S: AsyncRead + AsyncWrite + Unpin>(
+    srv: &Server,
+    xs: &mut XmlStream<S>,
+    user: &BareJid,
+    conn: u64,
+    deadline: Instant,
+    id: &str,
+) -> Result<(FullJid, Receiver<Outbound>), End> {
+    open_stream(srv, xs, deadline, id).await?;
+    let features = Element::new("features", ns::STREAM)
+        .with_child(Element::new("bind", ns::BIND))
+        .with_child(Element::new("session", ns::SESSION).with_child(Element::new("optional", ns::SESSION)))
+        .with_child(Element::new("ver", ns::ROSTER_VER))
+        .with_child(Element::new("sub", ns::PRE_APPROVAL));
+    xs.send_element(&features).await?;
+    loop {
+        let iq = match xs.next_frame(deadline).await? {
+            Frame::Element(el) if el.is("iq", ns::CLIENT) => el,
+            Frame::StreamClose => return Err(End::Closed),
+            _ => return Err(End::Error(StreamError::NotAuthorized, Some("bind a resource first"))),
+        };
+        let Some(req) = iq.get_child("bind", ns::BIND).filter(|_| iq.attr("type") == Some("set")) else {
+            let reply = stanza::error_reply(&iq, &Condition::NotAuthorized.into());
+            xs.send_element(&reply).await?;
+            continue;
+        };
+        let requested = req.get_child("resource", ns::BIND).map(|r| r.text()).unwrap_or_default();
+        let resource = if requested.trim().is_empty() { new_id() } else { requested };
+        let me = match user.with_resource(&resource) {
+            Ok(me) => me,
+            Err(_) => {
+                let reply = stanza::error_reply(&iq, &Condition::BadRequest.into());
+                xs.send_element(&reply).await?;
+                continue;
+            }
+        };
+        let (tx, rx) = async_channel::unbounded();
+        if let Some(old) = srv.sessions.bind(me.clone(), conn, tx) {
+            log::info!("c2s#{conn}: {me} was bound by c2s#{}; replacing it", old.conn);
+            crate::sessions::send(&old, Outbound::Close(StreamError::Conflict));
+        }
+        let reply = stanza::iq_result(
+            &iq,
+            Some(Element::new("bind", ns::BIND).with_child(Element::new("jid", ns::BIND).with_text(me.to_string()))),
+        );
+        xs.send_element(&reply).await?;
+        return Ok((me, rx));
+    }
+}
+
+struct Session<'a> {
+    srv: &'a Server,
+    me: &'a FullJid,
+    conn: u64,
+    presence: presence::SessionPresence,
+}
+
+enum Event {
+    Read(std::io::Result<usize>),
+    Out(Result<Outbound, async_channel::RecvError>),
+}
+
+impl Session<'_> {
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        xs: &mut XmlStream<S>,
+        rx: &Receiver<Outbound>,
+    ) -> End {
+        let mut buf = [0u8; 4096];
+        loop {
+            let event = {
+                let out = async { Event::Out(rx.recv().await) };
+                let read = async { Event::Read(xs.io.read(&mut buf).await) };
+                out.or(read).await
+            };
+            let result = match event {
+                Event::Read(Ok(0)) => Err(End::Eof),
+                Event::Read(Ok(n)) => self.incoming(xs, &buf[..n]).await,
+                Event::Read(Err(e)) => Err(End::Io(e)),
+                Event::Out(Ok(first)) => self.outgoing(xs, rx, first).await,
+                Event::Out(Err(_)) => Err(End::Error(StreamError::PolicyViolation, None)),
+            };
+            if let Err(end) = result {
+                return end;
+            }
+        }
+    }
+
+    async fn incoming<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        xs: &mut XmlStream<S>,
+        data: &[u8],
+    ) -> Result<(), End> {
+        xs.feed(data)?;
+        while let Some(frame) = xs.ready_frame()? {
+            match frame {
+                Frame::Element(el) => self.stanza(xs, el).await?,
+                Frame::StreamClose => return Err(End::Closed),
+                Frame::StreamOpen(_) => return Err(End::Error(StreamError::NotWellFormed, None)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the first queued stanza and whatever else is already waiting, in one write.
+    async fn outgoing<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        xs: &mut XmlStream<S>,
+        rx: &Receiver<Outbound>,
+        first: Outbound,
+    ) -> Result<(), End> {
+        let mut out = Vec::with_capacity(512);
+        let mut next = Some(first);
+        let mut end = None;
+        let mut n = 0;
+        while let Some(item) = next.take() {
+            match item {
+                Outbound::Stanza(el) => XmlStream::<S>::write_element(&mut out, &el),
+                Outbound::Close(cond) => end = Some(End::Error(cond, None)),
+                Outbound::Shutdown => end = Some(End::Shutdown),
+            }
+            n += 1;
+            if end.is_some() || n >= WRITE_BATCH {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        if !out.is_empty() {
+            xs.send_raw(&out).await?;
+        }
+        end.map_or(Ok(()), Err)
+    }
+
+    async fn stanza<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        xs: &mut XmlStream<S>,
+        mut el: Element,
+    ) -> Result<(), End> {
+        let Some(kind) = Kind::of(&el) else {
+            return Err(End::Error(StreamError::UnsupportedStanzaType, None));
+        };
+        // RFC 6120 §8.1.2.1: the server stamps `from`; a client claiming another address is
+        // a stream-level offence.
+        if let Some(from) = el.attr("from") {
+            let ok = Jid::parse(from).is_ok_and(|j| {
+                j.to_bare() == self.me.to_bare() && (j.resource().is_none() || j.resource() == Some(self.me.resource()))
+            });
+            if !ok {
+                return Err(End::Error(StreamError::InvalidFrom, None));
+            }
+        }
+        el.set_attr("from", self.me.to_string());
+        match kind {
+            Kind::Presence => {
+                let after = presence::outbound(self.srv, self.me, self.conn, &mut self.presence, el).await;
+                if after == presence::After::Initial {
+                    self.initial_presence(xs).await?;
+                }
+            }
+            Kind::Iq => {
+                if let Err(e) = check_iq(&el) {
+                    router::bounce(self.srv, &el, e.into());
+                } else if el.get_child("session", ns::SESSION).is_some() {
+                    // RFC 3921 session establishment is a no-op kept for old clients.
+                    router::deliver_reply(self.srv, stanza::iq_result(&el, None));
+                } else {
+                    router::route(self.srv, self.me, el).await;
+                }
+            }
+            Kind::Message => router::route(self.srv, self.me, el).await,
+        }
+        Ok(())
+    }
+
+    /// After initial presence: subscription requests that waited, then offline messages,
+    /// which are removed from the store only once written to the client.
+    async fn initial_presence<S: AsyncRead + AsyncWrite + Unpin>(&mut self, xs: &mut XmlStream<S>) -> Result<(), End> {
+        let requests = presence::pending_requests(self.srv, self.me).await;
+        let (messages, last) = offline::pending(self.srv, self.me).await;
+        if requests.is_empty() && messages.is_empty() {
+            return Ok(());
+        }
+        let mut out = Vec::new();
+        for el in requests.iter().chain(messages.iter()) {
+            XmlStream::<S>::write_element(&mut out, el);
+        }
+        xs.send_raw(&out).await?;
+        if let Some(last) = last {
+            log::debug!("c2s#{}: delivered {} offline message(s)", self.conn, messages.len());
+            offline::delivered(self.srv, self.me, last).await;
+        }
+        Ok(())
+    }
+}
+
+/// RFC 6120 §8.2.3: an iq has an id and a known type; get and set carry exactly one payload.
+fn check_iq(iq: &Element) -> Result<(), Condition> {
+    if iq.attr("id").is_none() {
+        return Err(Condition::BadRequest);
+    }
+    match iq.attr("type") {
+        Some("get" | "set") if iq.children().count() == 1 => Ok(()),
+        Some("result" | "error") => Ok(()),
+        _ => Err(Condition::BadRequest),
+    }
+}
+
+fn b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+/// A random identifier for stream ids and generated resources.
+pub fn new_id() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 9];
+    // SystemRandom only fails when the OS has no randomness source at all; a fixed id is then
+    // still a valid (if guessable) stream id.
+    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}

@@ -1,0 +1,4 @@
+//! Async drivers: the only place where sockets meet the pure layers (framer, SASL, stanzas).
+
+pub mod c2s;
+pub mod stream;

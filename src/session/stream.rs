@@ -1,0 +1,180 @@
+//! An XML stream over any byte stream: reads into the framer, writes batched bytes, and sends
+//! stream headers, features and errors with the `stream:` prefix clients expect.
+
+use std::io;
+use std::time::Instant;
+
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt as _};
+
+use crate::stanza::{ns, StreamError};
+use crate::xml::{Element, Frame, FrameError, Framer, Limits};
+
+/// Why a stream ended.
+#[derive(Debug)]
+pub enum End {
+    /// The peer closed the TCP connection (or TLS) without closing the stream.
+    Eof,
+    /// The peer sent `</stream:stream>`.
+    Closed,
+    /// We must send this stream error and close.
+    Error(StreamError, Option<&'static str>),
+    Io(io::Error),
+    /// Our side decided to close cleanly (shutdown).
+    Shutdown,
+}
+
+impl From<io::Error> for End {
+    fn from(e: io::Error) -> End {
+        End::Io(e)
+    }
+}
+
+impl From<FrameError> for End {
+    fn from(e: FrameError) -> End {
+        let cond = match &e {
+            FrameError::NotWellFormed(_) => StreamError::NotWellFormed,
+            FrameError::RestrictedXml(_) => StreamError::RestrictedXml,
+            FrameError::PolicyViolation(_) => StreamError::PolicyViolation,
+            FrameError::InvalidNamespace(_) => StreamError::InvalidNamespace,
+            FrameError::BadFormat(_) => StreamError::BadFormat,
+            FrameError::UnsupportedEncoding(_) => StreamError::UnsupportedEncoding,
+        };
+        End::Error(cond, None)
+    }
+}
+
+pub struct XmlStream<S> {
+    pub io: S,
+    framer: Framer,
+    limits: Limits,
+    /// Our stream header for the current stream was sent (a stream error needs one first).
+    pub header_sent: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> XmlStream<S> {
+    pub fn new(io: S, limits: Limits) -> XmlStream<S> {
+        XmlStream { io, framer: Framer::new(limits), limits, header_sent: false }
+    }
+
+    /// Starts a new stream on the same transport (after SASL success, RFC 6120 §6.4.6).
+    pub fn restart(&mut self) {
+        self.framer = Framer::new(self.limits);
+        self.header_sent = false;
+    }
+
+    pub fn into_parts(self) -> (S, usize) {
+        let buffered = self.framer.buffered();
+        (self.io, buffered)
+    }
+
+    /// The next frame; waits for more input as needed, up to `deadline`.
+    pub async fn next_frame(&mut self, deadline: Instant) -> Result<Frame, End> {
+        loop {
+            if let Some(frame) = self.framer.next_frame()? {
+                return Ok(frame);
+            }
+            let mut buf = [0u8; 4096];
+            let n = self
+                .io
+                .read(&mut buf)
+                .or(async {
+                    smol::Timer::at(deadline).await;
+                    Err(io::ErrorKind::TimedOut.into())
+                })
+                .await;
+            let n = match n {
+                Ok(0) => return Err(End::Eof),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    return Err(End::Error(StreamError::ConnectionTimeout, None))
+                }
+                Err(e) => return Err(End::Io(e)),
+            };
+            self.framer.push(&buf[..n])?;
+        }
+    }
+
+    /// Feeds bytes read elsewhere (the session's select loop) and returns the frames ready.
+    pub fn feed(&mut self, data: &[u8]) -> Result<(), End> {
+        Ok(self.framer.push(data)?)
+    }
+
+    pub fn ready_frame(&mut self) -> Result<Option<Frame>, End> {
+        Ok(self.framer.next_frame()?)
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.io.write_all(bytes).await?;
+        self.io.flush().await
+    }
+
+    /// Our stream header (RFC 6120 §4.7), answering the peer's `from` with `to` when valid.
+    pub async fn send_header(&mut self, from_domain: &str, id: &str, to: Option<&str>) -> io::Result<()> {
+        let mut h = String::with_capacity(256);
+        h.push_str("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0' xml:lang='en'");
+        h.push_str(&format!(" id='{id}' from='{}'", escape_attr(from_domain)));
+        if let Some(to) = to {
+            h.push_str(&format!(" to='{}'", escape_attr(to)));
+        }
+        h.push('>');
+        self.header_sent = true;
+        self.send_raw(h.as_bytes()).await
+    }
+
+    /// Serializes an element into `out` for the client stream; elements in the streams
+    /// namespace get the `stream:` prefix.
+    pub fn write_element(out: &mut Vec<u8>, el: &Element) {
+        if el.ns() == ns::STREAM {
+            out.extend_from_slice(b"<stream:");
+            out.extend_from_slice(el.name().as_bytes());
+            out.push(b'>');
+            for c in el.children() {
+                c.write_to(out, ns::CLIENT);
+            }
+            out.extend_from_slice(b"</stream:");
+            out.extend_from_slice(el.name().as_bytes());
+            out.push(b'>');
+        } else {
+            el.write_to(out, ns::CLIENT);
+        }
+    }
+
+    pub async fn send_element(&mut self, el: &Element) -> io::Result<()> {
+        let mut out = Vec::with_capacity(256);
+        Self::write_element(&mut out, el);
+        self.send_raw(&out).await
+    }
+
+    /// Sends a stream error and closes the stream (RFC 6120 §4.9.1.1), with a header first if
+    /// none was sent yet.
+    pub async fn send_error(&mut self, domain: &str, id: &str, err: StreamError, text: Option<&str>) {
+        if !self.header_sent {
+            let _ = self.send_header(domain, id, None).await;
+        }
+        let mut out = Vec::with_capacity(256);
+        Self::write_element(&mut out, &err.to_element(text));
+        out.extend_from_slice(b"</stream:stream>");
+        let _ = self.send_raw(&out).await;
+        let _ = self.io.close().await;
+    }
+
+    pub async fn close(&mut self) {
+        let _ = self.send_raw(b"</stream:stream>").await;
+        let _ = self.io.close().await;
+    }
+}
+
+pub fn escape_attr(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\'' => out.push_str("&apos;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}

@@ -1,0 +1,27 @@
+//! Namespace URIs kith speaks, in one place so a typo is a compile error, not an interop bug.
+
+pub const CLIENT: &str = "jabber:client";
+pub const STREAM: &str = "http://etherx.jabber.org/streams";
+pub const STREAMS_ERR: &str = "urn:ietf:params:xml:ns:xmpp-streams";
+pub const STANZAS_ERR: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+pub const TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+pub const SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+pub const BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
+/// RFC 3921 session establishment; kept as an optional no-op for old clients (RFC 6121 Appendix E).
+pub const SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
+pub const ROSTER: &str = "jabber:iq:roster";
+pub const ROSTER_VER: &str = "urn:xmpp:features:rosterver";
+/// XEP-0440: which channel-binding types the server supports.
+pub const SASL_CB: &str = "urn:xmpp:sasl-cb:0";
+pub const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+pub const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
+pub const PING: &str = "urn:xmpp:ping";
+pub const VERSION: &str = "jabber:iq:version";
+pub const TIME: &str = "urn:xmpp:time";
+pub const LAST: &str = "jabber:iq:last";
+pub const DELAY: &str = "urn:xmpp:delay";
+pub const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
+pub const HINTS: &str = "urn:xmpp:hints";
+/// XEP-0160 advertises offline storage under this legacy feature name.
+pub const MSGOFFLINE: &str = "msgoffline";
+pub const PRE_APPROVAL: &str = "urn:xmpp:features:pre-approval";

@@ -37,7 +37,11 @@ impl From<StoreError> for AccountError {
 
 /// Parses `jid` as an account of `domain`. A bare localpart (`alice`) means `alice@domain`.
 pub fn account_jid(jid: &str, domain: &str) -> Result<BareJid, AccountError> {
-    let full = if jid.contains('@') { jid.to_string() } else { format!("{jid}@{domain}") };
+    let full = if jid.contains('@') {
+        jid.to_string()
+    } else {
+        format!("{jid}@{domain}")
+    };
     let bare = BareJid::parse(&full)
         .map_err(|e| AccountError::BadJid(format!("'{jid}' is not a valid address: {e}")))?;
     if bare.node().is_none() {

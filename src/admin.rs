@@ -37,7 +37,10 @@ pub fn listen(srv: &Server) -> io::Result<Option<UnixListener>> {
         let _ = std::fs::remove_file(&path);
     }
     let listener = UnixListener::bind(&path).map_err(|e| {
-        io::Error::other(format!("cannot create admin socket {}: {e}", path.display()))
+        io::Error::other(format!(
+            "cannot create admin socket {}: {e}",
+            path.display()
+        ))
     })?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
@@ -98,13 +101,17 @@ async fn execute(srv: &Server, fields: &[&str]) -> Result<Vec<String>, String> {
     match fields {
         ["user-add", jid, pw] => {
             let jid = accounts::account_jid(jid, domain).map_err(err)?;
-            accounts::add(&srv.store, &jid, &decode(pw)?).await.map_err(err)?;
+            accounts::add(&srv.store, &jid, &decode(pw)?)
+                .await
+                .map_err(err)?;
             log::info!("admin: account {jid} created");
             Ok(vec![])
         }
         ["user-passwd", jid, pw] => {
             let jid = accounts::account_jid(jid, domain).map_err(err)?;
-            accounts::passwd(&srv.store, &jid, &decode(pw)?).await.map_err(err)?;
+            accounts::passwd(&srv.store, &jid, &decode(pw)?)
+                .await
+                .map_err(err)?;
             log::info!("admin: password of {jid} changed");
             Ok(vec![])
         }
@@ -129,12 +136,20 @@ fn decode(b64: &str) -> Result<String, String> {
 }
 
 /// Client side, used by the CLI: `Ok(None)` when no server is listening.
-pub fn request(data_dir: &std::path::Path, fields: &[&str]) -> io::Result<Option<Result<Vec<String>, String>>> {
+pub fn request(
+    data_dir: &std::path::Path,
+    fields: &[&str],
+) -> io::Result<Option<Result<Vec<String>, String>>> {
     use std::io::{BufRead, Write};
     let path = socket_path(data_dir);
     let mut conn = match std::os::unix::net::UnixStream::connect(&path) {
         Ok(c) => c,
-        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
             return Ok(None)
         }
         Err(e) => {
@@ -156,7 +171,9 @@ pub fn request(data_dir: &std::path::Path, fields: &[&str]) -> io::Result<Option
             return Ok(Some(Err(m.to_string())));
         }
     }
-    Err(io::Error::other("the server closed the admin connection without an answer"))
+    Err(io::Error::other(
+        "the server closed the admin connection without an answer",
+    ))
 }
 
 pub fn encode_password(pw: &str) -> String {

@@ -129,12 +129,22 @@ fn run(config: Config) -> ExitCode {
 fn user(config: Config, op: UserOp) -> ExitCode {
     let result = match op {
         UserOp::Add(a) => read_password(a.password, &a.jid, true)
-            .and_then(|pw| admin_or_store(&config, &["user-add", &a.jid, &crate::admin::encode_password(&pw)]))
+            .and_then(|pw| {
+                admin_or_store(
+                    &config,
+                    &["user-add", &a.jid, &crate::admin::encode_password(&pw)],
+                )
+            })
             .map(|_| println!("created {}", display_jid(&a.jid, &config))),
         UserOp::Del(d) => admin_or_store(&config, &["user-del", &d.jid])
             .map(|_| println!("deleted {}", display_jid(&d.jid, &config))),
         UserOp::Passwd(p) => read_password(p.password, &p.jid, true)
-            .and_then(|pw| admin_or_store(&config, &["user-passwd", &p.jid, &crate::admin::encode_password(&pw)]))
+            .and_then(|pw| {
+                admin_or_store(
+                    &config,
+                    &["user-passwd", &p.jid, &crate::admin::encode_password(&pw)],
+                )
+            })
             .map(|_| println!("password changed for {}", display_jid(&p.jid, &config))),
         UserOp::List(_) => admin_or_store(&config, &["user-list"]).map(|users| {
             for u in users {
@@ -152,7 +162,11 @@ fn user(config: Config, op: UserOp) -> ExitCode {
 }
 
 fn display_jid(jid: &str, config: &Config) -> String {
-    if jid.contains('@') { jid.to_string() } else { format!("{jid}@{}", config.domain) }
+    if jid.contains('@') {
+        jid.to_string()
+    } else {
+        format!("{jid}@{}", config.domain)
+    }
 }
 
 /// Asks the running server over the admin socket; with no server running, opens the store
@@ -167,10 +181,15 @@ fn admin_or_store(config: &Config, fields: &[&str]) -> Result<Vec<String>, Strin
 
 fn offline(config: &Config, fields: &[&str]) -> Result<Vec<String>, String> {
     use crate::accounts;
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        format!(
+            "cannot create data directory {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
     let path = config.data_dir.join("kith.redb");
-    let store = crate::store::Store::open(&path).map_err(|e| format!("store {}: {e}", path.display()))?;
+    let store =
+        crate::store::Store::open(&path).map_err(|e| format!("store {}: {e}", path.display()))?;
     let domain = &config.domain;
     let pw = |b64: &str| {
         use base64::Engine as _;
@@ -185,15 +204,24 @@ fn offline(config: &Config, fields: &[&str]) -> Result<Vec<String>, String> {
         match fields {
             ["user-add", jid, p] => {
                 let jid = accounts::account_jid(jid, domain).map_err(e)?;
-                accounts::add(&store, &jid, &pw(p)?).await.map_err(e).map(|_| vec![])
+                accounts::add(&store, &jid, &pw(p)?)
+                    .await
+                    .map_err(e)
+                    .map(|_| vec![])
             }
             ["user-passwd", jid, p] => {
                 let jid = accounts::account_jid(jid, domain).map_err(e)?;
-                accounts::passwd(&store, &jid, &pw(p)?).await.map_err(e).map(|_| vec![])
+                accounts::passwd(&store, &jid, &pw(p)?)
+                    .await
+                    .map_err(e)
+                    .map(|_| vec![])
             }
             ["user-del", jid] => {
                 let jid = accounts::account_jid(jid, domain).map_err(e)?;
-                accounts::delete(&store, &jid).await.map_err(e).map(|_| vec![])
+                accounts::delete(&store, &jid)
+                    .await
+                    .map_err(e)
+                    .map(|_| vec![])
             }
             ["user-list"] => accounts::list(&store).await.map_err(e),
             _ => Err("unknown request".into()),

@@ -53,7 +53,9 @@ pub fn init(level: LevelFilter) {
         .ok()
         .and_then(|v| v.parse::<LevelFilter>().ok())
         .unwrap_or(level);
-    let logger = StderrLogger { journald: std::env::var_os("JOURNAL_STREAM").is_some() };
+    let logger = StderrLogger {
+        journald: std::env::var_os("JOURNAL_STREAM").is_some(),
+    };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(level);
     }

@@ -26,7 +26,9 @@ enum To {
 /// addressed to the sender's own account (RFC 6120 §10.3), except presence broadcasts, which
 /// the presence service handles before calling here.
 pub async fn route(srv: &Server, from: &FullJid, stanza: Element) {
-    let Some(kind) = Kind::of(&stanza) else { return };
+    let Some(kind) = Kind::of(&stanza) else {
+        return;
+    };
     let to = match stanza::jid_attr(&stanza, "to") {
         Ok(Some(jid)) => classify(srv, jid),
         Ok(None) => To::Bare(from.to_bare()),
@@ -40,7 +42,9 @@ pub async fn route(srv: &Server, from: &FullJid, stanza: Element) {
         (Kind::Message, To::Bare(bare)) => message_to_bare(srv, &bare, stanza).await,
         (Kind::Message, To::Full(full)) => message_to_full(srv, &full, stanza).await,
         (Kind::Presence, To::Server) => {}
-        (Kind::Presence, To::Bare(bare)) => services::presence::inbound(srv, &bare, None, stanza).await,
+        (Kind::Presence, To::Bare(bare)) => {
+            services::presence::inbound(srv, &bare, None, stanza).await
+        }
         (Kind::Presence, To::Full(full)) => {
             services::presence::inbound(srv, &full.to_bare(), Some(&full), stanza).await
         }
@@ -74,7 +78,9 @@ pub fn bounce(srv: &Server, stanza: &Element, err: StanzaError) {
 
 /// Delivers a server-generated reply (iq result, error) to the local full JID in its `to`.
 pub fn deliver_reply(srv: &Server, reply: Element) {
-    let Some(Ok(to)) = reply.attr("to").map(FullJid::parse) else { return };
+    let Some(Ok(to)) = reply.attr("to").map(FullJid::parse) else {
+        return;
+    };
     if let Some(r) = srv.sessions.resource(&to) {
         sessions::send(&r, Outbound::Stanza(reply));
     }
@@ -105,7 +111,10 @@ fn message_to_server(srv: &Server, stanza: Element) {
 pub async fn message_to_bare(srv: &Server, to: &BareJid, stanza: Element) {
     let resources = srv.sessions.resources(to);
     let kind = stanza::stanza_type(&stanza).to_string();
-    let non_negative: Vec<_> = resources.iter().filter(|r| r.available && r.priority >= 0).collect();
+    let non_negative: Vec<_> = resources
+        .iter()
+        .filter(|r| r.available && r.priority >= 0)
+        .collect();
     match kind.as_str() {
         "error" => {}
         "groupchat" => bounce(srv, &stanza, Condition::ServiceUnavailable.into()),
@@ -120,7 +129,10 @@ pub async fn message_to_bare(srv: &Server, to: &BareJid, stanza: Element) {
                 non_negative
             } else {
                 let top = non_negative.iter().map(|r| r.priority).max();
-                non_negative.into_iter().filter(|r| Some(r.priority) == top).collect()
+                non_negative
+                    .into_iter()
+                    .filter(|r| Some(r.priority) == top)
+                    .collect()
             };
             let mut delivered = false;
             for r in targets {
@@ -150,7 +162,11 @@ async fn message_to_full(srv: &Server, to: &FullJid, stanza: Element) {
 
 /// Until federation lands, stanzas for other domains bounce instead of vanishing.
 fn remote(srv: &Server, to: &Jid, stanza: Element) {
-    log::debug!("router: no federation yet, bouncing {} to {}", stanza.name(), to.domain());
+    log::debug!(
+        "router: no federation yet, bouncing {} to {}",
+        stanza.name(),
+        to.domain()
+    );
     if stanza.name() != "presence" {
         bounce(
             srv,

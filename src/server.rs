@@ -84,7 +84,11 @@ impl std::error::Error for RunError {}
 pub fn run(config: Config) -> Result<(), RunError> {
     let ex = Arc::new(Executor::new());
     // One worker per core beside the main thread; the main thread drives the same executor.
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2) - 1;
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(2)
+        - 1;
     let (stop_workers, workers_stopped) = async_channel::bounded::<()>(1);
     let mut threads = Vec::new();
     for i in 0..workers {
@@ -105,6 +109,9 @@ pub fn run(config: Config) -> Result<(), RunError> {
 }
 
 async fn serve(ex: Arc<Executor<'static>>, config: Config) -> Result<(), RunError> {
+    // Handlers first: a SIGTERM that arrives while the store opens must still shut down
+    // cleanly rather than kill the process mid-write.
+    let signals = install_signals();
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|e| {
         RunError(format!(
@@ -112,8 +119,12 @@ async fn serve(ex: Arc<Executor<'static>>, config: Config) -> Result<(), RunErro
             data_dir.display()
         ))
     })?;
-    let store = Store::open(&data_dir.join("kith.redb"))
-        .map_err(|e| RunError(format!("store {}: {e}", data_dir.join("kith.redb").display())))?;
+    let store = Store::open(&data_dir.join("kith.redb")).map_err(|e| {
+        RunError(format!(
+            "store {}: {e}",
+            data_dir.join("kith.redb").display()
+        ))
+    })?;
     let tls = TlsSetup::load(
         config.tls.cert.as_deref(),
         config.tls.key.as_deref(),
@@ -131,10 +142,20 @@ async fn serve(ex: Arc<Executor<'static>>, config: Config) -> Result<(), RunErro
 
     let mut tasks = Vec::new();
     for l in c2s {
-        tasks.push(ex.spawn(listener::accept_loop(ex.clone(), srv.clone(), l, listener::Mode::StartTls)));
+        tasks.push(ex.spawn(listener::accept_loop(
+            ex.clone(),
+            srv.clone(),
+            l,
+            listener::Mode::StartTls,
+        )));
     }
     for l in direct {
-        tasks.push(ex.spawn(listener::accept_loop(ex.clone(), srv.clone(), l, listener::Mode::DirectTls)));
+        tasks.push(ex.spawn(listener::accept_loop(
+            ex.clone(),
+            srv.clone(),
+            l,
+            listener::Mode::DirectTls,
+        )));
     }
     if let Some(admin) = admin {
         tasks.push(ex.spawn(crate::admin::serve(ex.clone(), srv.clone(), admin)));
@@ -153,7 +174,7 @@ async fn serve(ex: Arc<Executor<'static>>, config: Config) -> Result<(), RunErro
         }
     );
 
-    let signal = wait_for_signal().await;
+    let signal = wait_for_signal(signals).await;
     log::info!("received {signal}, shutting down");
     srv.stopping.store(true, Ordering::SeqCst);
     // Stop accepting first, so nothing new starts while streams are being closed.
@@ -209,15 +230,22 @@ fn warn_reserved(config: &Config) {
     }
 }
 
-async fn wait_for_signal() -> &'static str {
+fn install_signals() -> Option<async_signal::Signals> {
     use async_signal::{Signal, Signals};
-    use futures_lite::StreamExt;
-    let mut signals = match Signals::new([Signal::Term, Signal::Int]) {
-        Ok(s) => s,
+    match Signals::new([Signal::Term, Signal::Int]) {
+        Ok(s) => Some(s),
         Err(e) => {
             log::error!("cannot install signal handlers: {e}; stop kith with SIGKILL");
-            return futures_lite::future::pending().await;
+            None
         }
+    }
+}
+
+async fn wait_for_signal(signals: Option<async_signal::Signals>) -> &'static str {
+    use async_signal::Signal;
+    use futures_lite::StreamExt;
+    let Some(mut signals) = signals else {
+        return futures_lite::future::pending().await;
     };
     match signals.next().await {
         Some(Ok(Signal::Int)) => "SIGINT",

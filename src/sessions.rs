@@ -57,7 +57,10 @@ impl Default for Sessions {
 impl Sessions {
     pub fn new() -> Sessions {
         let shards = (0..64).map(|_| RwLock::new(HashMap::new())).collect();
-        Sessions { shards, hasher: RandomState::new() }
+        Sessions {
+            shards,
+            hasher: RandomState::new(),
+        }
     }
 
     fn shard(&self, bare: &BareJid) -> &RwLock<HashMap<BareJid, Vec<Resource>>> {
@@ -101,7 +104,12 @@ impl Sessions {
     }
 
     /// Applies `f` to the resource's entry if it is still bound by `conn`.
-    pub fn update<R>(&self, jid: &FullJid, conn: u64, f: impl FnOnce(&mut Resource) -> R) -> Option<R> {
+    pub fn update<R>(
+        &self,
+        jid: &FullJid,
+        conn: u64,
+        f: impl FnOnce(&mut Resource) -> R,
+    ) -> Option<R> {
         let bare = jid.to_bare();
         let mut map = write(self.shard(&bare));
         let r = map
@@ -124,7 +132,10 @@ impl Sessions {
 
     /// A snapshot of all resources of an account (cloned, so no lock outlives the call).
     pub fn resources(&self, bare: &BareJid) -> Vec<Resource> {
-        read(self.shard(bare)).get(bare).cloned().unwrap_or_default()
+        read(self.shard(bare))
+            .get(bare)
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn resource(&self, jid: &FullJid) -> Option<Resource> {
@@ -138,7 +149,9 @@ impl Sessions {
 
     /// Whether the account has any bound resource (for XEP-0012 "online now").
     pub fn is_online(&self, bare: &BareJid) -> bool {
-        read(self.shard(bare)).get(bare).is_some_and(|l| !l.is_empty())
+        read(self.shard(bare))
+            .get(bare)
+            .is_some_and(|l| !l.is_empty())
     }
 
     /// Every bound resource's queue, for shutdown and announcements.
@@ -150,7 +163,10 @@ impl Sessions {
     }
 
     pub fn count(&self) -> usize {
-        self.shards.iter().map(|s| read(s).values().map(Vec::len).sum::<usize>()).sum()
+        self.shards
+            .iter()
+            .map(|s| read(s).values().map(Vec::len).sum::<usize>())
+            .sum()
     }
 }
 
@@ -158,7 +174,10 @@ impl Sessions {
 /// to go away, and the stanza counts as not delivered (`false`) so the caller can fall back.
 pub fn send(r: &Resource, out: Outbound) -> bool {
     if r.tx.len() >= MAX_QUEUE {
-        log::warn!("c2s {}: outbound queue full, disconnecting a client that stopped reading", r.jid);
+        log::warn!(
+            "c2s {}: outbound queue full, disconnecting a client that stopped reading",
+            r.jid
+        );
         let _ = r.tx.try_send(Outbound::Close(StreamError::PolicyViolation));
         r.tx.close();
         return false;

@@ -23,7 +23,12 @@ pub enum Mode {
     DirectTls,
 }
 
-pub async fn accept_loop(ex: Arc<Executor<'static>>, srv: Arc<Server>, listener: TcpListener, mode: Mode) {
+pub async fn accept_loop(
+    ex: Arc<Executor<'static>>,
+    srv: Arc<Server>,
+    listener: TcpListener,
+    mode: Mode,
+) {
     loop {
         match listener.accept().await {
             Ok((tcp, peer)) => {

@@ -60,7 +60,13 @@ impl TlsSetup {
         let (certs, key, source) = match (cert, key) {
             (Some(c), Some(k)) => {
                 let (certs, key) = read_pem_pair(c, k)?;
-                (certs, key, CertSource::Configured { cert: c.to_path_buf() })
+                (
+                    certs,
+                    key,
+                    CertSource::Configured {
+                        cert: c.to_path_buf(),
+                    },
+                )
             }
             _ => {
                 let (c, k) = self_signed_paths(data_dir, domain);
@@ -74,7 +80,12 @@ impl TlsSetup {
         let server_end_point = certs.first().and_then(|leaf| end_point_hash(leaf));
         let starttls = server_config(certs.clone(), key.clone_key(), Vec::new())?;
         let direct = server_config(certs, key, vec![ALPN_XMPP_CLIENT.to_vec()])?;
-        Ok(TlsSetup { starttls, direct, server_end_point, source })
+        Ok(TlsSetup {
+            starttls,
+            direct,
+            server_end_point,
+            source,
+        })
     }
 
     /// Channel-binding data for one finished handshake.
@@ -90,7 +101,10 @@ impl TlsSetup {
         } else {
             None
         };
-        CbInfo { exporter, server_end_point: self.server_end_point.clone() }
+        CbInfo {
+            exporter,
+            server_end_point: self.server_end_point.clone(),
+        }
     }
 }
 
@@ -115,9 +129,19 @@ fn read_pem_pair(
     key: &Path,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| TlsError(format!("tls: cannot read certificate {}: {e}", cert.display())))?
+        .map_err(|e| {
+            TlsError(format!(
+                "tls: cannot read certificate {}: {e}",
+                cert.display()
+            ))
+        })?
         .collect::<Result<_, _>>()
-        .map_err(|e| TlsError(format!("tls: bad PEM in certificate {}: {e}", cert.display())))?;
+        .map_err(|e| {
+            TlsError(format!(
+                "tls: bad PEM in certificate {}: {e}",
+                cert.display()
+            ))
+        })?;
     if certs.is_empty() {
         return Err(TlsError(format!(
             "tls: no certificate found in {} (expected a PEM file with BEGIN CERTIFICATE)",
@@ -143,8 +167,11 @@ fn self_signed_paths(data_dir: &Path, domain: &str) -> (PathBuf, PathBuf) {
 
 fn make_self_signed(domain: &str, cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
     let names = vec![domain.to_string(), format!("*.{domain}")];
-    let ck = rcgen::generate_simple_self_signed(names)
-        .map_err(|e| TlsError(format!("tls: cannot generate a self-signed certificate: {e}")))?;
+    let ck = rcgen::generate_simple_self_signed(names).map_err(|e| {
+        TlsError(format!(
+            "tls: cannot generate a self-signed certificate: {e}"
+        ))
+    })?;
     if let Some(dir) = cert_path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| TlsError(format!("tls: cannot create {}: {e}", dir.display())))?;
@@ -217,7 +244,9 @@ fn der_next(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         if n == 0 || n > 4 || rest.len() < n {
             return None;
         }
-        let len = rest[..n].iter().fold(0usize, |acc, &b| (acc << 8) | b as usize);
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | b as usize);
         rest = &rest[n..];
         len
     };
@@ -241,7 +270,9 @@ mod tests {
     fn self_signed_is_made_once_and_reused() {
         let dir = temp_dir("reuse");
         let a = TlsSetup::load(None, None, "localhost", &dir).expect("first load");
-        let CertSource::SelfSigned { cert } = &a.source else { panic!("not self-signed") };
+        let CertSource::SelfSigned { cert } = &a.source else {
+            panic!("not self-signed")
+        };
         let first = std::fs::read(cert).expect("cert file");
         let b = TlsSetup::load(None, None, "localhost", &dir).expect("second load");
         assert_eq!(first, std::fs::read(cert).expect("cert file"));

@@ -24,12 +24,17 @@ pub fn time() -> Element {
 
 /// XEP-0012 §5: last activity of the server is its uptime.
 pub fn uptime(srv: &Server) -> Element {
-    Element::new("query", ns::LAST).with_attr("seconds", srv.started.elapsed().as_secs().to_string())
+    Element::new("query", ns::LAST)
+        .with_attr("seconds", srv.started.elapsed().as_secs().to_string())
 }
 
 /// XEP-0012 §4: an account's last activity, only for the account itself and contacts with a
 /// presence subscription to it (its presence is theirs to know anyway).
-pub async fn last_activity(srv: &Server, from: &FullJid, to: &BareJid) -> Result<Element, Condition> {
+pub async fn last_activity(
+    srv: &Server,
+    from: &FullJid,
+    to: &BareJid,
+) -> Result<Element, Condition> {
     let owner = to.to_string();
     if from.to_bare() != *to {
         let item = srv

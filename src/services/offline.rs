@@ -33,13 +33,15 @@ pub async fn store_or_bounce(srv: &Server, to: &BareJid, mut stanza: Element) {
             bounce(
                 srv,
                 &stanza,
-                StanzaError::new(Condition::ServiceUnavailable).with_text("the recipient's offline storage is full"),
+                StanzaError::new(Condition::ServiceUnavailable)
+                    .with_text("the recipient's offline storage is full"),
             );
         }
         Err(e) => {
             log::error!("offline: cannot store a message for {to}: {e}");
             let err = if e.is_disk_full() {
-                StanzaError::new(Condition::ResourceConstraint).with_text("the server's disk is full")
+                StanzaError::new(Condition::ResourceConstraint)
+                    .with_text("the server's disk is full")
             } else {
                 Condition::InternalServerError.into()
             };
@@ -58,9 +60,13 @@ pub async fn pending(srv: &Server, me: &FullJid) -> (Vec<Element>, Option<u64>) 
             let msgs = list
                 .into_iter()
                 .filter_map(|(seq, bytes)| {
-                    let el = std::str::from_utf8(&bytes).ok().and_then(|s| Element::parse(s).ok());
+                    let el = std::str::from_utf8(&bytes)
+                        .ok()
+                        .and_then(|s| Element::parse(s).ok());
                     if el.is_none() {
-                        log::error!("offline: stored message #{seq} of {owner} is unreadable; skipping it");
+                        log::error!(
+                            "offline: stored message #{seq} of {owner} is unreadable; skipping it"
+                        );
                     }
                     el
                 })
@@ -75,7 +81,14 @@ pub async fn pending(srv: &Server, me: &FullJid) -> (Vec<Element>, Option<u64>) 
 }
 
 pub async fn delivered(srv: &Server, me: &FullJid, up_to: u64) {
-    if let Err(e) = srv.store.delete_offline(&me.to_bare().to_string(), up_to).await {
-        log::error!("offline: delivered messages of {} could not be removed: {e}", me.to_bare());
+    if let Err(e) = srv
+        .store
+        .delete_offline(&me.to_bare().to_string(), up_to)
+        .await
+    {
+        log::error!(
+            "offline: delivered messages of {} could not be removed: {e}",
+            me.to_bare()
+        );
     }
 }

@@ -119,7 +119,12 @@ async fn broadcast(
             }
         }
     }
-    for r in srv.sessions.resources(&bare).iter().filter(|r| r.available || r.jid == *me) {
+    for r in srv
+        .sessions
+        .resources(&bare)
+        .iter()
+        .filter(|r| r.available || r.jid == *me)
+    {
         let mut p = stanza.clone();
         p.set_attr("to", r.jid.to_string());
         sessions::send(r, Outbound::Stanza(p));
@@ -159,7 +164,9 @@ pub async fn disconnected(srv: &Server, me: &FullJid, conn: u64, state: &mut Ses
 /// A presence stanza arriving for a local account (`to` is the bare JID, `full` set when the
 /// stanza was addressed to a resource).
 pub async fn inbound(srv: &Server, to: &BareJid, full: Option<&FullJid>, stanza: Element) {
-    let Ok(Some(from)) = stanza::jid_attr(&stanza, "from") else { return };
+    let Ok(Some(from)) = stanza::jid_attr(&stanza, "from") else {
+        return;
+    };
     match stanza.attr("type") {
         Some(t @ ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")) => {
             if let Some(kind) = SubKind::parse(t) {
@@ -185,7 +192,10 @@ pub async fn inbound(srv: &Server, to: &BareJid, full: Option<&FullJid>, stanza:
 /// Delivers presence to a JID, local or not (remote domains have no route yet).
 async fn deliver(srv: &Server, to: &Jid, stanza: Element) {
     if !srv.is_local_domain(to.domain()) {
-        log::debug!("presence: no federation yet, dropping presence for {}", to.domain());
+        log::debug!(
+            "presence: no federation yet, dropping presence for {}",
+            to.domain()
+        );
         return;
     }
     if to.node().is_none() {
@@ -200,7 +210,9 @@ pub async fn subscription_out(srv: &Server, owner: &BareJid, contact: &BareJid, 
     if owner == contact {
         return;
     }
-    let Some((item, state)) = load_state(srv, owner, contact).await else { return };
+    let Some((item, state)) = load_state(srv, owner, contact).await else {
+        return;
+    };
     let out = subscription::outbound(state, kind);
     save_state(srv, owner, contact, item, state, &out, None).await;
     if out.send_presence == PresenceAction::Unavailable {
@@ -223,7 +235,9 @@ pub async fn subscription_in(srv: &Server, owner: &BareJid, contact: &BareJid, k
         }
         return;
     }
-    let Some((item, state)) = load_state(srv, owner, contact).await else { return };
+    let Some((item, state)) = load_state(srv, owner, contact).await else {
+        return;
+    };
     let out = subscription::inbound(state, kind);
     let stanza = subscription_stanza(contact, owner, kind);
     let pending = (kind == SubKind::Subscribe).then(|| stanza.to_bytes_in(""));
@@ -250,7 +264,11 @@ pub async fn send_subscription(srv: &Server, from: &BareJid, to: &BareJid, kind:
     if srv.is_local_domain(to.domain()) && to.node().is_some() {
         Box::pin(subscription_in(srv, to, from, kind)).await;
     } else {
-        log::debug!("presence: no federation yet, dropping {} for {}", kind.as_str(), to.domain());
+        log::debug!(
+            "presence: no federation yet, dropping {} for {}",
+            kind.as_str(),
+            to.domain()
+        );
     }
 }
 
@@ -311,7 +329,11 @@ async fn answer_probe(srv: &Server, owner: &BareJid, from: &Jid) {
     }
     let from_bare = from.to_bare();
     let allowed = from_bare == *owner
-        || match srv.store.roster_item(&owner.to_string(), &from_bare.to_string()).await {
+        || match srv
+            .store
+            .roster_item(&owner.to_string(), &from_bare.to_string())
+            .await
+        {
             Ok(item) => subscription::presence_to(roster::state_of(item.as_ref(), false)),
             Err(e) => {
                 log::error!("store: cannot read roster of {owner} to answer a probe: {e}");
@@ -337,7 +359,10 @@ async fn probe(srv: &Server, me: &FullJid, contact: &BareJid) {
     if srv.is_local_user(contact) {
         answer_probe(srv, contact, &Jid::from(me.clone())).await;
     } else {
-        log::debug!("presence: no federation yet, not probing {}", contact.domain());
+        log::debug!(
+            "presence: no federation yet, not probing {}",
+            contact.domain()
+        );
     }
 }
 
@@ -387,7 +412,11 @@ async fn save_state(
     let in_roster = item.is_some() || out.create_item;
     if in_roster && (out.changed || item.is_none()) {
         let stored = roster::with_state(item, new);
-        match srv.store.set_roster_item(&o, &c, Some(stored.clone())).await {
+        match srv
+            .store
+            .set_roster_item(&o, &c, Some(stored.clone()))
+            .await
+        {
             Ok(ver) => roster::push(srv, owner, &c, Some(&stored), ver),
             Err(e) => log::error!("store: cannot store roster item {o} -> {c}: {e}"),
         }
@@ -399,10 +428,17 @@ pub async fn pending_requests(srv: &Server, me: &FullJid) -> Vec<Element> {
     match srv.store.pending_in(&me.to_bare().to_string()).await {
         Ok(list) => list
             .into_iter()
-            .filter_map(|(_, bytes)| std::str::from_utf8(&bytes).ok().and_then(|s| Element::parse(s).ok()))
+            .filter_map(|(_, bytes)| {
+                std::str::from_utf8(&bytes)
+                    .ok()
+                    .and_then(|s| Element::parse(s).ok())
+            })
             .collect(),
         Err(e) => {
-            log::error!("store: cannot read pending requests of {}: {e}", me.to_bare());
+            log::error!(
+                "store: cannot read pending requests of {}: {e}",
+                me.to_bare()
+            );
             Vec::new()
         }
     }

@@ -56,11 +56,16 @@ async fn get(
 async fn set(srv: &Server, from: &FullJid, query: &Element) -> Result<(), StanzaError> {
     let mut items = query.children().filter(|c| c.is("item", ns::ROSTER));
     let (Some(item), None) = (items.next(), items.next()) else {
-        return Err(StanzaError::new(Condition::BadRequest).with_text("a roster set carries exactly one item"));
+        return Err(StanzaError::new(Condition::BadRequest)
+            .with_text("a roster set carries exactly one item"));
     };
     let contact = match item.attr("jid").map(Jid::parse) {
         Some(Ok(j)) if j.resource().is_none() => j.to_bare(),
-        Some(Ok(_)) => return Err(StanzaError::new(Condition::BadRequest).with_text("roster items are bare JIDs")),
+        Some(Ok(_)) => {
+            return Err(
+                StanzaError::new(Condition::BadRequest).with_text("roster items are bare JIDs")
+            )
+        }
         _ => return Err(Condition::JidMalformed.into()),
     };
     let owner = from.to_bare();
@@ -70,7 +75,10 @@ async fn set(srv: &Server, from: &FullJid, query: &Element) -> Result<(), Stanza
     if item.attr("subscription") == Some("remove") {
         return remove(srv, &owner, &contact).await;
     }
-    let name = item.attr("name").filter(|n| !n.is_empty()).map(str::to_string);
+    let name = item
+        .attr("name")
+        .filter(|n| !n.is_empty())
+        .map(str::to_string);
     if name.as_ref().is_some_and(|n| n.len() > MAX_NAME) {
         return Err(Condition::NotAcceptable.into());
     }
@@ -96,7 +104,11 @@ async fn set(srv: &Server, from: &FullJid, query: &Element) -> Result<(), Stanza
         groups,
         ..existing.unwrap_or_else(empty_item)
     };
-    let ver = srv.store.set_roster_item(&o, &c, Some(new.clone())).await.map_err(store_error)?;
+    let ver = srv
+        .store
+        .set_roster_item(&o, &c, Some(new.clone()))
+        .await
+        .map_err(store_error)?;
     push(srv, &owner, &c, Some(&new), ver);
     Ok(())
 }
@@ -107,7 +119,13 @@ async fn remove(srv: &Server, owner: &BareJid, contact: &BareJid) -> Result<(), 
     let Some(item) = srv.store.roster_item(&o, &c).await.map_err(store_error)? else {
         return Err(Condition::ItemNotFound.into());
     };
-    let pending_in = srv.store.pending_in(&o).await.map_err(store_error)?.iter().any(|(j, _)| *j == c);
+    let pending_in = srv
+        .store
+        .pending_in(&o)
+        .await
+        .map_err(store_error)?
+        .iter()
+        .any(|(j, _)| *j == c);
     let removal = subscription::remove_item(state_of(Some(&item), pending_in));
     if removal.unsubscribe {
         presence::send_subscription(srv, owner, contact, SubKind::Unsubscribe).await;
@@ -119,16 +137,28 @@ async fn remove(srv: &Server, owner: &BareJid, contact: &BareJid) -> Result<(), 
         presence::send_subscription(srv, owner, contact, SubKind::Unsubscribed).await;
     }
     if pending_in {
-        srv.store.set_pending_in(&o, &c, None).await.map_err(store_error)?;
+        srv.store
+            .set_pending_in(&o, &c, None)
+            .await
+            .map_err(store_error)?;
     }
-    let ver = srv.store.set_roster_item(&o, &c, None).await.map_err(store_error)?;
+    let ver = srv
+        .store
+        .set_roster_item(&o, &c, None)
+        .await
+        .map_err(store_error)?;
     push(srv, owner, &c, None, ver);
     Ok(())
 }
 
 /// Sends a roster push (§2.1.6) to every interested resource of `owner`.
 pub fn push(srv: &Server, owner: &BareJid, contact: &str, item: Option<&RosterItem>, ver: u64) {
-    for r in srv.sessions.resources(owner).iter().filter(|r| r.interested) {
+    for r in srv
+        .sessions
+        .resources(owner)
+        .iter()
+        .filter(|r| r.interested)
+    {
         let iq = Element::new("iq", ns::CLIENT)
             .with_attr("type", "set")
             .with_attr("id", format!("push{ver}"))
@@ -165,13 +195,22 @@ pub fn item_element(contact: &str, item: Option<&RosterItem>) -> Element {
 }
 
 pub fn empty_item() -> RosterItem {
-    RosterItem { name: None, subscription: Subscription::None, ask: false, approved: false, groups: Vec::new() }
+    RosterItem {
+        name: None,
+        subscription: Subscription::None,
+        ask: false,
+        approved: false,
+        groups: Vec::new(),
+    }
 }
 
 /// The state machine's view of a stored item plus the pending-in table.
 pub fn state_of(item: Option<&RosterItem>, pending_in: bool) -> SubState {
     let Some(item) = item else {
-        return SubState { pending_in, ..SubState::default() };
+        return SubState {
+            pending_in,
+            ..SubState::default()
+        };
     };
     SubState {
         sub: match item.subscription {

@@ -22,8 +22,8 @@ use crate::router;
 use crate::sasl::{self, CbInfo, Mechanism};
 use crate::server::Server;
 use crate::services::{offline, presence};
-use crate::sessions::Outbound;
 use crate::session::stream::{End, XmlStream};
+use crate::sessions::Outbound;
 use crate::stanza::{self, ns, Condition, Kind, StreamError};
 use crate::xml::{Element, Frame, Limits};
 
@@ -37,12 +37,18 @@ const WRITE_BATCH: usize = 64;
 
 pub async fn serve(srv: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: Mode, conn: u64) {
     let tag = format!("c2s#{conn}");
-    log::info!("{tag}: connection from {peer} ({})", match mode {
-        Mode::StartTls => "starttls",
-        Mode::DirectTls => "direct tls",
-    });
+    log::info!(
+        "{tag}: connection from {peer} ({})",
+        match mode {
+            Mode::StartTls => "starttls",
+            Mode::DirectTls => "direct tls",
+        }
+    );
     let deadline = Instant::now() + srv.config.limits.auth_timeout;
-    let limits = Limits { max_stanza_bytes: srv.config.limits.max_stanza_size, ..Limits::default() };
+    let limits = Limits {
+        max_stanza_bytes: srv.config.limits.max_stanza_size,
+        ..Limits::default()
+    };
     let tls = match mode {
         Mode::StartTls => starttls(&srv, tcp, &tag, deadline, limits).await,
         Mode::DirectTls => handshake(srv.tls.direct.clone(), tcp, &tag, deadline).await,
@@ -62,7 +68,11 @@ pub async fn serve(srv: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: Mod
         Err(end) => return finish(&srv, &mut xs, &tag, &id, end).await,
     };
     log::info!("{tag}: bound {me}");
-    let guard = Bound { srv: &srv, me: &me, conn };
+    let guard = Bound {
+        srv: &srv,
+        me: &me,
+        conn,
+    };
     let mut session = Session {
         srv: &srv,
         me: &me,
@@ -72,7 +82,11 @@ pub async fn serve(srv: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: Mod
     let end = session.run(&mut xs, &rx).await;
     presence::disconnected(&srv, &me, conn, &mut session.presence).await;
     drop(guard);
-    if let Err(e) = srv.store.set_last(&me.to_bare().to_string(), crate::time::now_unix(), "").await {
+    if let Err(e) = srv
+        .store
+        .set_last(&me.to_bare().to_string(), crate::time::now_unix(), "")
+        .await
+    {
         log::warn!("{tag}: cannot record last activity: {e}");
     }
     finish(&srv, &mut xs, &tag, &id, end).await;
@@ -131,14 +145,20 @@ async fn starttls(
     let r: Result<(), End> = async {
         let to = open_stream(srv, &mut xs, deadline, &id).await?;
         let _ = to;
-        let features = Element::new("features", ns::STREAM)
-            .with_child(Element::new("starttls", ns::TLS).with_child(Element::new("required", ns::TLS)));
+        let features = Element::new("features", ns::STREAM).with_child(
+            Element::new("starttls", ns::TLS).with_child(Element::new("required", ns::TLS)),
+        );
         xs.send_element(&features).await?;
         loop {
             match xs.next_frame(deadline).await? {
                 Frame::Element(el) if el.is("starttls", ns::TLS) => break,
                 Frame::StreamClose => return Err(End::Closed),
-                _ => return Err(End::Error(StreamError::PolicyViolation, Some("STARTTLS is required"))),
+                _ => {
+                    return Err(End::Error(
+                        StreamError::PolicyViolation,
+                        Some("STARTTLS is required"),
+                    ))
+                }
             }
         }
         xs.send_element(&Element::new("proceed", ns::TLS)).await?;
@@ -218,7 +238,10 @@ async fn open_stream<S: AsyncRead + AsyncWrite + Unpin>(
     }
     if let Some(to) = header.attr("to") {
         if !to.trim_end_matches('.').eq_ignore_ascii_case(srv.domain()) {
-            return Err(End::Error(StreamError::HostUnknown, Some("this server does not serve that domain")));
+            return Err(End::Error(
+                StreamError::HostUnknown,
+                Some("this server does not serve that domain"),
+            ));
         }
     }
     Ok(from)
@@ -254,6 +277,7 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     xs.send_element(&features).await?;
 
     let mut failures = 0;
+    let mut cb_unusable_by_client = false;
     loop {
         let el = match xs.next_frame(deadline).await? {
             Frame::Element(el) => el,
@@ -261,14 +285,29 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             Frame::StreamOpen(_) => return Err(End::Error(StreamError::NotWellFormed, None)),
         };
         if !el.is("auth", ns::SASL) {
-            return Err(End::Error(StreamError::NotAuthorized, Some("authenticate first")));
+            return Err(End::Error(
+                StreamError::NotAuthorized,
+                Some("authenticate first"),
+            ));
         }
         let mech_name = el.attr("mechanism").unwrap_or("");
+        let mut penalize = true;
         let result = match Mechanism::from_name(mech_name).filter(|m| offered.contains(m)) {
             None => Err(sasl::SaslFailure::new("invalid-mechanism")),
             Some(mech) => match decode_sasl(&el) {
                 None => Err(sasl::SaslFailure::new("incorrect-encoding")),
-                Some(initial) => run_mechanism(srv, xs, mech, plus_offered, cb, initial, deadline).await?,
+                Some(initial) => {
+                    if unsupported_cb_type(&initial, cb) {
+                        // COMPAT: slixmpp 1.8 asks for `tls-unique`, which TLS 1.3 doesn't
+                        // have, then retries without channel binding using gs2 flag `y`.
+                        // Having seen it ask, we know the -PLUS offer reached it intact (no
+                        // downgrade), so its `y` may be accepted on this stream.
+                        cb_unusable_by_client = true;
+                        penalize = false;
+                    }
+                    let plus = plus_offered && !cb_unusable_by_client;
+                    run_mechanism(srv, xs, mech, plus, cb, initial, deadline).await?
+                }
             },
         };
         match result {
@@ -276,30 +315,72 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
                 log::info!("{tag}: authenticated as {user} ({mech_name}) from {peer}");
                 return Ok(user);
             }
+            Err(f) if !penalize => {
+                log::debug!(
+                    "{tag}: client asked for a channel-binding type we don't offer ({mech_name})"
+                );
+                send_failure(xs, &f).await?;
+            }
             Err(f) => {
                 failures += 1;
                 // One line an admin (or fail2ban) can act on; never the password.
-                log::info!("{tag}: authentication failed from {peer} ({mech_name}: {})", f.condition);
+                log::info!(
+                    "{tag}: authentication failed from {peer} ({mech_name}: {})",
+                    f.condition
+                );
                 smol::Timer::after(FAILURE_DELAY).await;
-                let mut failure = Element::new("failure", ns::SASL).with_child(Element::new(f.condition, ns::SASL));
-                if let Some(text) = &f.text {
-                    failure.push_child(Element::new("text", ns::SASL).with_attr("xml:lang", "en").with_text(text.as_str()));
-                }
-                xs.send_element(&failure).await?;
+                send_failure(xs, &f).await?;
                 if failures >= MAX_AUTH_FAILURES {
-                    return Err(End::Error(StreamError::PolicyViolation, Some("too many failed authentication attempts")));
+                    return Err(End::Error(
+                        StreamError::PolicyViolation,
+                        Some("too many failed authentication attempts"),
+                    ));
                 }
             }
         }
     }
 }
 
+async fn send_failure<S: AsyncRead + AsyncWrite + Unpin>(
+    xs: &mut XmlStream<S>,
+    f: &sasl::SaslFailure,
+) -> Result<(), End> {
+    let mut failure =
+        Element::new("failure", ns::SASL).with_child(Element::new(f.condition, ns::SASL));
+    if let Some(text) = &f.text {
+        failure.push_child(
+            Element::new("text", ns::SASL)
+                .with_attr("xml:lang", "en")
+                .with_text(text.as_str()),
+        );
+    }
+    Ok(xs.send_element(&failure).await?)
+}
+
+/// Whether a SCRAM client-first message asks (`p=NAME`) for a channel-binding type this
+/// connection does not offer.
+fn unsupported_cb_type(client_first: &[u8], cb: &CbInfo) -> bool {
+    let Some(rest) = client_first.strip_prefix(b"p=") else {
+        return false;
+    };
+    let name = rest.split(|&b| b == b',').next().unwrap_or_default();
+    !cb.types().iter().any(|t| t.as_bytes() == name)
+}
+
 fn offered_mechanisms(srv: &Server, cb: &CbInfo) -> Vec<Mechanism> {
     let mut v = Vec::new();
     if !cb.types().is_empty() {
-        v.extend([Mechanism::ScramSha512Plus, Mechanism::ScramSha256Plus, Mechanism::ScramSha1Plus]);
+        v.extend([
+            Mechanism::ScramSha512Plus,
+            Mechanism::ScramSha256Plus,
+            Mechanism::ScramSha1Plus,
+        ]);
     }
-    v.extend([Mechanism::ScramSha512, Mechanism::ScramSha256, Mechanism::ScramSha1]);
+    v.extend([
+        Mechanism::ScramSha512,
+        Mechanism::ScramSha256,
+        Mechanism::ScramSha1,
+    ]);
     if srv.config.auth.allow_plain {
         v.push(Mechanism::Plain);
     }
@@ -327,7 +408,8 @@ async fn run_mechanism<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<Result<BareJid, sasl::SaslFailure>, End> {
     if initial.is_empty() {
         // No initial response: ask for it with an empty challenge (RFC 6120 §6.4.2).
-        xs.send_element(&Element::new("challenge", ns::SASL)).await?;
+        xs.send_element(&Element::new("challenge", ns::SASL))
+            .await?;
         match read_response(xs, deadline).await? {
             Ok(data) => initial = data,
             Err(f) => return Ok(Err(f)),
@@ -351,15 +433,18 @@ async fn run_mechanism<S: AsyncRead + AsyncWrite + Unpin>(
         None => None,
     };
     let (await_final, server_first) = need.server_first(creds.as_ref());
-    xs.send_element(&Element::new("challenge", ns::SASL).with_text(b64(&server_first))).await?;
+    xs.send_element(&Element::new("challenge", ns::SASL).with_text(b64(&server_first)))
+        .await?;
     let client_final = match read_response(xs, deadline).await? {
         Ok(data) => data,
         Err(f) => return Ok(Err(f)),
     };
     match (await_final.finish(&client_final), jid) {
         (Ok(success), Some(jid)) => {
-            xs.send_element(&Element::new("success", ns::SASL).with_text(b64(success.server_final())))
-                .await?;
+            xs.send_element(
+                &Element::new("success", ns::SASL).with_text(b64(success.server_final())),
+            )
+            .await?;
             Ok(Ok(jid))
         }
         (Ok(_), None) => Ok(Err(sasl::SaslFailure::new("not-authorized"))),
@@ -375,7 +460,9 @@ async fn read_response<S: AsyncRead + AsyncWrite + Unpin>(
         Frame::Element(el) if el.is("response", ns::SASL) => {
             Ok(decode_sasl(&el).ok_or_else(|| sasl::SaslFailure::new("incorrect-encoding")))
         }
-        Frame::Element(el) if el.is("abort", ns::SASL) => Ok(Err(sasl::SaslFailure::new("aborted"))),
+        Frame::Element(el) if el.is("abort", ns::SASL) => {
+            Ok(Err(sasl::SaslFailure::new("aborted")))
+        }
         Frame::StreamClose => Err(End::Closed),
         _ => Err(End::Error(StreamError::NotAuthorized, None)),
     }
@@ -399,7 +486,11 @@ async fn plain(srv: &Server, msg: &[u8]) -> Result<BareJid, sasl::SaslFailure> {
     let creds = sasl::plain_parse(msg)?;
     let jid = BareJid::parse(&format!("{}@{}", creds.authcid, srv.domain()))
         .map_err(|_| sasl::SaslFailure::new("not-authorized"))?;
-    if creds.authzid.as_deref().is_some_and(|a| !a.is_empty() && a != jid.to_string()) {
+    if creds
+        .authzid
+        .as_deref()
+        .is_some_and(|a| !a.is_empty() && a != jid.to_string())
+    {
         return Err(sasl::SaslFailure::new("invalid-authzid"));
     }
     let stored = load_creds(srv, &jid, Mechanism::ScramSha256).await;
@@ -427,7 +518,9 @@ async fn bind<S: AsyncRead + AsyncWrite + Unpin>(
     open_stream(srv, xs, deadline, id).await?;
     let features = Element::new("features", ns::STREAM)
         .with_child(Element::new("bind", ns::BIND))
-        .with_child(Element::new("session", ns::SESSION).with_child(Element::new("optional", ns::SESSION)))
+        .with_child(
+            Element::new("session", ns::SESSION).with_child(Element::new("optional", ns::SESSION)),
+        )
         .with_child(Element::new("ver", ns::ROSTER_VER))
         .with_child(Element::new("sub", ns::PRE_APPROVAL));
     xs.send_element(&features).await?;
@@ -435,15 +528,30 @@ async fn bind<S: AsyncRead + AsyncWrite + Unpin>(
         let iq = match xs.next_frame(deadline).await? {
             Frame::Element(el) if el.is("iq", ns::CLIENT) => el,
             Frame::StreamClose => return Err(End::Closed),
-            _ => return Err(End::Error(StreamError::NotAuthorized, Some("bind a resource first"))),
+            _ => {
+                return Err(End::Error(
+                    StreamError::NotAuthorized,
+                    Some("bind a resource first"),
+                ))
+            }
         };
-        let Some(req) = iq.get_child("bind", ns::BIND).filter(|_| iq.attr("type") == Some("set")) else {
+        let Some(req) = iq
+            .get_child("bind", ns::BIND)
+            .filter(|_| iq.attr("type") == Some("set"))
+        else {
             let reply = stanza::error_reply(&iq, &Condition::NotAuthorized.into());
             xs.send_element(&reply).await?;
             continue;
         };
-        let requested = req.get_child("resource", ns::BIND).map(|r| r.text()).unwrap_or_default();
-        let resource = if requested.trim().is_empty() { new_id() } else { requested };
+        let requested = req
+            .get_child("resource", ns::BIND)
+            .map(|r| r.text())
+            .unwrap_or_default();
+        let resource = if requested.trim().is_empty() {
+            new_id()
+        } else {
+            requested
+        };
         let me = match user.with_resource(&resource) {
             Ok(me) => me,
             Err(_) => {
@@ -454,12 +562,18 @@ async fn bind<S: AsyncRead + AsyncWrite + Unpin>(
         };
         let (tx, rx) = async_channel::unbounded();
         if let Some(old) = srv.sessions.bind(me.clone(), conn, tx) {
-            log::info!("c2s#{conn}: {me} was bound by c2s#{}; replacing it", old.conn);
+            log::info!(
+                "c2s#{conn}: {me} was bound by c2s#{}; replacing it",
+                old.conn
+            );
             crate::sessions::send(&old, Outbound::Close(StreamError::Conflict));
         }
         let reply = stanza::iq_result(
             &iq,
-            Some(Element::new("bind", ns::BIND).with_child(Element::new("jid", ns::BIND).with_text(me.to_string()))),
+            Some(
+                Element::new("bind", ns::BIND)
+                    .with_child(Element::new("jid", ns::BIND).with_text(me.to_string())),
+            ),
         );
         xs.send_element(&reply).await?;
         return Ok((me, rx));
@@ -561,7 +675,8 @@ impl Session<'_> {
         // a stream-level offence.
         if let Some(from) = el.attr("from") {
             let ok = Jid::parse(from).is_ok_and(|j| {
-                j.to_bare() == self.me.to_bare() && (j.resource().is_none() || j.resource() == Some(self.me.resource()))
+                j.to_bare() == self.me.to_bare()
+                    && (j.resource().is_none() || j.resource() == Some(self.me.resource()))
             });
             if !ok {
                 return Err(End::Error(StreamError::InvalidFrom, None));
@@ -570,7 +685,8 @@ impl Session<'_> {
         el.set_attr("from", self.me.to_string());
         match kind {
             Kind::Presence => {
-                let after = presence::outbound(self.srv, self.me, self.conn, &mut self.presence, el).await;
+                let after =
+                    presence::outbound(self.srv, self.me, self.conn, &mut self.presence, el).await;
                 if after == presence::After::Initial {
                     self.initial_presence(xs).await?;
                 }
@@ -592,7 +708,10 @@ impl Session<'_> {
 
     /// After initial presence: subscription requests that waited, then offline messages,
     /// which are removed from the store only once written to the client.
-    async fn initial_presence<S: AsyncRead + AsyncWrite + Unpin>(&mut self, xs: &mut XmlStream<S>) -> Result<(), End> {
+    async fn initial_presence<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        xs: &mut XmlStream<S>,
+    ) -> Result<(), End> {
         let requests = presence::pending_requests(self.srv, self.me).await;
         let (messages, last) = offline::pending(self.srv, self.me).await;
         if requests.is_empty() && messages.is_empty() {
@@ -604,7 +723,11 @@ impl Session<'_> {
         }
         xs.send_raw(&out).await?;
         if let Some(last) = last {
-            log::debug!("c2s#{}: delivered {} offline message(s)", self.conn, messages.len());
+            log::debug!(
+                "c2s#{}: delivered {} offline message(s)",
+                self.conn,
+                messages.len()
+            );
             offline::delivered(self.srv, self.me, last).await;
         }
         Ok(())

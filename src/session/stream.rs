@@ -53,7 +53,12 @@ pub struct XmlStream<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> XmlStream<S> {
     pub fn new(io: S, limits: Limits) -> XmlStream<S> {
-        XmlStream { io, framer: Framer::new(limits), limits, header_sent: false }
+        XmlStream {
+            io,
+            framer: Framer::new(limits),
+            limits,
+            header_sent: false,
+        }
     }
 
     /// Starts a new stream on the same transport (after SASL success, RFC 6120 §6.4.6).
@@ -109,7 +114,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmlStream<S> {
     }
 
     /// Our stream header (RFC 6120 §4.7), answering the peer's `from` with `to` when valid.
-    pub async fn send_header(&mut self, from_domain: &str, id: &str, to: Option<&str>) -> io::Result<()> {
+    pub async fn send_header(
+        &mut self,
+        from_domain: &str,
+        id: &str,
+        to: Option<&str>,
+    ) -> io::Result<()> {
         let mut h = String::with_capacity(256);
         h.push_str("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0' xml:lang='en'");
         h.push_str(&format!(" id='{id}' from='{}'", escape_attr(from_domain)));
@@ -147,7 +157,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmlStream<S> {
 
     /// Sends a stream error and closes the stream (RFC 6120 §4.9.1.1), with a header first if
     /// none was sent yet.
-    pub async fn send_error(&mut self, domain: &str, id: &str, err: StreamError, text: Option<&str>) {
+    pub async fn send_error(
+        &mut self,
+        domain: &str,
+        id: &str,
+        err: StreamError,
+        text: Option<&str>,
+    ) {
         if !self.header_sent {
             let _ = self.send_header(domain, id, None).await;
         }

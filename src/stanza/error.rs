@@ -105,7 +105,11 @@ pub struct StanzaError {
 
 impl StanzaError {
     pub fn new(condition: Condition) -> StanzaError {
-        StanzaError { kind: condition.default_type(), condition, text: None }
+        StanzaError {
+            kind: condition.default_type(),
+            condition,
+            text: None,
+        }
     }
 
     pub fn with_text(mut self, text: &'static str) -> StanzaError {
@@ -183,8 +187,8 @@ impl StreamError {
 
     /// `<stream:error>` with the condition and optional text; the caller closes the stream after.
     pub fn to_element(self, text: Option<&str>) -> Element {
-        let mut e =
-            Element::new("error", ns::STREAM).with_child(Element::new(self.as_str(), ns::STREAMS_ERR));
+        let mut e = Element::new("error", ns::STREAM)
+            .with_child(Element::new(self.as_str(), ns::STREAMS_ERR));
         if let Some(text) = text {
             e.push_child(
                 Element::new("text", ns::STREAMS_ERR)

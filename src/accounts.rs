@@ -69,7 +69,7 @@ fn creds_blob(password: &str) -> Result<Vec<u8>, AccountError> {
 pub async fn add(store: &Store, jid: &BareJid, password: &str) -> Result<(), AccountError> {
     let password = password.to_string();
     let blob = smol::unblock(move || creds_blob(&password)).await?;
-    match store.create_account(&jid.to_string(), blob).await {
+    match store.create_account(jid.as_ref(), blob).await {
         Err(StoreError::AlreadyExists(_)) => Err(AccountError::Exists(jid.to_string())),
         r => Ok(r?),
     }
@@ -78,14 +78,14 @@ pub async fn add(store: &Store, jid: &BareJid, password: &str) -> Result<(), Acc
 pub async fn passwd(store: &Store, jid: &BareJid, password: &str) -> Result<(), AccountError> {
     let password = password.to_string();
     let blob = smol::unblock(move || creds_blob(&password)).await?;
-    match store.set_creds(&jid.to_string(), blob).await {
+    match store.set_creds(jid.as_ref(), blob).await {
         Err(StoreError::NotFound) => Err(AccountError::NotFound(jid.to_string())),
         r => Ok(r?),
     }
 }
 
 pub async fn delete(store: &Store, jid: &BareJid) -> Result<(), AccountError> {
-    if store.delete_account(&jid.to_string()).await? {
+    if store.delete_account(jid.as_ref()).await? {
         Ok(())
     } else {
         Err(AccountError::NotFound(jid.to_string()))

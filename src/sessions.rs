@@ -43,8 +43,10 @@ pub struct Resource {
 /// reading; it is disconnected rather than allowed to eat memory.
 pub const MAX_QUEUE: usize = 4096;
 
+type Shard = RwLock<HashMap<BareJid, Vec<Resource>>>;
+
 pub struct Sessions {
-    shards: Box<[RwLock<HashMap<BareJid, Vec<Resource>>>]>,
+    shards: Box<[Shard]>,
     hasher: RandomState,
 }
 
@@ -63,7 +65,7 @@ impl Sessions {
         }
     }
 
-    fn shard(&self, bare: &BareJid) -> &RwLock<HashMap<BareJid, Vec<Resource>>> {
+    fn shard(&self, bare: &BareJid) -> &Shard {
         let i = (self.hasher.hash_one(bare) as usize) % self.shards.len();
         &self.shards[i]
     }

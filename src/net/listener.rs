@@ -48,6 +48,9 @@ pub async fn accept_loop(
 async fn connection(srv: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: Mode, id: u64) {
     srv.open_conns.fetch_add(1, Ordering::SeqCst);
     let _ = tcp.set_nodelay(true);
+    if let Err(e) = keepalive(&tcp) {
+        log::debug!("c2s#{id}: cannot enable TCP keepalive: {e}");
+    }
     let run = session::c2s::serve(srv.clone(), tcp, peer, mode, id);
     if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {
         let msg = panic
@@ -58,4 +61,17 @@ async fn connection(srv: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: Mo
         log::error!("c2s#{id}: bug: session task panicked: {msg}; the connection was dropped");
     }
     srv.open_conns.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// TCP keepalive finds clients that vanished without closing (a phone that lost its network),
+/// so their resources don't stay "online" forever. Probing after 5 idle minutes, then every
+/// minute, drops a dead peer within about 10 minutes without waking live clients' apps (the
+/// kernel answers the probes), which is what Prosody's `tcp_keepalives` does too.
+fn keepalive(tcp: &TcpStream) -> std::io::Result<()> {
+    use rustix::net::sockopt;
+    sockopt::set_socket_keepalive(tcp, true)?;
+    sockopt::set_tcp_keepidle(tcp, Duration::from_secs(300))?;
+    sockopt::set_tcp_keepintvl(tcp, Duration::from_secs(60))?;
+    sockopt::set_tcp_keepcnt(tcp, 5)?;
+    Ok(())
 }

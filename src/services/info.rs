@@ -39,7 +39,7 @@ pub async fn last_activity(
     if from.to_bare() != *to {
         let item = srv
             .store
-            .roster_item(&owner, &from.to_bare().to_string())
+            .roster_item(&owner, from.to_bare().as_ref())
             .await
             .map_err(|_| Condition::InternalServerError)?;
         let allowed = item.is_some_and(|i| matches!(i.subscription.as_str(), "from" | "both"));

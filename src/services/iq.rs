@@ -69,7 +69,7 @@ pub async fn account_exists(srv: &Server, jid: &BareJid) -> bool {
     if srv.sessions.is_online(jid) {
         return true;
     }
-    match srv.store.account(&jid.to_string()).await {
+    match srv.store.account(jid.as_ref()).await {
         Ok(a) => a.is_some(),
         Err(e) => {
             log::error!("store: cannot look up account {jid}: {e}");

@@ -26,7 +26,7 @@ pub async fn store_or_bounce(srv: &Server, to: &BareJid, mut stanza: Element) {
     );
     let bytes = stanza.to_bytes_in("");
     let max = srv.config.limits.max_offline_messages;
-    match srv.store.push_offline(&to.to_string(), bytes, max).await {
+    match srv.store.push_offline(to.as_ref(), bytes, max).await {
         Ok(()) => log::debug!("offline: stored a message for {to}"),
         Err(StoreError::QuotaExceeded) => {
             log::info!("offline: storage for {to} is full ({max} messages), bouncing");
@@ -83,7 +83,7 @@ pub async fn pending(srv: &Server, me: &FullJid) -> (Vec<Element>, Option<u64>) 
 pub async fn delivered(srv: &Server, me: &FullJid, up_to: u64) {
     if let Err(e) = srv
         .store
-        .delete_offline(&me.to_bare().to_string(), up_to)
+        .delete_offline(me.to_bare().as_ref(), up_to)
         .await
     {
         log::error!(

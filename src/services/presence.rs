@@ -102,7 +102,7 @@ async fn broadcast(
         r.presence = available.then(|| stanza.clone());
     });
     let bare = me.to_bare();
-    let contacts = match srv.store.roster(&bare.to_string()).await {
+    let contacts = match srv.store.roster(bare.as_ref()).await {
         Ok((_, items)) => items,
         Err(e) => {
             log::error!("store: cannot read roster of {bare} for a presence broadcast: {e}");
@@ -331,7 +331,7 @@ async fn answer_probe(srv: &Server, owner: &BareJid, from: &Jid) {
     let allowed = from_bare == *owner
         || match srv
             .store
-            .roster_item(&owner.to_string(), &from_bare.to_string())
+            .roster_item(owner.as_ref(), from_bare.as_ref())
             .await
         {
             Ok(item) => subscription::presence_to(roster::state_of(item.as_ref(), false)),
@@ -425,7 +425,7 @@ async fn save_state(
 
 /// After initial presence: the subscription requests that waited for the user (§3.1.3).
 pub async fn pending_requests(srv: &Server, me: &FullJid) -> Vec<Element> {
-    match srv.store.pending_in(&me.to_bare().to_string()).await {
+    match srv.store.pending_in(me.to_bare().as_ref()).await {
         Ok(list) => list
             .into_iter()
             .filter_map(|(_, bytes)| {

@@ -84,7 +84,7 @@ pub async fn serve(srv: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: Mod
     drop(guard);
     if let Err(e) = srv
         .store
-        .set_last(&me.to_bare().to_string(), crate::time::now_unix(), "")
+        .set_last(me.to_bare().as_ref(), crate::time::now_unix(), "")
         .await
     {
         log::warn!("{tag}: cannot record last activity: {e}");
@@ -149,17 +149,10 @@ async fn starttls(
             Element::new("starttls", ns::TLS).with_child(Element::new("required", ns::TLS)),
         );
         xs.send_element(&features).await?;
-        loop {
-            match xs.next_frame(deadline).await? {
-                Frame::Element(el) if el.is("starttls", ns::TLS) => break,
-                Frame::StreamClose => return Err(End::Closed),
-                _ => {
-                    return Err(End::Error(
-                        StreamError::PolicyViolation,
-                        Some("STARTTLS is required"),
-                    ))
-                }
-            }
+        match xs.next_frame(deadline).await? {
+            Frame::Element(el) if el.is("starttls", ns::TLS) => {}
+            Frame::StreamClose => return Err(End::Closed),
+            _ => return Err(End::Error(StreamError::PolicyViolation, Some("STARTTLS is required"))),
         }
         xs.send_element(&Element::new("proceed", ns::TLS)).await?;
         Ok(())
@@ -469,7 +462,7 @@ async fn read_response<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 async fn load_creds(srv: &Server, jid: &BareJid, mech: Mechanism) -> Option<sasl::ScramCreds> {
-    match srv.store.account(&jid.to_string()).await {
+    match srv.store.account(jid.as_ref()).await {
         Ok(Some(account)) => sasl::decode_creds(&account.creds)
             .ok()?
             .into_iter()

@@ -550,3 +550,5 @@ fn toml_string(s: &str) -> String {
     out.push('"');
     out
 }
+
+pub mod client;

@@ -24,8 +24,13 @@ fn starttls_is_required_before_anything_else() {
     alice.open_stream();
     // alice receives: <stream:features><starttls xmlns='...tls'><required/></starttls></stream:features>
     let features = alice.features.clone().unwrap();
-    let starttls = features.get_child("starttls", NS_TLS).expect("starttls offered");
-    assert!(starttls.get_child("required", NS_TLS).is_some(), "{features}");
+    let starttls = features
+        .get_child("starttls", NS_TLS)
+        .expect("starttls offered");
+    assert!(
+        starttls.get_child("required", NS_TLS).is_some(),
+        "{features}"
+    );
     assert!(
         features.get_child("mechanisms", NS_SASL).is_none(),
         "SASL must not be offered in plaintext: {features}"
@@ -69,7 +74,11 @@ fn features_offer_scram_with_and_without_plus_and_no_plain() {
 fn plain_is_offered_only_when_allowed() {
     let server = TestServer::start_with("[auth]\nallow_plain = true");
     let alice = Client::starttls_to(&server);
-    assert!(alice.mechanisms().contains(&"PLAIN".to_owned()), "{:?}", alice.mechanisms());
+    assert!(
+        alice.mechanisms().contains(&"PLAIN".to_owned()),
+        "{:?}",
+        alice.mechanisms()
+    );
 }
 
 #[test]
@@ -100,7 +109,8 @@ fn scram_with_gs2_flag_y_is_refused_when_plus_was_offered() {
     let server = server_with_alice();
     let mut alice = Client::starttls_to(&server);
     let cb = ChannelBinding::TlsExporter(alice.tls_exporter());
-    let scram = ScramClient::new(Mechanism::ScramSha256, "alice", "alice-secret", Some(cb)).unwrap();
+    let scram =
+        ScramClient::new(Mechanism::ScramSha256, "alice", "alice-secret", Some(cb)).unwrap();
     let err = alice.try_login_with(scram).expect_err("downgrade accepted");
     assert_eq!(err, "not-authorized");
 }
@@ -112,9 +122,16 @@ fn scram_plus_with_wrong_binding_data_fails() {
     let server = server_with_alice();
     let mut alice = Client::starttls_to(&server);
     let cb = ChannelBinding::TlsExporter(vec![0x42; 32]);
-    let scram =
-        ScramClient::new(Mechanism::ScramSha256Plus, "alice", "alice-secret", Some(cb)).unwrap();
-    let err = alice.try_login_with(scram).expect_err("foreign channel binding accepted");
+    let scram = ScramClient::new(
+        Mechanism::ScramSha256Plus,
+        "alice",
+        "alice-secret",
+        Some(cb),
+    )
+    .unwrap();
+    let err = alice
+        .try_login_with(scram)
+        .expect_err("foreign channel binding accepted");
     assert_eq!(err, "not-authorized");
 }
 
@@ -124,7 +141,10 @@ fn direct_tls_login() {
     let mut alice = Client::connect_direct_tls(server.tls_port, "localhost", &ca_path(&server));
     assert_eq!(alice.tls().alpn_protocol(), Some(&b"xmpp-client"[..]));
     let features = alice.features.clone().unwrap();
-    assert!(features.get_child("starttls", NS_TLS).is_none(), "{features}");
+    assert!(
+        features.get_child("starttls", NS_TLS).is_none(),
+        "{features}"
+    );
     alice
         .try_login(Mechanism::ScramSha256Plus, "alice", "alice-secret")
         .unwrap();
@@ -181,7 +201,10 @@ fn unknown_mechanism_is_invalid_mechanism() {
     alice.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGFsaWNlAGFsaWNlLXNlY3JldA==</auth>");
     let failure = alice.recv();
     assert!(failure.is("failure", NS_SASL), "{failure}");
-    assert_eq!(common::client::sasl_condition(&failure), "invalid-mechanism");
+    assert_eq!(
+        common::client::sasl_condition(&failure),
+        "invalid-mechanism"
+    );
 }
 
 #[test]
@@ -218,7 +241,8 @@ fn second_login_with_the_same_resource_replaces_the_first() {
     // first receives: <stream:error><conflict/></stream:error></stream:stream>
     first.expect_stream_error("conflict");
     // the new session works and is the one bound
-    let pong = second.iq("<iq to='localhost' type='get' id='ID'><ping xmlns='urn:xmpp:ping'/></iq>");
+    let pong =
+        second.iq("<iq to='localhost' type='get' id='ID'><ping xmlns='urn:xmpp:ping'/></iq>");
     assert_eq!(pong.attr("type"), Some("result"), "{pong}");
     assert_eq!(pong.attr("to"), Some("alice@localhost/phone"), "{pong}");
 }
@@ -260,7 +284,13 @@ fn bound_session_does_not_time_out() {
 #[test]
 fn passwd_while_running_changes_the_password() {
     let server = server_with_alice();
-    server.cli_ok(["user", "passwd", "alice@localhost", "--password", "new-secret"]);
+    server.cli_ok([
+        "user",
+        "passwd",
+        "alice@localhost",
+        "--password",
+        "new-secret",
+    ]);
     let mut old = Client::starttls_to(&server);
     assert_eq!(
         old.try_login(Mechanism::ScramSha256, "alice", "alice-secret"),
@@ -298,4 +328,82 @@ fn stream_header_answer_is_well_formed() {
     assert!(h.attr("id").is_some_and(|id| !id.is_empty()));
     assert_eq!(h.prefix_ns("stream"), Some(NS_STREAM));
     assert_eq!(h.default_ns(), "jabber:client");
+}
+
+/// RFC 6120 §6.4.2: `<auth/>` without an initial response gets an empty challenge, and the
+/// client-first message comes as the response.
+#[test]
+fn auth_without_initial_response_gets_an_empty_challenge() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let server = server_with_alice();
+    let mut alice = Client::starttls_to(&server);
+    let mut scram =
+        ScramClient::new(Mechanism::ScramSha256, "alice", "alice-secret", None).unwrap();
+    alice.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'/>");
+    let empty = alice.recv();
+    assert!(empty.is("challenge", NS_SASL), "{empty}");
+    assert_eq!(empty.text().trim(), "", "{empty}");
+    alice.send(&format!(
+        "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+        b64.encode(scram.client_first())
+    ));
+    let challenge = alice.recv();
+    assert!(challenge.is("challenge", NS_SASL), "{challenge}");
+    let client_final = scram
+        .handle_server_first(&b64.decode(challenge.text().trim()).unwrap())
+        .unwrap();
+    alice.send(&format!(
+        "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+        b64.encode(client_final)
+    ));
+    let success = alice.recv();
+    assert!(success.is("success", NS_SASL), "{success}");
+    scram
+        .verify_server_final(&b64.decode(success.text().trim()).unwrap())
+        .unwrap();
+}
+
+#[test]
+fn abort_is_answered_aborted_and_a_retry_works() {
+    let server = server_with_alice();
+    let mut alice = Client::starttls_to(&server);
+    alice.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'/>");
+    let empty = alice.recv();
+    assert!(empty.is("challenge", NS_SASL), "{empty}");
+    alice.send("<abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>");
+    let failure = alice.recv();
+    assert!(failure.is("failure", NS_SASL), "{failure}");
+    assert_eq!(common::client::sasl_condition(&failure), "aborted");
+    alice
+        .try_login(Mechanism::ScramSha256, "alice", "alice-secret")
+        .expect("retry after abort");
+}
+
+#[test]
+fn an_unacceptable_resource_is_a_bad_request_and_bind_can_be_retried() {
+    let server = server_with_alice();
+    let mut alice = Client::starttls_to(&server);
+    alice.login("alice", "alice-secret");
+    let long = "r".repeat(1100); // RFC 7622 §3.4: at most 1023 bytes
+    let reply = alice.iq(&format!(
+        "<iq type='set' id='ID'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{long}</resource></bind></iq>"
+    ));
+    assert_eq!(
+        common::client::stanza_error(&reply),
+        "bad-request",
+        "{reply}"
+    );
+    assert_eq!(alice.bind(Some("ok")), "alice@localhost/ok");
+}
+
+/// The username in SCRAM is the localpart; the bound JID is the account's canonical one.
+#[test]
+fn login_with_an_uppercase_username_binds_the_canonical_jid() {
+    let server = server_with_alice();
+    let mut alice = Client::starttls_to(&server);
+    alice
+        .try_login(Mechanism::ScramSha256, "Alice", "alice-secret")
+        .expect("case-insensitive localpart");
+    assert_eq!(alice.bind(Some("r")), "alice@localhost/r");
 }

@@ -81,11 +81,7 @@ pub async fn pending(srv: &Server, me: &FullJid) -> (Vec<Element>, Option<u64>) 
 }
 
 pub async fn delivered(srv: &Server, me: &FullJid, up_to: u64) {
-    if let Err(e) = srv
-        .store
-        .delete_offline(me.to_bare().as_ref(), up_to)
-        .await
-    {
+    if let Err(e) = srv.store.delete_offline(me.to_bare().as_ref(), up_to).await {
         log::error!(
             "offline: delivered messages of {} could not be removed: {e}",
             me.to_bare()

@@ -25,14 +25,30 @@ pub struct SessionPresence {
     pub available: bool,
     /// Entities that got directed presence and must hear `unavailable` at the end (§4.6.3).
     pub directed: HashSet<Jid>,
+    pub offline_delivered: bool,
 }
 
 /// What the session must do after an outbound presence.
 #[derive(Debug, PartialEq, Eq)]
 pub enum After {
     Nothing,
-    /// This was initial presence: deliver pending subscription requests and offline messages.
+    /// This was initial presence: deliver pending subscription requests.
     Initial,
+}
+
+impl SessionPresence {
+    /// Offline messages are due the first time in a session the resource is available with a
+    /// non-negative priority (XEP-0160 §3: a negative priority says "don't send me messages").
+    /// Returns true once per such transition; the caller then delivers them.
+    pub fn offline_due(&mut self, srv: &Server, me: &FullJid) -> bool {
+        let priority = srv.sessions.resource(me).map(|r| r.priority).unwrap_or(0);
+        if !self.available || priority < 0 {
+            // Messages stored meanwhile are due again when the resource comes back.
+            self.offline_delivered = false;
+            return false;
+        }
+        !std::mem::replace(&mut self.offline_delivered, true)
+    }
 }
 
 /// A presence stanza sent by the user's session (`from` already stamped with `me`).
@@ -119,12 +135,16 @@ async fn broadcast(
             }
         }
     }
-    for r in srv
-        .sessions
-        .resources(&bare)
-        .iter()
-        .filter(|r| r.available || r.jid == *me)
-    {
+    // Own resources hear it too (§4.2.2), the sender included; a resource of the same name
+    // bound by a newer connection is someone else and only hears it if available.
+    let own = |r: &&crate::sessions::Resource| {
+        if r.jid == *me {
+            r.conn == conn
+        } else {
+            r.available
+        }
+    };
+    for r in srv.sessions.resources(&bare).iter().filter(own) {
         let mut p = stanza.clone();
         p.set_attr("to", r.jid.to_string());
         sessions::send(r, Outbound::Stanza(p));
@@ -410,8 +430,10 @@ async fn save_state(
         }
     }
     let in_roster = item.is_some() || out.create_item;
-    if in_roster && (out.changed || item.is_none()) {
-        let stored = roster::with_state(item, new);
+    let stored = roster::with_state(item.clone(), new);
+    // A push announces a changed item; the pending-in flag lives outside the item, so a
+    // change to it alone is no roster change (and must not bump the version).
+    if in_roster && item.as_ref() != Some(&stored) {
         match srv
             .store
             .set_roster_item(&o, &c, Some(stored.clone()))

@@ -152,7 +152,12 @@ async fn starttls(
         match xs.next_frame(deadline).await? {
             Frame::Element(el) if el.is("starttls", ns::TLS) => {}
             Frame::StreamClose => return Err(End::Closed),
-            _ => return Err(End::Error(StreamError::PolicyViolation, Some("STARTTLS is required"))),
+            _ => {
+                return Err(End::Error(
+                    StreamError::PolicyViolation,
+                    Some("STARTTLS is required"),
+                ))
+            }
         }
         xs.send_element(&Element::new("proceed", ns::TLS)).await?;
         Ok(())
@@ -680,9 +685,13 @@ impl Session<'_> {
             Kind::Presence => {
                 let after =
                     presence::outbound(self.srv, self.me, self.conn, &mut self.presence, el).await;
-                if after == presence::After::Initial {
-                    self.initial_presence(xs).await?;
-                }
+                let requests = if after == presence::After::Initial {
+                    presence::pending_requests(self.srv, self.me).await
+                } else {
+                    Vec::new()
+                };
+                let offline_due = self.presence.offline_due(self.srv, self.me);
+                self.deliver_stored(xs, requests, offline_due).await?;
             }
             Kind::Iq => {
                 if let Err(e) = check_iq(&el) {
@@ -699,14 +708,19 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// After initial presence: subscription requests that waited, then offline messages,
-    /// which are removed from the store only once written to the client.
-    async fn initial_presence<S: AsyncRead + AsyncWrite + Unpin>(
+    /// Writes subscription requests that waited for this login, then (when due) offline
+    /// messages, which are removed from the store only once written to the client.
+    async fn deliver_stored<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         xs: &mut XmlStream<S>,
+        requests: Vec<Element>,
+        offline_due: bool,
     ) -> Result<(), End> {
-        let requests = presence::pending_requests(self.srv, self.me).await;
-        let (messages, last) = offline::pending(self.srv, self.me).await;
+        let (messages, last) = if offline_due {
+            offline::pending(self.srv, self.me).await
+        } else {
+            (Vec::new(), None)
+        };
         if requests.is_empty() && messages.is_empty() {
             return Ok(());
         }

@@ -149,6 +149,9 @@ pub enum Event {
     Eof,
 }
 
+/// A roster item as `(jid, subscription, name)`.
+pub type RosterRow = (String, String, Option<String>);
+
 /// One client connection.
 pub struct Client {
     io: Io,
@@ -227,7 +230,10 @@ impl Client {
         );
         c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
         let proceed = c.recv();
-        assert!(proceed.is("proceed", NS_TLS), "expected <proceed/>, got {proceed}");
+        assert!(
+            proceed.is("proceed", NS_TLS),
+            "expected <proceed/>, got {proceed}"
+        );
         c.start_tls(&[]);
         c.open_stream();
         c
@@ -310,7 +316,9 @@ impl Client {
                 assert_eq!(h.qname(), "stream:stream", "server's stream header");
                 self.header = Some(h);
             }
-            other => self.fail(&format!("expected the server's stream header, got {other:?}")),
+            other => self.fail(&format!(
+                "expected the server's stream header, got {other:?}"
+            )),
         }
         let f = self.recv();
         if !f.is("features", NS_STREAM) {
@@ -450,7 +458,7 @@ impl Client {
     }
 
     /// The roster (RFC 6121 §2.1.3): `(ver, [(jid, subscription, name)])`.
-    pub fn roster_get(&mut self) -> (Option<String>, Vec<(String, String, Option<String>)>) {
+    pub fn roster_get(&mut self) -> (Option<String>, Vec<RosterRow>) {
         let r = self.iq("<iq type='get' id='ID'><query xmlns='jabber:iq:roster'/></iq>");
         assert_eq!(r.attr("type"), Some("result"), "roster get failed: {r}");
         let q = r
@@ -484,7 +492,10 @@ impl Client {
     /// Like `send_bytes`, but a broken connection is not an error (the server may already
     /// have closed it); returns whether the write succeeded.
     pub fn send_lenient(&mut self, bytes: &[u8]) -> bool {
-        self.io.write_all(bytes).and_then(|_| self.io.flush()).is_ok()
+        self.io
+            .write_all(bytes)
+            .and_then(|_| self.io.flush())
+            .is_ok()
     }
 
     pub fn send_el(&mut self, el: &Element) {
@@ -502,18 +513,12 @@ impl Client {
     }
 
     fn recv_fresh(&mut self, timeout: Duration) -> Element {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.next_event(left) {
-                Some(Event::Element(e)) => return e,
-                Some(Event::Header(h)) => {
-                    self.fail(&format!("unexpected stream header: {h:?}"));
-                }
-                Some(Event::Close) => self.fail("the server closed the stream"),
-                Some(Event::Eof) => self.fail("the server closed the connection"),
-                None => self.fail(&format!("nothing received within {timeout:?}")),
-            }
+        match self.next_event(timeout) {
+            Some(Event::Element(e)) => e,
+            Some(Event::Header(h)) => self.fail(&format!("unexpected stream header: {h:?}")),
+            Some(Event::Close) => self.fail("the server closed the stream"),
+            Some(Event::Eof) => self.fail("the server closed the connection"),
+            None => self.fail(&format!("nothing received within {timeout:?}")),
         }
     }
 
@@ -541,6 +546,18 @@ impl Client {
         self.backlog.drain(..).collect()
     }
 
+    /// The backlog plus every element that arrives until the stream is quiet for `quiet`.
+    pub fn drain(&mut self, quiet: Duration) -> Vec<Element> {
+        let mut out: Vec<Element> = self.backlog.drain(..).collect();
+        loop {
+            match self.next_event(quiet) {
+                Some(Event::Element(e)) => out.push(e),
+                None => return out,
+                Some(other) => self.fail(&format!("while draining: {other:?}")),
+            }
+        }
+    }
+
     /// Asserts that nothing arrives (and nothing is in the backlog) for `d`.
     pub fn expect_nothing(&mut self, d: Duration) {
         if let Some(e) = self.backlog.front() {
@@ -557,11 +574,16 @@ impl Client {
     pub fn expect_stream_error(&mut self, cond: &str) -> Element {
         let e = match self.backlog.pop_front() {
             Some(e) => e,
-            None => match self.next_event(self.timeout) {
-                Some(Event::Element(e)) => e,
-                other => self.fail(&format!(
-                    "expected <stream:error><{cond}/></stream:error>, got {other:?}"
-                )),
+            None => loop {
+                match self.next_event(self.timeout) {
+                    Some(Event::Element(e)) => break e,
+                    // A stream error before our header was answered comes after the
+                    // server's header (RFC 6120 §4.9.1.1).
+                    Some(Event::Header(h)) if self.header.is_none() => self.header = Some(h),
+                    other => self.fail(&format!(
+                        "expected <stream:error><{cond}/></stream:error>, got {other:?}"
+                    )),
+                }
             },
         };
         if !e.is("error", NS_STREAM) {
@@ -767,7 +789,11 @@ impl Raw {
             match self.tcp.read(&mut buf) {
                 Ok(0) => return out,
                 Ok(n) => out.extend_from_slice(&buf[..n]),
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
                 Err(e)
                     if matches!(
                         e.kind(),

@@ -1,0 +1,768 @@
+//! c2s load generator: logs in N real clients (STARTTLS, TLS 1.3, SCRAM-SHA-256, bind,
+//! initial presence), keeps them idle, then has M pairs exchange K messages each way.
+//! Prints logins/s, messages/s, latencies, and — given the server's pid — the server's RSS
+//! per idle session and CPU per login and per message, read from /proc.
+//!
+//! Normally run by `scripts/bench-c2s`, which makes the server, its users and its config.
+//! By hand:
+//!
+//! ```text
+//! cargo bench --bench c2s -- --provision DATA_DIR --users 2000      # server stopped
+//! cargo bench --bench c2s -- --port 5222 --ca DATA_DIR/tls/localhost.selfsigned.crt \
+//!     --sessions 2000 --pairs 100 --messages 200 --server-pid PID
+//! ```
+//!
+//! The generator runs on one thread (a `LocalExecutor`) so that, on a small machine, it
+//! takes at most one core; its own CPU time is reported so one can see whether it was the
+//! bottleneck.
+
+mod countalloc;
+mod procfs;
+mod xmpp;
+
+#[global_allocator]
+static ALLOC: countalloc::Counting = countalloc::Counting;
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use async_channel::{Receiver, Sender};
+use futures_lite::io::{ReadHalf, WriteHalf};
+use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt as _};
+use kith::xml::{Element, Frame, Framer};
+use smol::LocalExecutor;
+
+use xmpp::{Login, Tls};
+
+const USAGE: &str = "\
+usage: c2s --port P --ca CERT [options]          run the benchmark against a running server
+       c2s --provision DATA_DIR --users N [opts]  create bench users (server must be stopped)
+
+  --port P            c2s (STARTTLS) port on 127.0.0.1
+  --ca FILE           the server certificate to trust (DATA/tls/DOMAIN.selfsigned.crt)
+  --domain D          XMPP domain (localhost)
+  --sessions N        clients to log in and keep idle (1000)
+  --pairs M           pairs among them that exchange messages (min(100, N/2))
+  --messages K        messages each member of a pair sends to the other (1000)
+  --window W          messages in flight per sender (16)
+  --concurrency C     logins in progress at once (16)
+  --prefix P          user names are P0..P(N-1) (bench)
+  --password S        password of every bench user (bench-password)
+  --server-pid PID    read the server's RSS and CPU time from /proc/PID
+  --settle SECS       idle time before reading the idle RSS (3)
+  --hold SECS         keep the sessions open this long after the report (0)
+  --plus              SCRAM-SHA-256-PLUS with tls-exporter instead of SCRAM-SHA-256
+  --resume            allow TLS session resumption (off: every login is a full handshake)
+  --users N           with --provision: accounts to create
+
+diagnostics:
+       c2s --serve-counted CONFIG --alloc-dir DIR   run kith's server in this process under
+                                                    a counting allocator
+       c2s ... --alloc-dir DIR                      (with the above) print the live heap
+                                                    per idle session by allocation size
+       c2s --sizes                                  print the size of a c2s session future";
+
+struct Args {
+    port: u16,
+    ca: Option<PathBuf>,
+    domain: String,
+    sessions: usize,
+    pairs: Option<usize>,
+    messages: usize,
+    window: usize,
+    concurrency: usize,
+    prefix: String,
+    password: String,
+    server_pid: Option<String>,
+    settle: f64,
+    hold: f64,
+    plus: bool,
+    resume: bool,
+    provision: Option<PathBuf>,
+    users: usize,
+    serve_counted: Option<PathBuf>,
+    alloc_dir: Option<PathBuf>,
+    sizes: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        port: 0,
+        ca: None,
+        domain: "localhost".into(),
+        sessions: 1000,
+        pairs: None,
+        messages: 1000,
+        window: 16,
+        concurrency: 16,
+        prefix: "bench".into(),
+        password: "bench-password".into(),
+        server_pid: None,
+        settle: 3.0,
+        hold: 0.0,
+        plus: false,
+        resume: false,
+        provision: None,
+        users: 0,
+        serve_counted: None,
+        alloc_dir: None,
+        sizes: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().ok_or(format!("{flag} needs a value"));
+        fn num<T: std::str::FromStr>(flag: &str, v: String) -> Result<T, String> {
+            v.parse().map_err(|_| format!("{flag}: not a number: {v}"))
+        }
+        match flag.as_str() {
+            "--port" => a.port = num(&flag, val()?)?,
+            "--ca" => a.ca = Some(val()?.into()),
+            "--domain" => a.domain = val()?,
+            "--sessions" => a.sessions = num(&flag, val()?)?,
+            "--pairs" => a.pairs = Some(num(&flag, val()?)?),
+            "--messages" => a.messages = num(&flag, val()?)?,
+            "--window" => a.window = num::<usize>(&flag, val()?)?.max(1),
+            "--concurrency" => a.concurrency = num::<usize>(&flag, val()?)?.max(1),
+            "--prefix" => a.prefix = val()?,
+            "--password" => a.password = val()?,
+            "--server-pid" => a.server_pid = Some(val()?),
+            "--settle" => a.settle = num(&flag, val()?)?,
+            "--hold" => a.hold = num(&flag, val()?)?,
+            "--plus" => a.plus = true,
+            "--resume" => a.resume = true,
+            "--provision" => a.provision = Some(val()?.into()),
+            "--users" => a.users = num(&flag, val()?)?,
+            "--serve-counted" => a.serve_counted = Some(val()?.into()),
+            "--alloc-dir" => a.alloc_dir = Some(val()?.into()),
+            "--sizes" => a.sizes = true,
+            // `cargo bench` appends --bench to every bench target's arguments.
+            "--bench" => {}
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+        }
+    }
+    Ok(a)
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let r = if let Some(dir) = &args.provision {
+        provision(&args, dir)
+    } else if let Some(config) = &args.serve_counted {
+        serve_counted(&args, config)
+    } else if args.sizes {
+        sizes()
+    } else {
+        run(&args)
+    };
+    if let Err(e) = r {
+        eprintln!("c2s bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Creates `--users` accounts in one store transaction. All share one salt per hash, so the
+/// load generator runs PBKDF2 once instead of once per user. The server's login cost does not
+/// depend on the salt (it keeps StoredKey/ServerKey and never runs PBKDF2 for SCRAM).
+fn provision(args: &Args, dir: &std::path::Path) -> Result<(), String> {
+    use kith::sasl::{derive_creds_with_salt, encode_creds, Hash, DEFAULT_ITERATIONS};
+    let t = Instant::now();
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join("kith.redb");
+    let store = kith::store::Store::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let creds = [Hash::Sha1, Hash::Sha256, Hash::Sha512]
+        .into_iter()
+        .map(|h| derive_creds_with_salt(&args.password, h, DEFAULT_ITERATIONS, b"kith-bench-salt"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{e:?}"))?;
+    let blob = encode_creds(&creds);
+    let items = (0..args.users)
+        .map(|i| (format!("{}{i}@{}", args.prefix, args.domain), blob.clone()))
+        .collect();
+    smol::block_on(store.import_accounts(items)).map_err(|e| format!("import: {e}"))?;
+    eprintln!(
+        "provisioned {} users {}0..{}{} in {:.2} s",
+        args.users,
+        args.prefix,
+        args.prefix,
+        args.users.saturating_sub(1),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Runs kith's server (the library's `server::run`, as `kith run` does) in this process, so
+/// the counting allocator sees its heap; answers snapshot requests in `--alloc-dir`.
+fn serve_counted(args: &Args, config: &std::path::Path) -> Result<(), String> {
+    let dir = args
+        .alloc_dir
+        .clone()
+        .ok_or("--serve-counted needs --alloc-dir")?;
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let config = kith::config::load(Some(config)).map_err(|e| e.to_string())?;
+    std::thread::spawn(move || countalloc::serve_snapshots(&dir));
+    kith::server::run(config).map_err(|e| e.to_string())
+}
+
+/// Sizes of the per-connection state that lives inside the session task (not the heap
+/// objects it points to).
+fn sizes() -> Result<(), String> {
+    use std::sync::Arc;
+    let dir = std::env::temp_dir().join(format!("kith-bench-sizes-{}", std::process::id()));
+    let r = (|| {
+        let mut config = kith::config::Config::defaults();
+        config.data_dir = dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let store = kith::store::Store::open(&dir.join("kith.redb")).map_err(|e| e.to_string())?;
+        let tls = kith::net::tls::TlsSetup::load(None, None, "localhost", &dir)
+            .map_err(|e| e.to_string())?;
+        let srv = Arc::new(kith::server::Server::new(config, store, tls));
+        smol::block_on(async {
+            let l = smol::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| e.to_string())?;
+            let addr = l.local_addr().map_err(|e| e.to_string())?;
+            let _c = smol::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (tcp, peer) = l.accept().await.map_err(|e| e.to_string())?;
+            let fut = kith::session::c2s::serve(
+                srv.clone(),
+                tcp,
+                peer,
+                kith::net::listener::Mode::StartTls,
+                1,
+            );
+            println!("c2s::serve future: {} bytes", std::mem::size_of_val(&fut));
+            println!(
+                "rustls ServerConnection: {} bytes",
+                std::mem::size_of::<futures_rustls::rustls::ServerConnection>()
+            );
+            println!(
+                "futures_rustls server TlsStream<TcpStream>: {} bytes",
+                std::mem::size_of::<futures_rustls::server::TlsStream<smol::net::TcpStream>>()
+            );
+            println!("kith::xml::Framer: {} bytes", std::mem::size_of::<Framer>());
+            println!(
+                "kith::xml::Element: {} bytes",
+                std::mem::size_of::<Element>()
+            );
+            Ok::<_, String>(())
+        })
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    r
+}
+
+/// State shared by all session tasks (one thread, so `Cell`/`RefCell`).
+struct Shared {
+    epoch: Instant,
+    /// Messages received with a timestamp body.
+    delivered: Cell<u64>,
+    /// When `delivered` reaches this, `done` is signalled.
+    target: Cell<u64>,
+    done: Sender<()>,
+    latencies_us: RefCell<Vec<u32>>,
+    /// Per client: the credit channel of its sender (clients in pairs only).
+    credits: Vec<Option<Sender<()>>>,
+    /// Stanzas received outside the expected flow (presence, etc.).
+    stray: Cell<u64>,
+    /// Error stanzas received.
+    errors: Cell<u64>,
+    /// Sessions whose connection ended.
+    closed: Cell<u64>,
+}
+
+impl Shared {
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let ca = args.ca.clone().ok_or("--ca is required")?;
+    if args.port == 0 {
+        return Err("--port is required".into());
+    }
+    let n = args.sessions;
+    let pairs = args.pairs.unwrap_or((n / 2).min(100)).min(n / 2);
+    let cfg = Rc::new(Login {
+        addr: SocketAddr::from(([127, 0, 0, 1], args.port)),
+        domain: args.domain.clone(),
+        tls: xmpp::client_config(&ca, args.resume)?,
+        password: args.password.clone(),
+        plus: args.plus,
+        salted: RefCell::new(Default::default()),
+        pbkdf2_runs: RefCell::new(0),
+    });
+    let (done_tx, done_rx) = async_channel::bounded::<()>(1);
+    let mut credit_rx: Vec<Option<Receiver<()>>> = Vec::with_capacity(n);
+    let mut credits = Vec::with_capacity(n);
+    for i in 0..n {
+        if i < 2 * pairs {
+            let (tx, rx) = async_channel::unbounded();
+            credits.push(Some(tx));
+            credit_rx.push(Some(rx));
+        } else {
+            credits.push(None);
+            credit_rx.push(None);
+        }
+    }
+    let sh = Rc::new(Shared {
+        epoch: Instant::now(),
+        delivered: Cell::new(0),
+        target: Cell::new(u64::MAX),
+        done: done_tx,
+        latencies_us: RefCell::new(Vec::new()),
+        credits,
+        stray: Cell::new(0),
+        errors: Cell::new(0),
+        closed: Cell::new(0),
+    });
+    let ex: &'static LocalExecutor<'static> = Box::leak(Box::new(LocalExecutor::new()));
+    let pid = args.server_pid.clone();
+    let server = move || pid.as_deref().and_then(procfs::sample);
+    let mut rep = Report::default();
+
+    smol::block_on(ex.run(async {
+        // ----- baseline -----
+        let base = server();
+        rep.base = base;
+        let alloc_dir = args.alloc_dir.clone();
+        let heap_base = alloc_dir
+            .as_deref()
+            .and_then(|d| countalloc::request(d, "base"));
+
+        // ----- login phase -----
+        let next = Rc::new(Cell::new(0usize));
+        let writers: Rc<RefCell<Vec<Option<WriteHalf<Tls>>>>> =
+            Rc::new(RefCell::new((0..n).map(|_| None).collect()));
+        let login_lat: Rc<RefCell<Vec<u32>>> = Rc::new(RefCell::new(Vec::with_capacity(n)));
+        let errors: Rc<RefCell<BTreeMap<String, usize>>> = Rc::default();
+        let g0 = procfs::self_cpu_ms();
+        let t0 = Instant::now();
+        let mut workers = Vec::new();
+        for _ in 0..args.concurrency.min(n.max(1)) {
+            let (next, cfg, writers, login_lat, errors, sh) = (
+                next.clone(),
+                cfg.clone(),
+                writers.clone(),
+                login_lat.clone(),
+                errors.clone(),
+                sh.clone(),
+            );
+            let prefix = args.prefix.clone();
+            workers.push(ex.spawn(async move {
+                loop {
+                    let i = next.get();
+                    if i >= n {
+                        break;
+                    }
+                    next.set(i + 1);
+                    let user = format!("{prefix}{i}");
+                    let t = Instant::now();
+                    let r = xmpp::login(&cfg, &user, "r")
+                        .or(async {
+                            smol::Timer::after(Duration::from_secs(60)).await;
+                            Err("login timed out after 60 s".to_string())
+                        })
+                        .await;
+                    match r {
+                        Ok(xs) => {
+                            login_lat.borrow_mut().push(t.elapsed().as_micros() as u32);
+                            let (rd, wr) = futures_lite::io::split(xs.io);
+                            writers.borrow_mut()[i] = Some(wr);
+                            ex.spawn(reader(rd, xs.framer, i, sh.clone())).detach();
+                        }
+                        Err(e) => {
+                            // Group by the message without digits (ports, counts).
+                            let key: String = e.chars().filter(|c| !c.is_ascii_digit()).collect();
+                            *errors.borrow_mut().entry(key).or_default() += 1;
+                        }
+                    }
+                }
+            }));
+        }
+        for w in workers {
+            w.await;
+        }
+        rep.login_wall = t0.elapsed().as_secs_f64();
+        rep.login_gen_cpu_ms = procfs::self_cpu_ms() - g0;
+        rep.logged_in = login_lat.borrow().len();
+        rep.login_lat = std::mem::take(&mut *login_lat.borrow_mut());
+        rep.login_errors = std::mem::take(&mut *errors.borrow_mut());
+        rep.after_login = server();
+        rep.pbkdf2 = *cfg.pbkdf2_runs.borrow();
+        eprintln!(
+            "logged in {}/{} in {:.2} s; settling {} s",
+            rep.logged_in, n, rep.login_wall, args.settle
+        );
+
+        // ----- idle -----
+        smol::Timer::after(Duration::from_secs_f64(args.settle)).await;
+        rep.idle = server();
+        let heap_idle = alloc_dir
+            .as_deref()
+            .and_then(|d| countalloc::request(d, "idle"));
+        rep.gen_rss_kib = procfs::sample("self").map(|s| s.rss_kib).unwrap_or(0);
+
+        // ----- messages -----
+        let senders: Vec<usize> = (0..2 * pairs)
+            .filter(|&i| writers.borrow()[i].is_some() && writers.borrow()[i ^ 1].is_some())
+            .collect();
+        rep.msg_pairs = senders.len() / 2;
+        let total = (senders.len() * args.messages) as u64;
+        rep.msg_total = total;
+        if total > 0 {
+            sh.target.set(sh.delivered.get() + total);
+            sh.latencies_us.borrow_mut().reserve(total as usize);
+            let (start_tx, start_rx) = async_channel::bounded::<()>(1);
+            let mut tasks = Vec::new();
+            for &i in &senders {
+                let w = writers.borrow_mut()[i].take().expect("writer");
+                let credits = credit_rx[i].take().expect("credits");
+                let to = format!("{}{}@{}/r", args.prefix, i ^ 1, args.domain);
+                tasks.push(ex.spawn(sender(
+                    w,
+                    to,
+                    args.messages,
+                    args.window,
+                    credits,
+                    start_rx.clone(),
+                    sh.clone(),
+                )));
+            }
+            let s0 = server();
+            let g0 = procfs::self_cpu_ms();
+            let t0 = Instant::now();
+            start_tx.close();
+            let finished = async {
+                let _ = done_rx.recv().await;
+                true
+            }
+            .or(async {
+                smol::Timer::after(Duration::from_secs(300)).await;
+                false
+            })
+            .await;
+            rep.msg_wall = t0.elapsed().as_secs_f64();
+            rep.msg_gen_cpu_ms = procfs::self_cpu_ms() - g0;
+            rep.msg_before = s0;
+            rep.msg_after = server();
+            rep.msg_timed_out = !finished;
+            rep.msg_delivered = sh.delivered.get();
+            rep.msg_lat = std::mem::take(&mut *sh.latencies_us.borrow_mut());
+            // Give the writers back so those connections stay open during --hold.
+            for (t, &i) in tasks.into_iter().zip(&senders) {
+                if let Some(w) = t.cancel().await.flatten() {
+                    writers.borrow_mut()[i] = Some(w);
+                }
+            }
+        }
+        rep.stray = sh.stray.get();
+        rep.stanza_errors = sh.errors.get();
+        rep.closed = sh.closed.get();
+        rep.print(args, n, pairs);
+        if let (Some(a), Some(b)) = (&heap_base, &heap_idle) {
+            countalloc::print_diff(a, b, rep.logged_in, 15);
+        } else if alloc_dir.is_some() {
+            eprintln!("no heap snapshots: was the server started with --serve-counted?");
+        }
+        if args.hold > 0.0 {
+            eprintln!("holding {} sessions for {} s", rep.logged_in, args.hold);
+            smol::Timer::after(Duration::from_secs_f64(args.hold)).await;
+        }
+        drop(writers);
+    }));
+    Ok(())
+}
+
+/// Reads one session's stream until it ends: counts and timestamps messages, credits the
+/// partner's sender, and counts everything else.
+async fn reader(mut rd: ReadHalf<Tls>, mut framer: Framer, idx: usize, sh: Rc<Shared>) {
+    let mut buf = vec![0u8; 4096];
+    'outer: loop {
+        let n = match rd.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if framer.push(&buf[..n]).is_err() {
+            break;
+        }
+        loop {
+            match framer.next_frame() {
+                Ok(Some(Frame::Element(el))) => handle(&el, idx, &sh),
+                Ok(None) => break,
+                Ok(Some(_)) | Err(_) => break 'outer,
+            }
+        }
+    }
+    sh.closed.set(sh.closed.get() + 1);
+}
+
+fn handle(el: &Element, idx: usize, sh: &Shared) {
+    if el.attr("type") == Some("error") {
+        sh.errors.set(sh.errors.get() + 1);
+        return;
+    }
+    let stamp = (el.name() == "message")
+        .then(|| el.get_child("body", "jabber:client"))
+        .flatten()
+        .and_then(|b| b.text().parse::<u64>().ok());
+    let Some(sent) = stamp else {
+        sh.stray.set(sh.stray.get() + 1);
+        return;
+    };
+    let lat = sh.now_us().saturating_sub(sent);
+    sh.latencies_us
+        .borrow_mut()
+        .push(lat.min(u32::MAX as u64) as u32);
+    if let Some(Some(c)) = sh.credits.get(idx ^ 1) {
+        let _ = c.try_send(());
+    }
+    let d = sh.delivered.get() + 1;
+    sh.delivered.set(d);
+    if d == sh.target.get() {
+        let _ = sh.done.try_send(());
+    }
+}
+
+/// Sends `count` timestamped messages to `to`, at most `window` unacknowledged (the partner's
+/// reader hands back one credit per message it receives). Returns the writer when done.
+async fn sender(
+    mut w: WriteHalf<Tls>,
+    to: String,
+    count: usize,
+    window: usize,
+    credits: Receiver<()>,
+    start: Receiver<()>,
+    sh: Rc<Shared>,
+) -> Option<WriteHalf<Tls>> {
+    let _ = start.recv().await; // closed: go
+    for seq in 0..count {
+        if seq >= window && credits.recv().await.is_err() {
+            return None;
+        }
+        let msg = format!(
+            "<message to='{to}' type='chat' id='m{seq}'><body>{}</body></message>",
+            sh.now_us()
+        );
+        if w.write_all(msg.as_bytes()).await.is_err() || w.flush().await.is_err() {
+            return None;
+        }
+    }
+    Some(w)
+}
+
+#[derive(Default)]
+struct Report {
+    base: Option<procfs::Sample>,
+    after_login: Option<procfs::Sample>,
+    idle: Option<procfs::Sample>,
+    login_wall: f64,
+    login_gen_cpu_ms: f64,
+    logged_in: usize,
+    login_lat: Vec<u32>,
+    login_errors: BTreeMap<String, usize>,
+    pbkdf2: u32,
+    gen_rss_kib: u64,
+    msg_pairs: usize,
+    msg_total: u64,
+    msg_delivered: u64,
+    msg_wall: f64,
+    msg_gen_cpu_ms: f64,
+    msg_before: Option<procfs::Sample>,
+    msg_after: Option<procfs::Sample>,
+    msg_timed_out: bool,
+    msg_lat: Vec<u32>,
+    stray: u64,
+    stanza_errors: u64,
+    closed: u64,
+}
+
+fn pct(v: &mut [u32], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_unstable();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i] as f64 / 1000.0
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+impl Report {
+    fn print(&mut self, args: &Args, n: usize, pairs: usize) {
+        let mech = if args.plus {
+            "SCRAM-SHA-256-PLUS"
+        } else {
+            "SCRAM-SHA-256"
+        };
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0);
+        println!();
+        println!(
+            "kith c2s bench: {n} sessions (STARTTLS, TLS 1.3{}, {mech}, bind, presence), \
+             {pairs} pairs x {} msgs each way, window {}, login concurrency {}, {cpus} CPUs",
+            if args.resume { ", resumption on" } else { "" },
+            args.messages,
+            args.window,
+            args.concurrency
+        );
+        println!();
+        println!("| phase | metric | value |");
+        println!("|---|---|---|");
+        let row = |p: &str, m: &str, v: String| println!("| {p} | {m} | {v} |");
+        let failed = n - self.logged_in;
+        row(
+            "login",
+            "sessions logged in",
+            format!("{} of {n} ({failed} failed)", self.logged_in),
+        );
+        row("login", "wall time", format!("{:.2} s", self.login_wall));
+        row(
+            "login",
+            "logins/s",
+            format!("{:.0}", self.logged_in as f64 / self.login_wall),
+        );
+        row(
+            "login",
+            "login latency p50 / p99",
+            format!(
+                "{:.1} / {:.1} ms",
+                pct(&mut self.login_lat, 0.5),
+                pct(&mut self.login_lat, 0.99)
+            ),
+        );
+        if let (Some(a), Some(b)) = (self.base, self.after_login) {
+            let cpu = b.cpu_ms - a.cpu_ms;
+            row(
+                "login",
+                "server CPU per login",
+                format!(
+                    "{:.2} ms ({:.0} ms total, {:.0}% of one core)",
+                    cpu / self.logged_in.max(1) as f64,
+                    cpu,
+                    cpu / 10.0 / self.login_wall
+                ),
+            );
+        }
+        row(
+            "login",
+            "generator CPU per login",
+            format!(
+                "{:.2} ms ({:.0}% of one core; PBKDF2 runs: {})",
+                self.login_gen_cpu_ms / self.logged_in.max(1) as f64,
+                self.login_gen_cpu_ms / 10.0 / self.login_wall,
+                self.pbkdf2
+            ),
+        );
+        if let (Some(a), Some(i)) = (self.base, self.idle) {
+            row("idle", "server RSS before logins", mib(a.rss_kib));
+            row(
+                "idle",
+                "server RSS with sessions idle",
+                format!(
+                    "{} (peak {}, threads {})",
+                    mib(i.rss_kib),
+                    mib(i.hwm_kib),
+                    i.threads
+                ),
+            );
+            let per = (i.rss_kib as f64 - a.rss_kib as f64) / self.logged_in.max(1) as f64;
+            row(
+                "idle",
+                "**server RSS per idle session**",
+                format!("**{per:.1} KiB**"),
+            );
+            let anon = (i.anon_kib as f64 - a.anon_kib as f64) / self.logged_in.max(1) as f64;
+            row(
+                "idle",
+                "server RssAnon per idle session",
+                format!("{anon:.1} KiB"),
+            );
+        }
+        row("idle", "generator RSS", mib(self.gen_rss_kib));
+        if self.msg_total > 0 {
+            row(
+                "messages",
+                "delivered",
+                format!(
+                    "{} of {} ({} pairs){}",
+                    self.msg_delivered,
+                    self.msg_total,
+                    self.msg_pairs,
+                    if self.msg_timed_out { " TIMED OUT" } else { "" }
+                ),
+            );
+            row("messages", "wall time", format!("{:.2} s", self.msg_wall));
+            row(
+                "messages",
+                "messages/s routed",
+                format!("{:.0}", self.msg_delivered as f64 / self.msg_wall),
+            );
+            row(
+                "messages",
+                "latency p50 / p99 / max",
+                format!(
+                    "{:.2} / {:.2} / {:.2} ms",
+                    pct(&mut self.msg_lat, 0.5),
+                    pct(&mut self.msg_lat, 0.99),
+                    pct(&mut self.msg_lat, 1.0)
+                ),
+            );
+            if let (Some(a), Some(b)) = (self.msg_before, self.msg_after) {
+                let cpu = b.cpu_ms - a.cpu_ms;
+                row(
+                    "messages",
+                    "server CPU per message",
+                    format!(
+                        "{:.1} µs ({:.0}% of one core)",
+                        cpu * 1000.0 / self.msg_delivered.max(1) as f64,
+                        cpu / 10.0 / self.msg_wall
+                    ),
+                );
+                row(
+                    "messages",
+                    "server RSS after messages",
+                    format!("{} (peak {})", mib(b.rss_kib), mib(b.hwm_kib)),
+                );
+            }
+            row(
+                "messages",
+                "generator CPU per message",
+                format!(
+                    "{:.1} µs ({:.0}% of one core)",
+                    self.msg_gen_cpu_ms * 1000.0 / self.msg_delivered.max(1) as f64,
+                    self.msg_gen_cpu_ms / 10.0 / self.msg_wall
+                ),
+            );
+        }
+        if !self.login_errors.is_empty() {
+            for (e, c) in &self.login_errors {
+                row("errors", "login failure", format!("{c} x {e}"));
+            }
+        }
+        if self.stanza_errors + self.closed > 0 {
+            row(
+                "errors",
+                "error stanzas / sessions closed",
+                format!("{} / {}", self.stanza_errors, self.closed),
+            );
+        }
+        row("", "other stanzas received", self.stray.to_string());
+    }
+}

@@ -82,7 +82,7 @@ pub fn deliver_reply(srv: &Server, reply: Element) {
         return;
     };
     if let Some(r) = srv.sessions.resource(&to) {
-        sessions::send(&r, Outbound::Stanza(reply));
+        sessions::send(&r, Outbound::stanza(reply));
     }
 }
 
@@ -91,7 +91,7 @@ pub fn deliver_reply(srv: &Server, reply: Element) {
 fn iq_to_full(srv: &Server, to: &FullJid, stanza: Element) {
     match srv.sessions.resource(to) {
         Some(r) => {
-            if !sessions::send(&r, Outbound::Stanza(stanza.clone())) {
+            if !sessions::send(&r, Outbound::stanza(stanza.clone())) {
                 bounce(srv, &stanza, Condition::ServiceUnavailable.into());
             }
         }
@@ -120,7 +120,7 @@ pub async fn message_to_bare(srv: &Server, to: &BareJid, stanza: Element) {
         "groupchat" => bounce(srv, &stanza, Condition::ServiceUnavailable.into()),
         "headline" => {
             for r in non_negative {
-                sessions::send(r, Outbound::Stanza(stanza.clone()));
+                sessions::send(r, Outbound::stanza(stanza.clone()));
             }
         }
         // "normal", "chat" and unknown types (treated as normal, RFC 6120 §8.2.1... §5.2.2).
@@ -136,7 +136,7 @@ pub async fn message_to_bare(srv: &Server, to: &BareJid, stanza: Element) {
             };
             let mut delivered = false;
             for r in targets {
-                delivered |= sessions::send(r, Outbound::Stanza(stanza.clone()));
+                delivered |= sessions::send(r, Outbound::stanza(stanza.clone()));
             }
             if !delivered {
                 services::offline::store_or_bounce(srv, to, stanza).await;
@@ -149,7 +149,7 @@ pub async fn message_to_bare(srv: &Server, to: &BareJid, stanza: Element) {
 /// are handled as if sent to the bare JID.
 async fn message_to_full(srv: &Server, to: &FullJid, stanza: Element) {
     if let Some(r) = srv.sessions.resource(to) {
-        if sessions::send(&r, Outbound::Stanza(stanza.clone())) {
+        if sessions::send(&r, Outbound::stanza(stanza.clone())) {
             return;
         }
     }

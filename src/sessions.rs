@@ -15,11 +15,18 @@ use crate::xml::Element;
 /// What the router hands a session's writer.
 #[derive(Debug)]
 pub enum Outbound {
-    Stanza(Element),
+    /// Boxed so that a queue block (31 slots) stays small for idle sessions.
+    Stanza(Box<Element>),
     /// Close the stream with this error (e.g. `conflict` when another login takes the resource).
     Close(StreamError),
     /// Close the stream cleanly: the server is shutting down.
     Shutdown,
+}
+
+impl Outbound {
+    pub fn stanza(el: Element) -> Outbound {
+        Outbound::Stanza(Box::new(el))
+    }
 }
 
 /// One bound resource, as the router sees it.

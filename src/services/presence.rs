@@ -147,7 +147,7 @@ async fn broadcast(
     for r in srv.sessions.resources(&bare).iter().filter(own) {
         let mut p = stanza.clone();
         p.set_attr("to", r.jid.to_string());
-        sessions::send(r, Outbound::Stanza(p));
+        sessions::send(r, Outbound::stanza(p));
     }
     if !available {
         for to in state.directed.drain() {
@@ -197,12 +197,12 @@ pub async fn inbound(srv: &Server, to: &BareJid, full: Option<&FullJid>, stanza:
         _ => match full {
             Some(full) => {
                 if let Some(r) = srv.sessions.resource(full) {
-                    sessions::send(&r, Outbound::Stanza(stanza));
+                    sessions::send(&r, Outbound::stanza(stanza));
                 }
             }
             None => {
                 for r in srv.sessions.resources(to).iter().filter(|r| r.available) {
-                    sessions::send(r, Outbound::Stanza(stanza.clone()));
+                    sessions::send(r, Outbound::stanza(stanza.clone()));
                 }
             }
         },
@@ -264,7 +264,7 @@ pub async fn subscription_in(srv: &Server, owner: &BareJid, contact: &BareJid, k
     save_state(srv, owner, contact, item, state, &out, pending).await;
     if out.route {
         for r in srv.sessions.resources(owner).iter().filter(|r| r.available) {
-            sessions::send(r, Outbound::Stanza(stanza.clone()));
+            sessions::send(r, Outbound::stanza(stanza.clone()));
         }
     }
     if out.send_presence == PresenceAction::Unavailable {
@@ -330,12 +330,12 @@ fn deliver_local_sync(srv: &Server, to: &BareJid, full: Option<&FullJid>, p: Ele
     match full {
         Some(f) => {
             if let Some(r) = srv.sessions.resource(f) {
-                sessions::send(&r, Outbound::Stanza(p));
+                sessions::send(&r, Outbound::stanza(p));
             }
         }
         None => {
             for r in srv.sessions.resources(to).iter().filter(|r| r.available) {
-                sessions::send(r, Outbound::Stanza(p.clone()));
+                sessions::send(r, Outbound::stanza(p.clone()));
             }
         }
     }

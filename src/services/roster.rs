@@ -168,7 +168,7 @@ pub fn push(srv: &Server, owner: &BareJid, contact: &str, item: Option<&RosterIt
                     .with_attr("ver", ver.to_string())
                     .with_child(item_element(contact, item)),
             );
-        sessions::send(r, Outbound::Stanza(iq));
+        sessions::send(r, Outbound::stanza(iq));
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use async_channel::Receiver;
 use base64::Engine as _;
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, FutureExt as _};
+use futures_lite::{AsyncRead, AsyncWrite, FutureExt as _};
 use futures_rustls::server::TlsStream;
 use futures_rustls::TlsAcceptor;
 use smol::net::TcpStream;
@@ -50,22 +50,22 @@ pub async fn serve(srv: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: Mod
         ..Limits::default()
     };
     let tls = match mode {
-        Mode::StartTls => starttls(&srv, tcp, &tag, deadline, limits).await,
-        Mode::DirectTls => handshake(srv.tls.direct.clone(), tcp, &tag, deadline).await,
+        Mode::StartTls => Box::pin(starttls(&srv, tcp, &tag, deadline, limits)).await,
+        Mode::DirectTls => Box::pin(handshake(srv.tls.direct.clone(), tcp, &tag, deadline)).await,
     };
     let Some(tls) = tls else { return };
     let cb = srv.tls.channel_binding(tls.get_ref().1);
     let mut xs = XmlStream::new(tls, limits);
     let mut id = new_id();
-    let user = match authenticate(&srv, &mut xs, &tag, &cb, deadline, &id, peer).await {
+    let user = match Box::pin(authenticate(&srv, &mut xs, &tag, &cb, deadline, &id, peer)).await {
         Ok(user) => user,
-        Err(end) => return finish(&srv, &mut xs, &tag, &id, end).await,
+        Err(end) => return Box::pin(finish(&srv, &mut xs, &tag, &id, end)).await,
     };
     xs.restart();
     id = new_id();
-    let (me, rx) = match bind(&srv, &mut xs, &user, conn, deadline, &id).await {
+    let (me, rx) = match Box::pin(bind(&srv, &mut xs, &user, conn, deadline, &id)).await {
         Ok(b) => b,
-        Err(end) => return finish(&srv, &mut xs, &tag, &id, end).await,
+        Err(end) => return Box::pin(finish(&srv, &mut xs, &tag, &id, end)).await,
     };
     log::info!("{tag}: bound {me}");
     let guard = Bound {
@@ -80,16 +80,21 @@ pub async fn serve(srv: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: Mod
         presence: presence::SessionPresence::default(),
     };
     let end = session.run(&mut xs, &rx).await;
-    presence::disconnected(&srv, &me, conn, &mut session.presence).await;
-    drop(guard);
-    if let Err(e) = srv
-        .store
-        .set_last(me.to_bare().as_ref(), crate::time::now_unix(), "")
-        .await
-    {
-        log::warn!("{tag}: cannot record last activity: {e}");
-    }
-    finish(&srv, &mut xs, &tag, &id, end).await;
+    // Boxed, like the negotiation steps: the session future stays small while idle, and
+    // these run once.
+    Box::pin(async {
+        presence::disconnected(&srv, &me, conn, &mut session.presence).await;
+        drop(guard);
+        if let Err(e) = srv
+            .store
+            .set_last(me.to_bare().as_ref(), crate::time::now_unix(), "")
+            .await
+        {
+            log::warn!("{tag}: cannot record last activity: {e}");
+        }
+        finish(&srv, &mut xs, &tag, &id, end).await;
+    })
+    .await;
 }
 
 /// Removes the resource from the routing table however the session ends (even by panic).
@@ -139,7 +144,7 @@ async fn starttls(
     tag: &str,
     deadline: Instant,
     limits: Limits,
-) -> Option<TlsStream<TcpStream>> {
+) -> Option<Box<TlsStream<TcpStream>>> {
     let mut xs = XmlStream::new(tcp, limits);
     let id = new_id();
     let r: Result<(), End> = async {
@@ -180,7 +185,7 @@ async fn handshake(
     tcp: TcpStream,
     tag: &str,
     deadline: Instant,
-) -> Option<TlsStream<TcpStream>> {
+) -> Option<Box<TlsStream<TcpStream>>> {
     let accept = TlsAcceptor::from(config).accept(tcp);
     let r = accept
         .or(async {
@@ -197,7 +202,7 @@ async fn handshake(
                 c.negotiated_cipher_suite().map(|s| s.suite()),
                 c.server_name()
             );
-            Some(tls)
+            Some(Box::new(tls))
         }
         Err(e) => {
             log::info!("{tag}: TLS handshake failed: {e}");
@@ -596,18 +601,17 @@ impl Session<'_> {
         xs: &mut XmlStream<S>,
         rx: &Receiver<Outbound>,
     ) -> End {
-        let mut buf = [0u8; 4096];
         loop {
             let event = {
                 let out = async { Event::Out(rx.recv().await) };
-                let read = async { Event::Read(xs.io.read(&mut buf).await) };
+                let read = async { Event::Read(xs.fill().await) };
                 out.or(read).await
             };
             let result = match event {
                 Event::Read(Ok(0)) => Err(End::Eof),
-                Event::Read(Ok(n)) => self.incoming(xs, &buf[..n]).await,
+                Event::Read(Ok(_)) => Box::pin(self.incoming(xs)).await,
                 Event::Read(Err(e)) => Err(End::Io(e)),
-                Event::Out(Ok(first)) => self.outgoing(xs, rx, first).await,
+                Event::Out(Ok(first)) => Box::pin(self.outgoing(xs, rx, first)).await,
                 Event::Out(Err(_)) => Err(End::Error(StreamError::PolicyViolation, None)),
             };
             if let Err(end) = result {
@@ -619,9 +623,7 @@ impl Session<'_> {
     async fn incoming<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         xs: &mut XmlStream<S>,
-        data: &[u8],
     ) -> Result<(), End> {
-        xs.feed(data)?;
         while let Some(frame) = xs.ready_frame()? {
             match frame {
                 Frame::Element(el) => self.stanza(xs, el).await?,

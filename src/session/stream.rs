@@ -4,7 +4,7 @@
 use std::io;
 use std::time::Instant;
 
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt as _};
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt, FutureExt as _};
 
 use crate::stanza::{ns, StreamError};
 use crate::xml::{Element, Frame, FrameError, Framer, Limits};
@@ -78,30 +78,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmlStream<S> {
             if let Some(frame) = self.framer.next_frame()? {
                 return Ok(frame);
             }
-            let mut buf = [0u8; 4096];
             let n = self
-                .io
-                .read(&mut buf)
+                .fill()
                 .or(async {
                     smol::Timer::at(deadline).await;
                     Err(io::ErrorKind::TimedOut.into())
                 })
                 .await;
-            let n = match n {
+            match n {
                 Ok(0) => return Err(End::Eof),
-                Ok(n) => n,
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                     return Err(End::Error(StreamError::ConnectionTimeout, None))
                 }
                 Err(e) => return Err(End::Io(e)),
-            };
-            self.framer.push(&buf[..n])?;
+            }
         }
     }
 
-    /// Feeds bytes read elsewhere (the session's select loop) and returns the frames ready.
-    pub fn feed(&mut self, data: &[u8]) -> Result<(), End> {
-        Ok(self.framer.push(data)?)
+    /// Reads once and pushes the bytes into the framer. The read buffer lives on the stack
+    /// only during `poll`, so an idle session's future holds no buffer: with thousands of idle
+    /// sessions, that is 4 KiB each. A framer error is kept by the framer and reported by the
+    /// next `ready_frame`.
+    pub async fn fill(&mut self) -> io::Result<usize> {
+        futures_lite::future::poll_fn(|cx| {
+            let mut buf = [0u8; 4096];
+            match std::pin::Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                std::task::Poll::Ready(Ok(n)) => {
+                    let _ = self.framer.push(&buf[..n]);
+                    std::task::Poll::Ready(Ok(n))
+                }
+                other => other,
+            }
+        })
+        .await
     }
 
     pub fn ready_frame(&mut self) -> Result<Option<Frame>, End> {

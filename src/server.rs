@@ -209,7 +209,7 @@ fn bind_all(addrs: &[SocketAddr], what: &str) -> Result<Vec<smol::net::TcpListen
     addrs
         .iter()
         .map(|addr| {
-            let std = std::net::TcpListener::bind(addr).map_err(|e| {
+            let std = bind_with_v4_fallback(*addr).map_err(|e| {
                 RunError(format!(
                     "cannot listen for {what} on {addr}: {e} (is another server using the port? change [listen] {what} in the config)"
                 ))
@@ -217,9 +217,30 @@ fn bind_all(addrs: &[SocketAddr], what: &str) -> Result<Vec<smol::net::TcpListen
             std.set_nonblocking(true)
                 .and_then(|_| smol::net::TcpListener::try_from(std))
                 .map_err(|e| RunError(format!("cannot listen for {what} on {addr}: {e}")))
-                .inspect(|_| log::info!("listening for {what} on {addr}"))
+                .inspect(|l| {
+                    let at = l.local_addr().map_or(addr.to_string(), |a| a.to_string());
+                    log::info!("listening for {what} on {at}")
+                })
         })
         .collect()
+}
+
+/// Binds `addr`; the unspecified IPv6 address falls back to `0.0.0.0` on hosts where IPv6 is
+/// disabled (a common Raspberry Pi setting), so the defaults work everywhere.
+fn bind_with_v4_fallback(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    match std::net::TcpListener::bind(addr) {
+        Err(e)
+            if addr.ip() == std::net::Ipv6Addr::UNSPECIFIED
+                && e.kind() != std::io::ErrorKind::AddrInUse =>
+        {
+            let v4 = SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, addr.port()));
+            log::warn!(
+                "cannot listen on {addr} ({e}); IPv6 seems disabled, listening on {v4} instead"
+            );
+            std::net::TcpListener::bind(v4)
+        }
+        r => r,
+    }
 }
 
 /// Listeners that later features will serve; say so instead of silently ignoring the keys.

@@ -194,18 +194,7 @@ pub async fn inbound(srv: &Server, to: &BareJid, full: Option<&FullJid>, stanza:
             }
         }
         Some("probe") => answer_probe(srv, to, &from).await,
-        _ => match full {
-            Some(full) => {
-                if let Some(r) = srv.sessions.resource(full) {
-                    sessions::send(&r, Outbound::stanza(stanza));
-                }
-            }
-            None => {
-                for r in srv.sessions.resources(to).iter().filter(|r| r.available) {
-                    sessions::send(r, Outbound::stanza(stanza.clone()));
-                }
-            }
-        },
+        _ => deliver_local_sync(srv, to, full, stanza),
     }
 }
 
@@ -322,7 +311,8 @@ pub fn send_unavailable_to(srv: &Server, owner: &BareJid, contact: &BareJid) {
     }
 }
 
-/// Availability presence to a local account's resources; no store access needed.
+/// Availability presence to a local account: to the addressed resource if it is bound, else
+/// to every available resource. No store access needed.
 fn deliver_local_sync(srv: &Server, to: &BareJid, full: Option<&FullJid>, p: Element) {
     if !srv.is_local_user(to) {
         return;

@@ -69,7 +69,7 @@ sub=false
 ";
 
 /// tmux's config for the private server: no status line (all 50 rows are Profanity's) and
-/// keep the pane after Profanity exits, so its exit status and last screen can be read.
+/// keep the pane after Profanity exits, so whatever it printed last can still be read.
 const TMUX_CONF: &str = "\
 set -g status off
 set -g remain-on-exit on
@@ -207,13 +207,20 @@ impl<'a> Scene<'a> {
         self.type_line("/tls allow");
         let screen = self.screen_shows("logged in successfully");
         if !screen.lines().any(|l| l.contains(&format!("{alice}/"))) {
-            self.fail(&format!("no line on the screen names alice's full JID {alice}/..."));
+            self.fail(&format!(
+                "no line on the screen names alice's full JID {alice}/..."
+            ));
         }
         if !screen.contains("[TLS]") {
             self.fail("the title bar does not show [TLS] after login");
         }
         let want = format!("({kind})");
-        if !self.server.log().lines().any(|l| l.contains("connection from") && l.contains(&want)) {
+        if !self
+            .server
+            .log()
+            .lines()
+            .any(|l| l.contains("connection from") && l.contains(&want))
+        {
             self.fail(&format!("kith logged no connection {want}"));
         }
         self.kith_log_shows(&format!("authenticated as {alice} (SCRAM-"));
@@ -225,7 +232,9 @@ impl<'a> Scene<'a> {
         let bob = self.server.jid(BOB.0);
         let alice = self.server.jid(ALICE.0);
         self.type_line(&format!("/msg {bob} {ALICE_SAYS}"));
-        self.peer(&format!("wait-message {alice} {ALICE_SAYS} {PEER_WAIT_SECS}"));
+        self.peer(&format!(
+            "wait-message {alice} {ALICE_SAYS} {PEER_WAIT_SECS}"
+        ));
         self.screen_shows(&format!("me: {ALICE_SAYS}"));
         self.peer(&format!("send {alice} {BOB_SAYS}"));
         let line = format!("{}: {BOB_SAYS}", self.bob_full);
@@ -323,7 +332,11 @@ impl<'a> Scene<'a> {
 /// server (and with it Profanity).
 struct Profanity {
     socket: String,
+    /// The socket file tmux made for `-L socket`; removed on drop.
+    socket_path: Option<PathBuf>,
     log_path: PathBuf,
+    /// Written by the wrapper shell with Profanity's exit status.
+    exit_file: PathBuf,
     /// Every line typed, for the failure report (the password is masked).
     typed: Vec<String>,
 }
@@ -347,9 +360,12 @@ impl Profanity {
         let tmux_conf = home.join("tmux.conf");
         fs::write(&tmux_conf, TMUX_CONF).expect("writing tmux.conf");
 
-        let prof = Profanity {
+        let exit_file = home.join("profanity.exit");
+        let mut prof = Profanity {
             socket,
+            socket_path: None,
             log_path: data.join("profanity/logs/profanity.log"),
+            exit_file: exit_file.clone(),
             typed: Vec::new(),
         };
         let env_args: Vec<String> = vec![
@@ -358,6 +374,7 @@ impl Profanity {
             format!("XDG_DATA_HOME={}", data.display()),
             format!("XDG_CACHE_HOME={}", cache.display()),
             format!("GNUPGHOME={}", home.join("gnupg").display()),
+            format!("KITH_PROFANITY_EXIT={}", exit_file.display()),
         ];
         let mut args: Vec<String> = vec![
             "-f".into(),
@@ -381,7 +398,17 @@ impl Profanity {
             "WAYLAND_DISPLAY".into(),
         ];
         args.extend(env_args);
-        args.extend(["profanity".into(), "-l".into(), "DEBUG".into()]);
+        // A shell waits for Profanity and writes its exit status to a file: tmux 3.3a's
+        // #{pane_dead_status} is not reliable here (it sometimes never reaps Profanity, which
+        // stays a zombie with the pane marked dead and no status).
+        args.extend([
+            "sh".into(),
+            "-c".into(),
+            r#"profanity "$@"; echo "$?" > "$KITH_PROFANITY_EXIT""#.into(),
+            "sh".into(),
+            "-l".into(),
+            "DEBUG".into(),
+        ]);
         let out = prof.tmux(&args);
         assert!(
             out.status.success(),
@@ -390,6 +417,17 @@ impl Profanity {
             args.join(" "),
             common::describe_output(&out)
         );
+        let out = prof.tmux(&[
+            "display-message",
+            "-p",
+            "-t",
+            TMUX_SESSION,
+            "#{socket_path}",
+        ]);
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if out.status.success() && !path.is_empty() {
+            prof.socket_path = Some(PathBuf::from(path));
+        }
         prof
     }
 
@@ -408,10 +446,16 @@ impl Profanity {
     fn type_line(&mut self, line: &str) -> Result<(), String> {
         let shown = if line == ALICE.1 { "********" } else { line };
         self.typed.push(shown.to_owned());
-        for keys in [&["send-keys", "-t", TMUX_SESSION, "-l", line][..], &["send-keys", "-t", TMUX_SESSION, "Enter"][..]] {
+        for keys in [
+            &["send-keys", "-t", TMUX_SESSION, "-l", line][..],
+            &["send-keys", "-t", TMUX_SESSION, "Enter"][..],
+        ] {
             let out = self.tmux(keys);
             if !out.status.success() {
-                return Err(format!("tmux send-keys failed\n{}", common::describe_output(&out)));
+                return Err(format!(
+                    "tmux send-keys failed\n{}",
+                    common::describe_output(&out)
+                ));
             }
         }
         Ok(())
@@ -445,21 +489,11 @@ impl Profanity {
         }
     }
 
-    /// Profanity's exit status once its process has ended (the pane stays, remain-on-exit).
+    /// Profanity's exit status once its process has ended (128+N: killed by signal N).
     fn exit_status(&self) -> Option<i32> {
-        let out = self.tmux(&[
-            "display-message",
-            "-p",
-            "-t",
-            TMUX_SESSION,
-            "#{pane_dead} #{pane_dead_status}",
-        ]);
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut words = text.split_whitespace();
-        match (words.next(), words.next()) {
-            (Some("1"), Some(code)) => code.parse().ok(),
-            _ => None,
-        }
+        fs::read_to_string(&self.exit_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
     }
 
     fn report(&self) -> String {
@@ -474,7 +508,7 @@ impl Profanity {
              ----- typed into profanity -----\n{}\n\
              ----- profanity log ({}) -----\n{log}\n----- end of profanity log -----",
             self.socket,
-            self.screen().trim_end(),
+            trim_lines(&self.screen()),
             self.typed.join("\n"),
             self.log_path.display()
         )
@@ -484,6 +518,9 @@ impl Profanity {
 impl Drop for Profanity {
     fn drop(&mut self) {
         let _ = self.tmux(&["kill-server"]);
+        if let Some(path) = &self.socket_path {
+            let _ = fs::remove_file(path);
+        }
     }
 }
 
@@ -503,8 +540,19 @@ impl Peer {
         let stderr = File::create(&stderr_path).expect("creating the peer's stderr file");
         let mut child = Command::new(python)
             .arg(PEER_SCRIPT)
-            .args(["--host", "127.0.0.1", "--port", &server.c2s_port.to_string()])
-            .args(["--jid", &server.jid(BOB.0), "--password", BOB.1, "--verbose"])
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &server.c2s_port.to_string(),
+            ])
+            .args([
+                "--jid",
+                &server.jid(BOB.0),
+                "--password",
+                BOB.1,
+                "--verbose",
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
@@ -611,6 +659,12 @@ impl Drop for Peer {
         }
         let _ = self.child.wait();
     }
+}
+
+/// The screen without trailing blanks on each line and without trailing empty lines.
+fn trim_lines(screen: &str) -> String {
+    let lines: Vec<&str> = screen.lines().map(str::trim_end).collect();
+    lines.join("\n").trim_end().to_owned()
 }
 
 /// The last `max` bytes of a file, lossily decoded, or a note why there are none.

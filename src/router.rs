@@ -34,13 +34,28 @@ pub async fn route(srv: &Server, from: &FullJid, stanza: Element) {
         Ok(None) => To::Bare(from.to_bare()),
         Err(e) => return bounce(srv, &stanza, e),
     };
+    let stanza = match kind {
+        Kind::Message => match services::message::outbound(srv, from, stanza).await {
+            Some(s) => s,
+            None => return,
+        },
+        _ => stanza,
+    };
     match (kind, to) {
         (Kind::Iq, To::Server) => services::iq::to_server(srv, from, stanza).await,
         (Kind::Iq, To::Bare(bare)) => services::iq::to_account(srv, from, &bare, stanza).await,
         (Kind::Iq, To::Full(full)) => iq_to_full(srv, &full, stanza),
         (Kind::Message, To::Server) => message_to_server(srv, stanza),
-        (Kind::Message, To::Bare(bare)) => message_to_bare(srv, &bare, stanza).await,
-        (Kind::Message, To::Full(full)) => message_to_full(srv, &full, stanza).await,
+        (Kind::Message, To::Bare(bare)) => {
+            if let Some(stanza) = services::message::inbound(srv, &bare, stanza).await {
+                message_to_bare(srv, &bare, stanza).await
+            }
+        }
+        (Kind::Message, To::Full(full)) => {
+            if let Some(stanza) = services::message::inbound(srv, &full.to_bare(), stanza).await {
+                message_to_full(srv, &full, stanza).await
+            }
+        }
         (Kind::Presence, To::Server) => {}
         (Kind::Presence, To::Bare(bare)) => {
             services::presence::inbound(srv, &bare, None, stanza).await

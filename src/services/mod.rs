@@ -5,6 +5,7 @@
 pub mod disco;
 pub mod info;
 pub mod iq;
+pub mod message;
 pub mod offline;
 pub mod presence;
 pub mod roster;

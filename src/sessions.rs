@@ -44,6 +44,8 @@ pub struct Resource {
     pub presence: Option<Element>,
     /// Asked for the roster, so it gets roster pushes (RFC 6121 §2.1.6 "interested resource").
     pub interested: bool,
+    /// Enabled XEP-0280 message carbons.
+    pub carbons: bool,
 }
 
 /// A queue that grows past this many undelivered stanzas belongs to a client that stopped
@@ -95,6 +97,7 @@ impl Sessions {
             priority: 0,
             presence: None,
             interested: false,
+            carbons: false,
         });
         old
     }
@@ -130,12 +133,21 @@ impl Sessions {
 
     /// Marks the resource as interested in roster pushes (it requested the roster).
     pub fn set_interested(&self, jid: &FullJid) {
+        self.with_resource(jid, |r| r.interested = true);
+    }
+
+    /// Turns XEP-0280 carbons on or off for the resource.
+    pub fn set_carbons(&self, jid: &FullJid, on: bool) {
+        self.with_resource(jid, |r| r.carbons = on);
+    }
+
+    fn with_resource(&self, jid: &FullJid, f: impl FnOnce(&mut Resource)) {
         let bare = jid.to_bare();
         if let Some(r) = write(self.shard(&bare))
             .get_mut(&bare)
             .and_then(|l| l.iter_mut().find(|r| r.jid == *jid))
         {
-            r.interested = true;
+            f(r);
         }
     }
 

@@ -46,6 +46,9 @@ pub struct Resource {
     pub interested: bool,
     /// Enabled XEP-0280 message carbons.
     pub carbons: bool,
+    /// The client can't see stanzas now: its connection dropped and the session waits for
+    /// resumption, or it said it is inactive (CSI). Push notifications (XEP-0357) wake it.
+    pub asleep: bool,
 }
 
 /// A queue that grows past this many undelivered stanzas belongs to a client that stopped
@@ -98,6 +101,7 @@ impl Sessions {
             presence: None,
             interested: false,
             carbons: false,
+            asleep: false,
         });
         old
     }
@@ -134,6 +138,11 @@ impl Sessions {
     /// Marks the resource as interested in roster pushes (it requested the roster).
     pub fn set_interested(&self, jid: &FullJid) {
         self.with_resource(jid, |r| r.interested = true);
+    }
+
+    /// Marks the resource asleep (parked or CSI-inactive) or awake.
+    pub fn set_asleep(&self, jid: &FullJid, asleep: bool) {
+        self.with_resource(jid, |r| r.asleep = asleep);
     }
 
     /// Turns XEP-0280 carbons on or off for the resource.

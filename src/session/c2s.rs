@@ -659,6 +659,8 @@ async fn resume<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let resent = sm.unacked.len();
     xs.send_raw(&out).await?;
+    // A fresh connection starts active (XEP-0352 §4).
+    srv.sessions.set_asleep(&state.me, false);
     log::info!("{tag}: resumed {} ({resent} stanza(s) re-sent)", state.me);
     Ok(Some(state))
 }
@@ -802,11 +804,13 @@ impl Session<'_> {
         }
         if el.ns() == ns::CSI {
             let mut ready = Vec::new();
-            match el.name() {
-                "active" => self.csi.set_inactive(false, &mut ready),
-                "inactive" => self.csi.set_inactive(true, &mut ready),
+            let inactive = match el.name() {
+                "active" => false,
+                "inactive" => true,
                 _ => return Err(End::Error(StreamError::UnsupportedStanzaType, None)),
-            }
+            };
+            self.csi.set_inactive(inactive, &mut ready);
+            self.srv.sessions.set_asleep(&self.st.me, inactive);
             return self.write_stanzas(xs, ready).await;
         }
         let Some(kind) = Kind::of(&el) else {
@@ -971,6 +975,7 @@ impl Session<'_> {
                 keep_for_resumption(&mut st, held);
                 guard.armed = false;
                 let timeout = srv.config.limits.resume_timeout;
+                srv.sessions.set_asleep(&st.me, true);
                 let gen = srv.sm.park(&sid, st);
                 log::info!(
                     "{tag}: connection lost; keeping the session {}s for resumption",

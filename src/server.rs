@@ -27,6 +27,8 @@ pub struct Server {
     /// Connections currently open (any phase), so shutdown can wait for them to close.
     pub open_conns: AtomicUsize,
     pub stopping: AtomicBool,
+    /// XEP-0191 blocklists and the resources that asked for them.
+    pub blocking: crate::services::blocking::State,
 }
 
 impl Server {
@@ -40,6 +42,7 @@ impl Server {
             next_conn: AtomicU64::new(1),
             open_conns: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
+            blocking: Default::default(),
         }
     }
 
@@ -62,6 +65,7 @@ impl Server {
 
     /// Disconnects every session of an account (after it was deleted or its password changed).
     pub fn kick_account(&self, bare: &BareJid, condition: crate::stanza::StreamError) {
+        self.blocking.forget(bare);
         for r in self.sessions.resources(bare) {
             sessions::send(&r, Outbound::Close(condition));
         }

@@ -14,6 +14,7 @@ pub const SERVER_FEATURES: &[&str] = &[
     ns::TIME,
     ns::LAST,
     ns::MSGOFFLINE,
+    ns::BLOCKING,
 ];
 
 /// Features the server provides on behalf of each account (bare JID).

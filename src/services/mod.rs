@@ -2,6 +2,7 @@
 //! discovery and the small informational XEPs. Services see stanzas and the store, never
 //! sockets; they reply through `router`.
 
+pub mod blocking;
 pub mod disco;
 pub mod info;
 pub mod iq;

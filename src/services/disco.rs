@@ -15,6 +15,8 @@ pub const SERVER_FEATURES: &[&str] = &[
     ns::LAST,
     ns::MSGOFFLINE,
     ns::BLOCKING,
+    ns::REGISTER,
+    ns::PRIVATE,
 ];
 
 /// Features the server provides on behalf of each account (bare JID).

@@ -4,7 +4,7 @@
 use crate::jid::{BareJid, FullJid};
 use crate::router::{bounce, deliver_reply};
 use crate::server::Server;
-use crate::services::{blocking, disco, info, roster};
+use crate::services::{blocking, disco, info, private, register, roster};
 use crate::stanza::{self, ns, Condition};
 use crate::xml::Element;
 
@@ -26,6 +26,7 @@ pub async fn to_server(srv: &Server, from: &FullJid, iq: Element) {
         (ns::LAST, "query", true) => Some(info::uptime(srv)),
         // A roster request addressed to the domain is a client bug, but harmless to serve.
         (ns::ROSTER, "query", _) => return roster::handle(srv, from, iq).await,
+        (ns::REGISTER, "query", _) => return register::handle(srv, from, iq).await,
         _ => return bounce(srv, &iq, Condition::ServiceUnavailable.into()),
     };
     reply_ok(srv, &iq, reply);
@@ -47,6 +48,8 @@ pub async fn to_account(srv: &Server, from: &FullJid, to: &BareJid, iq: Element)
     let reply = match (payload.ns(), payload.name(), get) {
         (ns::ROSTER, "query", _) if own => return roster::handle(srv, from, iq).await,
         (ns::BLOCKING, _, _) if own => return blocking::handle(srv, from, iq).await,
+        (ns::PRIVATE, "query", _) => return private::handle(srv, from, to, iq).await,
+        (ns::REGISTER, "query", _) if own => return register::handle(srv, from, iq).await,
         (ns::DISCO_INFO, "query", true) => Some(disco::account_info(payload)),
         (ns::DISCO_ITEMS, "query", true) => Some(disco::account_items(payload)),
         (ns::PING, "ping", true) if own => None,

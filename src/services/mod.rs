@@ -9,4 +9,6 @@ pub mod iq;
 pub mod message;
 pub mod offline;
 pub mod presence;
+pub mod register;
+pub mod private;
 pub mod roster;

@@ -4,7 +4,7 @@
 use crate::jid::{BareJid, FullJid};
 use crate::router::{bounce, deliver_reply};
 use crate::server::Server;
-use crate::services::{blocking, disco, info, private, register, roster};
+use crate::services::{blocking, disco, extdisco, info, private, register, roster};
 use crate::stanza::{self, ns, Condition};
 use crate::xml::Element;
 
@@ -27,6 +27,7 @@ pub async fn to_server(srv: &Server, from: &FullJid, iq: Element) {
         // A roster request addressed to the domain is a client bug, but harmless to serve.
         (ns::ROSTER, "query", _) => return roster::handle(srv, from, iq).await,
         (ns::REGISTER, "query", _) => return register::handle(srv, from, iq).await,
+        (ns::EXTDISCO, _, _) => return extdisco::handle(srv, from, iq),
         _ => return bounce(srv, &iq, Condition::ServiceUnavailable.into()),
     };
     reply_ok(srv, &iq, reply);

@@ -4,6 +4,7 @@
 
 pub mod blocking;
 pub mod disco;
+pub mod extdisco;
 pub mod info;
 pub mod iq;
 pub mod message;

@@ -20,7 +20,7 @@ pub const SERVER_FEATURES: &[&str] = &[
 ];
 
 /// Features the server provides on behalf of each account (bare JID).
-pub const ACCOUNT_FEATURES: &[&str] = &[ns::DISCO_INFO, ns::DISCO_ITEMS, ns::LAST];
+pub const ACCOUNT_FEATURES: &[&str] = &[ns::DISCO_INFO, ns::DISCO_ITEMS, ns::LAST, ns::PUSH];
 
 pub fn server_info(srv: &Server, query: &Element) -> Element {
     let mut q = query_reply(query, ns::DISCO_INFO);

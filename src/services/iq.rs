@@ -4,7 +4,7 @@
 use crate::jid::{BareJid, FullJid};
 use crate::router::{bounce, deliver_reply};
 use crate::server::Server;
-use crate::services::{blocking, disco, extdisco, info, private, register, roster};
+use crate::services::{blocking, disco, extdisco, info, private, push, register, roster};
 use crate::stanza::{self, ns, Condition};
 use crate::xml::Element;
 
@@ -36,6 +36,8 @@ pub async fn to_server(srv: &Server, from: &FullJid, iq: Element) {
 /// iq to an account's bare JID (or with no `to`, to the sender's own account).
 pub async fn to_account(srv: &Server, from: &FullJid, to: &BareJid, iq: Element) {
     if stanza::must_not_answer(&iq) {
+        // XEP-0357: an app server's error answer to a push notification disables it.
+        push::on_reply(srv, to, &iq).await;
         return;
     }
     let own = from.to_bare() == *to;
@@ -49,6 +51,7 @@ pub async fn to_account(srv: &Server, from: &FullJid, to: &BareJid, iq: Element)
     let reply = match (payload.ns(), payload.name(), get) {
         (ns::ROSTER, "query", _) if own => return roster::handle(srv, from, iq).await,
         (ns::BLOCKING, _, _) if own => return blocking::handle(srv, from, iq).await,
+        (ns::PUSH, _, _) if own => return push::handle(srv, from, iq).await,
         (ns::PRIVATE, "query", _) => return private::handle(srv, from, to, iq).await,
         (ns::REGISTER, "query", _) if own => return register::handle(srv, from, iq).await,
         (ns::DISCO_INFO, "query", true) => Some(disco::account_info(payload)),

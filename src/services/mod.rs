@@ -12,4 +12,5 @@ pub mod offline;
 pub mod presence;
 pub mod register;
 pub mod private;
+pub mod push;
 pub mod roster;

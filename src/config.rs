@@ -821,7 +821,9 @@ const SECTIONS: &[Section] = &[
                     c.problem(
                         span.clone(),
                         format!("[turn] needs '{name}'"),
-                        Some(format!("add {name} = {example} to [turn], or remove the section")),
+                        Some(format!(
+                            "add {name} = {example} to [turn], or remove the section"
+                        )),
                     );
                 }
             }
@@ -2231,7 +2233,9 @@ auth_timeout = \"soon\"
 
     #[test]
     fn contact_addresses() {
-        let config = ok("admins = [\"me@example.org\"]\n[contact]\nabuse = [\"mailto:abuse@example.org\"]\n");
+        let config = ok(
+            "admins = [\"me@example.org\"]\n[contact]\nabuse = [\"mailto:abuse@example.org\"]\n",
+        );
         let fields = config.contact.fields(&config.admins);
         assert!(fields.contains(&("abuse-addresses", vec!["mailto:abuse@example.org".into()])));
         assert!(fields.contains(&("admin-addresses", vec!["xmpp:me@example.org".into()])));
@@ -2255,10 +2259,16 @@ auth_timeout = \"soon\"
         assert!(!format!("{turn:?}").contains("s3cret"));
         let config = ok("[turn]\nhost = \"t.example.org\"\nsecret = \"s\"\nport = 3479\ntls_port = 5349\nttl = \"2h\"\n");
         let turn = config.turn.unwrap();
-        assert_eq!((turn.port, turn.tls_port, turn.ttl.as_secs()), (3479, Some(5349), 7200));
+        assert_eq!(
+            (turn.port, turn.tls_port, turn.ttl.as_secs()),
+            (3479, Some(5349), 7200)
+        );
         let p = problems("[turn]\nport = 3478\n");
         assert_eq!(p.len(), 2, "{p:?}");
-        assert!(p[0].contains("needs 'host'") && p[1].contains("needs 'secret'"), "{p:?}");
+        assert!(
+            p[0].contains("needs 'host'") && p[1].contains("needs 'secret'"),
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -102,7 +102,12 @@ fn block_and_unblock_are_stored_and_pushed_to_interested_resources() {
     block(&mut phone, "bob@localhost");
     for c in [&mut phone, &mut laptop] {
         let push = c.recv_until(|e| is_blocking_push(e, "block"));
-        let item = push.get_child("block", NS_BLOCKING).unwrap().children().next().unwrap();
+        let item = push
+            .get_child("block", NS_BLOCKING)
+            .unwrap()
+            .children()
+            .next()
+            .unwrap();
         assert_eq!(item.attr("jid"), Some("bob@localhost"));
         let id = push.attr("id").unwrap().to_owned();
         c.send(&format!("<iq type='result' id='{id}'/>"));
@@ -120,7 +125,10 @@ fn block_and_unblock_are_stored_and_pushed_to_interested_resources() {
     assert_eq!(r.attr("type"), Some("result"), "{r}");
     let push = laptop.recv_until(|e| is_blocking_push(e, "unblock"));
     assert_eq!(
-        push.get_child("unblock", NS_BLOCKING).unwrap().children().count(),
+        push.get_child("unblock", NS_BLOCKING)
+            .unwrap()
+            .children()
+            .count(),
         0,
         "unblock-all is pushed without items: {push}"
     );
@@ -155,16 +163,19 @@ fn blocking_stops_messages_iq_and_presence_in_both_directions() {
         e.get_child("blocked", "urn:xmpp:blocking:errors").is_some(),
         "no <blocked/>: {err}"
     );
-    let r = alice.iq("<iq type='get' id='ID' to='bob@localhost/pc'><ping xmlns='urn:xmpp:ping'/></iq>");
+    let r =
+        alice.iq("<iq type='get' id='ID' to='bob@localhost/pc'><ping xmlns='urn:xmpp:ping'/></iq>");
     assert_eq!(stanza_error(&r), "not-acceptable", "{r}");
 
     // Inbound: bob -> alice bounces service-unavailable.
     bob.send("<message to='alice@localhost' type='chat' id='m2'><body>hello?</body></message>");
     let err = bob.recv_until(|e| e.name() == "message" && e.attr("id") == Some("m2"));
     assert_eq!(stanza_error(&err), "service-unavailable", "{err}");
-    let r = bob.iq("<iq type='get' id='ID' to='alice@localhost/phone'><ping xmlns='urn:xmpp:ping'/></iq>");
+    let r = bob
+        .iq("<iq type='get' id='ID' to='alice@localhost/phone'><ping xmlns='urn:xmpp:ping'/></iq>");
     assert_eq!(stanza_error(&r), "service-unavailable", "{r}");
-    let r = bob.iq("<iq type='get' id='ID' to='alice@localhost'><query xmlns='jabber:iq:last'/></iq>");
+    let r =
+        bob.iq("<iq type='get' id='ID' to='alice@localhost'><query xmlns='jabber:iq:last'/></iq>");
     assert_eq!(stanza_error(&r), "service-unavailable", "{r}");
 
     // Presence: neither direction.
@@ -172,22 +183,23 @@ fn blocking_stops_messages_iq_and_presence_in_both_directions() {
     alice.send("<presence><show>dnd</show></presence>");
     let got = alice.drain(QUIET);
     assert!(
-        !got.iter().any(|e| e.name() == "presence" && e.attr("from") == Some("bob@localhost/pc")),
+        !got.iter()
+            .any(|e| e.name() == "presence" && e.attr("from") == Some("bob@localhost/pc")),
         "alice got bob's presence: {got:?}"
     );
     assert!(!got.iter().any(|e| e.name() == "message"), "{got:?}");
     let got = bob.drain(QUIET);
     assert!(
-        !got.iter().any(|e| e.name() == "presence"
-            && e.attr("from") == Some("alice@localhost/phone")),
+        !got.iter()
+            .any(|e| e.name() == "presence" && e.attr("from") == Some("alice@localhost/phone")),
         "bob got alice's presence: {got:?}"
     );
     // Probes are not answered: bob's new resource gets nothing from alice.
     let mut bob2 = online(&server, "bob", "tablet");
     let got = bob2.drain(QUIET);
     assert!(
-        !got.iter().any(|e| e.name() == "presence"
-            && e.attr("from") == Some("alice@localhost/phone")),
+        !got.iter()
+            .any(|e| e.name() == "presence" && e.attr("from") == Some("alice@localhost/phone")),
         "probe answered: {got:?}"
     );
 

@@ -121,11 +121,18 @@ fn contact_addresses_are_in_server_disco() {
     let form = q
         .children()
         .find(|c| {
-            c.is("x", NS_DATA) && form_values(c, "FORM_TYPE") == ["http://jabber.org/network/serverinfo"]
+            c.is("x", NS_DATA)
+                && form_values(c, "FORM_TYPE") == ["http://jabber.org/network/serverinfo"]
         })
         .unwrap_or_else(|| panic!("no serverinfo form: {q}"));
-    assert_eq!(form_values(form, "abuse-addresses"), ["mailto:abuse@localhost"]);
-    assert_eq!(form_values(form, "admin-addresses"), ["xmpp:alice@localhost"]);
+    assert_eq!(
+        form_values(form, "abuse-addresses"),
+        ["mailto:abuse@localhost"]
+    );
+    assert_eq!(
+        form_values(form, "admin-addresses"),
+        ["xmpp:alice@localhost"]
+    );
     assert!(form_values(form, "support-addresses").is_empty());
 
     // Without contacts or admins there is no form at all.
@@ -142,9 +149,13 @@ fn password_change_through_in_band_registration() {
     let server = server_with("", &["alice", "bob"]);
     let mut alice = login(&server, "alice", "phone");
     assert!(has_feature(&server_info(&mut alice), "jabber:iq:register"));
-    let r = alice.iq("<iq type='get' id='ID' to='localhost'><query xmlns='jabber:iq:register'/></iq>");
+    let r =
+        alice.iq("<iq type='get' id='ID' to='localhost'><query xmlns='jabber:iq:register'/></iq>");
     let q = r.get_child("query", "jabber:iq:register").unwrap();
-    assert!(q.get_child("registered", "jabber:iq:register").is_some(), "{r}");
+    assert!(
+        q.get_child("registered", "jabber:iq:register").is_some(),
+        "{r}"
+    );
 
     // Someone else's password: not allowed.
     let r = alice.iq(
@@ -175,7 +186,8 @@ fn password_change_through_in_band_registration() {
 fn account_removal_through_in_band_registration() {
     let server = server_with("", &["alice"]);
     let mut alice = login(&server, "alice", "phone");
-    let r = alice.iq("<iq type='set' id='ID'><query xmlns='jabber:iq:register'><remove/></query></iq>");
+    let r =
+        alice.iq("<iq type='set' id='ID'><query xmlns='jabber:iq:register'><remove/></query></iq>");
     assert_eq!(r.attr("type"), Some("result"), "{r}");
     alice.expect_stream_error("not-authorized");
     let mut again = Client::starttls_to(&server);
@@ -199,7 +211,8 @@ fn stun_and_turn_services_with_valid_credentials() {
     );
     let mut alice = login(&server, "alice", "phone");
     assert!(has_feature(&server_info(&mut alice), NS_EXTDISCO));
-    let r = alice.iq("<iq type='get' id='ID' to='localhost'><services xmlns='urn:xmpp:extdisco:2'/></iq>");
+    let r = alice
+        .iq("<iq type='get' id='ID' to='localhost'><services xmlns='urn:xmpp:extdisco:2'/></iq>");
     let services: Vec<Element> = r
         .get_child("services", NS_EXTDISCO)
         .unwrap_or_else(|| panic!("no services: {r}"))
@@ -208,9 +221,19 @@ fn stun_and_turn_services_with_valid_credentials() {
         .collect();
     let kinds: Vec<(String, String)> = services
         .iter()
-        .map(|s| (s.attr("type").unwrap().into(), s.attr("transport").unwrap().into()))
+        .map(|s| {
+            (
+                s.attr("type").unwrap().into(),
+                s.attr("transport").unwrap().into(),
+            )
+        })
         .collect();
-    for want in [("stun", "udp"), ("turn", "udp"), ("turn", "tcp"), ("turns", "tcp")] {
+    for want in [
+        ("stun", "udp"),
+        ("turn", "udp"),
+        ("turn", "tcp"),
+        ("turns", "tcp"),
+    ] {
         assert!(
             kinds.contains(&(want.0.into(), want.1.into())),
             "{want:?} missing: {r}"
@@ -229,8 +252,14 @@ fn stun_and_turn_services_with_valid_credentials() {
         let (expiry, user) = username.split_once(':').unwrap();
         assert_eq!(user, "alice@localhost");
         let expiry: u64 = expiry.parse().unwrap();
-        assert!(expiry >= now + 3590 && expiry <= now + 3610, "{expiry} vs {now}");
-        assert_eq!(s.attr("password"), Some(hmac_password("north wind", username).as_str()));
+        assert!(
+            expiry >= now + 3590 && expiry <= now + 3610,
+            "{expiry} vs {now}"
+        );
+        assert_eq!(
+            s.attr("password"),
+            Some(hmac_password("north wind", username).as_str())
+        );
     }
 
     // The type filter and the credentials query (§3.3).
@@ -243,7 +272,9 @@ fn stun_and_turn_services_with_valid_credentials() {
         "<iq type='get' id='ID' to='localhost'><credentials xmlns='urn:xmpp:extdisco:2'>\
          <service host='turn.localhost' type='turn'/></credentials></iq>",
     );
-    let c = r.get_child("credentials", NS_EXTDISCO).unwrap_or_else(|| panic!("{r}"));
+    let c = r
+        .get_child("credentials", NS_EXTDISCO)
+        .unwrap_or_else(|| panic!("{r}"));
     assert!(c.children().all(|s| s.attr("password").is_some()) && c.children().count() > 0);
     let r = alice.iq(
         "<iq type='get' id='ID' to='localhost'><credentials xmlns='urn:xmpp:extdisco:2'>\
@@ -257,7 +288,8 @@ fn no_turn_section_means_no_extdisco() {
     let server = server_with("", &["alice"]);
     let mut alice = login(&server, "alice", "phone");
     assert!(!has_feature(&server_info(&mut alice), NS_EXTDISCO));
-    let r = alice.iq("<iq type='get' id='ID' to='localhost'><services xmlns='urn:xmpp:extdisco:2'/></iq>");
+    let r = alice
+        .iq("<iq type='get' id='ID' to='localhost'><services xmlns='urn:xmpp:extdisco:2'/></iq>");
     assert_eq!(stanza_error(&r), "service-unavailable", "{r}");
 }
 
@@ -291,7 +323,9 @@ fn push_notifications_for_offline_messages() {
 
     let mut app = login(&server, "push", "app");
     let mut bob = Client::online(&server, "bob", "bob-secret", "pc");
-    bob.send("<message to='alice@localhost' type='chat' id='p1'><body>very private</body></message>");
+    bob.send(
+        "<message to='alice@localhost' type='chat' id='p1'><body>very private</body></message>",
+    );
     let publish = app.recv_until(is_publish);
     assert_eq!(publish.attr("from"), Some("alice@localhost"));
     let pubsub = publish.get_child("pubsub", NS_PUBSUB).unwrap();
@@ -305,7 +339,10 @@ fn push_notifications_for_offline_messages() {
     assert_eq!(form_values(form, "FORM_TYPE"), ["urn:xmpp:push:summary"]);
     assert_eq!(form_values(form, "message-count"), ["1"]);
     assert_eq!(form_values(form, "last-message-sender"), ["bob@localhost"]);
-    assert!(form_values(form, "last-message-body").is_empty(), "body leaked: {publish}");
+    assert!(
+        form_values(form, "last-message-body").is_empty(),
+        "body leaked: {publish}"
+    );
     assert!(!publish.to_string().contains("very private"), "{publish}");
     let options = pubsub
         .get_child("publish-options", NS_PUBSUB)
@@ -313,7 +350,9 @@ fn push_notifications_for_offline_messages() {
         .unwrap_or_else(|| panic!("no publish-options: {publish}"));
     assert_eq!(form_values(options, "secret"), ["s3cr3t"]);
     let id = publish.attr("id").unwrap().to_owned();
-    app.send(&format!("<iq type='result' id='{id}' to='alice@localhost'/>"));
+    app.send(&format!(
+        "<iq type='result' id='{id}' to='alice@localhost'/>"
+    ));
 
     // A chat state alone notifies nobody; a second message counts 2.
     bob.send("<message to='alice@localhost' type='chat'><active xmlns='http://jabber.org/protocol/chatstates'/></message>");
@@ -331,7 +370,9 @@ fn push_notifications_for_offline_messages() {
 
     // Disable stops it.
     let mut alice = login(&server, "alice", "phone");
-    let r = alice.iq("<iq type='set' id='ID'><disable xmlns='urn:xmpp:push:0' jid='push@localhost/app'/></iq>");
+    let r = alice.iq(
+        "<iq type='set' id='ID'><disable xmlns='urn:xmpp:push:0' jid='push@localhost/app'/></iq>",
+    );
     assert_eq!(r.attr("type"), Some("result"), "{r}");
     alice.drain(QUIET);
     alice.close();
@@ -359,5 +400,8 @@ fn an_error_from_the_app_server_disables_the_registration() {
         "the error was not noticed"
     );
     bob.send("<message to='alice@localhost' type='chat'><body>two</body></message>");
-    assert!(!app.drain(QUIET).iter().any(is_publish), "still notified after an error");
+    assert!(
+        !app.drain(QUIET).iter().any(is_publish),
+        "still notified after an error"
+    );
 }

@@ -133,7 +133,10 @@ pub async fn outbound(srv: &Server, from: &FullJid, stanza: Element) -> Option<E
         }
         deliver_reply(srv, reply);
     }
-    log::debug!("blocking: {from} sent a {} to a JID it blocked", stanza.name());
+    log::debug!(
+        "blocking: {from} sent a {} to a JID it blocked",
+        stanza.name()
+    );
     None
 }
 
@@ -195,15 +198,16 @@ async fn change(
     let old = list(srv, owner).await;
     let mut new: Vec<Jid> = old.as_ref().clone();
     let added: Vec<Jid> = if block {
-        let added: Vec<Jid> = items
-            .into_iter()
-            .filter(|j| !new.contains(j))
-            .fold(Vec::new(), |mut acc, j| {
-                if !acc.contains(&j) {
-                    acc.push(j);
-                }
-                acc
-            });
+        let added: Vec<Jid> =
+            items
+                .into_iter()
+                .filter(|j| !new.contains(j))
+                .fold(Vec::new(), |mut acc, j| {
+                    if !acc.contains(&j) {
+                        acc.push(j);
+                    }
+                    acc
+                });
         new.extend(added.iter().cloned());
         added
     } else if items.is_empty() {
@@ -214,8 +218,9 @@ async fn change(
         Vec::new()
     };
     if new.len() > MAX_ITEMS {
-        return Err(StanzaError::new(Condition::ResourceConstraint)
-            .with_text("the blocklist is too long"));
+        return Err(
+            StanzaError::new(Condition::ResourceConstraint).with_text("the blocklist is too long")
+        );
     }
     let unblocked: Vec<Jid> = old.iter().filter(|j| !new.contains(j)).cloned().collect();
     // §3.3: contacts that are about to be blocked see the user go offline first (afterwards

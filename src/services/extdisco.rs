@@ -25,10 +25,7 @@ pub struct Credentials {
 pub fn credentials(secret: &str, user: &str, now: u64, ttl_secs: u64) -> Credentials {
     let expires = now.saturating_add(ttl_secs);
     let username = format!("{expires}:{user}");
-    let key = ring::hmac::Key::new(
-        ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
-        secret.as_bytes(),
-    );
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
     let tag = ring::hmac::sign(&key, username.as_bytes());
     Credentials {
         username,
@@ -57,7 +54,10 @@ pub fn handle(srv: &Server, from: &FullJid, iq: Element) {
         "services" => {
             let mut q = Element::new("services", ns::EXTDISCO);
             for s in all {
-                if payload.attr("type").is_none_or(|t| s.attr("type") == Some(t)) {
+                if payload
+                    .attr("type")
+                    .is_none_or(|t| s.attr("type") == Some(t))
+                {
                     q.push_child(s);
                 }
             }

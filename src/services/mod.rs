@@ -10,7 +10,7 @@ pub mod iq;
 pub mod message;
 pub mod offline;
 pub mod presence;
-pub mod register;
 pub mod private;
 pub mod push;
+pub mod register;
 pub mod roster;

@@ -39,8 +39,9 @@ pub async fn handle(srv: &Server, from: &FullJid, to: &BareJid, iq: Element) {
 /// The kv key of one stored element.
 fn key(el: &Element) -> Result<String, StanzaError> {
     if el.ns().is_empty() || RESERVED.contains(&el.ns()) {
-        return Err(StanzaError::new(Condition::NotAcceptable)
-            .with_text("this namespace cannot be stored"));
+        return Err(
+            StanzaError::new(Condition::NotAcceptable).with_text("this namespace cannot be stored")
+        );
     }
     Ok(format!("private/{}:{}", el.ns(), el.name()))
 }
@@ -48,8 +49,9 @@ fn key(el: &Element) -> Result<String, StanzaError> {
 async fn get(srv: &Server, owner: &BareJid, q: &Element) -> Result<Element, StanzaError> {
     let mut children = q.children();
     let (Some(wanted), None) = (children.next(), children.next()) else {
-        return Err(StanzaError::new(Condition::NotAcceptable)
-            .with_text("ask for exactly one element"));
+        return Err(
+            StanzaError::new(Condition::NotAcceptable).with_text("ask for exactly one element")
+        );
     };
     let k = key(wanted)?;
     let stored = srv

@@ -166,7 +166,11 @@ fn wants_body(reg: &Registration) -> bool {
 }
 
 fn reg_key(reg: &Registration) -> String {
-    let raw = format!("{}\0{}", reg.jid.as_str(), reg.node.as_deref().unwrap_or(""));
+    let raw = format!(
+        "{}\0{}",
+        reg.jid.as_str(),
+        reg.node.as_deref().unwrap_or("")
+    );
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
 }
 
@@ -309,7 +313,10 @@ mod tests {
         assert!(s.contains("<publish node='n1'>"), "{s}");
         assert!(s.contains(SUMMARY) && s.contains("message-count"), "{s}");
         assert!(s.contains("bob@example.org"), "{s}");
-        assert!(!s.contains("secret") && !s.contains("publish-options"), "{s}");
+        assert!(
+            !s.contains("secret") && !s.contains("publish-options"),
+            "{s}"
+        );
         assert_eq!(iq.attr("from"), Some("alice@example.org"));
     }
 
@@ -324,7 +331,9 @@ mod tests {
     #[test]
     fn only_messages_with_content_notify() {
         let m = |x: &str| Element::parse(x).unwrap();
-        assert!(worth_notifying(&m("<message xmlns='jabber:client'><body>hi</body></message>")));
+        assert!(worth_notifying(&m(
+            "<message xmlns='jabber:client'><body>hi</body></message>"
+        )));
         assert!(worth_notifying(&m(
             "<message xmlns='jabber:client'><encrypted xmlns='eu.siacs.conversations.axolotl'/></message>"
         )));

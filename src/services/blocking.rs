@@ -81,7 +81,10 @@ pub async fn handle(srv: &Server, from: &FullJid, iq: Element) {
             if let Some(r) = srv.sessions.resource(from) {
                 let mut map = lock(&srv.blocking.interested);
                 let list = map.entry(owner.clone()).or_default();
-                list.retain(|(j, _)| j != from);
+                // Forget resources that are gone, so the list can't grow with every login.
+                list.retain(|(j, c)| {
+                    j != from && srv.sessions.resource(j).is_some_and(|r| r.conn == *c)
+                });
                 list.push((from.clone(), r.conn));
             }
             let mut q = Element::new("blocklist", ns::BLOCKING);
@@ -122,7 +125,10 @@ pub async fn outbound(srv: &Server, from: &FullJid, stanza: Element) -> Option<E
     let Ok(Some(to)) = stanza::jid_attr(&stanza, "to") else {
         return Some(stanza);
     };
-    if !is_blocked(srv, &from.to_bare(), &to).await {
+    // The user's own account and server are never blocked (that would only break the client).
+    let own =
+        to.to_bare() == from.to_bare() || (to.node().is_none() && srv.is_local_domain(to.domain()));
+    if own || !is_blocked(srv, &from.to_bare(), &to).await {
         return Some(stanza);
     }
     let answerable = matches!(stanza.name(), "message" | "iq") && !stanza::must_not_answer(&stanza);
@@ -185,7 +191,12 @@ async fn list(srv: &Server, owner: &BareJid) -> Arc<Vec<Jid>> {
             return Arc::new(Vec::new());
         }
     };
-    lock(&srv.blocking.lists).insert(owner.clone(), loaded.clone());
+    // Only accounts with a session are cached: the cache then holds real accounts only (a
+    // flood of stanzas to made-up local JIDs can't grow it), and offline recipients cost a
+    // store read next to the offline-storage write they cause anyway.
+    if srv.sessions.is_online(owner) {
+        lock(&srv.blocking.lists).insert(owner.clone(), loaded.clone());
+    }
     loaded
 }
 

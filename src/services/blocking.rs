@@ -191,10 +191,12 @@ async fn list(srv: &Server, owner: &BareJid) -> Arc<Vec<Jid>> {
             return Arc::new(Vec::new());
         }
     };
-    // Only accounts with a session are cached: the cache then holds real accounts only (a
-    // flood of stanzas to made-up local JIDs can't grow it), and offline recipients cost a
-    // store read next to the offline-storage write they cause anyway.
-    if srv.sessions.is_online(owner) {
+    // Only real accounts are cached, so a flood of stanzas to made-up local JIDs can't grow
+    // the cache; it is bounded by the number of accounts. Deleting an account forgets it
+    // (`Server::kick_account`).
+    let exists = srv.sessions.is_online(owner)
+        || matches!(srv.store.account(owner.as_ref()).await, Ok(Some(_)));
+    if exists {
         lock(&srv.blocking.lists).insert(owner.clone(), loaded.clone());
     }
     loaded

@@ -206,6 +206,8 @@ fn blocking_stops_messages_iq_and_presence_in_both_directions() {
     // Unblock: messages flow again and bob sees alice's presence.
     unblock(&mut alice, "bob@localhost");
     bob.recv_until(presence_from("alice@localhost/phone", None));
+    // ...and alice's resource gets bob's current presence (it probed him).
+    alice.recv_until(presence_from("bob@localhost/pc", None));
     alice.send("<message to='bob@localhost' type='chat' id='m3'><body>back</body></message>");
     let m = bob.recv_until(|e| e.name() == "message" && e.attr("id") == Some("m3"));
     assert_eq!(m.attr("type"), Some("chat"));

@@ -239,9 +239,11 @@ async fn change(
     // §3.3: contacts that are about to be blocked see the user go offline first (afterwards
     // the presence would be blocked itself).
     let contacts = presence_contacts(srv, owner).await;
-    for c in &contacts {
+    for (c, sees_owner, _) in &contacts {
         let cj = Jid::from(c.clone());
-        if added.iter().any(|item| matches(item, &cj)) && !old.iter().any(|i| matches(i, &cj)) {
+        let newly =
+            added.iter().any(|item| matches(item, &cj)) && !old.iter().any(|i| matches(i, &cj));
+        if *sees_owner && newly {
             presence::send_unavailable_to(srv, owner, c);
         }
     }
@@ -251,24 +253,50 @@ async fn change(
         .await
         .map_err(roster::store_error)?;
     lock(&srv.blocking.lists).insert(owner.clone(), Arc::new(new.clone()));
-    // §3.4: unblocked contacts get the user's current presence again.
-    for c in &contacts {
+    // §3.4: presence flows again between the user and unblocked contacts: the contact gets
+    // the user's current presence, the user's resources probe the contact.
+    let available: Vec<FullJid> = srv
+        .sessions
+        .resources(owner)
+        .into_iter()
+        .filter(|r| r.available)
+        .map(|r| r.jid)
+        .collect();
+    for (c, sees_owner, owner_sees) in &contacts {
         let cj = Jid::from(c.clone());
         let was = unblocked.iter().any(|item| matches(item, &cj));
-        if was && !new.iter().any(|i| matches(i, &cj)) {
+        if !was || new.iter().any(|i| matches(i, &cj)) {
+            continue;
+        }
+        if *sees_owner {
             presence::send_current_to(srv, owner, c);
+        }
+        if *owner_sees {
+            for me in &available {
+                presence::probe(srv, me, c).await;
+            }
         }
     }
     Ok(())
 }
 
-/// Roster contacts that receive the owner's presence (`from` or `both`).
-async fn presence_contacts(srv: &Server, owner: &BareJid) -> Vec<BareJid> {
+/// Roster contacts with a presence subscription either way: (contact, the contact receives
+/// the owner's presence, the owner receives the contact's).
+async fn presence_contacts(srv: &Server, owner: &BareJid) -> Vec<(BareJid, bool, bool)> {
     match srv.store.roster(owner.as_ref()).await {
         Ok((_, items)) => items
             .iter()
-            .filter(|(_, item)| subscription::presence_to(roster::state_of(Some(item), false)))
-            .filter_map(|(c, _)| BareJid::parse(c).ok())
+            .filter_map(|(c, item)| {
+                let state = roster::state_of(Some(item), false);
+                let (to, from) = (
+                    subscription::presence_to(state),
+                    subscription::presence_from(state),
+                );
+                if !(to || from) {
+                    return None;
+                }
+                Some((BareJid::parse(c).ok()?, to, from))
+            })
             .collect(),
         Err(e) => {
             log::error!("store: cannot read the roster of {owner}: {e}");

@@ -371,7 +371,7 @@ async fn answer_probe(srv: &Server, owner: &BareJid, from: &Jid) {
 }
 
 /// The user (`me`) probes a contact after initial presence (§4.2.2).
-async fn probe(srv: &Server, me: &FullJid, contact: &BareJid) {
+pub async fn probe(srv: &Server, me: &FullJid, contact: &BareJid) {
     if crate::services::blocking::presence_blocked(srv, &me.clone().into(), contact).await {
         return;
     }

@@ -34,6 +34,19 @@ pub async fn route(srv: &Server, from: &FullJid, stanza: Element) {
         Ok(None) => To::Bare(from.to_bare()),
         Err(e) => return bounce(srv, &stanza, e),
     };
+    // XEP-0191: stanzas to a JID the sender blocked go nowhere; iq from a JID the recipient
+    // blocked neither (messages: services::message::inbound; presence: services::presence).
+    let Some(stanza) = services::blocking::outbound(srv, from, stanza).await else {
+        return;
+    };
+    let stanza = match (kind, &to) {
+        (Kind::Iq, To::Bare(b)) => services::blocking::inbound(srv, b, stanza).await,
+        (Kind::Iq, To::Full(f)) => services::blocking::inbound(srv, &f.to_bare(), stanza).await,
+        _ => Some(stanza),
+    };
+    let Some(stanza) = stanza else {
+        return;
+    };
     let stanza = match kind {
         Kind::Message => match services::message::outbound(srv, from, stanza).await {
             Some(s) => s,

@@ -29,6 +29,8 @@ pub struct Server {
     pub stopping: AtomicBool,
     /// Resumable stream-management sessions (XEP-0198).
     pub sm: crate::session::sm::Registry,
+    /// XEP-0191 blocklists and the resources that asked for them.
+    pub blocking: crate::services::blocking::State,
     /// Closed when the server shuts down; waiting tasks watch it.
     shutdown_tx: async_channel::Sender<()>,
     shutdown_rx: async_channel::Receiver<()>,
@@ -47,6 +49,7 @@ impl Server {
             open_conns: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             sm: Default::default(),
+            blocking: Default::default(),
             shutdown_tx,
             shutdown_rx,
         }
@@ -79,6 +82,7 @@ impl Server {
 
     /// Disconnects every session of an account (after it was deleted or its password changed).
     pub fn kick_account(&self, bare: &BareJid, condition: crate::stanza::StreamError) {
+        self.blocking.forget(bare);
         for r in self.sessions.resources(bare) {
             sessions::send(&r, Outbound::Close(condition));
         }

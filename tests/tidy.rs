@@ -36,7 +36,10 @@ fn every_source_file_opens_with_a_module_doc() {
             !first.starts_with("//!") && !first.starts_with("#![")
         })
         .collect();
-    assert!(missing.is_empty(), "files without a `//!` doc saying what they own: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "files without a `//!` doc saying what they own: {missing:?}"
+    );
 }
 
 #[test]
@@ -53,5 +56,8 @@ fn the_server_does_not_use_tokio() {
                 .any(|l| l.trim_start().starts_with("use tokio") || l.contains("tokio::"))
         })
         .collect();
-    assert!(offenders.is_empty(), "smol is the runtime; tokio used in {offenders:?}");
+    assert!(
+        offenders.is_empty(),
+        "smol is the runtime; tokio used in {offenders:?}"
+    );
 }

@@ -15,12 +15,15 @@ pub const SERVER_FEATURES: &[&str] = &[
     ns::LAST,
     ns::MSGOFFLINE,
     ns::CARBONS,
+    ns::BLOCKING,
+    ns::REGISTER,
+    ns::PRIVATE,
 ];
 
 /// Features the server provides on behalf of each account (bare JID).
-pub const ACCOUNT_FEATURES: &[&str] = &[ns::DISCO_INFO, ns::DISCO_ITEMS, ns::LAST];
+pub const ACCOUNT_FEATURES: &[&str] = &[ns::DISCO_INFO, ns::DISCO_ITEMS, ns::LAST, ns::PUSH];
 
-pub fn server_info(_srv: &Server, query: &Element) -> Element {
+pub fn server_info(srv: &Server, query: &Element) -> Element {
     let mut q = query_reply(query, ns::DISCO_INFO);
     if query.attr("node").is_some() {
         return q;
@@ -34,7 +37,37 @@ pub fn server_info(_srv: &Server, query: &Element) -> Element {
     for f in SERVER_FEATURES {
         q.push_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", *f));
     }
+    if srv.config.turn.is_some() {
+        q.push_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", ns::EXTDISCO));
+    }
+    if let Some(form) = contact_form(srv) {
+        q.push_child(form);
+    }
     q
+}
+
+/// XEP-0157: the contact addresses as a XEP-0128 extension form; `None` when there are none.
+fn contact_form(srv: &Server) -> Option<Element> {
+    let fields = srv.config.contact.fields(&srv.config.admins);
+    if fields.iter().all(|(_, v)| v.is_empty()) {
+        return None;
+    }
+    let field = |var: &str| Element::new("field", ns::DATA_FORM).with_attr("var", var);
+    let mut form = Element::new("x", ns::DATA_FORM)
+        .with_attr("type", "result")
+        .with_child(
+            field("FORM_TYPE")
+                .with_attr("type", "hidden")
+                .with_child(Element::new("value", ns::DATA_FORM).with_text(ns::SERVERINFO)),
+        );
+    for (var, values) in fields.into_iter().filter(|(_, v)| !v.is_empty()) {
+        let mut f = field(var).with_attr("type", "list-multi");
+        for v in values {
+            f.push_child(Element::new("value", ns::DATA_FORM).with_text(v));
+        }
+        form.push_child(f);
+    }
+    Some(form)
 }
 
 pub fn server_items(query: &Element) -> Element {

@@ -4,7 +4,7 @@
 use crate::jid::{BareJid, FullJid};
 use crate::router::{bounce, deliver_reply};
 use crate::server::Server;
-use crate::services::{carbons, disco, info, roster};
+use crate::services::{blocking, carbons, disco, extdisco, info, private, push, register, roster};
 use crate::stanza::{self, ns, Condition};
 use crate::xml::Element;
 
@@ -28,6 +28,8 @@ pub async fn to_server(srv: &Server, from: &FullJid, iq: Element) {
         (ns::CARBONS, _, false) => return carbons::handle_iq(srv, from, &iq, payload),
         // A roster request addressed to the domain is a client bug, but harmless to serve.
         (ns::ROSTER, "query", _) => return roster::handle(srv, from, iq).await,
+        (ns::REGISTER, "query", _) => return register::handle(srv, from, iq).await,
+        (ns::EXTDISCO, _, _) => return extdisco::handle(srv, from, iq),
         _ => return bounce(srv, &iq, Condition::ServiceUnavailable.into()),
     };
     reply_ok(srv, &iq, reply);
@@ -36,6 +38,8 @@ pub async fn to_server(srv: &Server, from: &FullJid, iq: Element) {
 /// iq to an account's bare JID (or with no `to`, to the sender's own account).
 pub async fn to_account(srv: &Server, from: &FullJid, to: &BareJid, iq: Element) {
     if stanza::must_not_answer(&iq) {
+        // XEP-0357: an app server's error answer to a push notification disables it.
+        push::on_reply(srv, to, &iq).await;
         return;
     }
     let own = from.to_bare() == *to;
@@ -49,6 +53,10 @@ pub async fn to_account(srv: &Server, from: &FullJid, to: &BareJid, iq: Element)
     let reply = match (payload.ns(), payload.name(), get) {
         (ns::ROSTER, "query", _) if own => return roster::handle(srv, from, iq).await,
         (ns::CARBONS, _, false) if own => return carbons::handle_iq(srv, from, &iq, payload),
+        (ns::BLOCKING, _, _) if own => return blocking::handle(srv, from, iq).await,
+        (ns::PUSH, _, _) if own => return push::handle(srv, from, iq).await,
+        (ns::PRIVATE, "query", _) => return private::handle(srv, from, to, iq).await,
+        (ns::REGISTER, "query", _) if own => return register::handle(srv, from, iq).await,
         (ns::DISCO_INFO, "query", true) => Some(disco::account_info(payload)),
         (ns::DISCO_ITEMS, "query", true) => Some(disco::account_items(payload)),
         (ns::PING, "ping", true) if own => None,

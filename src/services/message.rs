@@ -18,6 +18,6 @@ pub async fn outbound(srv: &Server, from: &FullJid, stanza: Element) -> Option<E
 /// Recipient side: a message for local account `to`, before delivery or offline storage.
 /// `None` means the pipeline consumed it.
 pub async fn inbound(srv: &Server, to: &BareJid, stanza: Element) -> Option<Element> {
-    let _ = (srv, to);
+    let stanza = crate::services::blocking::inbound(srv, to, stanza).await?;
     Some(stanza)
 }

@@ -34,7 +34,11 @@ pub async fn store_or_bounce(srv: &Server, to: &BareJid, mut stanza: Element) {
     let bytes = stanza.to_bytes_in("");
     let max = srv.config.limits.max_offline_messages;
     match srv.store.push_offline(to.as_ref(), bytes, max).await {
-        Ok(()) => log::debug!("offline: stored a message for {to}"),
+        Ok(()) => {
+            log::debug!("offline: stored a message for {to}");
+            // XEP-0357: no resource took it, so the user's devices may want to wake up.
+            crate::services::push::notify(srv, to, &stanza).await;
+        }
         Err(StoreError::QuotaExceeded) => {
             log::info!("offline: storage for {to} is full ({max} messages), bouncing");
             bounce(

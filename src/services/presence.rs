@@ -187,6 +187,9 @@ pub async fn inbound(srv: &Server, to: &BareJid, full: Option<&FullJid>, stanza:
     let Ok(Some(from)) = stanza::jid_attr(&stanza, "from") else {
         return;
     };
+    if crate::services::blocking::presence_blocked(srv, &from, to).await {
+        return;
+    }
     match stanza.attr("type") {
         Some(t @ ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")) => {
             if let Some(kind) = SubKind::parse(t) {
@@ -270,6 +273,9 @@ pub async fn subscription_in(srv: &Server, owner: &BareJid, contact: &BareJid, k
 
 /// Routes a subscription stanza from `from` (bare, §3.1.2) to `to`.
 pub async fn send_subscription(srv: &Server, from: &BareJid, to: &BareJid, kind: SubKind) {
+    if crate::services::blocking::presence_blocked(srv, &from.clone().into(), to).await {
+        return;
+    }
     if srv.is_local_domain(to.domain()) && to.node().is_some() {
         Box::pin(subscription_in(srv, to, from, kind)).await;
     } else {
@@ -289,7 +295,7 @@ fn subscription_stanza(from: &BareJid, to: &BareJid, kind: SubKind) -> Element {
 }
 
 /// Sends the current presence of each of the owner's available resources to `contact`.
-fn send_current_to(srv: &Server, owner: &BareJid, contact: &BareJid) {
+pub fn send_current_to(srv: &Server, owner: &BareJid, contact: &BareJid) {
     for r in srv.sessions.resources(owner).iter().filter(|r| r.available) {
         if let Some(p) = &r.presence {
             let mut p = p.clone();
@@ -365,7 +371,10 @@ async fn answer_probe(srv: &Server, owner: &BareJid, from: &Jid) {
 }
 
 /// The user (`me`) probes a contact after initial presence (§4.2.2).
-async fn probe(srv: &Server, me: &FullJid, contact: &BareJid) {
+pub async fn probe(srv: &Server, me: &FullJid, contact: &BareJid) {
+    if crate::services::blocking::presence_blocked(srv, &me.clone().into(), contact).await {
+        return;
+    }
     if srv.is_local_user(contact) {
         answer_probe(srv, contact, &Jid::from(me.clone())).await;
     } else {

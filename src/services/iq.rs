@@ -4,14 +4,15 @@
 use crate::jid::{BareJid, FullJid};
 use crate::router::{bounce, deliver_reply};
 use crate::server::Server;
-use crate::services::{disco, info, roster};
+use crate::services::{disco, info, pep, roster, vcard};
 use crate::stanza::{self, ns, Condition};
 use crate::xml::Element;
 
 /// iq to our domain.
 pub async fn to_server(srv: &Server, from: &FullJid, iq: Element) {
     if stanza::must_not_answer(&iq) {
-        return;
+        // Answers to the server's own queries (XEP-0115 disco#info for PEP).
+        return pep::iq_response(srv, from, &iq).await;
     }
     let get = iq.attr("type") == Some("get");
     let Some(payload) = iq.first_child() else {
@@ -24,6 +25,7 @@ pub async fn to_server(srv: &Server, from: &FullJid, iq: Element) {
         (ns::VERSION, "query", true) => Some(info::version()),
         (ns::TIME, "time", true) => Some(info::time()),
         (ns::LAST, "query", true) => Some(info::uptime(srv)),
+        (vcard::NS_VCARD, "vCard", true) => Some(vcard::server_vcard()),
         // A roster request addressed to the domain is a client bug, but harmless to serve.
         (ns::ROSTER, "query", _) => return roster::handle(srv, from, iq).await,
         _ => return bounce(srv, &iq, Condition::ServiceUnavailable.into()),
@@ -47,6 +49,10 @@ pub async fn to_account(srv: &Server, from: &FullJid, to: &BareJid, iq: Element)
     let reply = match (payload.ns(), payload.name(), get) {
         (ns::ROSTER, "query", _) if own => return roster::handle(srv, from, iq).await,
         (ns::DISCO_INFO, "query", true) => Some(disco::account_info(payload)),
+        (pep::NS_PUBSUB, "pubsub", _) => return pep::handle(srv, from, to, iq).await,
+        (pep::NS_PUBSUB_OWNER, "pubsub", _) => return pep::handle_owner(srv, from, to, iq).await,
+        (vcard::NS_VCARD, "vCard", true) => return vcard::get(srv, from, to, iq).await,
+        (vcard::NS_VCARD, "vCard", false) if own => return vcard::set(srv, from, iq).await,
         (ns::DISCO_ITEMS, "query", true) => Some(disco::account_items(payload)),
         (ns::PING, "ping", true) if own => None,
         (ns::LAST, "query", true) => match info::last_activity(srv, from, to).await {

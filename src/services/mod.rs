@@ -2,10 +2,13 @@
 //! discovery and the small informational XEPs. Services see stanzas and the store, never
 //! sockets; they reply through `router`.
 
+pub mod caps;
 pub mod disco;
 pub mod info;
 pub mod iq;
 pub mod message;
 pub mod offline;
+pub mod pep;
 pub mod presence;
 pub mod roster;
+pub mod vcard;

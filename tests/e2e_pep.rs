@@ -401,7 +401,7 @@ fn avatar_and_vcard_conversion() {
     assert!(ev.to_string().contains(&bob_id), "{ev}");
     assert_eq!(
         fetched_ids(&fetch(&mut alice, &b, AVATAR_DATA)),
-        [bob_id.clone()]
+        std::slice::from_ref(&bob_id)
     );
     let r = alice.iq(&format!(
         "<iq type='get' to='{b}' id='ID'><vCard xmlns='vcard-temp'/></iq>"

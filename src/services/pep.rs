@@ -754,7 +754,7 @@ async fn purge(srv: &Server, owner: &BareJid, op: &Element) -> Reply {
 
 fn wants(features: &Features, node: &str) -> bool {
     let want = format!("{node}+notify");
-    features.iter().any(|f| *f == want)
+    features.contains(&want)
 }
 
 fn event_message(owner: &BareJid, to: &FullJid, event_child: Element) -> Element {

@@ -459,3 +459,67 @@ fn last_item_at_login_persistence_and_account_deletion() {
     let (cond, _) = pubsub_error(&fetch(&mut alice, &a, DEVICELIST));
     assert_eq!(cond, "item-not-found");
 }
+
+#[test]
+fn bookmarks_are_private_multi_item_and_listed_only_to_the_owner() {
+    let server = server_with(&["alice", "bob"]);
+    let mut alice = online(&server, "alice", "phone");
+    let mut bob = online(&server, "bob", "phone");
+    befriend(&mut alice, &mut bob);
+    let a = alice.bare().to_owned();
+    // XEP-0402 §3 publish-options, as Conversations and Converse.js send them.
+    let options = [
+        ("pubsub#persist_items", "true"),
+        ("pubsub#max_items", "max"),
+        ("pubsub#send_last_published_item", "never"),
+        ("pubsub#access_model", "whitelist"),
+    ];
+    for room in ["one@muc.example", "two@muc.example"] {
+        let r = publish(
+            &mut alice,
+            "urn:xmpp:bookmarks:1",
+            room,
+            "<conference xmlns='urn:xmpp:bookmarks:1' autojoin='true'/>",
+            &options,
+        );
+        assert_eq!(r.attr("type"), Some("result"), "{r}");
+    }
+    assert_eq!(
+        fetched_ids(&fetch(&mut alice, &a, "urn:xmpp:bookmarks:1")),
+        ["one@muc.example", "two@muc.example"]
+    );
+    let (cond, specific) = pubsub_error(&fetch(&mut bob, &a, "urn:xmpp:bookmarks:1"));
+    assert_eq!(cond, "not-allowed");
+    assert_eq!(specific.as_deref(), Some("closed-node"));
+
+    // disco#items lists the node to alice, not to bob.
+    let items = |c: &mut Client| -> Vec<String> {
+        let r = c.iq(&format!(
+            "<iq type='get' to='{a}' id='ID'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>"
+        ));
+        r.get_child("query", "http://jabber.org/protocol/disco#items")
+            .unwrap_or_else(|| panic!("{r}"))
+            .children()
+            .filter_map(|i| i.attr("node").map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(items(&mut alice), ["urn:xmpp:bookmarks:1"]);
+    assert!(items(&mut bob).is_empty());
+
+    // Configure: the owner reads and changes the node; others may not.
+    let r = alice.iq(&format!(
+        "<iq type='set' id='ID'><pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='urn:xmpp:bookmarks:1'>\
+         <x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>\
+         <value>http://jabber.org/protocol/pubsub#node_config</value></field>\
+         <field var='pubsub#max_items'><value>1</value></field></x></configure></pubsub></iq>"
+    ));
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    assert_eq!(
+        fetched_ids(&fetch(&mut alice, &a, "urn:xmpp:bookmarks:1")),
+        ["two@muc.example"]
+    );
+    let r = bob.iq(&format!(
+        "<iq type='get' to='{a}' id='ID'><pubsub xmlns='{NS_PUBSUB_OWNER}'><configure node='urn:xmpp:bookmarks:1'/></pubsub></iq>"
+    ));
+    assert_eq!(pubsub_error(&r).0, "forbidden");
+}

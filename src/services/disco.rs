@@ -25,6 +25,8 @@ pub const ACCOUNT_FEATURES: &[&str] = &[
     ns::LAST,
     vcard::NS_VCARD,
     vcard::NS_CONVERSION,
+    // XEP-0292: vCard4 is a PEP node, stored and delivered like any other.
+    "urn:xmpp:vcard4",
 ];
 
 pub fn server_info(_srv: &Server, query: &Element) -> Element {

@@ -53,7 +53,9 @@ pub async fn to_account(srv: &Server, from: &FullJid, to: &BareJid, iq: Element)
         (pep::NS_PUBSUB_OWNER, "pubsub", _) => return pep::handle_owner(srv, from, to, iq).await,
         (vcard::NS_VCARD, "vCard", true) => return vcard::get(srv, from, to, iq).await,
         (vcard::NS_VCARD, "vCard", false) if own => return vcard::set(srv, from, iq).await,
-        (ns::DISCO_ITEMS, "query", true) => Some(disco::account_items(payload)),
+        (ns::DISCO_ITEMS, "query", true) => {
+            Some(pep::disco_items(srv, &from.to_bare(), to, payload).await)
+        }
         (ns::PING, "ping", true) if own => None,
         (ns::LAST, "query", true) => match info::last_activity(srv, from, to).await {
             Ok(el) => Some(el),

@@ -750,6 +750,36 @@ async fn purge(srv: &Server, owner: &BareJid, op: &Element) -> Reply {
     Ok(None)
 }
 
+/// XEP-0060 §5.2: disco#items on the account lists the nodes `who` may see. A query with a
+/// `node` (items of a node) gets an empty list, as Prosody does.
+pub async fn disco_items(srv: &Server, who: &BareJid, owner: &BareJid, query: &Element) -> Element {
+    let mut q = Element::new("query", ns::DISCO_ITEMS);
+    if let Some(node) = query.attr("node") {
+        q.set_attr("node", node);
+        return q;
+    }
+    let nodes = match srv.store.pep_nodes(owner.as_ref()).await {
+        Ok(n) => n,
+        Err(e) => {
+            log::error!("store: cannot list PEP nodes of {owner}: {e}");
+            return q;
+        }
+    };
+    for (node, stored) in nodes {
+        if matches!(
+            may_see(srv, owner, who, &Config::from_node(&stored)).await,
+            Ok(true)
+        ) {
+            q.push_child(
+                Element::new("item", ns::DISCO_ITEMS)
+                    .with_attr("jid", owner.to_string())
+                    .with_attr("node", node),
+            );
+        }
+    }
+    q
+}
+
 // ---------------------------------------------------------------- notifications
 
 fn wants(features: &Features, node: &str) -> bool {

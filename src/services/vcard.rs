@@ -101,6 +101,7 @@ pub async fn set(srv: &Server, from: &FullJid, iq: Element) {
     let Some(vcard) = iq.get_child("vCard", NS_VCARD) else {
         return bounce(srv, &iq, Condition::BadRequest.into());
     };
+    let mut stored = vcard.clone();
     if let Some(photo) = vcard.get_child("PHOTO", NS_VCARD) {
         let binval: String = photo
             .get_child("BINVAL", NS_VCARD)
@@ -119,10 +120,12 @@ pub async fn set(srv: &Server, from: &FullJid, iq: Element) {
         if let Err(c) = result {
             return bounce(srv, &iq, c.into());
         }
+        // The image now lives in PEP, the one source of truth (see `get`).
+        stored.retain_children(|c| !c.is("PHOTO", NS_VCARD));
     }
     if let Err(e) = srv
         .store
-        .kv_set(owner.as_ref(), KV_KEY, Some(vcard.to_bytes_in("")))
+        .kv_set(owner.as_ref(), KV_KEY, Some(stored.to_bytes_in("")))
         .await
     {
         return bounce(srv, &iq, store_error(e));

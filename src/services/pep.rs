@@ -519,8 +519,7 @@ async fn publish(srv: &Server, owner: &BareJid, pubsub: &Element, op: &Element) 
         _ => new_item_id(),
     };
     let options = publish_options(pubsub);
-    let cfg = publish_item(srv, owner, node, &options, id.clone(), payload).await?;
-    let _ = cfg;
+    publish_item(srv, owner, node, &options, id.clone(), payload).await?;
     Ok(Some(pubsub_reply(
         Element::new("publish", NS_PUBSUB)
             .with_attr("node", node)
@@ -571,9 +570,11 @@ pub async fn publish_item(
         id: id.clone(),
         payload: bytes,
     };
+    // A transient node (`persist_items` false) notifies but keeps nothing (XEP-0060 §4.3).
+    let keep = if cfg.persist_items { cfg.max() } else { 0 };
     let cfg = Config::from_node(
         &srv.store
-            .pep_publish(owner.as_ref(), node, cfg.to_node(), item, cfg.max())
+            .pep_publish(owner.as_ref(), node, cfg.to_node(), item, keep)
             .await?,
     );
     let mut el = Element::new("item", NS_PUBSUB_EVENT).with_attr("id", id);
@@ -716,8 +717,9 @@ async fn configure_set(srv: &Server, owner: &BareJid, op: &Element) -> Reply {
             return Err(Condition::NotAcceptable.into());
         }
     }
+    let keep = if cfg.persist_items { cfg.max() } else { 0 };
     srv.store
-        .pep_configure(owner.as_ref(), node, cfg.to_node(), cfg.max())
+        .pep_configure(owner.as_ref(), node, cfg.to_node(), keep)
         .await?;
     Ok(None)
 }

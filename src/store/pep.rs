@@ -349,6 +349,35 @@ mod tests {
         }
     }
 
+    /// The PEP tables came after schema 1 shipped: a data file without them gets them when it
+    /// opens, with no migration and no version change.
+    #[test]
+    fn an_existing_file_gains_the_pep_tables() {
+        let (s, dir) = store();
+        let path = s.path().to_path_buf();
+        smol::block_on(s.create_account("alice@x", vec![])).unwrap();
+        {
+            let txn = super::super::begin_write(&s.inner.db).unwrap();
+            txn.delete_table(PEP_NODES).unwrap();
+            txn.delete_table(PEP_ITEMS).unwrap();
+            txn.commit().unwrap();
+        }
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        smol::block_on(async {
+            assert!(s.pep_nodes("alice@x").await.unwrap().is_empty());
+            s.pep_publish("alice@x", "n", PepNode::default(), item("a"), 1)
+                .await
+                .unwrap();
+        });
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        let items = smol::block_on(s.pep_items("alice@x", "n")).unwrap();
+        assert_eq!(items, [item("a")]);
+        drop(s);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[test]
     fn publish_replaces_ids_trims_and_cascades() {
         let (s, dir) = store();

@@ -523,3 +523,25 @@ fn bookmarks_are_private_multi_item_and_listed_only_to_the_owner() {
     ));
     assert_eq!(pubsub_error(&r).0, "forbidden");
 }
+
+#[test]
+fn approving_a_subscription_delivers_the_last_items() {
+    let server = server_with(&["alice", "bob"]);
+    let mut alice = online(&server, "alice", "phone");
+    let mut bob = online(&server, "bob", "phone");
+    let a = alice.bare().to_owned();
+    let r = publish(
+        &mut alice,
+        NICK,
+        "current",
+        "<nick xmlns='http://jabber.org/protocol/nick'>Alice</nick>",
+        &[],
+    );
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    // Not subscribed yet: presence access keeps bob out.
+    assert!(events_from(&mut bob, &a).is_empty());
+    assert_eq!(pubsub_error(&fetch(&mut bob, &a, NICK)).0, "not-authorized");
+    subscribe(&mut bob, &mut alice);
+    let ev = bob.recv_until(is_event(&a, NICK));
+    assert!(ev.to_string().contains("Alice"), "{ev}");
+}

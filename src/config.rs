@@ -127,6 +127,8 @@ pub struct Limits {
     pub auth_timeout: Duration,
     /// Messages stored per offline account; 0 stores none.
     pub max_offline_messages: usize,
+    /// How long a stream-management session waits for its client to resume (XEP-0198).
+    pub resume_timeout: Duration,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -302,6 +304,7 @@ impl Config {
                 max_stanza_size: 256 * KIB,
                 auth_timeout: Duration::from_secs(30),
                 max_offline_messages: 1000,
+                resume_timeout: Duration::from_secs(300),
             },
             auth: Auth::default(),
             source: ConfigSource::Defaults,
@@ -657,6 +660,18 @@ const SECTIONS: &[Section] = &[
                     }
                 },
                 show: |cfg| Some(cfg.limits.max_offline_messages.to_string()),
+                unset_example: "",
+            },
+            Key {
+                name: "resume_timeout",
+                doc: "How long a phone that lost its connection may resume its session without losing anything (XEP-0198), from 10s to 1d.",
+                read: |c, key, v, cfg| {
+                    let range = Duration::from_secs(10)..=Duration::from_secs(86_400);
+                    if let Some(d) = c.duration(key, v, range) {
+                        cfg.limits.resume_timeout = d;
+                    }
+                },
+                show: |cfg| Some(show_duration(cfg.limits.resume_timeout)),
                 unset_example: "",
             },
         ],
@@ -1521,6 +1536,7 @@ allow_plain = true
                 max_stanza_size: MIB,
                 auth_timeout: Duration::from_secs(60),
                 max_offline_messages: 50,
+                resume_timeout: Duration::from_secs(300),
             }
         );
         assert!(config.auth.allow_plain);

@@ -149,12 +149,15 @@ pub async fn message_to_bare(srv: &Server, to: &BareJid, stanza: Element) {
                     .filter(|r| Some(r.priority) == top)
                     .collect()
             };
-            let mut delivered = false;
-            for r in targets {
-                delivered |= sessions::send(r, Outbound::stanza(stanza.clone()));
-            }
-            if !delivered {
+            let delivered: Vec<FullJid> = targets
+                .into_iter()
+                .filter(|r| sessions::send(r, Outbound::stanza(stanza.clone())))
+                .map(|r| r.jid.clone())
+                .collect();
+            if delivered.is_empty() {
                 services::offline::store_or_bounce(srv, to, stanza).await;
+            } else {
+                services::carbons::received(srv, to, &stanza, &delivered);
             }
         }
     }
@@ -165,6 +168,7 @@ pub async fn message_to_bare(srv: &Server, to: &BareJid, stanza: Element) {
 async fn message_to_full(srv: &Server, to: &FullJid, stanza: Element) {
     if let Some(r) = srv.sessions.resource(to) {
         if sessions::send(&r, Outbound::stanza(stanza.clone())) {
+            services::carbons::received(srv, &to.to_bare(), &stanza, std::slice::from_ref(to));
             return;
         }
     }

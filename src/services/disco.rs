@@ -15,6 +15,7 @@ pub const SERVER_FEATURES: &[&str] = &[
     ns::TIME,
     ns::LAST,
     ns::MSGOFFLINE,
+    ns::CARBONS,
     vcard::NS_VCARD,
 ];
 

@@ -4,7 +4,7 @@
 use crate::jid::{BareJid, FullJid};
 use crate::router::{bounce, deliver_reply};
 use crate::server::Server;
-use crate::services::{disco, info, pep, roster, vcard};
+use crate::services::{carbons, disco, info, pep, roster, vcard};
 use crate::stanza::{self, ns, Condition};
 use crate::xml::Element;
 
@@ -26,6 +26,8 @@ pub async fn to_server(srv: &Server, from: &FullJid, iq: Element) {
         (ns::TIME, "time", true) => Some(info::time()),
         (ns::LAST, "query", true) => Some(info::uptime(srv)),
         (vcard::NS_VCARD, "vCard", true) => Some(vcard::server_vcard()),
+        // Carbons are per account, but some clients address the toggle to the domain.
+        (ns::CARBONS, _, false) => return carbons::handle_iq(srv, from, &iq, payload),
         // A roster request addressed to the domain is a client bug, but harmless to serve.
         (ns::ROSTER, "query", _) => return roster::handle(srv, from, iq).await,
         _ => return bounce(srv, &iq, Condition::ServiceUnavailable.into()),
@@ -48,6 +50,7 @@ pub async fn to_account(srv: &Server, from: &FullJid, to: &BareJid, iq: Element)
     }
     let reply = match (payload.ns(), payload.name(), get) {
         (ns::ROSTER, "query", _) if own => return roster::handle(srv, from, iq).await,
+        (ns::CARBONS, _, false) if own => return carbons::handle_iq(srv, from, &iq, payload),
         (ns::DISCO_INFO, "query", true) => Some(disco::account_info(payload)),
         (pep::NS_PUBSUB, "pubsub", _) => return pep::handle(srv, from, to, iq).await,
         (pep::NS_PUBSUB_OWNER, "pubsub", _) => return pep::handle_owner(srv, from, to, iq).await,

@@ -5,12 +5,13 @@
 
 use crate::jid::{BareJid, FullJid};
 use crate::server::Server;
+use crate::services::carbons;
 use crate::xml::Element;
 
 /// Sender side: a message from local user `from`, before routing anywhere (local or remote).
 /// `None` means the pipeline consumed it (refused with an error, or dropped).
 pub async fn outbound(srv: &Server, from: &FullJid, stanza: Element) -> Option<Element> {
-    let _ = (srv, from);
+    carbons::sent(srv, from, &stanza);
     Some(stanza)
 }
 

@@ -3,6 +3,7 @@
 //! sockets; they reply through `router`.
 
 pub mod caps;
+pub mod carbons;
 pub mod disco;
 pub mod info;
 pub mod iq;

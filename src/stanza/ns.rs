@@ -25,3 +25,11 @@ pub const HINTS: &str = "urn:xmpp:hints";
 /// XEP-0160 advertises offline storage under this legacy feature name.
 pub const MSGOFFLINE: &str = "msgoffline";
 pub const PRE_APPROVAL: &str = "urn:xmpp:features:pre-approval";
+pub const CARBONS: &str = "urn:xmpp:carbons:2";
+pub const FORWARD: &str = "urn:xmpp:forward:0";
+pub const RECEIPTS: &str = "urn:xmpp:receipts";
+pub const CHAT_MARKERS: &str = "urn:xmpp:chat-markers:0";
+pub const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+pub const CONFERENCE: &str = "jabber:x:conference";
+pub const SM: &str = "urn:xmpp:sm:3";
+pub const CSI: &str = "urn:xmpp:csi:0";

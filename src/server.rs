@@ -27,6 +27,8 @@ pub struct Server {
     /// Connections currently open (any phase), so shutdown can wait for them to close.
     pub open_conns: AtomicUsize,
     pub stopping: AtomicBool,
+    /// XEP-0115 features of connected resources, for PEP notifications.
+    pub caps: crate::services::caps::Caps,
     /// Resumable stream-management sessions (XEP-0198).
     pub sm: crate::session::sm::Registry,
     /// XEP-0191 blocklists and the resources that asked for them.
@@ -48,6 +50,7 @@ impl Server {
             next_conn: AtomicU64::new(1),
             open_conns: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
+            caps: Default::default(),
             sm: Default::default(),
             blocking: Default::default(),
             shutdown_tx,

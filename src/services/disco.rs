@@ -2,6 +2,7 @@
 //! end are listed: a client that sees a feature here will use it.
 
 use crate::server::Server;
+use crate::services::{pep, vcard};
 use crate::stanza::ns;
 use crate::xml::Element;
 
@@ -18,10 +19,20 @@ pub const SERVER_FEATURES: &[&str] = &[
     ns::BLOCKING,
     ns::REGISTER,
     ns::PRIVATE,
+    vcard::NS_VCARD,
 ];
 
 /// Features the server provides on behalf of each account (bare JID).
-pub const ACCOUNT_FEATURES: &[&str] = &[ns::DISCO_INFO, ns::DISCO_ITEMS, ns::LAST, ns::PUSH];
+pub const ACCOUNT_FEATURES: &[&str] = &[
+    ns::DISCO_INFO,
+    ns::DISCO_ITEMS,
+    ns::LAST,
+    ns::PUSH,
+    vcard::NS_VCARD,
+    vcard::NS_CONVERSION,
+    // XEP-0292: vCard4 is a PEP node, stored and delivered like any other.
+    "urn:xmpp:vcard4",
+];
 
 pub fn server_info(srv: &Server, query: &Element) -> Element {
     let mut q = query_reply(query, ns::DISCO_INFO);
@@ -81,7 +92,13 @@ pub fn account_info(query: &Element) -> Element {
             .with_attr("category", "account")
             .with_attr("type", "registered"),
     );
-    for f in ACCOUNT_FEATURES {
+    // XEP-0163 §6.1: the account is a PEP service.
+    q.push_child(
+        Element::new("identity", ns::DISCO_INFO)
+            .with_attr("category", "pubsub")
+            .with_attr("type", "pep"),
+    );
+    for f in ACCOUNT_FEATURES.iter().chain(pep::FEATURES) {
         q.push_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", *f));
     }
     q

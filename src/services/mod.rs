@@ -3,6 +3,7 @@
 //! sockets; they reply through `router`.
 
 pub mod blocking;
+pub mod caps;
 pub mod carbons;
 pub mod disco;
 pub mod extdisco;
@@ -10,8 +11,10 @@ pub mod info;
 pub mod iq;
 pub mod message;
 pub mod offline;
+pub mod pep;
 pub mod presence;
 pub mod private;
 pub mod push;
 pub mod register;
 pub mod roster;
+pub mod vcard;

@@ -13,7 +13,7 @@ use crate::jid::{BareJid, FullJid, Jid};
 use crate::roster::subscription::{self, Kind as SubKind, Outcome, PresenceAction, SubState};
 use crate::router;
 use crate::server::Server;
-use crate::services::{iq::account_exists, roster};
+use crate::services::{iq::account_exists, pep, roster, vcard};
 use crate::sessions::{self, Outbound};
 use crate::stanza::{self, ns, Condition};
 use crate::store::RosterItem;
@@ -112,11 +112,19 @@ async fn broadcast(
         return After::Nothing;
     }
     state.available = available;
-    srv.sessions.update(me, conn, |r| {
-        r.available = available;
-        r.priority = priority;
-        r.presence = available.then(|| stanza.clone());
-    });
+    let stanza = if available {
+        vcard::stamp_presence(srv, &me.to_bare(), stanza).await
+    } else {
+        stanza
+    };
+    let old = srv
+        .sessions
+        .update(me, conn, |r| {
+            r.available = available;
+            r.priority = priority;
+            std::mem::replace(&mut r.presence, available.then(|| stanza.clone()))
+        })
+        .flatten();
     let bare = me.to_bare();
     let contacts = match srv.store.roster(bare.as_ref()).await {
         Ok((_, items)) => items,
@@ -148,6 +156,9 @@ async fn broadcast(
         let mut p = stanza.clone();
         p.set_attr("to", r.jid.to_string());
         sessions::send(r, Outbound::stanza(p));
+    }
+    if available {
+        pep::presence_available(srv, me, old.as_ref(), &stanza).await;
     }
     if !available {
         for to in state.directed.drain() {
@@ -235,6 +246,7 @@ pub async fn subscription_out(srv: &Server, owner: &BareJid, contact: &BareJid, 
     }
     if out.send_presence == PresenceAction::Current {
         send_current_to(srv, owner, contact);
+        pep::subscription_approved(srv, owner, contact).await;
     }
 }
 

@@ -33,6 +33,13 @@ pub(crate) const OFFLINE: TableDefinition<(&str, u64), &[u8]> = TableDefinition:
 pub(crate) const LAST: TableDefinition<&str, &[u8]> = TableDefinition::new("last_v1");
 /// (owner, key) → bytes: a private per-account store for later features.
 pub(crate) const KV: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv_v1");
+/// (owner, node) → encoded PEP node configuration (XEP-0163), see `pep.rs`.
+pub(crate) const PEP_NODES: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("pep_nodes_v1");
+/// (owner, node, seq) → encoded PEP item (id, payload); seq from the store-wide `seq.pep`
+/// orders a node's items by publish time.
+pub(crate) const PEP_ITEMS: TableDefinition<(&str, &str, u64), &[u8]> =
+    TableDefinition::new("pep_items_v1");
 
 /// Keys of `meta` that the store owns; [`super::Store::meta_set`] refuses them.
 pub(crate) const KEY_SCHEMA_VERSION: &str = "schema_version";
@@ -42,8 +49,14 @@ pub(crate) const KEY_OFFLINE_SEQ: &str = "seq.offline";
 /// Last roster version handed out. Store-wide and never reused, so a client's cached version
 /// can never match the roster of a deleted-and-recreated account.
 pub(crate) const KEY_ROSTER_SEQ: &str = "seq.roster";
-pub(crate) const RESERVED_META_KEYS: [&str; 3] =
-    [KEY_SCHEMA_VERSION, KEY_OFFLINE_SEQ, KEY_ROSTER_SEQ];
+/// Last PEP item sequence number handed out (publish order across all nodes).
+pub(crate) const KEY_PEP_SEQ: &str = "seq.pep";
+pub(crate) const RESERVED_META_KEYS: [&str; 4] = [
+    KEY_SCHEMA_VERSION,
+    KEY_OFFLINE_SEQ,
+    KEY_ROSTER_SEQ,
+    KEY_PEP_SEQ,
+];
 
 /// One upgrade step: turns a data file of schema `from` into `from + 1` inside the open
 /// transaction. The runner writes the new version; a step only moves rows.
@@ -120,6 +133,10 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(OFFLINE)?;
     txn.open_table(LAST)?;
     txn.open_table(KV)?;
+    // Added after schema 1 shipped: opening creates them in an existing file too, so they
+    // need no migration (new tables, no moved rows).
+    txn.open_table(PEP_NODES)?;
+    txn.open_table(PEP_ITEMS)?;
     Ok(())
 }
 

@@ -137,6 +137,33 @@ fn post_login_features_offer_stream_management_and_csi() {
     let f = c.features.clone().expect("features");
     assert!(f.has_child("sm", NS_SM), "{f}");
     assert!(f.has_child("csi", "urn:xmpp:csi:0"), "{f}");
+
+    // XEP-0115: the server's caps in the features, verifiable with a node#ver query.
+    let caps = f
+        .get_child("c", "http://jabber.org/protocol/caps")
+        .unwrap_or_else(|| panic!("no <c/> in {f}"))
+        .clone();
+    assert_eq!(caps.attr("hash"), Some("sha-1"));
+    let (node, ver) = (
+        caps.attr("node").expect("node"),
+        caps.attr("ver").expect("ver"),
+    );
+    c.bind(Some("phone"));
+    let info = c.iq(&format!(
+        "<iq type='get' id='ID' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info' node='{node}#{ver}'/></iq>"
+    ));
+    let query = info
+        .get_child("query", "http://jabber.org/protocol/disco#info")
+        .expect("query");
+    assert!(
+        query.has_child("identity", "http://jabber.org/protocol/disco#info"),
+        "{info}"
+    );
+    assert_eq!(
+        kith::services::caps::ver_hash(query),
+        ver,
+        "the advertised ver verifies"
+    );
 }
 
 #[test]

@@ -34,11 +34,37 @@ pub const ACCOUNT_FEATURES: &[&str] = &[
     "urn:xmpp:vcard4",
 ];
 
+/// The XEP-0115 node URI kith's server capabilities are published under.
+pub const CAPS_NODE: &str = "urn:kith:caps";
+
 pub fn server_info(srv: &Server, query: &Element) -> Element {
     let mut q = query_reply(query, ns::DISCO_INFO);
-    if query.attr("node").is_some() {
-        return q;
+    // The only node we answer for is our caps `node#ver` (XEP-0115 §6.2), which is the same
+    // information as the plain query.
+    if let Some(node) = query.attr("node") {
+        if node != format!("{CAPS_NODE}#{}", server_caps_ver(srv)) {
+            return q;
+        }
     }
+    full_server_info(srv, &mut q);
+    q
+}
+
+/// XEP-0115 `<c/>` for the stream features, so clients learn our features without a query.
+pub fn server_caps(srv: &Server) -> Element {
+    Element::new("c", crate::services::caps::NS_CAPS)
+        .with_attr("hash", "sha-1")
+        .with_attr("node", CAPS_NODE)
+        .with_attr("ver", server_caps_ver(srv))
+}
+
+fn server_caps_ver(srv: &Server) -> String {
+    let mut q = Element::new("query", ns::DISCO_INFO);
+    full_server_info(srv, &mut q);
+    crate::services::caps::ver_hash(&q)
+}
+
+fn full_server_info(srv: &Server, q: &mut Element) {
     q.push_child(
         Element::new("identity", ns::DISCO_INFO)
             .with_attr("category", "server")
@@ -54,7 +80,6 @@ pub fn server_info(srv: &Server, query: &Element) -> Element {
     if let Some(form) = contact_form(srv) {
         q.push_child(form);
     }
-    q
 }
 
 /// XEP-0157: the contact addresses as a XEP-0128 extension form; `None` when there are none.

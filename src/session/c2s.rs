@@ -543,7 +543,8 @@ async fn bind_or_resume<S: AsyncRead + AsyncWrite + Unpin>(
         .with_child(Element::new("ver", ns::ROSTER_VER))
         .with_child(Element::new("sub", ns::PRE_APPROVAL))
         .with_child(Element::new("sm", ns::SM))
-        .with_child(Element::new("csi", ns::CSI));
+        .with_child(Element::new("csi", ns::CSI))
+        .with_child(crate::services::disco::server_caps(srv));
     xs.send_element(&features).await?;
     loop {
         let el = match xs.next_frame(deadline).await? {

@@ -162,15 +162,18 @@ pub async fn message_to_bare(srv: &Server, to: &BareJid, stanza: Element) {
                     .filter(|r| Some(r.priority) == top)
                     .collect()
             };
-            let delivered: Vec<FullJid> = targets
+            let delivered: Vec<&sessions::Resource> = targets
                 .into_iter()
                 .filter(|r| sessions::send(r, Outbound::stanza(stanza.clone())))
-                .map(|r| r.jid.clone())
                 .collect();
             if delivered.is_empty() {
-                services::offline::store_or_bounce(srv, to, stanza).await;
-            } else {
-                services::carbons::received(srv, to, &stanza, &delivered);
+                return services::offline::store_or_bounce(srv, to, stanza).await;
+            }
+            let asleep = delivered.iter().any(|r| r.asleep);
+            let delivered: Vec<FullJid> = delivered.iter().map(|r| r.jid.clone()).collect();
+            services::carbons::received(srv, to, &stanza, &delivered);
+            if asleep {
+                services::push::notify(srv, to, &stanza).await;
             }
         }
     }
@@ -182,6 +185,9 @@ async fn message_to_full(srv: &Server, to: &FullJid, stanza: Element) {
     if let Some(r) = srv.sessions.resource(to) {
         if sessions::send(&r, Outbound::stanza(stanza.clone())) {
             services::carbons::received(srv, &to.to_bare(), &stanza, std::slice::from_ref(to));
+            if r.asleep {
+                services::push::notify(srv, &to.to_bare(), &stanza).await;
+            }
             return;
         }
     }

@@ -387,3 +387,58 @@ fn after_a_restart_resumption_fails_cleanly_and_nothing_unacked_is_lost() {
     let m = c.recv_until(|e| e.name() == "message");
     assert_eq!(body_of(&m).as_deref(), Some("before restart"));
 }
+
+fn push_app(server: &TestServer) -> Client {
+    server.add_user("push", "push-secret");
+    Client::login_bound(server, "push", "push-secret", "app")
+}
+
+fn enable_push(c: &mut Client) {
+    let r = c.iq(
+        "<iq type='set' id='ID'><enable xmlns='urn:xmpp:push:0' jid='push@localhost/app' node='n1'/></iq>",
+    );
+    assert_eq!(r.attr("type"), Some("result"), "push enable: {r}");
+}
+
+fn is_publish(e: &Element) -> bool {
+    e.name() == "iq"
+        && e.attr("type") == Some("set")
+        && e.get_child("pubsub", "http://jabber.org/protocol/pubsub")
+            .is_some()
+}
+
+#[test]
+fn push_wakes_a_parked_or_inactive_phone_but_not_an_awake_one() {
+    let server = server_with("");
+    let mut app = push_app(&server);
+    let mut alice = online(&server, "alice", "phone");
+    let mut bob = online(&server, "bob", "pc");
+    enable_push(&mut alice);
+
+    // Awake: no push.
+    bob.send("<message to='alice@localhost' type='chat'><body>awake</body></message>");
+    alice.recv_until(chat_with_body("awake"));
+    assert!(
+        !app.drain(QUIET).iter().any(is_publish),
+        "pushed to an awake device"
+    );
+
+    // CSI-inactive: the message is delivered (it has a body) and a push wakes the app.
+    alice.send("<inactive xmlns='urn:xmpp:csi:0'/>");
+    bob.send("<message to='alice@localhost' type='chat'><body>pocket</body></message>");
+    let publish = app.recv_until(is_publish);
+    assert_eq!(publish.attr("from"), Some("alice@localhost"));
+    assert!(
+        !publish.to_string().contains("pocket"),
+        "body leaked: {publish}"
+    );
+    alice.recv_until(chat_with_body("pocket"));
+    alice.send("<active xmlns='urn:xmpp:csi:0'/>");
+
+    // Parked for resumption: push again.
+    let _ = enable_sm(&mut alice);
+    alice.disconnect();
+    std::thread::sleep(Duration::from_millis(300));
+    bob.send("<message to='alice@localhost' type='chat'><body>lost wifi</body></message>");
+    app.recv_until(is_publish);
+}

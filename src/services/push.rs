@@ -9,7 +9,8 @@
 //! publish-options with the kith-specific field `include-body` = `true` (XEP-0357 §5 makes
 //! `last-message-body` optional and leaves the choice to the server).
 //!
-//! The router and `offline` call [`notify`]; stream management and CSI will too.
+//! `offline` calls [`notify`] after storing a message; the router calls it when a message
+//! reached only resources that are asleep (parked for XEP-0198 resumption, or CSI-inactive).
 
 use base64::Engine as _;
 
@@ -87,13 +88,26 @@ pub async fn handle(srv: &Server, from: &FullJid, iq: Element) {
     }
 }
 
-/// Tells every app server registered for `to` that `stanza` (a message) arrived while no
-/// resource could take it. Messages without a body or encrypted payload notify nobody.
+/// Tells the app servers registered for `to` by devices that are not awake that `stanza` (a
+/// message) arrived. Messages without a body or encrypted payload notify nobody.
 pub async fn notify(srv: &Server, to: &BareJid, stanza: &Element) {
     if !worth_notifying(stanza) {
         return;
     }
-    let regs = load(srv, to).await;
+    // A device that is connected and awake sees the message itself; only the others (no
+    // session, parked for resumption, or CSI-inactive) need waking.
+    let awake: Vec<String> = srv
+        .sessions
+        .resources(to)
+        .iter()
+        .filter(|r| !r.asleep)
+        .map(|r| r.jid.resource().to_string())
+        .collect();
+    let regs: Vec<Registration> = load(srv, to)
+        .await
+        .into_iter()
+        .filter(|reg| !awake.contains(&reg.resource))
+        .collect();
     if regs.is_empty() {
         return;
     }

@@ -24,13 +24,19 @@ use std::time::{Duration, Instant};
 use common::TestServer;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/slixmpp_chat.py");
+const MODERN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/slixmpp_modern.py");
 
-/// The script gives up by itself after 30 s; this only catches a hung interpreter.
+/// `slixmpp_chat.py` gives up by itself after 30 s; this only catches a hung interpreter.
 const SCRIPT_WATCHDOG: Duration = Duration::from_secs(60);
+/// `slixmpp_modern.py` gives up by itself after `MODERN_TIMEOUT` s.
+const MODERN_TIMEOUT: &str = "60";
+const MODERN_WATCHDOG: Duration = Duration::from_secs(90);
 
 const ALICE: (&str, &str) = ("alice", "alice-secret-1");
 // Non-ASCII on purpose: SASLprep/PRECIS of the password must agree on both sides.
 const BOB: (&str, &str) = ("bob", "bob-pässwörd-2");
+/// A stranger: in nobody's roster, for access-model checks.
+const CAROL: (&str, &str) = ("carol", "carol-secret-3");
 
 #[test]
 fn slixmpp_chat_over_starttls() {
@@ -71,6 +77,29 @@ fn slixmpp_wrong_password_gets_not_authorized() {
     stop_cleanly(server);
 }
 
+/// slixmpp's own plugins against the modern-client features: carbons, PEP (avatar with
+/// caps-filtered notifications, an OMEMO device list with publish-options), vcard-temp,
+/// private storage and bookmarks, CSI, blocking, and stream management with resumption after
+/// the socket is cut. One line per step in the output; see the script's docstring.
+#[test]
+fn slixmpp_plugins_modern_client_features() {
+    let Some(python) = python_with_slixmpp() else {
+        return;
+    };
+    let server = server_with_alice_and_bob();
+    server.add_user(CAROL.0, CAROL.1);
+    let port = server.c2s_port.to_string();
+    let carol = format!("{}:{}", CAROL.0, CAROL.1);
+    run(
+        &server,
+        &python,
+        MODERN,
+        &["--port", &port, "--carol", &carol, "--timeout", MODERN_TIMEOUT],
+        MODERN_WATCHDOG,
+    );
+    stop_cleanly(server);
+}
+
 fn server_with_alice_and_bob() -> TestServer {
     let server = TestServer::start();
     // Accounts are made while the server runs, as an admin would.
@@ -87,32 +116,40 @@ fn stop_cleanly(mut server: TestServer) {
     );
 }
 
-/// Run the script with `args` plus the server's domain, the accounts, `--forbid-plain`
-/// (kith offers no PLAIN) and `--verbose`; panic with its output unless it exits 0.
+/// Run `slixmpp_chat.py` with `args` plus `--forbid-plain` (kith offers no PLAIN) and a 30 s
+/// timeout; see `run`.
 fn run_script(server: &TestServer, python: &str, args: &[&str]) {
+    let mut all = args.to_vec();
+    all.extend(["--forbid-plain", "--timeout", "30"]);
+    run(server, python, SCRIPT, &all, SCRIPT_WATCHDOG);
+}
+
+/// Run `script` with `args` plus the server's domain, the accounts and `--verbose`; panic
+/// with its output unless it exits 0, or kill it after `watchdog`.
+fn run(server: &TestServer, python: &str, script: &str, args: &[&str], watchdog: Duration) {
     let alice = format!("{}:{}", ALICE.0, ALICE.1);
     let bob = format!("{}:{}", BOB.0, BOB.1);
-    let name = args.join("_").replace(['-', ' '], "_");
-    let out_path = server.dir.join(format!("slixmpp-{name}.out"));
+    let stem = script.rsplit('/').next().unwrap_or(script).trim_end_matches(".py");
+    let name = args.join("_").replace(['-', ' ', ':', '/'], "_");
+    let out_path = server.dir.join(format!("{stem}-{name}.out"));
     let out = File::create(&out_path).expect("creating the script output file");
     let err = out.try_clone().expect("cloning the output file handle");
 
     let mut cmd = Command::new(python);
-    cmd.arg(SCRIPT)
+    cmd.arg(script)
         .args(args)
         .args(["--host", "127.0.0.1", "--domain", &server.domain])
-        .args(["--alice", &alice, "--bob", &bob])
-        .args(["--forbid-plain", "--verbose", "--timeout", "30"])
+        .args(["--alice", &alice, "--bob", &bob, "--verbose"])
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err))
         .env("PYTHONUNBUFFERED", "1");
-    let shown = format!("{python} {SCRIPT} {}", args.join(" "));
+    let shown = format!("{python} {script} {}", args.join(" "));
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("spawning `{shown}`: {e}"));
 
-    let deadline = Instant::now() + SCRIPT_WATCHDOG;
+    let deadline = Instant::now() + watchdog;
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
@@ -139,7 +176,7 @@ fn run_script(server: &TestServer, python: &str, args: &[&str]) {
              (the kith log follows)"
         ),
         None => panic!(
-            "`{shown}` still running after {SCRIPT_WATCHDOG:?}; killed it\n\
+            "`{shown}` still running after {watchdog:?}; killed it\n\
              ----- slixmpp output -----\n{output}\n----- end of slixmpp output -----\n\
              (the kith log follows)"
         ),

@@ -13,13 +13,15 @@ stranger with no subscription):
   login, presence, alice<->bob subscription ('both'), needed by the PEP access model
   carbons     XEP-0280 via xep_0280: bob -> alice/phone, desk gets the received carbon;
               desk -> bob, phone gets the sent carbon
+  pep disco   disco#info on alice's bare JID: identity pubsub/pep, pubsub#publish-options
   avatar      XEP-0084 via xep_0084/xep_0163: alice publishes data + metadata; bob, whose
               caps (xep_0115) carry urn:xmpp:avatar:metadata+notify, gets the event and
               fetches the data by id
   devicelist  OMEMO device list via xep_0060 publish with publish-options
               access_model=open; bob gets the event (+notify in caps) and fetches it;
               carol (no subscription) fetches it too, and is refused the avatar metadata
-  vcard       XEP-0054 via xep_0054: alice sets, alice and bob get it back
+  vcard       XEP-0054 via xep_0054: alice sets, alice and bob get it back, PHOTO filled
+              from the PEP avatar (XEP-0398)
   private     XEP-0049 via xep_0049: phone stores, desk retrieves
   bookmarks   XEP-0048 via xep_0048 (private storage method): phone stores, desk retrieves
   csi         XEP-0352 via xep_0352: desk inactive, a message still arrives, a presence
@@ -366,9 +368,27 @@ async def carbons(phone, desk, bob, args):
     ok(f"forwarded from {c[0]} to {c[1]}")
 
 
+def avatar_bytes():
+    return f"not really a PNG {RUN}".encode() * 8
+
+
+async def pep_disco(phone, args):
+    step("pep: disco#info on alice's bare JID shows pubsub/pep and publish-options "
+         "(xep_0030.get_info)")
+    res = await wait_for(phone["xep_0030"].get_info(jid=phone.boundjid.bare, local=False),
+                         args.step_timeout, "disco#info on the bare JID")
+    ids = {(i[0], i[1]) for i in res["disco_info"]["identities"]}
+    feats = set(res["disco_info"]["features"])
+    if ("pubsub", "pep") not in ids:
+        fail(f"no pubsub/pep identity: {ids}")
+    if PUBLISH_OPTIONS not in feats:
+        fail(f"no {PUBLISH_OPTIONS} feature: {sorted(feats)}")
+    ok(f"identities {sorted(ids)}, {len(feats)} features")
+
+
 async def avatar(phone, bob, carol, args):
     a = phone.boundjid.bare
-    data = f"not really a PNG {RUN}".encode() * 8
+    data = avatar_bytes()
     avatar_id = hashlib.sha1(data).hexdigest()
     step("avatar: alice publishes data and metadata (xep_0084)")
     await wait_for(phone["xep_0084"].publish_avatar(data), args.step_timeout, "avatar data publish")
@@ -461,7 +481,12 @@ async def vcard(phone, bob, args):
         got = res["vcard_temp"]["FN"]
         if got != fn:
             fail(f"FN {got!r}, want {fn!r}")
-        ok(f"FN {got!r}, NICKNAME {res['vcard_temp']['NICKNAME']!r}")
+        # XEP-0398: the server fills PHOTO from the PEP avatar published earlier.
+        photo = res["vcard_temp"]["PHOTO"]["BINVAL"]
+        if photo != avatar_bytes():
+            fail(f"PHOTO BINVAL {photo[:40]!r}... is not the PEP avatar (XEP-0398)")
+        ok(f"FN {got!r}, NICKNAME {res['vcard_temp']['NICKNAME']!r}, "
+           f"PHOTO = the PEP avatar ({len(photo)} bytes)")
 
 
 async def private(phone, desk, args):
@@ -702,6 +727,7 @@ async def run(args):
         await initial_presence(c, args)
     await subscribe(phone, bob, args)
     await carbons(phone, desk, bob, args)
+    await pep_disco(phone, args)
     await avatar(phone, bob, carol, args)
     await devicelist(phone, bob, carol, args)
     await vcard(phone, bob, args)

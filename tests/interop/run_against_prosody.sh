@@ -8,7 +8,16 @@
 # Not run by CI (CI needs no Prosody); needs `apt-get install prosody openssl python3-slixmpp`.
 #
 # Usage: tests/interop/run_against_prosody.sh [extra slixmpp_chat.py args, e.g. --tls12]
+#        tests/interop/run_against_prosody.sh modern [extra slixmpp_modern.py args, e.g. --mam]
+# `modern` runs slixmpp_modern.py instead, with Prosody's carbons, smacks, CSI, blocklist, PEP,
+# vcard-temp (vcard_legacy), private, bookmarks and MAM modules enabled and a third account.
 set -euo pipefail
+
+mode=chat
+if [ "${1:-}" = modern ]; then
+    mode=modern
+    shift
+fi
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 script="$here/slixmpp_chat.py"
@@ -29,6 +38,11 @@ c2s="$(free_port)"
 tls="$(free_port)"
 while [ "$tls" = "$c2s" ]; do tls="$(free_port)"; done
 
+extra_modules=""
+if [ "$mode" = modern ]; then
+    extra_modules=', "carbons", "smacks", "csi_simple", "blocklist", "pep", "vcard_legacy", "private", "bookmarks", "mam"'
+fi
+
 mkdir -p "$dir/data" "$dir/certs"
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
     -addext subjectAltName=DNS:localhost \
@@ -48,7 +62,7 @@ s2s_ports = {}
 http_ports = {}
 https_ports = {}
 admin_socket = "$dir/admin.sock"
-modules_enabled = { "roster", "saslauth", "tls", "disco", "ping" }
+modules_enabled = { "roster", "saslauth", "tls", "disco", "ping"$extra_modules }
 modules_disabled = { "s2s", "offline", "c2s_timeout" }
 authentication = "internal_hashed"
 disable_sasl_mechanisms = { "PLAIN" }
@@ -59,6 +73,7 @@ EOF
 
 prosodyctl --config "$dir/prosody.cfg.lua" register alice localhost 'alice-secret-1' 2>/dev/null
 prosodyctl --config "$dir/prosody.cfg.lua" register bob localhost 'bob-pässwörd-2' 2>/dev/null
+prosodyctl --config "$dir/prosody.cfg.lua" register carol localhost 'carol-secret-3' 2>/dev/null
 
 prosody --config "$dir/prosody.cfg.lua" -F >"$dir/prosody.log" 2>&1 &
 pid=$!
@@ -76,10 +91,20 @@ run() {
         cat "$dir/slixmpp.err"
     fi
 }
-run chat --port "$c2s"
-run chat --port "$tls" --direct-tls
-run wrong-password --port "$c2s"
-run wrong-password --port "$tls" --direct-tls
+if [ "$mode" = modern ]; then
+    echo "----- slixmpp_modern.py --port $c2s $*"
+    if ! "$python" "$here/slixmpp_modern.py" --port "$c2s" --domain localhost \
+        --alice 'alice:alice-secret-1' --bob 'bob:bob-pässwörd-2' \
+        --carol 'carol:carol-secret-3' --silent-block "$@" 2>"$dir/slixmpp.err"; then
+        status=1
+        cat "$dir/slixmpp.err"
+    fi
+else
+    run chat --port "$c2s"
+    run chat --port "$tls" --direct-tls
+    run wrong-password --port "$c2s"
+    run wrong-password --port "$tls" --direct-tls
+fi
 
 if [ "$status" -ne 0 ]; then
     echo "----- prosody log"

@@ -20,8 +20,8 @@ stranger with no subscription):
   devicelist  OMEMO device list via xep_0060 publish with publish-options
               access_model=open; bob gets the event (+notify in caps) and fetches it;
               carol (no subscription) fetches it too, and is refused the avatar metadata
-  vcard       XEP-0054 via xep_0054: alice sets, alice and bob get it back, PHOTO filled
-              from the PEP avatar (XEP-0398)
+  vcard       XEP-0054 via xep_0054: alice sets (before the avatar step), alice and bob get
+              it back (after it) with PHOTO filled from the PEP avatar (XEP-0398)
   private     XEP-0049 via xep_0049: phone stores, desk retrieves
   bookmarks   XEP-0048 via xep_0048 (private storage method): phone stores, desk retrieves
   csi         XEP-0352 via xep_0352: desk inactive, a message still arrives, a presence
@@ -465,15 +465,24 @@ async def devicelist(phone, bob, carol, args):
         ok(f"item 'current' with device {device_id}")
 
 
-async def vcard(phone, bob, args):
-    a = phone.boundjid.bare
-    fn = f"Alice Liddell {RUN}"
-    step("vcard: alice sets her vcard-temp (xep_0054.publish_vcard)")
+def vcard_fn():
+    return f"Alice Liddell {RUN}"
+
+
+async def vcard_set(phone, args):
+    # Before the avatar exists: what a vCard set without PHOTO does to an existing avatar
+    # differs between servers (Prosody's vcard_legacy removes it, kith keeps it).
+    step("vcard: alice sets her vcard-temp without PHOTO (xep_0054.publish_vcard)")
     card = phone["xep_0054"].make_vcard()
-    card["FN"] = fn
+    card["FN"] = vcard_fn()
     card["NICKNAME"] = "alice"
     await wait_for(phone["xep_0054"].publish_vcard(card), args.step_timeout, "vcard set")
     ok()
+
+
+async def vcard_get(phone, bob, args):
+    a = phone.boundjid.bare
+    fn = vcard_fn()
     for who in (phone, bob):
         step(f"vcard: {who.name} gets alice's vcard (xep_0054.get_vcard)")
         res = await wait_for(who["xep_0054"].get_vcard(a, local=False, cached=False),
@@ -481,7 +490,7 @@ async def vcard(phone, bob, args):
         got = res["vcard_temp"]["FN"]
         if got != fn:
             fail(f"FN {got!r}, want {fn!r}")
-        # XEP-0398: the server fills PHOTO from the PEP avatar published earlier.
+        # XEP-0398: the server fills PHOTO from the PEP avatar published after the set.
         photo = res["vcard_temp"]["PHOTO"]["BINVAL"]
         if photo != avatar_bytes():
             fail(f"PHOTO BINVAL {photo[:40]!r}... is not the PEP avatar (XEP-0398)")
@@ -572,13 +581,16 @@ async def blocking(phone, desk, bob, args):
     errors_before = len(bob.errors)
     body = f"while blocked {RUN}"
     bob.send_message(mto=a, mbody=body, mtype="chat")
-    await wait_until(lambda: len(bob.errors) > errors_before, args.step_timeout,
-                     lambda: f"an error message to bob (bob's errors {bob.errors})")
-    await asyncio.sleep(0.5)
+    if args.silent_block:
+        await asyncio.sleep(1.5)
+    else:
+        await wait_until(lambda: len(bob.errors) > errors_before, args.step_timeout,
+                         lambda: f"an error message to bob (bob's errors {bob.errors})")
+        await asyncio.sleep(0.5)
     for c in (phone, desk):
         if body in c.bodies_from(b):
             fail(f"{c.name} got the blocked message")
-    ok(f"error {bob.errors[-1]}")
+    ok(f"error {bob.errors[-1]}" if len(bob.errors) > errors_before else "dropped silently")
 
     step("blocking: alice unblocks bob (xep_0191.unblock); his next message arrives")
     await wait_for(phone["xep_0191"].unblock(b), args.step_timeout, "unblock")
@@ -667,37 +679,44 @@ async def mam(phone, bob, args):
     want = [f"to phone {RUN}", f"from desk {RUN}", f"while inactive {RUN}",
             f"after active {RUN}", f"after unblock {RUN}"] \
         + [f"sm before {i} {RUN}" for i in range(3)] + [f"sm after {i} {RUN}" for i in range(3)]
-    step("mam: alice's archive with bob, oldest first, pages of 4 (xep_0313 iterator)")
+    step("mam: alice's archive with bob, oldest first, pages of 4 (xep_0313.iterate)")
+    queries = []
+
+    def count_queries(stanza):
+        if stanza.xml.find("{urn:xmpp:mam:2}query") is not None:
+            queries.append(stanza.xml.find("{urn:xmpp:mam:2}query"))
+        return stanza
+
+    phone.add_filter("out", count_queries)
 
     async def collect(reverse):
+        queries.clear()
         got = []
-        pages = 0
-        it = phone["xep_0313"].iterate(with_jid=b, reverse=reverse, rsm={"max": 4})
-        async for page in it:
-            pages += 1
-            for m in page["mam"]["results"]:
-                fwd = m["mam_result"]["forwarded"]["stanza"]
-                if fwd["body"].endswith(RUN):
-                    got.append(fwd["body"])
-            if pages > 50:
-                fail("more than 50 pages")
-        return got, pages
+        async for m in phone["xep_0313"].iterate(with_jid=b, reverse=reverse, rsm={"max": 4}):
+            body = m["mam_result"]["forwarded"]["stanza"]["body"]
+            if body.endswith(RUN):
+                got.append(body)
+            if len(queries) > 50:
+                fail("more than 50 queries")
+        return got, len(queries)
 
-    got, pages = await wait_for(collect(False), args.step_timeout, "MAM pages")
-    if got != want:
-        fail(f"got {got}, want {want}")
-    if pages < 3:
-        fail(f"{len(got)} results in {pages} pages of max 4")
-    ok(f"{len(got)} messages in {pages} pages, in order")
+    try:
+        got, pages = await wait_for(collect(False), args.step_timeout, "MAM pages")
+        if got != want:
+            fail(f"got {got}, want {want}")
+        if pages < 3:
+            fail(f"{len(got)} results in {pages} queries of max 4")
+        ok(f"{len(got)} messages in {pages} queries (RSM <after/>), in order")
 
-    step("mam: newest first (reverse, RSM <before/>)")
-    got, pages = await wait_for(collect(True), args.step_timeout, "MAM pages")
-    if sorted(got) != sorted(want) or len(got) != len(want):
-        fail(f"got {got}, want the same as oldest-first")
-    ok(f"{len(got)} messages in {pages} pages; order as slixmpp gives it: "
-       f"{'oldest-first' if got == want else 'newest-first' if got == want[::-1] else 'mixed'}")
-    if got not in (want, want[::-1]):
-        fail(f"order {got}")
+        step("mam: newest first, pages of 4 (xep_0313.iterate reverse=True, RSM <before/>)")
+        got, pages = await wait_for(collect(True), args.step_timeout, "MAM pages")
+        if got != want[::-1]:
+            fail(f"got {got}, want {want[::-1]}")
+        if pages < 3:
+            fail(f"{len(got)} results in {pages} queries of max 4")
+        ok(f"{len(got)} messages in {pages} queries, newest first")
+    finally:
+        phone.del_filter("out", count_queries)
 
 
 async def disconnect(*clients):
@@ -728,9 +747,10 @@ async def run(args):
     await subscribe(phone, bob, args)
     await carbons(phone, desk, bob, args)
     await pep_disco(phone, args)
+    await vcard_set(phone, args)
     await avatar(phone, bob, carol, args)
     await devicelist(phone, bob, carol, args)
-    await vcard(phone, bob, args)
+    await vcard_get(phone, bob, args)
     await private(phone, desk, args)
     await bookmarks(phone, desk, args)
     await csi(desk, bob, args)
@@ -758,6 +778,9 @@ def main():
     p.add_argument("--bob", type=creds, required=True)
     p.add_argument("--carol", type=creds, help="a third account, not in anyone's roster")
     p.add_argument("--mam", action="store_true", help="also check XEP-0313 retrieval")
+    p.add_argument("--silent-block", action="store_true",
+                   help="do not require an error for a message from a blocked contact "
+                        "(XEP-0191 3.5 says SHOULD; Prosody 0.12 drops it silently)")
     p.add_argument("--mechs", default=",".join(SCRAM_MECHS))
     p.add_argument("--no-cb", action="store_true")
     p.add_argument("--timeout", type=float, default=60.0, help="overall timeout, seconds")

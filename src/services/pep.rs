@@ -5,7 +5,9 @@
 //! the `NODE+notify` features of their entity capabilities (`services::caps`).
 //!
 //! This is what OMEMO (XEP-0384), avatars (XEP-0084), nicknames (XEP-0172), vCard4 (XEP-0292)
-//! and PEP native bookmarks (XEP-0402) stand on; none of them needs code of its own here.
+//! and PEP native bookmarks (XEP-0402) stand on; none of them needs code of its own here,
+//! except the bookmarks compatibility views (`services::bookmarks`), hooked in `handle` and
+//! `handle_owner`.
 //! Storage is `store::pep`; the node configuration is stored as (option, value) pairs that
 //! only this module interprets.
 

@@ -391,3 +391,65 @@ fn legacy_pep_publish_rewrites_the_xep0402_node() {
         [row("new@muc.example", "New", "true", "al", "")]
     );
 }
+
+#[test]
+fn bookmarks_stored_the_old_way_are_moved_to_the_xep0402_node() {
+    use kith::store::{PepItem, Store};
+    let mut server = server();
+    let alice = server.jid("alice");
+    server.stop();
+    // What kith wrote before the compatibility layer: a private-storage element in the kv
+    // area and a plain legacy PEP node.
+    let path = server.data_dir.join("kith.redb");
+    {
+        let store = Store::open(&path).unwrap();
+        smol::block_on(async {
+            let kv = "<storage xmlns='storage:bookmarks'>\
+                <conference jid='kv@muc.example' name='KV' autojoin='true'/></storage>";
+            store
+                .kv_set(&alice, "private/storage:bookmarks:storage", Some(kv.into()))
+                .await
+                .unwrap();
+            let pep = "<storage xmlns='storage:bookmarks'>\
+                <conference jid='pep@muc.example' name='PEP'><nick>al</nick></conference></storage>";
+            let node = kith::services::pep::Config::default().to_node();
+            let item = PepItem {
+                id: "current".into(),
+                payload: pep.into(),
+            };
+            store
+                .pep_publish(&alice, LEGACY, node, item, 1)
+                .await
+                .unwrap();
+        });
+    }
+    server.start_again();
+
+    let mut modern = online(&server, "alice", "modern", &["urn:xmpp:bookmarks:1+notify"]);
+    let ids: Vec<String> = fetch_items(&mut modern, &alice, BOOKMARKS)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(ids, ["kv@muc.example", "pep@muc.example"]);
+    let both = [
+        row("kv@muc.example", "KV", "true", "", ""),
+        row("pep@muc.example", "PEP", "false", "al", ""),
+    ];
+    assert_eq!(private_get(&mut modern), both);
+    let legacy_items = fetch_items(&mut modern, &alice, LEGACY);
+    assert_eq!(conferences(legacy_items[0].1.as_ref().unwrap()), both);
+
+    // The old copies are gone: the XEP-0402 node is the only one left.
+    modern.close();
+    server.stop();
+    let store = Store::open(&path).unwrap();
+    smol::block_on(async {
+        let kv = store
+            .kv_get(&alice, "private/storage:bookmarks:storage")
+            .await
+            .unwrap();
+        assert_eq!(kv, None);
+        assert!(store.pep_node(&alice, LEGACY).await.unwrap().is_none());
+        assert!(store.pep_node(&alice, BOOKMARKS).await.unwrap().is_some());
+    });
+}

@@ -235,8 +235,9 @@ pub async fn legacy_pep(srv: &Server, owner: &BareJid, op: &Element) -> pep::Rep
     ))
 }
 
-/// Hook for `services::pep`: the owner is about to read one of the bookmark nodes.
-pub async fn before_read(srv: &Server, owner: &BareJid, node: &str) {
+/// Hook for `services::pep`: the owner is about to read or change `node`. Old copies are
+/// moved into the XEP-0402 node first, so a client's change is never overwritten by them.
+pub async fn before_use(srv: &Server, owner: &BareJid, node: &str) {
     if node == NODE {
         migrate(srv, owner).await;
     }
@@ -341,7 +342,8 @@ async fn sync(
     if synchronise {
         for id in old.keys() {
             if !wanted.iter().any(|b| &b.jid == id) {
-                pep::retract_item(srv, owner, NODE, id, false).await?;
+                // Clients must hear every removal to stay in sync, whatever the node says.
+                pep::retract_item(srv, owner, NODE, id, true).await?;
                 changed = true;
             }
         }

@@ -411,9 +411,9 @@ pub async fn handle(srv: &Server, from: &FullJid, owner: &BareJid, iq: Element) 
             return finish(srv, &iq, result);
         }
     }
-    if own && !set && op.name() == "items" {
+    if own {
         if let Some(node) = op.attr("node") {
-            bookmarks::before_read(srv, owner, node).await;
+            bookmarks::before_use(srv, owner, node).await;
         }
     }
     let result = match (set, op.name()) {
@@ -447,6 +447,9 @@ pub async fn handle_owner(srv: &Server, from: &FullJid, owner: &BareJid, iq: Ele
     let result = if from.to_bare() != *owner {
         Err(Condition::Forbidden.into())
     } else {
+        if let Some(node) = op.attr("node") {
+            bookmarks::before_use(srv, owner, node).await;
+        }
         match (set, op.name()) {
             (false, "configure") => configure_get(srv, owner, op).await,
             (true, "configure") => configure_set(srv, owner, op).await,

@@ -2,7 +2,7 @@
 //! end are listed: a client that sees a feature here will use it.
 
 use crate::server::Server;
-use crate::services::{pep, vcard};
+use crate::services::{bookmarks, pep, vcard};
 use crate::stanza::ns;
 use crate::xml::Element;
 
@@ -123,7 +123,11 @@ pub fn account_info(query: &Element) -> Element {
             .with_attr("category", "pubsub")
             .with_attr("type", "pep"),
     );
-    for f in ACCOUNT_FEATURES.iter().chain(pep::FEATURES) {
+    for f in ACCOUNT_FEATURES
+        .iter()
+        .chain(pep::FEATURES)
+        .chain(bookmarks::FEATURES)
+    {
         q.push_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", *f));
     }
     q

@@ -3,6 +3,7 @@
 //! sockets; they reply through `router`.
 
 pub mod blocking;
+pub mod bookmarks;
 pub mod caps;
 pub mod carbons;
 pub mod disco;

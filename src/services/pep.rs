@@ -5,7 +5,9 @@
 //! the `NODE+notify` features of their entity capabilities (`services::caps`).
 //!
 //! This is what OMEMO (XEP-0384), avatars (XEP-0084), nicknames (XEP-0172), vCard4 (XEP-0292)
-//! and PEP native bookmarks (XEP-0402) stand on; none of them needs code of its own here.
+//! and PEP native bookmarks (XEP-0402) stand on; none of them needs code of its own here,
+//! except the bookmarks compatibility views (`services::bookmarks`), hooked in `handle` and
+//! `handle_owner`.
 //! Storage is `store::pep`; the node configuration is stored as (option, value) pairs that
 //! only this module interprets.
 
@@ -14,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::jid::{BareJid, FullJid};
 use crate::router::{bounce, deliver_reply};
 use crate::server::Server;
+use crate::services::bookmarks;
 use crate::services::caps::Features;
 use crate::services::roster::store_error;
 use crate::sessions::{self, Outbound, Resource};
@@ -387,7 +390,7 @@ fn send_error(srv: &Server, iq: &Element, e: PubsubError) {
     deliver_reply(srv, reply);
 }
 
-type Reply = Result<Option<Element>, PubsubError>;
+pub type Reply = Result<Option<Element>, PubsubError>;
 
 // ---------------------------------------------------------------- iq handlers
 
@@ -401,6 +404,18 @@ pub async fn handle(srv: &Server, from: &FullJid, owner: &BareJid, iq: Element) 
     let Some(op) = pubsub.first_child() else {
         return bounce(srv, &iq, Condition::BadRequest.into());
     };
+    // XEP-0402 §5 compat: the legacy bookmarks node is a view of the XEP-0402 node.
+    if own && op.attr("node") == Some(bookmarks::NS_LEGACY) {
+        if let (true, "publish") | (false, "items") = (set, op.name()) {
+            let result = bookmarks::legacy_pep(srv, owner, op).await;
+            return finish(srv, &iq, result);
+        }
+    }
+    if own {
+        if let Some(node) = op.attr("node") {
+            bookmarks::before_use(srv, owner, node).await;
+        }
+    }
     let result = match (set, op.name()) {
         (true, "publish") if own => publish(srv, owner, pubsub, op).await,
         (true, "retract") if own => retract(srv, owner, op).await,
@@ -412,6 +427,11 @@ pub async fn handle(srv: &Server, from: &FullJid, owner: &BareJid, iq: Element) 
         (false, "affiliations") => Err(PubsubError::unsupported("retrieve-affiliations")),
         _ => Err(Condition::FeatureNotImplemented.into()),
     };
+    if own && set && result.is_ok() {
+        if let Some(node) = op.attr("node") {
+            bookmarks::after_change(srv, owner, node).await;
+        }
+    }
     finish(srv, &iq, result);
 }
 
@@ -427,6 +447,9 @@ pub async fn handle_owner(srv: &Server, from: &FullJid, owner: &BareJid, iq: Ele
     let result = if from.to_bare() != *owner {
         Err(Condition::Forbidden.into())
     } else {
+        if let Some(node) = op.attr("node") {
+            bookmarks::before_use(srv, owner, node).await;
+        }
         match (set, op.name()) {
             (false, "configure") => configure_get(srv, owner, op).await,
             (true, "configure") => configure_set(srv, owner, op).await,
@@ -438,6 +461,11 @@ pub async fn handle_owner(srv: &Server, from: &FullJid, owner: &BareJid, iq: Ele
             _ => Err(Condition::FeatureNotImplemented.into()),
         }
     };
+    if set && result.is_ok() && matches!(op.name(), "delete" | "purge") {
+        if let Some(node) = op.attr("node") {
+            bookmarks::after_change(srv, owner, node).await;
+        }
+    }
     finish(srv, &iq, result);
 }
 
@@ -639,6 +667,26 @@ async fn retract(srv: &Server, owner: &BareJid, op: &Element) -> Reply {
             Some("item-required"),
         ));
     };
+    retract_item(
+        srv,
+        owner,
+        node,
+        id,
+        matches!(op.attr("notify"), Some("1" | "true")),
+    )
+    .await?;
+    Ok(None)
+}
+
+/// Retracts one item and notifies (when the node says so, or `force_notify`); `item-not-found`
+/// when the node or the item does not exist. Also used by the bookmarks sync.
+pub async fn retract_item(
+    srv: &Server,
+    owner: &BareJid,
+    node: &str,
+    id: &str,
+    force_notify: bool,
+) -> Result<(), PubsubError> {
     let Some(stored) = srv.store.pep_node(owner.as_ref(), node).await? else {
         return Err(Condition::ItemNotFound.into());
     };
@@ -646,13 +694,13 @@ async fn retract(srv: &Server, owner: &BareJid, op: &Element) -> Reply {
         return Err(Condition::ItemNotFound.into());
     }
     let cfg = Config::from_node(&stored);
-    if cfg.notify_retract || matches!(op.attr("notify"), Some("1" | "true")) {
+    if cfg.notify_retract || force_notify {
         let event = Element::new("items", NS_PUBSUB_EVENT)
             .with_attr("node", node)
             .with_child(Element::new("retract", NS_PUBSUB_EVENT).with_attr("id", id));
         notify(srv, owner, node, &cfg, event).await;
     }
-    Ok(None)
+    Ok(())
 }
 
 /// XEP-0060 §8.1 (with §8.1.3 create-and-configure).
@@ -806,7 +854,7 @@ fn features_of(srv: &Server, r: &Resource) -> Option<Features> {
 /// XEP-0163 §4.3: the event goes to the owner's available resources and to every contact
 /// with a presence subscription to the owner that the access model allows, on each of their
 /// available resources that asked for it (`NODE+notify`).
-async fn notify(srv: &Server, owner: &BareJid, node: &str, cfg: &Config, event: Element) {
+pub async fn notify(srv: &Server, owner: &BareJid, node: &str, cfg: &Config, event: Element) {
     let mut targets: Vec<Resource> = srv
         .sessions
         .resources(owner)

@@ -1,10 +1,12 @@
 //! XEP-0049 Private XML Storage: one XML element per (name, namespace) of the stored child,
 //! in the account's kv area. Only the account itself may read or write it. Legacy bookmarks
-//! (`storage:bookmarks`) are the main user; PEP-native bookmarks replace them.
+//! (`storage:bookmarks`) are the main user; they are not stored here but served from and
+//! written to the XEP-0402 PEP node by `services::bookmarks`.
 
 use crate::jid::{BareJid, FullJid};
 use crate::router::{bounce, deliver_reply};
 use crate::server::Server;
+use crate::services::bookmarks;
 use crate::services::roster::store_error;
 use crate::stanza::{self, ns, Condition, StanzaError};
 use crate::xml::Element;
@@ -53,6 +55,11 @@ async fn get(srv: &Server, owner: &BareJid, q: &Element) -> Result<Element, Stan
             StanzaError::new(Condition::NotAcceptable).with_text("ask for exactly one element")
         );
     };
+    // XEP-0402 §5: legacy bookmarks are a view of the XEP-0402 PEP node.
+    if bookmarks::is_legacy_storage(wanted) {
+        let storage = bookmarks::private_get(srv, owner).await?;
+        return Ok(Element::new("query", ns::PRIVATE).with_child(storage));
+    }
     let k = key(wanted)?;
     let stored = srv
         .store
@@ -73,8 +80,16 @@ async fn set(srv: &Server, owner: &BareJid, q: &Element) -> Result<(), StanzaErr
         return Err(Condition::NotAcceptable.into());
     }
     let mut rows = Vec::new();
+    let mut legacy_bookmarks = None;
     for el in items {
+        if bookmarks::is_legacy_storage(el) {
+            legacy_bookmarks = Some(el);
+            continue;
+        }
         rows.push((key(el)?, el.to_bytes_in("")));
+    }
+    if let Some(storage) = legacy_bookmarks {
+        bookmarks::private_set(srv, owner, storage).await?;
     }
     for (k, bytes) in rows {
         srv.store

@@ -16,14 +16,15 @@ stranger with no subscription):
   pep disco   disco#info on alice's bare JID: identity pubsub/pep, pubsub#publish-options
   avatar      XEP-0084 via xep_0084/xep_0163: alice publishes data + metadata; bob, whose
               caps (xep_0115) carry urn:xmpp:avatar:metadata+notify, gets the event and
-              fetches the data by id
+              fetches the data by id; carol (not subscribed) is refused the metadata
   devicelist  OMEMO device list via xep_0060 publish with publish-options
-              access_model=open; bob gets the event (+notify in caps) and fetches it;
-              carol (no subscription) fetches it too, and is refused the avatar metadata
+              access_model=open; bob gets the event (+notify in caps) and fetches it,
+              alice's resources (no +notify) get no event; carol fetches it too
   vcard       XEP-0054 via xep_0054: alice sets (before the avatar step), alice and bob get
               it back (after it) with PHOTO filled from the PEP avatar (XEP-0398)
   private     XEP-0049 via xep_0049: phone stores, desk retrieves
-  bookmarks   XEP-0048 via xep_0048 (private storage method): phone stores, desk retrieves
+  bookmarks   XEP-0048 via xep_0048 (private storage method): phone stores, desk retrieves,
+              and finds it in the XEP-0402 node too (the server keeps the two in sync)
   csi         XEP-0352 via xep_0352: desk inactive, a message still arrives, a presence
               change arrives at the latest after active
   blocking    XEP-0191 via xep_0191: alice blocks bob, bob's message bounces with an error
@@ -67,6 +68,7 @@ SCRAM_MECHS = [
 DEVICELIST_NODE = "eu.siacs.conversations.axolotl.devicelist"
 OMEMO_NS = "eu.siacs.conversations.axolotl"
 AVATAR_META_NS = "urn:xmpp:avatar:metadata"
+BOOKMARKS2_NODE = "urn:xmpp:bookmarks:1"
 PUBLISH_OPTIONS = "http://jabber.org/protocol/pubsub#publish-options"
 
 T0 = time.monotonic()
@@ -427,7 +429,7 @@ async def avatar(phone, bob, carol, args):
         ok(f"error {cond}")
 
 
-async def devicelist(phone, bob, carol, args):
+async def devicelist(phone, desk, bob, carol, args):
     a = phone.boundjid.bare
     device_id = str(int(RUN, 16) % 2**31)
     step("devicelist: alice publishes with publish-options access_model=open (xep_0060)")
@@ -450,6 +452,13 @@ async def devicelist(phone, bob, carol, args):
                                  for e in bob.pep_events), args.step_timeout,
                      lambda: f"a device list event with {device_id} (bob's PEP events: "
                              f"{[(e[0], e[1], e[2]) for e in bob.pep_events]})")
+    ok()
+
+    step("devicelist: alice's own resources (no devicelist +notify in their caps) get no event")
+    await asyncio.sleep(0.3)
+    for c in (phone, desk):
+        if any(e[1] == DEVICELIST_NODE for e in c.pep_events):
+            fail(f"{c.name} got a device list event without +notify")
     ok()
 
     fetchers = [bob] + ([carol] if carol is not None else [])
@@ -530,6 +539,16 @@ async def bookmarks(phone, desk, args):
     if (room, "alice", True) not in confs:
         fail(f"got {confs}, want ({room!r}, 'alice', True)")
     ok(f"{confs}")
+
+    step("bookmarks: the server mirrors it to the XEP-0402 PEP node (xep_0060.get_items)")
+    res = await wait_for(desk["xep_0060"].get_items(desk.boundjid.bare, BOOKMARKS2_NODE),
+                         args.step_timeout, "urn:xmpp:bookmarks:1 items")
+    items = {i["id"]: i.xml.find(f"{{{BOOKMARKS2_NODE}}}conference")
+             for i in list(res["pubsub"]["items"])}
+    conf = items.get(room)
+    if conf is None or conf.get("autojoin") not in ("true", "1"):
+        fail(f"no autojoin conference item {room!r} in {sorted(items)}")
+    ok(f"item {room} name={conf.get('name')!r}")
 
 
 async def csi(desk, bob, args):
@@ -749,7 +768,7 @@ async def run(args):
     await pep_disco(phone, args)
     await vcard_set(phone, args)
     await avatar(phone, bob, carol, args)
-    await devicelist(phone, bob, carol, args)
+    await devicelist(phone, desk, bob, carol, args)
     await vcard_get(phone, bob, args)
     await private(phone, desk, args)
     await bookmarks(phone, desk, args)

@@ -1,7 +1,9 @@
 //! Interop: real slixmpp clients (Debian's `python3-slixmpp`) against the real `kith` binary.
 //!
 //! Owns: starting a `TestServer`, creating the accounts through the CLI, running
-//! `tests/interop/slixmpp_chat.py` against it and judging only by the script's exit code
+//! `tests/interop/slixmpp_chat.py` (login, chat, roster) or `tests/interop/slixmpp_modern.py`
+//! (slixmpp's own plugins for carbons, PEP, vcard-temp, private storage, bookmarks, CSI,
+//! blocking, stream management) against it and judging only by the script's exit code
 //! (the script asserts each step itself and prints one line per step). On failure the panic
 //! shows the script's output (with slixmpp's raw XML log) and the harness prints the server log.
 //!

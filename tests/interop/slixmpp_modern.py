@@ -754,8 +754,9 @@ async def run(args):
     # Only phone answers bob's subscription request. Two resources approving at once race in
     # kith (found by this script: the second `subscribed` reads the item before the first
     # one's write and stores 'to'+approved over 'both'); a roster bug, not this script's topic.
-    desk.auto_authorize = None
-    desk.auto_subscribe = False
+    if not args.both_answer:
+        desk.auto_authorize = None
+        desk.auto_subscribe = False
     bob = Client(args, args.bob, "laptop", notify=[DEVICELIST_NODE])
     carol = Client(args, args.carol, "tablet") if args.carol else None
     clients = [c for c in (phone, desk, bob, carol) if c is not None]
@@ -797,6 +798,9 @@ def main():
     p.add_argument("--bob", type=creds, required=True)
     p.add_argument("--carol", type=creds, help="a third account, not in anyone's roster")
     p.add_argument("--mam", action="store_true", help="also check XEP-0313 retrieval")
+    p.add_argument("--both-answer", action="store_true",
+                   help="let both of alice's resources approve bob's subscription request "
+                        "(reproduces a kith roster race, see slixmpp_modern's run())")
     p.add_argument("--silent-block", action="store_true",
                    help="do not require an error for a message from a blocked contact "
                         "(XEP-0191 3.5 says SHOULD; Prosody 0.12 drops it silently)")

@@ -34,7 +34,8 @@ stranger with no subscription):
               and resumes (session_resumed, no new session_start); every message arrives
               exactly once
   mam         XEP-0313 via xep_0313 (--mam): the conversation of this run comes back from
-              alice's archive, oldest-first and newest-first, in pages
+              alice's archive, oldest-first and newest-first, in pages of 4; archive ids are
+              the XEP-0359 stanza-ids the messages carried live
 
 Exit code 0 only when every step passed, 1 on a failed step, 2 on the overall timeout.
 
@@ -169,6 +170,7 @@ class Client(slixmpp.ClientXMPP):
         self.disconnects = 0
         self.messages = []  # (from full, body, type)
         self.errors = []  # (from, condition) of error messages
+        self.stanza_ids = {}  # body -> XEP-0359 stanza-id stamped by our own server
         self.carbons_received = []  # (from, to, body) of the forwarded message
         self.carbons_sent = []
         self.presences = []  # (from full, type, status)
@@ -243,6 +245,9 @@ class Client(slixmpp.ClientXMPP):
             self.errors.append((str(msg["from"]), msg["error"]["condition"]))
         elif msg["body"] and not msg.xml.findall(".//{urn:xmpp:carbons:2}*"):
             self.messages.append((str(msg["from"]), msg["body"], msg["type"]))
+            for sid in msg.xml.findall("{urn:xmpp:sid:0}stanza-id"):
+                if sid.get("by") == self.boundjid.bare:
+                    self.stanza_ids[msg["body"]] = sid.get("id")
 
     def _on_carbon_received(self, msg):
         fwd = msg["carbon_received"]
@@ -708,6 +713,8 @@ async def mam(phone, bob, args):
 
     phone.add_filter("out", count_queries)
 
+    archive_ids = {}
+
     async def collect(reverse):
         queries.clear()
         got = []
@@ -715,6 +722,7 @@ async def mam(phone, bob, args):
             body = m["mam_result"]["forwarded"]["stanza"]["body"]
             if body.endswith(RUN):
                 got.append(body)
+                archive_ids[body] = m["mam_result"]["id"]
             if len(queries) > 50:
                 fail("more than 50 queries")
         return got, len(queries)
@@ -726,6 +734,16 @@ async def mam(phone, bob, args):
         if pages < 3:
             fail(f"{len(got)} results in {pages} queries of max 4")
         ok(f"{len(got)} messages in {pages} queries (RSM <after/>), in order")
+
+        step("mam: archive ids are the XEP-0359 stanza-ids phone got live")
+        live = {body: sid for body, sid in phone.stanza_ids.items() if body in want}
+        if not live:
+            fail(f"phone got no <stanza-id by='{a}'/> on this run's messages")
+        wrong = {body: (sid, archive_ids.get(body)) for body, sid in live.items()
+                 if archive_ids.get(body) != sid}
+        if wrong:
+            fail(f"live stanza-id vs archive id differ: {wrong}")
+        ok(f"{len(live)} messages: {sorted(live.values())}")
 
         step("mam: newest first, pages of 4 (xep_0313.iterate reverse=True, RSM <before/>)")
         got, pages = await wait_for(collect(True), args.step_timeout, "MAM pages")

@@ -26,7 +26,10 @@ use std::time::{Duration, Instant};
 use common::TestServer;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/slixmpp_chat.py");
-const MODERN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/slixmpp_modern.py");
+const MODERN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/interop/slixmpp_modern.py"
+);
 
 /// `slixmpp_chat.py` gives up by itself after 30 s; this only catches a hung interpreter.
 const SCRIPT_WATCHDOG: Duration = Duration::from_secs(60);
@@ -96,7 +99,14 @@ fn slixmpp_plugins_modern_client_features() {
         &server,
         &python,
         MODERN,
-        &["--port", &port, "--carol", &carol, "--timeout", MODERN_TIMEOUT],
+        &[
+            "--port",
+            &port,
+            "--carol",
+            &carol,
+            "--timeout",
+            MODERN_TIMEOUT,
+        ],
         MODERN_WATCHDOG,
     );
     stop_cleanly(server);
@@ -131,7 +141,11 @@ fn run_script(server: &TestServer, python: &str, args: &[&str]) {
 fn run(server: &TestServer, python: &str, script: &str, args: &[&str], watchdog: Duration) {
     let alice = format!("{}:{}", ALICE.0, ALICE.1);
     let bob = format!("{}:{}", BOB.0, BOB.1);
-    let stem = script.rsplit('/').next().unwrap_or(script).trim_end_matches(".py");
+    let stem = script
+        .rsplit('/')
+        .next()
+        .unwrap_or(script)
+        .trim_end_matches(".py");
     let name = args.join("_").replace(['-', ' ', ':', '/'], "_");
     let out_path = server.dir.join(format!("{stem}-{name}.out"));
     let out = File::create(&out_path).expect("creating the script output file");

@@ -22,10 +22,12 @@
 
 mod codec;
 mod error;
+mod mam;
 mod schema;
 
 pub use codec::{Account, RosterItem, Subscription};
 pub use error::StoreError;
+pub use mam::{now_micros, ArchiveEntry, ArchivePage, ArchiveQuery, WithFilter};
 pub use schema::SCHEMA_VERSION;
 
 use std::path::{Path, PathBuf};
@@ -42,7 +44,7 @@ use codec::{
     encode_roster_item,
 };
 use schema::{
-    next_seq, owner_end, Migration, ACCOUNTS, KEY_OFFLINE_SEQ, KEY_ROSTER_SEQ, KV, LAST, META,
+    next_seq, owner_end, Migration, ACCOUNTS, KEY_OFFLINE_SEQ, KEY_ROSTER_SEQ, KV, LAST, MAM, META,
     MIGRATIONS, OFFLINE, PENDING_IN, RESERVED_META_KEYS, ROSTER, ROSTER_VER,
 };
 
@@ -151,7 +153,7 @@ impl Store {
     }
 
     /// Deletes an account and, in the same transaction, its roster, roster version, pending
-    /// subscriptions, offline messages, last activity and kv rows. Returns whether the account
+    /// subscriptions, offline messages, last activity, kv rows and message archive. Returns whether the account
     /// existed. Other users' roster items that point at this JID are the caller's business
     /// (they need presence sent to them, RFC 6121 §3.2.1).
     pub async fn delete_account(&self, jid: &str) -> Result<bool, StoreError> {
@@ -167,6 +169,8 @@ impl Store {
                 .retain_in(owner_rows.clone(), |_, _| false)?;
             txn.open_table(KV)?.retain_in(owner_rows, |_, _| false)?;
             txn.open_table(OFFLINE)?
+                .retain_in((jid.as_str(), 0)..=(jid.as_str(), u64::MAX), |_, _| false)?;
+            txn.open_table(MAM)?
                 .retain_in((jid.as_str(), 0)..=(jid.as_str(), u64::MAX), |_, _| false)?;
             txn.open_table(ROSTER_VER)?.remove(jid.as_str())?;
             txn.open_table(LAST)?.remove(jid.as_str())?;
@@ -511,7 +515,8 @@ impl Store {
             copy_table(&src, &txn, PENDING_IN)?;
             copy_table(&src, &txn, OFFLINE)?;
             copy_table(&src, &txn, LAST)?;
-            copy_table(&src, &txn, KV)
+            copy_table(&src, &txn, KV)?;
+            copy_table(&src, &txn, MAM)
         })();
         match copied {
             Ok(()) => txn.commit().map_err(|e| StoreError::from(e).at(dest)),

@@ -81,6 +81,7 @@ pub struct Config {
     pub tls: Tls,
     pub limits: Limits,
     pub auth: Auth,
+    pub mam: Mam,
     /// Where this configuration came from, for the start-up log line.
     pub source: ConfigSource,
 }
@@ -133,6 +134,13 @@ pub struct Limits {
 pub struct Auth {
     /// Offer SASL PLAIN (only ever inside TLS).
     pub allow_plain: bool,
+}
+
+/// Message archive (XEP-0313).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mam {
+    /// Archived messages older than this are deleted; `None` keeps them forever.
+    pub archive_expires_after: Option<Duration>,
 }
 
 /// Where a [`Config`] came from.
@@ -304,6 +312,9 @@ impl Config {
                 max_offline_messages: 1000,
             },
             auth: Auth::default(),
+            mam: Mam {
+                archive_expires_after: Some(Duration::from_secs(365 * 86_400)),
+            },
             source: ConfigSource::Defaults,
         }
     }
@@ -433,7 +444,6 @@ pub const RESERVED_SECTIONS: &[&str] = &[
     "acme",
     "http",
     "upload",
-    "mam",
     "muc",
     "push",
     "turn",
@@ -674,6 +684,35 @@ const SECTIONS: &[Section] = &[
                 }
             },
             show: |cfg| Some(cfg.auth.allow_plain.to_string()),
+            unset_example: "",
+        }],
+    },
+    Section {
+        name: "mam",
+        doc: "Message archive (XEP-0313): every account's chat history, kept on the server.",
+        check: |_, _| {},
+        keys: &[Key {
+            name: "archive_expires_after",
+            doc: "How long archived messages are kept, from 1d, or \"never\" to keep them\n\
+                  forever. Units: s, m, h, d, w (weeks), y (365 days).",
+            read: |c, key, v, cfg| {
+                if let DeValue::String(s) = v.get_ref() {
+                    if s.trim() == "never" {
+                        cfg.mam.archive_expires_after = None;
+                        return;
+                    }
+                }
+                let range = Duration::from_secs(86_400)..=Duration::from_secs(100 * 365 * 86_400);
+                if let Some(d) = c.duration(key, v, range) {
+                    cfg.mam.archive_expires_after = Some(d);
+                }
+            },
+            show: |cfg| {
+                Some(match cfg.mam.archive_expires_after {
+                    None => quote("never"),
+                    Some(d) => show_duration(d),
+                })
+            },
             unset_example: "",
         }],
     },
@@ -1231,6 +1270,8 @@ fn parse_duration(text: &str) -> Result<Duration, (String, Option<String>)> {
             "m" => 60,
             "h" => 3600,
             "d" => 86_400,
+            "w" => 7 * 86_400,
+            "y" => 365 * 86_400,
             _ if number.is_empty() => return Err((format!("invalid duration \"{text}\""), help())),
             _ => {
                 return Err((
@@ -1564,7 +1605,7 @@ allow_plain = true
         assert_eq!(
             problems("[s2ss]\n"),
             ["kith.toml:1:2: unknown section [s2ss] \
-                 (known sections: [listen], [tls], [limits], [auth])"]
+                 (known sections: [listen], [tls], [limits], [auth], [mam])"]
         );
         assert_eq!(
             problems("\n[limit]\n"),
@@ -1575,12 +1616,24 @@ allow_plain = true
     #[test]
     fn reserved_section_is_not_supported_yet() {
         assert_eq!(
-            problems("[mam]\nenabled = true\n"),
+            problems("[muc]\nenabled = true\n"),
             [
-                "kith.toml:1:2: section [mam] is not supported by this version of kith \
-                 (known sections: [listen], [tls], [limits], [auth])"
+                "kith.toml:1:2: section [muc] is not supported by this version of kith \
+                 (known sections: [listen], [tls], [limits], [auth], [mam])"
             ]
         );
+    }
+
+    #[test]
+    fn mam_retention() {
+        let d = |text: &str| ok(text).mam.archive_expires_after;
+        assert_eq!(d(""), Some(Duration::from_secs(365 * 86_400)));
+        assert_eq!(d("[mam]\narchive_expires_after = \"never\"\n"), None);
+        assert_eq!(
+            d("[mam]\narchive_expires_after = \"2w\"\n"),
+            Some(Duration::from_secs(14 * 86_400))
+        );
+        assert_eq!(problems("[mam]\narchive_expires_after = \"1h\"\n").len(), 1);
     }
 
     #[test]

@@ -160,6 +160,7 @@ async fn serve(ex: Arc<Executor<'static>>, config: Config) -> Result<(), RunErro
     if let Some(admin) = admin {
         tasks.push(ex.spawn(crate::admin::serve(ex.clone(), srv.clone(), admin)));
     }
+    tasks.push(ex.spawn(crate::services::mam::expire_loop(srv.clone())));
     log::info!(
         "kith {} serving {} ({} certificate {})",
         env!("CARGO_PKG_VERSION"),

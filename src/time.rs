@@ -72,7 +72,10 @@ pub fn parse_datetime(s: &str) -> Option<u64> {
         }
         // Digits past the sixth are below our resolution.
         for k in 0..6 {
-            micros = micros * 10 + b.get(start + k).filter(|_| start + k < i).map_or(0, |c| (c - b'0') as i64);
+            micros = micros * 10
+                + b.get(start + k)
+                    .filter(|_| start + k < i)
+                    .map_or(0, |c| (c - b'0') as i64);
         }
     }
     let offset = match &b[i..] {
@@ -151,8 +154,14 @@ mod tests {
     #[test]
     fn parse_fractions_and_offsets() {
         let base = 1_700_000_000 * 1_000_000;
-        assert_eq!(parse_datetime("2023-11-14T22:13:20.5Z"), Some(base + 500_000));
-        assert_eq!(parse_datetime("2023-11-14T22:13:20.123456789Z"), Some(base + 123_456));
+        assert_eq!(
+            parse_datetime("2023-11-14T22:13:20.5Z"),
+            Some(base + 500_000)
+        );
+        assert_eq!(
+            parse_datetime("2023-11-14T22:13:20.123456789Z"),
+            Some(base + 123_456)
+        );
         assert_eq!(parse_datetime("2023-11-15T00:13:20+02:00"), Some(base));
         assert_eq!(parse_datetime("2023-11-14T21:13:20-01:00"), Some(base));
         assert_eq!(rfc3339_micros(base + 500_000), "2023-11-14T22:13:20.500Z");

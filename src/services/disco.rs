@@ -2,7 +2,7 @@
 //! end are listed: a client that sees a feature here will use it.
 
 use crate::server::Server;
-use crate::stanza::ns;
+use crate::stanza::{mam, ns};
 use crate::xml::Element;
 
 /// Features of the server itself (the domain JID).
@@ -17,7 +17,14 @@ pub const SERVER_FEATURES: &[&str] = &[
 ];
 
 /// Features the server provides on behalf of each account (bare JID).
-pub const ACCOUNT_FEATURES: &[&str] = &[ns::DISCO_INFO, ns::DISCO_ITEMS, ns::LAST];
+pub const ACCOUNT_FEATURES: &[&str] = &[
+    ns::DISCO_INFO,
+    ns::DISCO_ITEMS,
+    ns::LAST,
+    mam::NS_MAM,
+    mam::NS_MAM_EXTENDED,
+    mam::NS_SID,
+];
 
 pub fn server_info(_srv: &Server, query: &Element) -> Element {
     let mut q = query_reply(query, ns::DISCO_INFO);

@@ -4,7 +4,7 @@
 use crate::jid::{BareJid, FullJid};
 use crate::router::{bounce, deliver_reply};
 use crate::server::Server;
-use crate::services::{disco, info, roster};
+use crate::services::{disco, info, mam, roster};
 use crate::stanza::{self, ns, Condition};
 use crate::xml::Element;
 
@@ -46,6 +46,7 @@ pub async fn to_account(srv: &Server, from: &FullJid, to: &BareJid, iq: Element)
     }
     let reply = match (payload.ns(), payload.name(), get) {
         (ns::ROSTER, "query", _) if own => return roster::handle(srv, from, iq).await,
+        (crate::stanza::mam::NS_MAM, _, _) if own => return mam::handle_iq(srv, from, iq).await,
         (ns::DISCO_INFO, "query", true) => Some(disco::account_info(payload)),
         (ns::DISCO_ITEMS, "query", true) => Some(disco::account_items(payload)),
         (ns::PING, "ping", true) if own => None,

@@ -10,13 +10,13 @@ use crate::xml::Element;
 /// Sender side: a message from local user `from`, before routing anywhere (local or remote).
 /// `None` means the pipeline consumed it (refused with an error, or dropped).
 pub async fn outbound(srv: &Server, from: &FullJid, stanza: Element) -> Option<Element> {
-    let _ = (srv, from);
+    super::mam::outbound(srv, from, &stanza).await;
     Some(stanza)
 }
 
 /// Recipient side: a message for local account `to`, before delivery or offline storage.
 /// `None` means the pipeline consumed it.
-pub async fn inbound(srv: &Server, to: &BareJid, stanza: Element) -> Option<Element> {
-    let _ = (srv, to);
+pub async fn inbound(srv: &Server, to: &BareJid, mut stanza: Element) -> Option<Element> {
+    super::mam::inbound(srv, to, &mut stanza).await;
     Some(stanza)
 }

@@ -5,6 +5,7 @@
 pub mod disco;
 pub mod info;
 pub mod iq;
+pub mod mam;
 pub mod message;
 pub mod offline;
 pub mod presence;

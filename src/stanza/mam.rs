@@ -54,7 +54,8 @@ pub fn decode_id(s: &str) -> Option<u64> {
 /// Why a query is refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum QueryError {
-    BadRequest(String),
+    /// With a generic text for the peer.
+    BadRequest(&'static str),
     /// An id the client named (RSM after/before, after-id, before-id) is not ours.
     ItemNotFound,
 }
@@ -98,7 +99,7 @@ impl Query {
 }
 
 pub fn parse_query(query: &Element) -> Result<Query, QueryError> {
-    let bad = |s: &str| QueryError::BadRequest(s.to_string());
+    let bad = QueryError::BadRequest;
     let mut q = Query {
         queryid: query.attr("queryid").map(str::to_string),
         ..Query::default()
@@ -111,7 +112,12 @@ pub fn parse_query(query: &Element) -> Result<Query, QueryError> {
                 .filter(|c| c.is("value", NS_DATA))
                 .map(|v| v.text())
                 .collect();
-            let one = || values.first().map(|v| v.trim().to_string()).unwrap_or_default();
+            let one = || {
+                values
+                    .first()
+                    .map(|v| v.trim().to_string())
+                    .unwrap_or_default()
+            };
             match var {
                 "FORM_TYPE" => {
                     if one() != NS_MAM {
@@ -132,7 +138,7 @@ pub fn parse_query(query: &Element) -> Result<Query, QueryError> {
                     let ids = values.iter().filter_map(|v| decode_id(v.trim())).collect();
                     q.ids = Some(ids);
                 }
-                other => return Err(QueryError::BadRequest(format!("unknown field '{other}'"))),
+                _ => return Err(bad("unknown form field")),
             }
         }
     }
@@ -143,22 +149,21 @@ pub fn parse_query(query: &Element) -> Result<Query, QueryError> {
 }
 
 fn datetime(s: &str) -> Result<u64, QueryError> {
-    crate::time::parse_datetime(s)
-        .ok_or_else(|| QueryError::BadRequest(format!("bad XEP-0082 datetime '{s}'")))
+    crate::time::parse_datetime(s).ok_or(QueryError::BadRequest("bad XEP-0082 datetime"))
 }
 
 fn parse_rsm(set: &Element) -> Result<Rsm, QueryError> {
     let mut rsm = Rsm::default();
-    let number = |e: &Element, what: &str| {
+    let number = |e: &Element, what: &'static str| {
         e.text()
             .trim()
             .parse::<usize>()
-            .map_err(|_| QueryError::BadRequest(format!("bad RSM <{what}/>")))
+            .map_err(|_| QueryError::BadRequest(what))
     };
     for c in set.children().filter(|c| c.ns() == NS_RSM) {
         match c.name() {
-            "max" => rsm.max = Some(number(c, "max")?),
-            "index" => rsm.index = Some(number(c, "index")?),
+            "max" => rsm.max = Some(number(c, "bad RSM max")?),
+            "index" => rsm.index = Some(number(c, "bad RSM index")?),
             "after" => {
                 rsm.after = Some(decode_id(c.text().trim()).ok_or(QueryError::ItemNotFound)?)
             }
@@ -294,14 +299,14 @@ pub fn parse_prefs(prefs: &Element) -> Result<Prefs, QueryError> {
         Some("always") => DefaultPref::Always,
         Some("never") => DefaultPref::Never,
         Some("roster") => DefaultPref::Roster,
-        _ => return Err(QueryError::BadRequest("bad prefs default".into())),
+        _ => return Err(QueryError::BadRequest("bad prefs default")),
     };
     let list = |name: &str| -> Result<Vec<String>, QueryError> {
         let mut out = Vec::new();
         if let Some(l) = prefs.get_child(name, NS_MAM) {
             for j in l.children().filter(|c| c.is("jid", NS_MAM)) {
                 let jid = Jid::parse(j.text().trim())
-                    .map_err(|_| QueryError::BadRequest("bad JID in prefs".into()))?;
+                    .map_err(|_| QueryError::BadRequest("bad JID in prefs"))?;
                 out.push(jid.to_bare().to_string());
             }
         }
@@ -370,7 +375,13 @@ mod tests {
         }
         assert!(encode_id(1_700_000_000_000_000) < encode_id(1_700_000_000_000_001));
         assert!(encode_id(31) < encode_id(32));
-        for bad in ["", "0000000000000x", "000000000000i", "g000000000000", "ABCDEFGHJKMNP"] {
+        for bad in [
+            "",
+            "0000000000000x",
+            "000000000000i",
+            "g000000000000",
+            "ABCDEFGHJKMNP",
+        ] {
             assert_eq!(decode_id(bad), None, "{bad}");
         }
     }
@@ -426,8 +437,10 @@ mod tests {
             Err(QueryError::ItemNotFound)
         );
         assert_eq!(
-            q("<query xmlns='urn:xmpp:mam:2'><set xmlns='http://jabber.org/protocol/rsm'>\
-               <after>zzz</after></set></query>"),
+            q(
+                "<query xmlns='urn:xmpp:mam:2'><set xmlns='http://jabber.org/protocol/rsm'>\
+               <after>zzz</after></set></query>"
+            ),
             Err(QueryError::ItemNotFound)
         );
         assert!(matches!(
@@ -435,11 +448,16 @@ mod tests {
                <field var='FORM_TYPE'><value>urn:xmpp:mam:1</value></field></x></query>"),
             Err(QueryError::BadRequest(_))
         ));
-        let big = q("<query xmlns='urn:xmpp:mam:2'><set xmlns='http://jabber.org/protocol/rsm'>\
-                     <max>100000</max></set></query>")
+        let big = q(
+            "<query xmlns='urn:xmpp:mam:2'><set xmlns='http://jabber.org/protocol/rsm'>\
+                     <max>100000</max></set></query>",
+        )
         .unwrap();
         assert_eq!(big.page_size(), MAX_PAGE);
-        assert_eq!(q("<query xmlns='urn:xmpp:mam:2'/>").unwrap().page_size(), DEFAULT_PAGE);
+        assert_eq!(
+            q("<query xmlns='urn:xmpp:mam:2'/>").unwrap().page_size(),
+            DEFAULT_PAGE
+        );
     }
 
     #[test]
@@ -462,18 +480,36 @@ mod tests {
     #[test]
     fn archive_rules() {
         let m = |xml: &str| should_archive(&Element::parse(xml).unwrap());
-        assert!(m("<message xmlns='jabber:client' type='chat'><body>hi</body></message>"));
-        assert!(m("<message xmlns='jabber:client'><body>hi</body></message>"));
-        assert!(!m("<message xmlns='jabber:client' type='groupchat'><body>hi</body></message>"));
-        assert!(!m("<message xmlns='jabber:client' type='headline'><body>hi</body></message>"));
-        assert!(!m("<message xmlns='jabber:client' type='error'><body>hi</body></message>"));
-        assert!(!m("<message xmlns='jabber:client' type='chat'>\
-                    <active xmlns='http://jabber.org/protocol/chatstates'/></message>"));
-        assert!(m("<message xmlns='jabber:client' type='chat'><store xmlns='urn:xmpp:hints'/>\
-                   <active xmlns='http://jabber.org/protocol/chatstates'/></message>"));
-        assert!(!m("<message xmlns='jabber:client' type='chat'><body>x</body>\
-                    <no-store xmlns='urn:xmpp:hints'/></message>"));
-        assert!(!m("<message xmlns='jabber:client' type='chat'><body>x</body>\
-                    <no-permanent-store xmlns='urn:xmpp:hints'/></message>"));
+        assert!(m(
+            "<message xmlns='jabber:client' type='chat'><body>hi</body></message>"
+        ));
+        assert!(m(
+            "<message xmlns='jabber:client'><body>hi</body></message>"
+        ));
+        assert!(!m(
+            "<message xmlns='jabber:client' type='groupchat'><body>hi</body></message>"
+        ));
+        assert!(!m(
+            "<message xmlns='jabber:client' type='headline'><body>hi</body></message>"
+        ));
+        assert!(!m(
+            "<message xmlns='jabber:client' type='error'><body>hi</body></message>"
+        ));
+        assert!(!m(
+            "<message xmlns='jabber:client' type='chat'>\
+                    <active xmlns='http://jabber.org/protocol/chatstates'/></message>"
+        ));
+        assert!(m(
+            "<message xmlns='jabber:client' type='chat'><store xmlns='urn:xmpp:hints'/>\
+                   <active xmlns='http://jabber.org/protocol/chatstates'/></message>"
+        ));
+        assert!(!m(
+            "<message xmlns='jabber:client' type='chat'><body>x</body>\
+                    <no-store xmlns='urn:xmpp:hints'/></message>"
+        ));
+        assert!(!m(
+            "<message xmlns='jabber:client' type='chat'><body>x</body>\
+                    <no-permanent-store xmlns='urn:xmpp:hints'/></message>"
+        ));
     }
 }

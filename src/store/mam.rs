@@ -38,9 +38,10 @@ impl WithFilter {
         match self {
             WithFilter::Exact(w) => with == w,
             WithFilter::Bare(b) => {
-                with == b || (with.len() > b.len() && with.starts_with(b.as_str()) && {
-                    with.as_bytes()[b.len()] == b'/'
-                })
+                with == b
+                    || (with.len() > b.len() && with.starts_with(b.as_str()) && {
+                        with.as_bytes()[b.len()] == b'/'
+                    })
             }
         }
     }
@@ -91,8 +92,10 @@ impl Store {
         self.write(move |txn| {
             require_account(txn, &owner)?;
             let id = next_mam_id(txn, now_micros())?;
-            txn.open_table(MAM)?
-                .insert((owner.as_str(), id), encode_entry(&with, &stanza).as_slice())?;
+            txn.open_table(MAM)?.insert(
+                (owner.as_str(), id),
+                encode_entry(&with, &stanza).as_slice(),
+            )?;
             Ok(id)
         })
         .await
@@ -190,10 +193,7 @@ impl Store {
             let range = mam.range((owner.as_str(), q.lo)..=(owner.as_str(), q.hi))?;
             let mut skip = if q.backwards { 0 } else { q.skip };
             let mut take = |row: Result<_, redb::StorageError>| -> Result<bool, StoreError> {
-                let (k, v): (
-                    redb::AccessGuard<(&str, u64)>,
-                    redb::AccessGuard<&[u8]>,
-                ) = row?;
+                let (k, v): (redb::AccessGuard<(&str, u64)>, redb::AccessGuard<&[u8]>) = row?;
                 let e = decode_entry(k.value().1, v.value(), &owner)?;
                 if !matches(&e) {
                     return Ok(true);

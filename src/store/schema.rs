@@ -161,7 +161,11 @@ pub(crate) fn next_mam_id(txn: &WriteTransaction, at_least: u64) -> Result<u64, 
     };
     let next = match last.checked_add(1) {
         Some(n) => n.max(at_least),
-        None => return Err(StoreError::Corrupt("meta seq.mam: counter exhausted".into())),
+        None => {
+            return Err(StoreError::Corrupt(
+                "meta seq.mam: counter exhausted".into(),
+            ))
+        }
     };
     meta.insert(KEY_MAM_SEQ, encode_u64(next).as_slice())?;
     Ok(next)

@@ -304,3 +304,38 @@ pub async fn expire_once(srv: &Server, cutoff: u64) -> usize {
     }
     total
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn aq(xml: &str) -> ArchiveQuery {
+        archive_query(&parse_query(&Element::parse(xml).unwrap()).unwrap())
+    }
+
+    #[test]
+    fn query_to_store_range() {
+        let q = aq("<query xmlns='urn:xmpp:mam:2'/>");
+        assert_eq!((q.lo, q.hi, q.backwards, q.max), (0, u64::MAX, false, 50));
+        assert!(q.must_exist.is_empty() && !q.count);
+
+        let (a, b) = (p::encode_id(1000), p::encode_id(5000));
+        let q = aq(&format!(
+            "<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data'>\
+             <field var='start'><value>1970-01-01T00:00:00.000500Z</value></field>\
+             <field var='with'><value>bob@x/r</value></field>\
+             <field var='after-id'><value>{a}</value></field></x>\
+             <set xmlns='http://jabber.org/protocol/rsm'><max>7</max><before>{b}</before></set>\
+             </query>"
+        ));
+        assert_eq!((q.lo, q.hi, q.backwards, q.max), (1001, 4999, true, 7));
+        assert_eq!(q.must_exist, [1000, 5000]);
+        assert_eq!(q.with, Some(WithFilter::Exact("bob@x/r".into())));
+
+        let q = aq("<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data'>\
+                    <field var='with'><value>bob@x</value></field></x>\
+                    <set xmlns='http://jabber.org/protocol/rsm'><max>0</max></set></query>");
+        assert_eq!(q.with, Some(WithFilter::Bare("bob@x".into())));
+        assert!(q.count);
+    }
+}

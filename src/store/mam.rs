@@ -282,7 +282,7 @@ impl Store {
         .await
     }
 
-    /// Every archived message of the owner, oldest first (tests and export).
+    /// How many messages the owner's archive holds (a full scan: tests and tools).
     pub async fn mam_len(&self, owner: &str) -> Result<usize, StoreError> {
         let owner = owner.to_string();
         self.read(move |txn| {
@@ -335,6 +335,120 @@ fn decode_entry(id: u64, buf: &[u8], owner: &str) -> Result<ArchiveEntry, StoreE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_lite::future::block_on;
+
+    struct Tmp(std::path::PathBuf);
+    impl Drop for Tmp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn store(name: &str) -> (Tmp, Store) {
+        let dir = std::env::temp_dir().join(format!(
+            "kith-mam-test-{}-{name}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("kith.redb")).unwrap();
+        (Tmp(dir), store)
+    }
+
+    fn q(lo: u64, hi: u64, max: usize, backwards: bool) -> ArchiveQuery {
+        ArchiveQuery {
+            lo,
+            hi,
+            with: None,
+            ids: None,
+            max,
+            backwards,
+            skip: 0,
+            must_exist: Vec::new(),
+            count: false,
+        }
+    }
+
+    fn ids(p: &ArchivePage) -> Vec<u64> {
+        p.entries.iter().map(|e| e.id).collect()
+    }
+
+    #[test]
+    fn pages_ranges_filters_and_expiry() {
+        let (_tmp, s) = store("pages");
+        block_on(async {
+            for o in ["al@x", "alice@x", "bob@x"] {
+                s.create_account(o, vec![]).await.unwrap();
+            }
+            let entries = (1..=10)
+                .map(|i| ArchiveEntry {
+                    id: i * 100,
+                    with: if i % 2 == 0 { "bob@x/r".into() } else { "carol@x".into() },
+                    stanza: format!("<m{i}/>").into_bytes(),
+                })
+                .collect();
+            s.mam_insert_batch("alice@x", entries).await.unwrap();
+            s.mam_append("al@x", "bob@x", b"<m/>".to_vec()).await.unwrap();
+
+            let p = s.mam_query("alice@x", q(0, u64::MAX, 4, false)).await.unwrap();
+            assert_eq!((ids(&p), p.complete), (vec![100, 200, 300, 400], false));
+            let p = s.mam_query("alice@x", q(0, u64::MAX, 4, true)).await.unwrap();
+            assert_eq!((ids(&p), p.complete), (vec![700, 800, 900, 1000], false));
+            let p = s.mam_query("alice@x", q(0, 699, 4, true)).await.unwrap();
+            assert_eq!(ids(&p), [300, 400, 500, 600]);
+            let p = s.mam_query("alice@x", q(0, 299, 4, true)).await.unwrap();
+            assert_eq!((ids(&p), p.complete), (vec![100, 200], true));
+            let p = s.mam_query("alice@x", q(901, u64::MAX, 4, false)).await.unwrap();
+            assert_eq!((ids(&p), p.complete), (vec![1000], true));
+            // Exactly a full last page is complete too.
+            let p = s.mam_query("alice@x", q(700, u64::MAX, 4, false)).await.unwrap();
+            assert!(p.complete);
+
+            let mut with = q(0, u64::MAX, 10, false);
+            with.with = Some(WithFilter::Bare("bob@x".into()));
+            with.count = true;
+            let p = s.mam_query("alice@x", with.clone()).await.unwrap();
+            assert_eq!(ids(&p), [200, 400, 600, 800, 1000]);
+            assert_eq!(p.count, Some(5));
+            with.skip = 2;
+            with.max = 2;
+            let p = s.mam_query("alice@x", with).await.unwrap();
+            assert_eq!((ids(&p), p.complete), (vec![600, 800], false));
+
+            let mut by_ids = q(0, u64::MAX, 10, false);
+            by_ids.ids = Some(vec![900, 100, 12345]);
+            assert_eq!(ids(&s.mam_query("alice@x", by_ids).await.unwrap()), [100, 900]);
+
+            let mut missing = q(0, u64::MAX, 10, false);
+            missing.must_exist = vec![150];
+            assert_eq!(
+                s.mam_query("alice@x", missing).await,
+                Err(StoreError::NotFound)
+            );
+
+            assert_eq!(s.mam_bounds("alice@x").await.unwrap(), Some((100, 1000)));
+            assert_eq!(s.mam_len("al@x").await.unwrap(), 1, "prefix owners stay apart");
+
+            // Expiry in batches, never touching newer rows or other owners.
+            assert_eq!(s.mam_expire("alice@x", 450, 3).await.unwrap(), 3);
+            assert_eq!(s.mam_expire("alice@x", 450, 3).await.unwrap(), 1);
+            assert_eq!(s.mam_expire("alice@x", 450, 3).await.unwrap(), 0);
+            assert_eq!(s.mam_bounds("alice@x").await.unwrap(), Some((500, 1000)));
+
+            // New ids stay above everything inserted, and keep growing.
+            let a = s.mam_append("alice@x", "bob@x", b"<a/>".to_vec()).await.unwrap();
+            let b = s.mam_append("alice@x", "bob@x", b"<b/>".to_vec()).await.unwrap();
+            assert!(a > 1000 && b > a);
+
+            assert!(s.delete_account("alice@x").await.unwrap());
+            assert_eq!(s.mam_len("alice@x").await.unwrap(), 0);
+            assert_eq!(s.mam_len("al@x").await.unwrap(), 1);
+            assert_eq!(
+                s.mam_append("alice@x", "bob@x", vec![]).await,
+                Err(StoreError::NotFound)
+            );
+        });
+    }
 
     #[test]
     fn entry_round_trip() {

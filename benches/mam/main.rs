@@ -172,7 +172,11 @@ async fn measure(a: &Args) -> Result<(), String> {
     );
     let page = a.page;
     let cases: Vec<(&str, String, String)> = vec![
-        ("last page (<before/>)", String::new(), format!("<max>{page}</max><before/>")),
+        (
+            "last page (<before/>)",
+            String::new(),
+            format!("<max>{page}</max><before/>"),
+        ),
         (
             "middle page (after=middle id)",
             String::new(),
@@ -189,9 +193,16 @@ async fn measure(a: &Args) -> Result<(), String> {
             "<field var='with'><value>peer1@localhost</value></field>".into(),
             format!("<max>{page}</max><before/>"),
         ),
-        ("count only (<max>0</max>, full scan)", String::new(), "<max>0</max>".into()),
+        (
+            "count only (<max>0</max>, full scan)",
+            String::new(),
+            "<max>0</max>".into(),
+        ),
     ];
-    println!("{:<42} {:>9} {:>9} {:>9}", "query", "min ms", "median", "max");
+    println!(
+        "{:<42} {:>9} {:>9} {:>9}",
+        "query", "min ms", "median", "max"
+    );
     for (name, fields, rsm) in cases {
         let mut times = Vec::new();
         for r in 0..a.repeat {

@@ -345,10 +345,7 @@ mod tests {
     }
 
     fn store(name: &str) -> (Tmp, Store) {
-        let dir = std::env::temp_dir().join(format!(
-            "kith-mam-test-{}-{name}",
-            std::process::id()
-        ));
+        let dir = std::env::temp_dir().join(format!("kith-mam-test-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let store = Store::open(&dir.join("kith.redb")).unwrap();
@@ -383,25 +380,43 @@ mod tests {
             let entries = (1..=10)
                 .map(|i| ArchiveEntry {
                     id: i * 100,
-                    with: if i % 2 == 0 { "bob@x/r".into() } else { "carol@x".into() },
+                    with: if i % 2 == 0 {
+                        "bob@x/r".into()
+                    } else {
+                        "carol@x".into()
+                    },
                     stanza: format!("<m{i}/>").into_bytes(),
                 })
                 .collect();
             s.mam_insert_batch("alice@x", entries).await.unwrap();
-            s.mam_append("al@x", "bob@x", b"<m/>".to_vec()).await.unwrap();
+            s.mam_append("al@x", "bob@x", b"<m/>".to_vec())
+                .await
+                .unwrap();
 
-            let p = s.mam_query("alice@x", q(0, u64::MAX, 4, false)).await.unwrap();
+            let p = s
+                .mam_query("alice@x", q(0, u64::MAX, 4, false))
+                .await
+                .unwrap();
             assert_eq!((ids(&p), p.complete), (vec![100, 200, 300, 400], false));
-            let p = s.mam_query("alice@x", q(0, u64::MAX, 4, true)).await.unwrap();
+            let p = s
+                .mam_query("alice@x", q(0, u64::MAX, 4, true))
+                .await
+                .unwrap();
             assert_eq!((ids(&p), p.complete), (vec![700, 800, 900, 1000], false));
             let p = s.mam_query("alice@x", q(0, 699, 4, true)).await.unwrap();
             assert_eq!(ids(&p), [300, 400, 500, 600]);
             let p = s.mam_query("alice@x", q(0, 299, 4, true)).await.unwrap();
             assert_eq!((ids(&p), p.complete), (vec![100, 200], true));
-            let p = s.mam_query("alice@x", q(901, u64::MAX, 4, false)).await.unwrap();
+            let p = s
+                .mam_query("alice@x", q(901, u64::MAX, 4, false))
+                .await
+                .unwrap();
             assert_eq!((ids(&p), p.complete), (vec![1000], true));
             // Exactly a full last page is complete too.
-            let p = s.mam_query("alice@x", q(700, u64::MAX, 4, false)).await.unwrap();
+            let p = s
+                .mam_query("alice@x", q(700, u64::MAX, 4, false))
+                .await
+                .unwrap();
             assert!(p.complete);
 
             let mut with = q(0, u64::MAX, 10, false);
@@ -417,7 +432,10 @@ mod tests {
 
             let mut by_ids = q(0, u64::MAX, 10, false);
             by_ids.ids = Some(vec![900, 100, 12345]);
-            assert_eq!(ids(&s.mam_query("alice@x", by_ids).await.unwrap()), [100, 900]);
+            assert_eq!(
+                ids(&s.mam_query("alice@x", by_ids).await.unwrap()),
+                [100, 900]
+            );
 
             let mut missing = q(0, u64::MAX, 10, false);
             missing.must_exist = vec![150];
@@ -427,7 +445,11 @@ mod tests {
             );
 
             assert_eq!(s.mam_bounds("alice@x").await.unwrap(), Some((100, 1000)));
-            assert_eq!(s.mam_len("al@x").await.unwrap(), 1, "prefix owners stay apart");
+            assert_eq!(
+                s.mam_len("al@x").await.unwrap(),
+                1,
+                "prefix owners stay apart"
+            );
 
             // Expiry in batches, never touching newer rows or other owners.
             assert_eq!(s.mam_expire("alice@x", 450, 3).await.unwrap(), 3);
@@ -436,8 +458,14 @@ mod tests {
             assert_eq!(s.mam_bounds("alice@x").await.unwrap(), Some((500, 1000)));
 
             // New ids stay above everything inserted, and keep growing.
-            let a = s.mam_append("alice@x", "bob@x", b"<a/>".to_vec()).await.unwrap();
-            let b = s.mam_append("alice@x", "bob@x", b"<b/>".to_vec()).await.unwrap();
+            let a = s
+                .mam_append("alice@x", "bob@x", b"<a/>".to_vec())
+                .await
+                .unwrap();
+            let b = s
+                .mam_append("alice@x", "bob@x", b"<b/>".to_vec())
+                .await
+                .unwrap();
             assert!(a > 1000 && b > a);
 
             assert!(s.delete_account("alice@x").await.unwrap());

@@ -8,11 +8,13 @@
 //! address as the caller normalised it; a bare filter matches it and all its resources by
 //! string prefix (`with == bare` or `with` starts with `bare/`).
 
+use std::sync::{mpsc, Arc, Weak};
+
 use redb::ReadableTable;
 
 use super::codec::{decode_u64, encode_u64};
 use super::schema::{next_mam_id, MAM};
-use super::{require_account, Store, StoreError};
+use super::{require_account, Inner, Store, StoreError};
 
 /// One archived message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,25 +82,37 @@ pub struct ArchivePage {
 }
 
 impl Store {
-    /// Appends a message to the owner's archive and returns its id. `NotFound` when the owner
-    /// has no account.
+    /// Appends a message to the owner's archive and returns its id once it is on disk.
+    /// `NotFound` when the owner has no account.
+    ///
+    /// Appends from all sessions go through one writer thread that commits whatever has queued
+    /// up in one transaction (group commit): every message is archived on both sides, and one
+    /// fsync per message would cap the whole server at a few hundred messages per second.
     pub async fn mam_append(
         &self,
         owner: &str,
         with: &str,
         stanza: Vec<u8>,
     ) -> Result<u64, StoreError> {
-        let (owner, with) = (owner.to_string(), with.to_string());
-        self.write(move |txn| {
-            require_account(txn, &owner)?;
-            let id = next_mam_id(txn, now_micros())?;
-            txn.open_table(MAM)?.insert(
-                (owner.as_str(), id),
-                encode_entry(&with, &stanza).as_slice(),
-            )?;
-            Ok(id)
-        })
-        .await
+        let (reply, answer) = async_channel::bounded(1);
+        let item = Pending {
+            owner: owner.to_string(),
+            with: with.to_string(),
+            stanza,
+            reply,
+        };
+        let writer = self
+            .inner
+            .mam_writer
+            .get_or_init(|| Writer::start(&self.inner));
+        writer
+            .0
+            .send(item)
+            .map_err(|_| StoreError::Io("the archive writer has stopped".into()))?;
+        answer
+            .recv()
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Io("the archive writer has stopped".into())))
     }
 
     /// Inserts a batch of entries with given ids (benchmarks and imports). Ids must be new.
@@ -295,6 +309,98 @@ impl Store {
             Ok(n)
         })
         .await
+    }
+}
+
+/// Appends waiting for the writer thread.
+pub(super) struct Writer(mpsc::Sender<Pending>);
+
+pub(super) struct Pending {
+    owner: String,
+    with: String,
+    stanza: Vec<u8>,
+    reply: async_channel::Sender<Result<u64, StoreError>>,
+}
+
+/// Most appends committed in one transaction.
+const MAX_BATCH: usize = 512;
+
+impl Writer {
+    /// Starts the writer thread. It holds only a weak reference to the database, so the file
+    /// still closes when the last `Store` goes; the thread ends when the channel closes with it.
+    fn start(inner: &Arc<Inner>) -> Writer {
+        let (tx, rx) = mpsc::channel::<Pending>();
+        let weak: Weak<Inner> = Arc::downgrade(inner);
+        let spawned = std::thread::Builder::new()
+            .name("kith-archive".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(p) => batch.push(p),
+                            Err(_) => break,
+                        }
+                    }
+                    match weak.upgrade() {
+                        Some(inner) => commit_batch(&inner, batch),
+                        None => return,
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            // Appends then fail with "writer has stopped"; the messages are still delivered.
+            log::error!("store: cannot start the archive writer thread: {e}");
+        }
+        Writer(tx)
+    }
+}
+
+/// Commits a batch in one transaction and answers every append. An append for a missing
+/// account gets `NotFound` without failing the others.
+fn commit_batch(inner: &Inner, batch: Vec<Pending>) {
+    let result = (|| {
+        let txn = super::begin_write(&inner.db)?;
+        let mut out = Vec::with_capacity(batch.len());
+        let done = (|| {
+            let accounts = txn.open_table(super::schema::ACCOUNTS)?;
+            for p in &batch {
+                if accounts.get(p.owner.as_str())?.is_none() {
+                    out.push(Err(StoreError::NotFound));
+                    continue;
+                }
+                let id = next_mam_id(&txn, now_micros())?;
+                txn.open_table(MAM)?.insert(
+                    (p.owner.as_str(), id),
+                    encode_entry(&p.with, &p.stanza).as_slice(),
+                )?;
+                out.push(Ok(id));
+            }
+            Ok::<(), StoreError>(())
+        })();
+        match done {
+            Ok(()) => {
+                txn.commit()?;
+                Ok(out)
+            }
+            Err(e) => {
+                let _ = txn.abort();
+                Err(e)
+            }
+        }
+    })();
+    match result {
+        Ok(out) => {
+            for (p, r) in batch.into_iter().zip(out) {
+                let _ = p.reply.try_send(r);
+            }
+        }
+        Err(e) => {
+            let e = e.at(&inner.path);
+            for p in batch {
+                let _ = p.reply.try_send(Err(e.clone()));
+            }
+        }
     }
 }
 

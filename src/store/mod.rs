@@ -62,6 +62,8 @@ pub struct Store {
 struct Inner {
     db: Database,
     path: PathBuf,
+    /// The archive's group-commit writer, started on the first append (see `mam`).
+    mam_writer: std::sync::OnceLock<mam::Writer>,
 }
 
 impl std::fmt::Debug for Store {
@@ -106,6 +108,7 @@ impl Store {
             inner: Arc::new(Inner {
                 db,
                 path: path.to_path_buf(),
+                mam_writer: std::sync::OnceLock::new(),
             }),
         })
     }

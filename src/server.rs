@@ -27,6 +27,8 @@ pub struct Server {
     /// Connections currently open (any phase), so shutdown can wait for them to close.
     pub open_conns: AtomicUsize,
     pub stopping: AtomicBool,
+    /// Message archive state (cached preferences).
+    pub mam: crate::services::mam::State,
 }
 
 impl Server {
@@ -40,6 +42,7 @@ impl Server {
             next_conn: AtomicU64::new(1),
             open_conns: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
+            mam: Default::default(),
         }
     }
 

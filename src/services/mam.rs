@@ -15,7 +15,8 @@
 //! A failure to archive is logged and the message still goes through: losing history is
 //! better than losing the message.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::jid::{BareJid, FullJid, Jid};
@@ -36,6 +37,25 @@ const PREFS_KEY: &str = "mam.prefs";
 const EXPIRE_BATCH: usize = 500;
 /// How often the retention task runs.
 const EXPIRE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Per-server archive state: every account's preferences, read from the store once. Two
+/// store reads per message (sender's and recipient's preferences) cost as much CPU as the
+/// rest of the archive path together.
+#[derive(Default)]
+pub struct State {
+    prefs: Mutex<HashMap<BareJid, Prefs>>,
+}
+
+impl State {
+    /// Drops what is cached about an account (it was deleted).
+    pub fn forget(&self, jid: &BareJid) {
+        lock(&self.prefs).remove(jid);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Sender side: archives an outgoing message in the sender's archive.
 pub async fn outbound(srv: &Server, from: &FullJid, stanza: &Element) {
@@ -211,6 +231,23 @@ async fn metadata(srv: &Server, owner: &BareJid) -> Result<Element, StanzaError>
 }
 
 async fn load_prefs(srv: &Server, owner: &BareJid) -> Prefs {
+    if let Some(p) = lock(&srv.mam.prefs).get(owner) {
+        return p.clone();
+    }
+    let prefs = read_prefs(srv, owner).await;
+    // Only accounts that are logged in are cached, so messages to made-up names can't grow
+    // the map; entries stay after logout (bounded by the number of accounts).
+    if srv.sessions.is_online(owner) {
+        // A `set` that raced with this read has already put the newer value: keep it.
+        return lock(&srv.mam.prefs)
+            .entry(owner.clone())
+            .or_insert(prefs)
+            .clone();
+    }
+    prefs
+}
+
+async fn read_prefs(srv: &Server, owner: &BareJid) -> Prefs {
     match srv.store.kv_get(owner.as_ref(), PREFS_KEY).await {
         Ok(Some(bytes)) => std::str::from_utf8(&bytes)
             .ok()
@@ -240,6 +277,7 @@ async fn set_prefs(srv: &Server, owner: &BareJid, el: &Element) -> Result<Elemen
         log::error!("mam: cannot store the preferences of {owner}: {e}");
         return Err(Condition::InternalServerError.into());
     }
+    lock(&srv.mam.prefs).insert(owner.clone(), prefs);
     Ok(stored)
 }
 

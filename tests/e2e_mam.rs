@@ -376,6 +376,31 @@ fn prefs_never_keeps_messages_out_of_the_archive() {
 }
 
 #[test]
+fn prefs_roster_archives_only_contacts() {
+    let server = server_with(&["alice", "bob", "carol"]);
+    let mut alice = online(&server, "alice", "phone");
+    let mut carol = online(&server, "carol", "pc");
+    let mut bob = online(&server, "bob", "laptop");
+    let r = bob.iq(&format!(
+        "<iq type='set' id='ID'><prefs xmlns='{NS_MAM}' default='roster'/></iq>"
+    ));
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    let r = bob.iq("<iq type='set' id='ID'><query xmlns='jabber:iq:roster'>\
+         <item jid='alice@localhost'/></query></iq>");
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    let from_alice = send_many(&mut alice, "bob@localhost", "contact", 2);
+    receive(&mut bob, 2);
+    send_many(&mut carol, "bob@localhost", "stranger", 2);
+    receive(&mut bob, 2);
+    assert_eq!(query(&mut bob, "", "").bodies(), from_alice);
+    // Messages to an account that doesn't exist bounce and stay out of the sender's archive.
+    carol.send("<message to='nobody@localhost' type='chat'><body>lost</body></message>");
+    let e = carol.recv_until(|e| e.name() == "message" && e.attr("type") == Some("error"));
+    assert_eq!(stanza_error(&e), "service-unavailable");
+    assert_eq!(query(&mut carol, "", "").bodies().len(), 2);
+}
+
+#[test]
 fn forged_stanza_ids_are_removed() {
     let server = server_with(&["alice", "bob"]);
     let mut alice = online(&server, "alice", "phone");

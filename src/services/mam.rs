@@ -4,8 +4,8 @@
 //! querying resource (in order, then the iq result, all on its one queue), and retention.
 //!
 //! Where messages are archived (hooked from `services::message`):
-//! - outgoing, in the sender's archive, when the message goes to an account on this server
-//!   (another account or the server's domain excluded). Messages to other domains are not
+//! - outgoing, in the sender's archive, when the message goes to an existing account on this
+//!   server (the sender's own account, the server's domain and unknown accounts excluded). Messages to other domains are not
 //!   archived while they bounce (no federation yet): an archive must not show as sent what
 //!   was never routed. Messages to one's own bare JID are archived once, as incoming.
 //! - incoming, in the recipient's archive, before delivery or offline storage; the delivered
@@ -67,6 +67,10 @@ pub async fn outbound(srv: &Server, from: &FullJid, stanza: &Element) {
         return;
     }
     if !p::should_archive(stanza) || !wanted(srv, &own, &to.to_bare()).await {
+        return;
+    }
+    // A message to a made-up account bounces; it was never sent, so it isn't history.
+    if !crate::services::iq::account_exists(srv, &to.to_bare()).await {
         return;
     }
     let bytes = stanza.to_bytes_in("");

@@ -1,12 +1,15 @@
 //! Persistent state: accounts, rosters, pending subscriptions, offline messages, last activity,
-//! store-wide secrets and a per-account key/value area, in one redb file.
+//! store-wide secrets, a per-account key/value area and message archives (`mam`), in one redb
+//! file.
 //!
 //! This is the only module that uses redb (tables live in `schema`, value encodings in
 //! `codec`). It does not parse JIDs: keys are the bare-JID strings the caller gives, already
 //! normalised. It knows nothing of XML: stanzas are opaque bytes.
 //!
 //! Invariants:
-//! - Every public operation is one redb transaction, so it is all-or-nothing.
+//! - Every public operation is one redb transaction, so it is all-or-nothing. (Archive
+//!   appends from many callers may share one transaction, committed by `mam`'s writer
+//!   thread; each append is still all-or-nothing and on disk when it returns.)
 //! - Writes commit with `Durability::Immediate` (fsync): an operation that returned `Ok` is on
 //!   disk, which is what lets the server acknowledge an offline message.
 //! - redb work never runs on the executor: `begin_write` blocks its thread while another writer

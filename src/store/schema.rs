@@ -34,8 +34,8 @@ pub(crate) const LAST: TableDefinition<&str, &[u8]> = TableDefinition::new("last
 /// (owner, key) → bytes: a private per-account store for later features.
 pub(crate) const KV: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv_v1");
 /// (owner, archive id) → (with, stanza): the XEP-0313 message archive (see `store::mam`).
-/// Added after 1.0's layout was drawn but before any release: `create_tables` creates it in
-/// files that lack it, so the schema version did not change.
+/// Added before any release: `create_tables` creates it in data files made before it existed,
+/// so the schema version stayed 1.
 pub(crate) const MAM: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("mam_v1");
 
 /// Keys of `meta` that the store owns; [`super::Store::meta_set`] refuses them.

@@ -356,6 +356,43 @@ mod tests {
     }
 
     #[test]
+    fn retention_deletes_only_expired_messages_in_batches() {
+        use crate::store::{ArchiveEntry, Store};
+        let dir = std::env::temp_dir().join(format!("kith-mam-expire-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("kith.redb")).unwrap();
+        let tls = crate::net::tls::TlsSetup::load(None, None, "localhost", &dir).unwrap();
+        let srv = Server::new(crate::config::Config::defaults(), store, tls);
+        smol::block_on(async {
+            for owner in ["a@localhost", "b@localhost"] {
+                srv.store.create_account(owner, vec![]).await.unwrap();
+                let old = (1..=1200u64).map(|i| ArchiveEntry {
+                    id: i,
+                    with: "x@localhost".into(),
+                    stanza: b"<m/>".to_vec(),
+                });
+                srv.store
+                    .mam_insert_batch(owner, old.collect())
+                    .await
+                    .unwrap();
+                srv.store
+                    .mam_append(owner, "x@localhost", b"<new/>".to_vec())
+                    .await
+                    .unwrap();
+            }
+            let cutoff = crate::store::now_micros() - 60_000_000;
+            assert_eq!(expire_once(&srv, cutoff).await, 2400);
+            for owner in ["a@localhost", "b@localhost"] {
+                assert_eq!(srv.store.mam_len(owner).await.unwrap(), 1);
+            }
+            assert_eq!(expire_once(&srv, cutoff).await, 0);
+        });
+        drop(srv);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn query_to_store_range() {
         let q = aq("<query xmlns='urn:xmpp:mam:2'/>");
         assert_eq!((q.lo, q.hi, q.backwards, q.max), (0, u64::MAX, false, 50));

@@ -261,6 +261,32 @@ fn two_hundred_fifty_messages_page_both_ways_with_matching_stanza_ids() {
     let p = query(&mut bob, &ids_field, "");
     assert_eq!(p.bodies(), [sent[3].clone(), sent[7].clone()]);
 
+    // <flip-page/> (#extended): the last page, newest first.
+    let id = bob.id();
+    bob.send(&format!(
+        "<iq type='set' id='{id}'><query xmlns='{NS_MAM}'><flip-page/>\
+         <set xmlns='{NS_RSM}'><max>3</max><before/></set></query></iq>"
+    ));
+    let mut flipped = Vec::new();
+    loop {
+        let e = bob.recv();
+        if e.name() == "iq" {
+            assert_eq!(e.attr("id"), Some(id.as_str()), "{e}");
+            break;
+        }
+        flipped.push(
+            e.get_child("result", NS_MAM)
+                .unwrap()
+                .attr("id")
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(
+        flipped,
+        [ids[249].clone(), ids[248].clone(), ids[247].clone()]
+    );
+
     // RSM count with max 0.
     let p = query(&mut bob, "", "<max>0</max>");
     assert_eq!(p.count, Some(250));

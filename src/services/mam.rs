@@ -185,11 +185,17 @@ async fn query(
     let Some(resource) = srv.sessions.resource(from) else {
         return Ok(()); // the querying resource is gone; nobody to answer
     };
-    let first_last = match (page.entries.first(), page.entries.last()) {
+    let mut entries = page.entries;
+    if q.flip_page {
+        entries.reverse();
+    }
+    // With <flip-page/>, RSM first/last name the first and last result as sent (the XEP
+    // leaves it open; clients page on the ids they saw).
+    let first_last = match (entries.first(), entries.last()) {
         (Some(f), Some(l)) => Some((f.id, l.id)),
         _ => None,
     };
-    for e in page.entries {
+    for e in entries {
         let original = std::str::from_utf8(&e.stanza)
             .ok()
             .and_then(|s| Element::parse(s).ok());

@@ -88,6 +88,8 @@ pub struct Query {
     pub before_id: Option<u64>,
     /// Only these ids (#extended).
     pub ids: Option<Vec<u64>>,
+    /// `<flip-page/>` (#extended): send the page newest first.
+    pub flip_page: bool,
     pub rsm: Rsm,
 }
 
@@ -102,6 +104,7 @@ pub fn parse_query(query: &Element) -> Result<Query, QueryError> {
     let bad = QueryError::BadRequest;
     let mut q = Query {
         queryid: query.attr("queryid").map(str::to_string),
+        flip_page: query.has_child("flip-page", NS_MAM),
         ..Query::default()
     };
     if let Some(x) = query.get_child("x", NS_DATA) {

@@ -57,25 +57,29 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Sender side: archives an outgoing message in the sender's archive.
-pub async fn outbound(srv: &Server, from: &FullJid, stanza: &Element) {
-    let Ok(Some(to)) = stanza::jid_attr(stanza, "to") else {
-        return; // no `to`: addressed to the sender's own account, archived as incoming
-    };
+/// Sender side: archives an outgoing message in the sender's archive. Returns its archive id
+/// (for a `<stanza-id by='sender'/>` on copies sent to the sender's other resources).
+pub async fn outbound(srv: &Server, from: &FullJid, stanza: &Element) -> Option<u64> {
+    // No `to`: addressed to the sender's own account, archived as incoming.
+    let to = stanza::jid_attr(stanza, "to").ok()??;
     let own = from.to_bare();
     if !srv.is_local_domain(to.domain()) || to.node().is_none() || to.to_bare() == own {
-        return;
+        return None;
     }
     if !p::should_archive(stanza) || !wanted(srv, &own, &to.to_bare()).await {
-        return;
+        return None;
     }
     // A message to a made-up account bounces; it was never sent, so it isn't history.
     if !crate::services::iq::account_exists(srv, &to.to_bare()).await {
-        return;
+        return None;
     }
     let bytes = stanza.to_bytes_in("");
-    if let Err(e) = srv.store.mam_append(own.as_ref(), to.as_str(), bytes).await {
-        log::error!("mam: cannot archive an outgoing message of {own}: {e}");
+    match srv.store.mam_append(own.as_ref(), to.as_str(), bytes).await {
+        Ok(id) => Some(id),
+        Err(e) => {
+            log::error!("mam: cannot archive an outgoing message of {own}: {e}");
+            None
+        }
     }
 }
 

@@ -10,7 +10,8 @@ use crate::xml::Element;
 /// Sender side: a message from local user `from`, before routing anywhere (local or remote).
 /// `None` means the pipeline consumed it (refused with an error, or dropped).
 pub async fn outbound(srv: &Server, from: &FullJid, stanza: Element) -> Option<Element> {
-    super::mam::outbound(srv, from, &stanza).await;
+    // The sender's archive id; carbons (XEP-0280) can put it on sent copies.
+    let _archived = super::mam::outbound(srv, from, &stanza).await;
     Some(stanza)
 }
 

@@ -49,6 +49,9 @@
 //!   rejected because they are ambiguous.
 //! - Ranges: `max_stanza_size` 10 000 bytes ..= 16 MiB, `auth_timeout` 1 s ..= 1 h,
 //!   `max_offline_messages` 0 ..= 1 000 000 (0 keeps none).
+//! - `[contact]` values are URIs (`scheme:rest`); `admin` defaults to the `admins` as `xmpp:`
+//!   URIs. `[turn]` needs `host` and `secret` when it has any key; an empty `[turn]` is the
+//!   same as none. The TURN secret never appears in `Debug` output.
 //! - Whether certificate files exist is not checked here (that is I/O and belongs to start-up
 //!   and `kith check`).
 
@@ -82,6 +85,11 @@ pub struct Config {
     pub limits: Limits,
     pub auth: Auth,
     pub mam: Mam,
+    /// XEP-0157 contact addresses published in the server's disco#info.
+    pub contact: Contact,
+    /// XEP-0215 STUN/TURN service with coturn-style shared-secret credentials; `None` when
+    /// there is no `[turn]` section (nothing is advertised then).
+    pub turn: Option<Turn>,
     /// Where this configuration came from, for the start-up log line.
     pub source: ConfigSource,
 }
@@ -128,6 +136,8 @@ pub struct Limits {
     pub auth_timeout: Duration,
     /// Messages stored per offline account; 0 stores none.
     pub max_offline_messages: usize,
+    /// How long a stream-management session waits for its client to resume (XEP-0198).
+    pub resume_timeout: Duration,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -141,6 +151,77 @@ pub struct Auth {
 pub struct Mam {
     /// Archived messages older than this are deleted; `None` keeps them forever.
     pub archive_expires_after: Option<Duration>,
+}
+
+/// XEP-0157 contact addresses: URIs like `mailto:abuse@example.org` or
+/// `xmpp:admin@example.org`, one list per field of the serverinfo form.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Contact {
+    pub abuse: Vec<String>,
+    /// `None` means the `admins`, as `xmpp:` URIs.
+    pub admin: Option<Vec<String>>,
+    pub feedback: Vec<String>,
+    pub sales: Vec<String>,
+    pub security: Vec<String>,
+    pub status: Vec<String>,
+    pub support: Vec<String>,
+}
+
+impl Contact {
+    /// The serverinfo form's fields (`abuse-addresses`, ...) and their addresses, admins
+    /// filled in.
+    pub fn fields(&self, admins: &[String]) -> Vec<(&'static str, Vec<String>)> {
+        let admin = match &self.admin {
+            Some(list) => list.clone(),
+            None => admins.iter().map(|a| format!("xmpp:{a}")).collect(),
+        };
+        vec![
+            ("abuse-addresses", self.abuse.clone()),
+            ("admin-addresses", admin),
+            ("feedback-addresses", self.feedback.clone()),
+            ("sales-addresses", self.sales.clone()),
+            ("security-addresses", self.security.clone()),
+            ("status-addresses", self.status.clone()),
+            ("support-addresses", self.support.clone()),
+        ]
+    }
+}
+
+/// A STUN/TURN server (coturn, eturnal) sharing a secret with kith (coturn's
+/// `use-auth-secret` / REST API scheme).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Turn {
+    pub host: String,
+    pub port: u16,
+    /// TURN over TLS (`turns`), when the server offers it.
+    pub tls_port: Option<u16>,
+    pub secret: String,
+    /// How long handed-out credentials stay valid.
+    pub ttl: Duration,
+}
+
+impl Default for Turn {
+    fn default() -> Turn {
+        Turn {
+            host: String::new(),
+            port: 3478,
+            tls_port: None,
+            secret: String::new(),
+            ttl: Duration::from_secs(86_400),
+        }
+    }
+}
+
+impl fmt::Debug for Turn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The secret stays out of debug output and logs.
+        f.debug_struct("Turn")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls_port", &self.tls_port)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where a [`Config`] came from.
@@ -310,11 +391,14 @@ impl Config {
                 max_stanza_size: 256 * KIB,
                 auth_timeout: Duration::from_secs(30),
                 max_offline_messages: 1000,
+                resume_timeout: Duration::from_secs(300),
             },
             auth: Auth::default(),
             mam: Mam {
                 archive_expires_after: Some(Duration::from_secs(365 * 86_400)),
             },
+            contact: Contact::default(),
+            turn: None,
             source: ConfigSource::Defaults,
         }
     }
@@ -446,7 +530,6 @@ pub const RESERVED_SECTIONS: &[&str] = &[
     "upload",
     "muc",
     "push",
-    "turn",
     "components",
     "registration",
     "invites",
@@ -539,6 +622,23 @@ const ROOT: Section = Section {
         },
     ],
 };
+
+/// Generates the row of one `[contact]` key (a list of URIs).
+macro_rules! contact_key {
+    ($name:ident, $doc:expr) => {
+        Key {
+            name: stringify!($name),
+            doc: $doc,
+            read: |c, key, v, cfg| {
+                if let Some(uris) = c.uris(key, v) {
+                    cfg.contact.$name = uris;
+                }
+            },
+            show: |cfg| Some(list(cfg.contact.$name.iter().map(|a| quote(a)))),
+            unset_example: "",
+        }
+    };
+}
 
 /// Generates the row of one listener key; `$port` is the conventional port used in hints.
 macro_rules! listen_key {
@@ -669,6 +769,18 @@ const SECTIONS: &[Section] = &[
                 show: |cfg| Some(cfg.limits.max_offline_messages.to_string()),
                 unset_example: "",
             },
+            Key {
+                name: "resume_timeout",
+                doc: "How long a phone that lost its connection may resume its session without losing anything (XEP-0198), from 10s to 1d.",
+                read: |c, key, v, cfg| {
+                    let range = Duration::from_secs(10)..=Duration::from_secs(86_400);
+                    if let Some(d) = c.duration(key, v, range) {
+                        cfg.limits.resume_timeout = d;
+                    }
+                },
+                show: |cfg| Some(show_duration(cfg.limits.resume_timeout)),
+                unset_example: "",
+            },
         ],
     },
     Section {
@@ -715,6 +827,132 @@ const SECTIONS: &[Section] = &[
             },
             unset_example: "",
         }],
+    },
+    Section {
+        name: "contact",
+        doc: "Contact addresses published to clients and other servers (XEP-0157), as URIs\n\
+              like \"mailto:abuse@example.org\" or \"xmpp:admin@example.org\".",
+        check: |_, _| {},
+        keys: &[
+            contact_key!(abuse, "Where to report abuse (spam, harassment)."),
+            Key {
+                name: "admin",
+                doc: "The server's administrators. Default: the 'admins' accounts as xmpp: URIs.",
+                read: |c, key, v, cfg| {
+                    if let Some(uris) = c.uris(key, v) {
+                        cfg.contact.admin = Some(uris);
+                    }
+                },
+                show: |cfg| {
+                    cfg.contact
+                        .admin
+                        .as_ref()
+                        .map(|l| list(l.iter().map(|a| quote(a))))
+                },
+                unset_example: "[\"xmpp:admin@example.org\", \"mailto:admin@example.org\"]",
+            },
+            contact_key!(feedback, "Where to send feedback."),
+            contact_key!(sales, "Sales enquiries."),
+            contact_key!(security, "Where to report security problems."),
+            contact_key!(status, "Where the server's status is published."),
+            contact_key!(support, "Where users get help."),
+        ],
+    },
+    Section {
+        name: "turn",
+        doc: "A STUN/TURN server for audio and video calls (XEP-0215), e.g. coturn with\n\
+              use-auth-secret and static-auth-secret set to the same secret as here.\n\
+              Without this section no STUN/TURN service is advertised.",
+        check: |c, table| {
+            // An empty [turn] (as in the example config) means no TURN, like no section.
+            if table.is_empty() {
+                return;
+            }
+            // Point at the section's first key.
+            let span = table.iter().next().map_or(0..0, |(k, _)| k.span());
+            for (name, example) in [("host", "\"turn.example.org\""), ("secret", "\"...\"")] {
+                if table.get(name).is_none() {
+                    c.problem(
+                        span.clone(),
+                        format!("[turn] needs '{name}'"),
+                        Some(format!(
+                            "add {name} = {example} to [turn], or remove the section"
+                        )),
+                    );
+                }
+            }
+        },
+        keys: &[
+            Key {
+                name: "host",
+                doc: "The TURN server's host name (or IP address), as clients reach it.",
+                read: |c, key, v, cfg| {
+                    if let Some(s) = c.string(key, v, "a host name like \"turn.example.org\"") {
+                        if s.is_empty() || s.chars().any(char::is_whitespace) {
+                            c.problem(v.span(), format!("'{key}' is not a host name"), None);
+                        } else {
+                            cfg.turn.get_or_insert_with(Turn::default).host = s.to_string();
+                        }
+                    }
+                },
+                show: |cfg| cfg.turn.as_ref().map(|t| quote(&t.host)),
+                unset_example: "\"turn.example.org\"",
+            },
+            Key {
+                name: "port",
+                doc: "STUN and TURN over UDP and TCP.",
+                read: |c, key, v, cfg| {
+                    if let Some(n) = c.count(key, v, 1, 65535) {
+                        cfg.turn.get_or_insert_with(Turn::default).port = n as u16;
+                    }
+                },
+                show: |cfg| cfg.turn.as_ref().map(|t| t.port.to_string()),
+                unset_example: "3478",
+            },
+            Key {
+                name: "tls_port",
+                doc: "TURN over TLS (turns:), if the server offers it.",
+                read: |c, key, v, cfg| {
+                    if let Some(n) = c.count(key, v, 1, 65535) {
+                        cfg.turn.get_or_insert_with(Turn::default).tls_port = Some(n as u16);
+                    }
+                },
+                show: |cfg| {
+                    cfg.turn
+                        .as_ref()
+                        .and_then(|t| t.tls_port)
+                        .map(|p| p.to_string())
+                },
+                unset_example: "5349",
+            },
+            Key {
+                name: "secret",
+                doc: "The secret shared with the TURN server (coturn's static-auth-secret).",
+                read: |c, key, v, cfg| {
+                    if let Some(s) = c.string(key, v, "a secret string") {
+                        if s.is_empty() {
+                            c.problem(v.span(), format!("'{key}' is empty"), None);
+                        } else {
+                            cfg.turn.get_or_insert_with(Turn::default).secret = s.to_string();
+                        }
+                    }
+                },
+                show: |cfg| cfg.turn.as_ref().map(|t| quote(&t.secret)),
+                unset_example: "\"a long random string\"",
+            },
+            Key {
+                name: "ttl",
+                doc: "How long handed-out TURN credentials stay valid, from 1m to 30d.",
+                read: |c, key, v, cfg| {
+                    let range = Duration::from_secs(60)..=Duration::from_secs(30 * 86_400);
+                    if let Some(d) = c.duration(key, v, range) {
+                        cfg.turn.get_or_insert_with(Turn::default).ttl = d;
+                    }
+                },
+                show: |cfg| cfg.turn.as_ref().map(|t| show_duration(t.ttl)),
+                unset_example: "\"1d\"",
+            },
+        ],
     },
 ];
 
@@ -1156,6 +1394,34 @@ impl<'t> Checker<'t> {
         Some(admins)
     }
 
+    /// A list of URIs (`scheme:rest`, no spaces), for `[contact]`.
+    fn uris(&mut self, key: &str, v: &Spanned<DeValue<'_>>) -> Option<Vec<String>> {
+        let expected = "a list of URIs like [\"mailto:abuse@example.org\"]";
+        let items = self.string_list(key, v, expected, "\"mailto:abuse@example.org\"", |s| s)?;
+        let mut out = Vec::new();
+        for (uri, span) in items {
+            let scheme_ok = uri.split_once(':').is_some_and(|(scheme, rest)| {
+                !scheme.is_empty()
+                    && !rest.is_empty()
+                    && scheme
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            });
+            if !scheme_ok || uri.chars().any(char::is_whitespace) {
+                self.problem(
+                    span,
+                    format!("'{uri}' is not a URI"),
+                    Some(format!(
+                        "write a URI like \"mailto:{uri}\" or \"xmpp:{uri}\""
+                    )),
+                );
+            } else {
+                out.push(uri.to_string());
+            }
+        }
+        Some(out)
+    }
+
     fn addresses(
         &mut self,
         key: &'static str,
@@ -1562,6 +1828,7 @@ allow_plain = true
                 max_stanza_size: MIB,
                 auth_timeout: Duration::from_secs(60),
                 max_offline_messages: 50,
+                resume_timeout: Duration::from_secs(300),
             }
         );
         assert!(config.auth.allow_plain);
@@ -1605,7 +1872,7 @@ allow_plain = true
         assert_eq!(
             problems("[s2ss]\n"),
             ["kith.toml:1:2: unknown section [s2ss] \
-                 (known sections: [listen], [tls], [limits], [auth], [mam])"]
+                 (known sections: [listen], [tls], [limits], [auth], [mam], [contact], [turn])"]
         );
         assert_eq!(
             problems("\n[limit]\n"),
@@ -1619,7 +1886,7 @@ allow_plain = true
             problems("[muc]\nenabled = true\n"),
             [
                 "kith.toml:1:2: section [muc] is not supported by this version of kith \
-                 (known sections: [listen], [tls], [limits], [auth], [mam])"
+                 (known sections: [listen], [tls], [limits], [auth], [mam], [contact], [turn])"
             ]
         );
     }
@@ -1867,7 +2134,7 @@ c2s = \"[::]:5222\"
 cert = \"c.pem\"
 [limits]
 auth_timeout = \"soon\"
-[turn]
+[muc]
 ";
         let found = parse(text, Path::new("kith.toml")).unwrap_err();
         let lines: Vec<_> = found.problems().iter().map(|p| p.line().unwrap()).collect();
@@ -2031,6 +2298,46 @@ auth_timeout = \"soon\"
             })
         );
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn contact_addresses() {
+        let config = ok(
+            "admins = [\"me@example.org\"]\n[contact]\nabuse = [\"mailto:abuse@example.org\"]\n",
+        );
+        let fields = config.contact.fields(&config.admins);
+        assert!(fields.contains(&("abuse-addresses", vec!["mailto:abuse@example.org".into()])));
+        assert!(fields.contains(&("admin-addresses", vec!["xmpp:me@example.org".into()])));
+        let config = ok("[contact]\nadmin = [\"https://example.org/help\"]\n");
+        let fields = config.contact.fields(&["me@example.org".into()]);
+        assert!(fields.contains(&("admin-addresses", vec!["https://example.org/help".into()])));
+        let p = problems("[contact]\nabuse = [\"abuse@example.org\"]\n");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("is not a URI"), "{p:?}");
+    }
+
+    #[test]
+    fn turn_section() {
+        assert_eq!(ok("").turn, None);
+        let config = ok("[turn]\nhost = \"turn.example.org\"\nsecret = \"s3cret\"\n");
+        let turn = config.turn.expect("turn");
+        assert_eq!(
+            (turn.host.as_str(), turn.port, turn.tls_port, turn.ttl),
+            ("turn.example.org", 3478, None, Duration::from_secs(86_400))
+        );
+        assert!(!format!("{turn:?}").contains("s3cret"));
+        let config = ok("[turn]\nhost = \"t.example.org\"\nsecret = \"s\"\nport = 3479\ntls_port = 5349\nttl = \"2h\"\n");
+        let turn = config.turn.unwrap();
+        assert_eq!(
+            (turn.port, turn.tls_port, turn.ttl.as_secs()),
+            (3479, Some(5349), 7200)
+        );
+        let p = problems("[turn]\nport = 3478\n");
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p[0].contains("needs 'host'") && p[1].contains("needs 'secret'"),
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -34,6 +34,19 @@ pub async fn route(srv: &Server, from: &FullJid, stanza: Element) {
         Ok(None) => To::Bare(from.to_bare()),
         Err(e) => return bounce(srv, &stanza, e),
     };
+    // XEP-0191: stanzas to a JID the sender blocked go nowhere; iq from a JID the recipient
+    // blocked neither (messages: services::message::inbound; presence: services::presence).
+    let Some(stanza) = services::blocking::outbound(srv, from, stanza).await else {
+        return;
+    };
+    let stanza = match (kind, &to) {
+        (Kind::Iq, To::Bare(b)) => services::blocking::inbound(srv, b, stanza).await,
+        (Kind::Iq, To::Full(f)) => services::blocking::inbound(srv, &f.to_bare(), stanza).await,
+        _ => Some(stanza),
+    };
+    let Some(stanza) = stanza else {
+        return;
+    };
     let stanza = match kind {
         Kind::Message => match services::message::outbound(srv, from, stanza).await {
             Some(s) => s,
@@ -149,12 +162,18 @@ pub async fn message_to_bare(srv: &Server, to: &BareJid, stanza: Element) {
                     .filter(|r| Some(r.priority) == top)
                     .collect()
             };
-            let mut delivered = false;
-            for r in targets {
-                delivered |= sessions::send(r, Outbound::stanza(stanza.clone()));
+            let delivered: Vec<&sessions::Resource> = targets
+                .into_iter()
+                .filter(|r| sessions::send(r, Outbound::stanza(stanza.clone())))
+                .collect();
+            if delivered.is_empty() {
+                return services::offline::store_or_bounce(srv, to, stanza).await;
             }
-            if !delivered {
-                services::offline::store_or_bounce(srv, to, stanza).await;
+            let asleep = delivered.iter().any(|r| r.asleep);
+            let delivered: Vec<FullJid> = delivered.iter().map(|r| r.jid.clone()).collect();
+            services::carbons::received(srv, to, &stanza, &delivered);
+            if asleep {
+                services::push::notify(srv, to, &stanza).await;
             }
         }
     }
@@ -165,6 +184,10 @@ pub async fn message_to_bare(srv: &Server, to: &BareJid, stanza: Element) {
 async fn message_to_full(srv: &Server, to: &FullJid, stanza: Element) {
     if let Some(r) = srv.sessions.resource(to) {
         if sessions::send(&r, Outbound::stanza(stanza.clone())) {
+            services::carbons::received(srv, &to.to_bare(), &stanza, std::slice::from_ref(to));
+            if r.asleep {
+                services::push::notify(srv, &to.to_bare(), &stanza).await;
+            }
             return;
         }
     }

@@ -29,10 +29,20 @@ pub struct Server {
     pub stopping: AtomicBool,
     /// Message archive state (cached preferences).
     pub mam: crate::services::mam::State,
+    /// XEP-0115 features of connected resources, for PEP notifications.
+    pub caps: crate::services::caps::Caps,
+    /// Resumable stream-management sessions (XEP-0198).
+    pub sm: crate::session::sm::Registry,
+    /// XEP-0191 blocklists and the resources that asked for them.
+    pub blocking: crate::services::blocking::State,
+    /// Closed when the server shuts down; waiting tasks watch it.
+    shutdown_tx: async_channel::Sender<()>,
+    shutdown_rx: async_channel::Receiver<()>,
 }
 
 impl Server {
     pub fn new(config: Config, store: Store, tls: TlsSetup) -> Server {
+        let (shutdown_tx, shutdown_rx) = async_channel::bounded(1);
         Server {
             config,
             store,
@@ -43,6 +53,19 @@ impl Server {
             open_conns: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             mam: Default::default(),
+            caps: Default::default(),
+            sm: Default::default(),
+            blocking: Default::default(),
+            shutdown_tx,
+            shutdown_rx,
+        }
+    }
+
+    /// Completes when the server starts shutting down.
+    pub fn shutdown_signal(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let rx = self.shutdown_rx.clone();
+        async move {
+            let _ = rx.recv().await;
         }
     }
 
@@ -65,6 +88,7 @@ impl Server {
 
     /// Disconnects every session of an account (after it was deleted or its password changed).
     pub fn kick_account(&self, bare: &BareJid, condition: crate::stanza::StreamError) {
+        self.blocking.forget(bare);
         for r in self.sessions.resources(bare) {
             sessions::send(&r, Outbound::Close(condition));
         }
@@ -181,12 +205,18 @@ async fn serve(ex: Arc<Executor<'static>>, config: Config) -> Result<(), RunErro
     let signal = wait_for_signal(signals).await;
     log::info!("received {signal}, shutting down");
     srv.stopping.store(true, Ordering::SeqCst);
+    srv.shutdown_tx.close();
     // Stop accepting first, so nothing new starts while streams are being closed.
     for t in tasks {
         t.cancel().await;
     }
     for r in srv.sessions.all() {
         sessions::send(&r, Outbound::Shutdown);
+    }
+    // Sessions waiting for resumption end now; what their clients never acknowledged goes
+    // to offline storage.
+    for st in srv.sm.drain_parked() {
+        crate::session::c2s::teardown(&srv, st, "c2s").await;
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     while srv.open_conns.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {

@@ -44,6 +44,11 @@ pub struct Resource {
     pub presence: Option<Element>,
     /// Asked for the roster, so it gets roster pushes (RFC 6121 §2.1.6 "interested resource").
     pub interested: bool,
+    /// Enabled XEP-0280 message carbons.
+    pub carbons: bool,
+    /// The client can't see stanzas now: its connection dropped and the session waits for
+    /// resumption, or it said it is inactive (CSI). Push notifications (XEP-0357) wake it.
+    pub asleep: bool,
 }
 
 /// A queue that grows past this many undelivered stanzas belongs to a client that stopped
@@ -95,6 +100,8 @@ impl Sessions {
             priority: 0,
             presence: None,
             interested: false,
+            carbons: false,
+            asleep: false,
         });
         old
     }
@@ -130,12 +137,26 @@ impl Sessions {
 
     /// Marks the resource as interested in roster pushes (it requested the roster).
     pub fn set_interested(&self, jid: &FullJid) {
+        self.with_resource(jid, |r| r.interested = true);
+    }
+
+    /// Marks the resource asleep (parked or CSI-inactive) or awake.
+    pub fn set_asleep(&self, jid: &FullJid, asleep: bool) {
+        self.with_resource(jid, |r| r.asleep = asleep);
+    }
+
+    /// Turns XEP-0280 carbons on or off for the resource.
+    pub fn set_carbons(&self, jid: &FullJid, on: bool) {
+        self.with_resource(jid, |r| r.carbons = on);
+    }
+
+    fn with_resource(&self, jid: &FullJid, f: impl FnOnce(&mut Resource)) {
         let bare = jid.to_bare();
         if let Some(r) = write(self.shard(&bare))
             .get_mut(&bare)
             .and_then(|l| l.iter_mut().find(|r| r.jid == *jid))
         {
-            r.interested = true;
+            f(r);
         }
     }
 

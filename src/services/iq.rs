@@ -4,14 +4,17 @@
 use crate::jid::{BareJid, FullJid};
 use crate::router::{bounce, deliver_reply};
 use crate::server::Server;
-use crate::services::{disco, info, mam, roster};
+use crate::services::{
+    blocking, carbons, disco, extdisco, info, mam, pep, private, push, register, roster, vcard,
+};
 use crate::stanza::{self, ns, Condition};
 use crate::xml::Element;
 
 /// iq to our domain.
 pub async fn to_server(srv: &Server, from: &FullJid, iq: Element) {
     if stanza::must_not_answer(&iq) {
-        return;
+        // Answers to the server's own queries (XEP-0115 disco#info for PEP).
+        return pep::iq_response(srv, from, &iq).await;
     }
     let get = iq.attr("type") == Some("get");
     let Some(payload) = iq.first_child() else {
@@ -24,8 +27,13 @@ pub async fn to_server(srv: &Server, from: &FullJid, iq: Element) {
         (ns::VERSION, "query", true) => Some(info::version()),
         (ns::TIME, "time", true) => Some(info::time()),
         (ns::LAST, "query", true) => Some(info::uptime(srv)),
+        (vcard::NS_VCARD, "vCard", true) => Some(vcard::server_vcard()),
+        // Carbons are per account, but some clients address the toggle to the domain.
+        (ns::CARBONS, _, false) => return carbons::handle_iq(srv, from, &iq, payload),
         // A roster request addressed to the domain is a client bug, but harmless to serve.
         (ns::ROSTER, "query", _) => return roster::handle(srv, from, iq).await,
+        (ns::REGISTER, "query", _) => return register::handle(srv, from, iq).await,
+        (ns::EXTDISCO, _, _) => return extdisco::handle(srv, from, iq),
         _ => return bounce(srv, &iq, Condition::ServiceUnavailable.into()),
     };
     reply_ok(srv, &iq, reply);
@@ -34,6 +42,8 @@ pub async fn to_server(srv: &Server, from: &FullJid, iq: Element) {
 /// iq to an account's bare JID (or with no `to`, to the sender's own account).
 pub async fn to_account(srv: &Server, from: &FullJid, to: &BareJid, iq: Element) {
     if stanza::must_not_answer(&iq) {
+        // XEP-0357: an app server's error answer to a push notification disables it.
+        push::on_reply(srv, to, &iq).await;
         return;
     }
     let own = from.to_bare() == *to;
@@ -47,8 +57,19 @@ pub async fn to_account(srv: &Server, from: &FullJid, to: &BareJid, iq: Element)
     let reply = match (payload.ns(), payload.name(), get) {
         (ns::ROSTER, "query", _) if own => return roster::handle(srv, from, iq).await,
         (crate::stanza::mam::NS_MAM, _, _) if own => return mam::handle_iq(srv, from, iq).await,
+        (ns::CARBONS, _, false) if own => return carbons::handle_iq(srv, from, &iq, payload),
+        (ns::BLOCKING, _, _) if own => return blocking::handle(srv, from, iq).await,
+        (ns::PUSH, _, _) if own => return push::handle(srv, from, iq).await,
+        (ns::PRIVATE, "query", _) => return private::handle(srv, from, to, iq).await,
+        (ns::REGISTER, "query", _) if own => return register::handle(srv, from, iq).await,
         (ns::DISCO_INFO, "query", true) => Some(disco::account_info(payload)),
-        (ns::DISCO_ITEMS, "query", true) => Some(disco::account_items(payload)),
+        (pep::NS_PUBSUB, "pubsub", _) => return pep::handle(srv, from, to, iq).await,
+        (pep::NS_PUBSUB_OWNER, "pubsub", _) => return pep::handle_owner(srv, from, to, iq).await,
+        (vcard::NS_VCARD, "vCard", true) => return vcard::get(srv, from, to, iq).await,
+        (vcard::NS_VCARD, "vCard", false) if own => return vcard::set(srv, from, iq).await,
+        (ns::DISCO_ITEMS, "query", true) => {
+            Some(pep::disco_items(srv, &from.to_bare(), to, payload).await)
+        }
         (ns::PING, "ping", true) if own => None,
         (ns::LAST, "query", true) => match info::last_activity(srv, from, to).await {
             Ok(el) => Some(el),

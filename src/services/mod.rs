@@ -2,11 +2,21 @@
 //! discovery and the small informational XEPs. Services see stanzas and the store, never
 //! sockets; they reply through `router`.
 
+pub mod blocking;
+pub mod bookmarks;
+pub mod caps;
+pub mod carbons;
 pub mod disco;
+pub mod extdisco;
 pub mod info;
 pub mod iq;
 pub mod mam;
 pub mod message;
 pub mod offline;
+pub mod pep;
 pub mod presence;
+pub mod private;
+pub mod push;
+pub mod register;
 pub mod roster;
+pub mod vcard;

@@ -18,16 +18,27 @@ pub async fn store_or_bounce(srv: &Server, to: &BareJid, mut stanza: Element) {
     if !worth_storing(&stanza) {
         return;
     }
-    stanza.push_child(
-        Element::new("delay", ns::DELAY)
-            .with_attr("from", srv.domain())
-            .with_attr("stamp", crate::time::rfc3339(crate::time::now_unix()))
-            .with_text("Offline Storage"),
-    );
+    // A message coming back from an expired stream-management session may carry our stamp
+    // already; one is enough (XEP-0203 allows one per entity).
+    let stamped = stanza
+        .children()
+        .any(|c| c.is("delay", ns::DELAY) && c.attr("from") == Some(srv.domain()));
+    if !stamped {
+        stanza.push_child(
+            Element::new("delay", ns::DELAY)
+                .with_attr("from", srv.domain())
+                .with_attr("stamp", crate::time::rfc3339(crate::time::now_unix()))
+                .with_text("Offline Storage"),
+        );
+    }
     let bytes = stanza.to_bytes_in("");
     let max = srv.config.limits.max_offline_messages;
     match srv.store.push_offline(to.as_ref(), bytes, max).await {
-        Ok(()) => log::debug!("offline: stored a message for {to}"),
+        Ok(()) => {
+            log::debug!("offline: stored a message for {to}");
+            // XEP-0357: no resource took it, so the user's devices may want to wake up.
+            crate::services::push::notify(srv, to, &stanza).await;
+        }
         Err(StoreError::QuotaExceeded) => {
             log::info!("offline: storage for {to} is full ({max} messages), bouncing");
             bounce(

@@ -13,7 +13,7 @@ use crate::jid::{BareJid, FullJid, Jid};
 use crate::roster::subscription::{self, Kind as SubKind, Outcome, PresenceAction, SubState};
 use crate::router;
 use crate::server::Server;
-use crate::services::{iq::account_exists, roster};
+use crate::services::{iq::account_exists, pep, roster, vcard};
 use crate::sessions::{self, Outbound};
 use crate::stanza::{self, ns, Condition};
 use crate::store::RosterItem;
@@ -112,11 +112,19 @@ async fn broadcast(
         return After::Nothing;
     }
     state.available = available;
-    srv.sessions.update(me, conn, |r| {
-        r.available = available;
-        r.priority = priority;
-        r.presence = available.then(|| stanza.clone());
-    });
+    let stanza = if available {
+        vcard::stamp_presence(srv, &me.to_bare(), stanza).await
+    } else {
+        stanza
+    };
+    let old = srv
+        .sessions
+        .update(me, conn, |r| {
+            r.available = available;
+            r.priority = priority;
+            std::mem::replace(&mut r.presence, available.then(|| stanza.clone()))
+        })
+        .flatten();
     let bare = me.to_bare();
     let contacts = match srv.store.roster(bare.as_ref()).await {
         Ok((_, items)) => items,
@@ -148,6 +156,9 @@ async fn broadcast(
         let mut p = stanza.clone();
         p.set_attr("to", r.jid.to_string());
         sessions::send(r, Outbound::stanza(p));
+    }
+    if available {
+        pep::presence_available(srv, me, old.as_ref(), &stanza).await;
     }
     if !available {
         for to in state.directed.drain() {
@@ -187,6 +198,9 @@ pub async fn inbound(srv: &Server, to: &BareJid, full: Option<&FullJid>, stanza:
     let Ok(Some(from)) = stanza::jid_attr(&stanza, "from") else {
         return;
     };
+    if crate::services::blocking::presence_blocked(srv, &from, to).await {
+        return;
+    }
     match stanza.attr("type") {
         Some(t @ ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")) => {
             if let Some(kind) = SubKind::parse(t) {
@@ -232,6 +246,7 @@ pub async fn subscription_out(srv: &Server, owner: &BareJid, contact: &BareJid, 
     }
     if out.send_presence == PresenceAction::Current {
         send_current_to(srv, owner, contact);
+        pep::subscription_approved(srv, owner, contact).await;
     }
 }
 
@@ -270,6 +285,9 @@ pub async fn subscription_in(srv: &Server, owner: &BareJid, contact: &BareJid, k
 
 /// Routes a subscription stanza from `from` (bare, §3.1.2) to `to`.
 pub async fn send_subscription(srv: &Server, from: &BareJid, to: &BareJid, kind: SubKind) {
+    if crate::services::blocking::presence_blocked(srv, &from.clone().into(), to).await {
+        return;
+    }
     if srv.is_local_domain(to.domain()) && to.node().is_some() {
         Box::pin(subscription_in(srv, to, from, kind)).await;
     } else {
@@ -289,7 +307,7 @@ fn subscription_stanza(from: &BareJid, to: &BareJid, kind: SubKind) -> Element {
 }
 
 /// Sends the current presence of each of the owner's available resources to `contact`.
-fn send_current_to(srv: &Server, owner: &BareJid, contact: &BareJid) {
+pub fn send_current_to(srv: &Server, owner: &BareJid, contact: &BareJid) {
     for r in srv.sessions.resources(owner).iter().filter(|r| r.available) {
         if let Some(p) = &r.presence {
             let mut p = p.clone();
@@ -365,7 +383,10 @@ async fn answer_probe(srv: &Server, owner: &BareJid, from: &Jid) {
 }
 
 /// The user (`me`) probes a contact after initial presence (§4.2.2).
-async fn probe(srv: &Server, me: &FullJid, contact: &BareJid) {
+pub async fn probe(srv: &Server, me: &FullJid, contact: &BareJid) {
+    if crate::services::blocking::presence_blocked(srv, &me.clone().into(), contact).await {
+        return;
+    }
     if srv.is_local_user(contact) {
         answer_probe(srv, contact, &Jid::from(me.clone())).await;
     } else {

@@ -6,6 +6,7 @@
 //! stanza can only reach the router after binding.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,8 @@ use crate::router;
 use crate::sasl::{self, CbInfo, Mechanism};
 use crate::server::Server;
 use crate::services::{offline, presence};
+use crate::session::csi::Csi;
+use crate::session::sm::{self, BoundState, Sm};
 use crate::session::stream::{End, XmlStream};
 use crate::sessions::Outbound;
 use crate::stanza::{self, ns, Condition, Kind, StreamError};
@@ -63,50 +66,60 @@ pub async fn serve(srv: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: Mod
     };
     xs.restart();
     id = new_id();
-    let (me, rx) = match Box::pin(bind(&srv, &mut xs, &user, conn, deadline, &id)).await {
+    let (state, resumed) = match Box::pin(bind_or_resume(
+        &srv, &mut xs, &user, conn, deadline, &id, &tag,
+    ))
+    .await
+    {
         Ok(b) => b,
         Err(end) => return Box::pin(finish(&srv, &mut xs, &tag, &id, end)).await,
     };
-    log::info!("{tag}: bound {me}");
-    let guard = Bound {
+    let mut guard = Bound {
         srv: &srv,
-        me: &me,
-        conn,
+        me: state.me.clone(),
+        conn: state.conn,
+        armed: true,
     };
+    let takeover = state
+        .sm
+        .as_ref()
+        .and_then(|sm| sm.id.as_deref())
+        .map(|sid| srv.sm.live(sid, user.clone()));
     let mut session = Session {
         srv: &srv,
-        me: &me,
-        conn,
-        presence: presence::SessionPresence::default(),
+        st: state,
+        csi: Csi::default(),
+        takeover,
+        tag: &tag,
     };
-    let end = session.run(&mut xs, &rx).await;
-    // Boxed, like the negotiation steps: the session future stays small while idle, and
-    // these run once.
-    Box::pin(async {
-        presence::disconnected(&srv, &me, conn, &mut session.presence).await;
-        drop(guard);
-        if let Err(e) = srv
-            .store
-            .set_last(me.to_bare().as_ref(), crate::time::now_unix(), "")
-            .await
-        {
-            log::warn!("{tag}: cannot record last activity: {e}");
-        }
-        finish(&srv, &mut xs, &tag, &id, end).await;
-    })
-    .await;
+    let end = if resumed {
+        // What the client missed is already written by `resume`; ask for an ack.
+        session.write_stanzas(&mut xs, Vec::new()).await.err()
+    } else {
+        None
+    };
+    let end = match end {
+        Some(end) => end,
+        None => session.run(&mut xs).await,
+    };
+    // Boxed, like the negotiation steps: the session future stays small while idle.
+    Box::pin(session.end(&mut xs, &mut guard, &id, end)).await;
 }
 
-/// Removes the resource from the routing table however the session ends (even by panic).
+/// Removes the resource from the routing table however the session ends (even by panic),
+/// unless the session moved on (parked for resumption, or taken over by another connection).
 struct Bound<'a> {
     srv: &'a Server,
-    me: &'a FullJid,
+    me: FullJid,
     conn: u64,
+    armed: bool,
 }
 
 impl Drop for Bound<'_> {
     fn drop(&mut self) {
-        self.srv.sessions.unbind(self.me, self.conn);
+        if self.armed {
+            self.srv.sessions.unbind(&self.me, self.conn);
+        }
     }
 }
 
@@ -132,6 +145,7 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
         }
         End::Eof => log::info!("{tag}: connection closed by the client"),
         End::Io(e) => log::info!("{tag}: connection lost: {e}"),
+        End::Takeover(_) => {}
     }
 }
 
@@ -509,15 +523,17 @@ async fn plain(srv: &Server, msg: &[u8]) -> Result<BareJid, sasl::SaslFailure> {
     }
 }
 
-/// Resource binding (RFC 6120 §7). Returns the bound JID and the session's outbound queue.
-async fn bind<S: AsyncRead + AsyncWrite + Unpin>(
+/// Resource binding (RFC 6120 §7), or resumption of an earlier session (XEP-0198 §5).
+/// Returns the session state and whether it was resumed.
+async fn bind_or_resume<S: AsyncRead + AsyncWrite + Unpin>(
     srv: &Server,
     xs: &mut XmlStream<S>,
     user: &BareJid,
     conn: u64,
     deadline: Instant,
     id: &str,
-) -> Result<(FullJid, Receiver<Outbound>), End> {
+    tag: &str,
+) -> Result<(BoundState, bool), End> {
     open_stream(srv, xs, deadline, id).await?;
     let features = Element::new("features", ns::STREAM)
         .with_child(Element::new("bind", ns::BIND))
@@ -525,19 +541,36 @@ async fn bind<S: AsyncRead + AsyncWrite + Unpin>(
             Element::new("session", ns::SESSION).with_child(Element::new("optional", ns::SESSION)),
         )
         .with_child(Element::new("ver", ns::ROSTER_VER))
-        .with_child(Element::new("sub", ns::PRE_APPROVAL));
+        .with_child(Element::new("sub", ns::PRE_APPROVAL))
+        .with_child(Element::new("sm", ns::SM))
+        .with_child(Element::new("csi", ns::CSI))
+        .with_child(crate::services::disco::server_caps(srv));
     xs.send_element(&features).await?;
     loop {
-        let iq = match xs.next_frame(deadline).await? {
-            Frame::Element(el) if el.is("iq", ns::CLIENT) => el,
+        let el = match xs.next_frame(deadline).await? {
+            Frame::Element(el) => el,
             Frame::StreamClose => return Err(End::Closed),
-            _ => {
-                return Err(End::Error(
-                    StreamError::NotAuthorized,
-                    Some("bind a resource first"),
-                ))
-            }
+            Frame::StreamOpen(_) => return Err(End::Error(StreamError::NotWellFormed, None)),
         };
+        if el.is("resume", ns::SM) {
+            match resume(srv, xs, user, &el, tag).await? {
+                Some(state) => return Ok((state, true)),
+                None => continue,
+            }
+        }
+        if el.is("enable", ns::SM) {
+            // XEP-0198 §3: only after binding.
+            xs.send_element(&sm_failed(Condition::UnexpectedRequest))
+                .await?;
+            continue;
+        }
+        if !el.is("iq", ns::CLIENT) {
+            return Err(End::Error(
+                StreamError::NotAuthorized,
+                Some("bind a resource first"),
+            ));
+        }
+        let iq = el;
         let Some(req) = iq
             .get_child("bind", ns::BIND)
             .filter(|_| iq.attr("type") == Some("set"))
@@ -565,10 +598,7 @@ async fn bind<S: AsyncRead + AsyncWrite + Unpin>(
         };
         let (tx, rx) = async_channel::unbounded();
         if let Some(old) = srv.sessions.bind(me.clone(), conn, tx) {
-            log::info!(
-                "c2s#{conn}: {me} was bound by c2s#{}; replacing it",
-                old.conn
-            );
+            log::info!("{tag}: {me} was bound by c2s#{}; replacing it", old.conn);
             crate::sessions::send(&old, Outbound::Close(StreamError::Conflict));
         }
         let reply = stanza::iq_result(
@@ -579,40 +609,109 @@ async fn bind<S: AsyncRead + AsyncWrite + Unpin>(
             ),
         );
         xs.send_element(&reply).await?;
-        return Ok((me, rx));
+        log::info!("{tag}: bound {me}");
+        let state = BoundState {
+            me,
+            conn,
+            presence: presence::SessionPresence::default(),
+            sm: None,
+            rx,
+        };
+        return Ok((state, false));
     }
+}
+
+/// XEP-0198 §5: takes over the session named by `previd`, acknowledges what the client says
+/// it received and re-sends the rest. `None` (after a `<failed/>`) lets the client bind anew.
+async fn resume<S: AsyncRead + AsyncWrite + Unpin>(
+    srv: &Server,
+    xs: &mut XmlStream<S>,
+    user: &BareJid,
+    req: &Element,
+    tag: &str,
+) -> Result<Option<BoundState>, End> {
+    let previd = req.attr("previd").unwrap_or_default();
+    let h = req.attr("h").and_then(|h| h.parse::<u32>().ok());
+    let taken = match h {
+        Some(_) => srv.sm.take(previd, user).await,
+        None => None,
+    };
+    let Some(mut state) = taken else {
+        log::info!("{tag}: cannot resume session {previd:?} (unknown or expired)");
+        xs.send_element(&sm_failed(Condition::ItemNotFound)).await?;
+        return Ok(None);
+    };
+    let Some(sm) = state.sm.as_mut() else {
+        xs.send_element(&sm_failed(Condition::ItemNotFound)).await?;
+        return Ok(None);
+    };
+    if sm.ack(h.unwrap_or(0)).is_err() {
+        log::info!("{tag}: client acknowledged more than was sent while resuming; resending all");
+    }
+    let mut out = Vec::new();
+    XmlStream::<S>::write_element(
+        &mut out,
+        &Element::new("resumed", ns::SM)
+            .with_attr("h", sm.inbound.to_string())
+            .with_attr("previd", previd),
+    );
+    for el in &sm.unacked {
+        XmlStream::<S>::write_element(&mut out, el);
+    }
+    let resent = sm.unacked.len();
+    xs.send_raw(&out).await?;
+    // A fresh connection starts active (XEP-0352 §4).
+    srv.sessions.set_asleep(&state.me, false);
+    log::info!("{tag}: resumed {} ({resent} stanza(s) re-sent)", state.me);
+    Ok(Some(state))
+}
+
+fn sm_failed(condition: Condition) -> Element {
+    Element::new("failed", ns::SM).with_child(Element::new(condition.as_str(), ns::STANZAS_ERR))
 }
 
 struct Session<'a> {
     srv: &'a Server,
-    me: &'a FullJid,
-    conn: u64,
-    presence: presence::SessionPresence,
+    st: BoundState,
+    csi: Csi,
+    /// Takeover requests from a connection resuming this session (resumable sessions only).
+    takeover: Option<Receiver<async_channel::Sender<BoundState>>>,
+    tag: &'a str,
 }
 
 enum Event {
     Read(std::io::Result<usize>),
     Out(Result<Outbound, async_channel::RecvError>),
+    Takeover(Result<async_channel::Sender<BoundState>, async_channel::RecvError>),
 }
 
 impl Session<'_> {
-    async fn run<S: AsyncRead + AsyncWrite + Unpin>(
-        &mut self,
-        xs: &mut XmlStream<S>,
-        rx: &Receiver<Outbound>,
-    ) -> End {
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(&mut self, xs: &mut XmlStream<S>) -> End {
         loop {
             let event = {
+                let rx = &self.st.rx;
+                let takeover = &self.takeover;
                 let out = async { Event::Out(rx.recv().await) };
                 let read = async { Event::Read(xs.fill().await) };
-                out.or(read).await
+                let take = async {
+                    match takeover {
+                        Some(t) => Event::Takeover(t.recv().await),
+                        None => futures_lite::future::pending().await,
+                    }
+                };
+                out.or(read).or(take).await
             };
             let result = match event {
                 Event::Read(Ok(0)) => Err(End::Eof),
                 Event::Read(Ok(_)) => Box::pin(self.incoming(xs)).await,
                 Event::Read(Err(e)) => Err(End::Io(e)),
-                Event::Out(Ok(first)) => Box::pin(self.outgoing(xs, rx, first)).await,
+                Event::Out(Ok(first)) => Box::pin(self.outgoing(xs, first)).await,
                 Event::Out(Err(_)) => Err(End::Error(StreamError::PolicyViolation, None)),
+                Event::Takeover(Ok(reply)) => Err(End::Takeover(reply)),
+                Event::Takeover(Err(_)) => {
+                    self.takeover = None;
+                    Ok(())
+                }
             };
             if let Err(end) = result {
                 return end;
@@ -634,20 +733,20 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Writes the first queued stanza and whatever else is already waiting, in one write.
+    /// Takes the first queued item and whatever else is already waiting, passes stanzas
+    /// through CSI, and writes what is due in one write.
     async fn outgoing<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         xs: &mut XmlStream<S>,
-        rx: &Receiver<Outbound>,
         first: Outbound,
     ) -> Result<(), End> {
-        let mut out = Vec::with_capacity(512);
+        let mut ready = Vec::new();
         let mut next = Some(first);
         let mut end = None;
         let mut n = 0;
         while let Some(item) = next.take() {
             match item {
-                Outbound::Stanza(el) => XmlStream::<S>::write_element(&mut out, &el),
+                Outbound::Stanza(el) => self.csi.push(*el, &mut ready),
                 Outbound::Close(cond) => end = Some(End::Error(cond, None)),
                 Outbound::Shutdown => end = Some(End::Shutdown),
             }
@@ -655,12 +754,45 @@ impl Session<'_> {
             if end.is_some() || n >= WRITE_BATCH {
                 break;
             }
-            next = rx.try_recv().ok();
+            next = self.st.rx.try_recv().ok();
+        }
+        if end.is_some() {
+            ready.extend(self.csi.drain());
+        }
+        self.write_stanzas(xs, ready).await?;
+        end.map_or(Ok(()), Err)
+    }
+
+    /// Writes stanzas in one write, keeping them for stream management until acknowledged,
+    /// and asks for an ack when one is due.
+    async fn write_stanzas<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        xs: &mut XmlStream<S>,
+        stanzas: Vec<Element>,
+    ) -> Result<(), End> {
+        let mut out = Vec::with_capacity(256);
+        for el in &stanzas {
+            XmlStream::<S>::write_element(&mut out, el);
+        }
+        if let Some(sm) = self.st.sm.as_mut() {
+            for el in stanzas {
+                sm.sent(&el);
+            }
+            if sm.unacked.len() > sm::MAX_UNACKED {
+                return Err(End::Error(
+                    StreamError::PolicyViolation,
+                    Some("too many unacknowledged stanzas"),
+                ));
+            }
+            if !sm.unacked.is_empty() && !sm.requested {
+                out.extend_from_slice(b"<r xmlns='urn:xmpp:sm:3'/>");
+                sm.requested = true;
+            }
         }
         if !out.is_empty() {
             xs.send_raw(&out).await?;
         }
-        end.map_or(Ok(()), Err)
+        Ok(())
     }
 
     async fn stanza<S: AsyncRead + AsyncWrite + Unpin>(
@@ -668,31 +800,47 @@ impl Session<'_> {
         xs: &mut XmlStream<S>,
         mut el: Element,
     ) -> Result<(), End> {
+        if el.ns() == ns::SM {
+            return self.sm_nonza(xs, &el).await;
+        }
+        if el.ns() == ns::CSI {
+            let mut ready = Vec::new();
+            let inactive = match el.name() {
+                "active" => false,
+                "inactive" => true,
+                _ => return Err(End::Error(StreamError::UnsupportedStanzaType, None)),
+            };
+            self.csi.set_inactive(inactive, &mut ready);
+            self.srv.sessions.set_asleep(&self.st.me, inactive);
+            return self.write_stanzas(xs, ready).await;
+        }
         let Some(kind) = Kind::of(&el) else {
             return Err(End::Error(StreamError::UnsupportedStanzaType, None));
         };
+        let me = self.st.me.clone();
         // RFC 6120 §8.1.2.1: the server stamps `from`; a client claiming another address is
         // a stream-level offence.
         if let Some(from) = el.attr("from") {
             let ok = Jid::parse(from).is_ok_and(|j| {
-                j.to_bare() == self.me.to_bare()
-                    && (j.resource().is_none() || j.resource() == Some(self.me.resource()))
+                j.to_bare() == me.to_bare()
+                    && (j.resource().is_none() || j.resource() == Some(me.resource()))
             });
             if !ok {
                 return Err(End::Error(StreamError::InvalidFrom, None));
             }
         }
-        el.set_attr("from", self.me.to_string());
+        el.set_attr("from", me.to_string());
         match kind {
             Kind::Presence => {
                 let after =
-                    presence::outbound(self.srv, self.me, self.conn, &mut self.presence, el).await;
+                    presence::outbound(self.srv, &me, self.st.conn, &mut self.st.presence, el)
+                        .await;
                 let requests = if after == presence::After::Initial {
-                    presence::pending_requests(self.srv, self.me).await
+                    presence::pending_requests(self.srv, &me).await
                 } else {
                     Vec::new()
                 };
-                let offline_due = self.presence.offline_due(self.srv, self.me);
+                let offline_due = self.st.presence.offline_due(self.srv, &me);
                 self.deliver_stored(xs, requests, offline_due).await?;
             }
             Kind::Iq => {
@@ -702,16 +850,72 @@ impl Session<'_> {
                     // RFC 3921 session establishment is a no-op kept for old clients.
                     router::deliver_reply(self.srv, stanza::iq_result(&el, None));
                 } else {
-                    router::route(self.srv, self.me, el).await;
+                    router::route(self.srv, &me, el).await;
                 }
             }
-            Kind::Message => router::route(self.srv, self.me, el).await,
+            Kind::Message => router::route(self.srv, &me, el).await,
+        }
+        if let Some(sm) = self.st.sm.as_mut() {
+            sm.received();
+        }
+        Ok(())
+    }
+
+    /// XEP-0198 elements after binding: enable, ack requests and acks.
+    async fn sm_nonza<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        xs: &mut XmlStream<S>,
+        el: &Element,
+    ) -> Result<(), End> {
+        match (el.name(), self.st.sm.as_mut()) {
+            ("enable", None) => {
+                let resumable = matches!(el.attr("resume"), Some("true" | "1"));
+                let id = resumable.then(new_id);
+                let mut enabled = Element::new("enabled", ns::SM);
+                if let Some(id) = &id {
+                    let timeout = self.srv.config.limits.resume_timeout.as_secs();
+                    enabled.set_attr("id", id.as_str());
+                    enabled.set_attr("resume", "true");
+                    enabled.set_attr("max", timeout.to_string());
+                    self.takeover = Some(self.srv.sm.live(id, self.st.me.to_bare()));
+                }
+                log::debug!(
+                    "{}: stream management enabled (resumable: {resumable})",
+                    self.tag
+                );
+                self.st.sm = Some(Sm::new(id));
+                xs.send_element(&enabled).await?;
+            }
+            ("enable", Some(_)) | ("resume", _) => {
+                xs.send_element(&sm_failed(Condition::UnexpectedRequest))
+                    .await?;
+            }
+            ("r", Some(sm)) => {
+                let a = Element::new("a", ns::SM).with_attr("h", sm.inbound.to_string());
+                xs.send_element(&a).await?;
+            }
+            ("a", Some(sm)) => {
+                let h = el.attr("h").and_then(|h| h.parse::<u32>().ok());
+                match h.map(|h| sm.ack(h)) {
+                    Some(Ok(())) => {}
+                    _ => {
+                        return Err(End::Error(
+                            StreamError::UndefinedCondition,
+                            Some("the acknowledged count is not one this server sent"),
+                        ))
+                    }
+                }
+            }
+            // An ack or request before `enable` has nothing to refer to; ignore it.
+            ("r" | "a", None) => {}
+            _ => return Err(End::Error(StreamError::UnsupportedStanzaType, None)),
         }
         Ok(())
     }
 
     /// Writes subscription requests that waited for this login, then (when due) offline
-    /// messages, which are removed from the store only once written to the client.
+    /// messages, which are removed from the store once written (and, with stream management,
+    /// kept until acknowledged).
     async fn deliver_stored<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         xs: &mut XmlStream<S>,
@@ -719,27 +923,161 @@ impl Session<'_> {
         offline_due: bool,
     ) -> Result<(), End> {
         let (messages, last) = if offline_due {
-            offline::pending(self.srv, self.me).await
+            offline::pending(self.srv, &self.st.me).await
         } else {
             (Vec::new(), None)
         };
         if requests.is_empty() && messages.is_empty() {
             return Ok(());
         }
-        let mut out = Vec::new();
-        for el in requests.iter().chain(messages.iter()) {
-            XmlStream::<S>::write_element(&mut out, el);
-        }
-        xs.send_raw(&out).await?;
+        let count = messages.len();
+        let mut all = requests;
+        all.extend(messages);
+        self.write_stanzas(xs, all).await?;
         if let Some(last) = last {
-            log::debug!(
-                "c2s#{}: delivered {} offline message(s)",
-                self.conn,
-                messages.len()
-            );
-            offline::delivered(self.srv, self.me, last).await;
+            log::debug!("{}: delivered {count} offline message(s)", self.tag);
+            offline::delivered(self.srv, &self.st.me, last).await;
         }
         Ok(())
+    }
+
+    /// The connection is over: hand the session to a resuming connection, park it for one,
+    /// or end it (presence, routing table, and whatever the client never acknowledged).
+    async fn end<S: AsyncRead + AsyncWrite + Unpin>(
+        self,
+        xs: &mut XmlStream<S>,
+        guard: &mut Bound<'_>,
+        id: &str,
+        end: End,
+    ) {
+        let Session {
+            srv,
+            mut st,
+            mut csi,
+            takeover,
+            tag,
+        } = self;
+        // Dropping the takeover receiver tells a resuming connection to look in the slot.
+        drop(takeover);
+        let held = csi.drain();
+        let sm_id = st.sm.as_ref().and_then(|s| s.id.clone());
+        match (end, sm_id) {
+            (End::Takeover(reply), _) => {
+                keep_for_resumption(&mut st, held);
+                guard.armed = false;
+                log::info!("{tag}: session taken over by a resuming connection");
+                if let Err(e) = reply.send(st).await {
+                    // The resuming connection gave up; end the session properly.
+                    Box::pin(teardown(srv, e.into_inner(), tag)).await;
+                }
+                xs.close().await;
+            }
+            (End::Eof | End::Io(_), Some(sid)) if !srv.stopping.load(Ordering::SeqCst) => {
+                keep_for_resumption(&mut st, held);
+                guard.armed = false;
+                let timeout = srv.config.limits.resume_timeout;
+                srv.sessions.set_asleep(&st.me, true);
+                let gen = srv.sm.park(&sid, st);
+                log::info!(
+                    "{tag}: connection lost; keeping the session {}s for resumption",
+                    timeout.as_secs()
+                );
+                let stopping = srv.shutdown_signal();
+                smol::Timer::after(timeout)
+                    .or(async {
+                        stopping.await;
+                        std::time::Instant::now()
+                    })
+                    .await;
+                if let Some(st) = srv.sm.expire(&sid, gen) {
+                    log::info!("{tag}: resumption window closed for {}", st.me);
+                    Box::pin(teardown(srv, st, tag)).await;
+                }
+            }
+            (end, sm_id) => {
+                if let Some(sid) = sm_id {
+                    srv.sm.remove(&sid);
+                }
+                for el in held {
+                    reroute(srv, &st.me, el).await;
+                }
+                guard.armed = false;
+                Box::pin(teardown(srv, st, tag)).await;
+                Box::pin(finish(srv, xs, tag, id, end)).await;
+            }
+        }
+    }
+}
+
+/// Stanzas held by CSI were never written; they go out first on the resumed stream.
+fn keep_for_resumption(st: &mut BoundState, held: Vec<Element>) {
+    if let Some(sm) = st.sm.as_mut() {
+        sm.unacked.extend(held);
+    }
+}
+
+/// Ends a bound session for good: unavailable presence, out of the routing table, last
+/// activity, and every stanza the client never acknowledged or never got re-routed (XEP-0198
+/// §5: as if it had not been delivered).
+pub async fn teardown(srv: &Server, mut st: BoundState, tag: &str) {
+    presence::disconnected(srv, &st.me, st.conn, &mut st.presence).await;
+    srv.sessions.unbind(&st.me, st.conn);
+    if let Err(e) = srv
+        .store
+        .set_last(st.me.to_bare().as_ref(), crate::time::now_unix(), "")
+        .await
+    {
+        log::warn!("{tag}: cannot record last activity: {e}");
+    }
+    let mut pending: Vec<Element> = st.sm.take().map(|sm| sm.unacked.into()).unwrap_or_default();
+    while let Ok(item) = st.rx.try_recv() {
+        if let Outbound::Stanza(el) = item {
+            pending.push(*el);
+        }
+    }
+    if !pending.is_empty() {
+        log::info!(
+            "{tag}: re-routing {} undelivered stanza(s) of {}",
+            pending.len(),
+            st.me
+        );
+    }
+    for el in pending {
+        reroute(srv, &st.me, el).await;
+    }
+}
+
+/// One stanza that `me` never acknowledged: messages go to the account's other resources or
+/// to offline storage, requests are answered with an error, the rest (presence, carbons,
+/// archive results) is dropped as stale.
+async fn reroute(srv: &Server, me: &FullJid, el: Element) {
+    match el.name() {
+        "message" => {
+            let copy = el.has_child("sent", ns::CARBONS)
+                || el.has_child("received", ns::CARBONS)
+                || el.children().any(|c| c.is("result", "urn:xmpp:mam:2"));
+            if copy || matches!(el.attr("type"), Some("groupchat" | "headline" | "error")) {
+                return;
+            }
+            let bare = me.to_bare();
+            let to_me = el.attr("to").and_then(|t| FullJid::parse(t).ok()).as_ref() == Some(me);
+            if to_me && !srv.stopping.load(Ordering::SeqCst) {
+                return router::message_to_bare(srv, &bare, el).await;
+            }
+            // Sent to the bare JID: other available resources had their own copy.
+            let others = srv
+                .sessions
+                .resources(&bare)
+                .iter()
+                .any(|r| r.available && r.priority >= 0 && r.jid != *me);
+            if !others || srv.stopping.load(Ordering::SeqCst) {
+                offline::store_or_bounce(srv, &bare, el).await;
+            }
+        }
+        "iq" if matches!(el.attr("type"), Some("get" | "set")) => {
+            router::bounce(srv, &el, Condition::ServiceUnavailable.into());
+        }
+        _ => {}
     }
 }
 

@@ -1,4 +1,6 @@
 //! Async drivers: the only place where sockets meet the pure layers (framer, SASL, stanzas).
 
 pub mod c2s;
+pub mod csi;
+pub mod sm;
 pub mod stream;

@@ -21,6 +21,8 @@ pub enum End {
     Io(io::Error),
     /// Our side decided to close cleanly (shutdown).
     Shutdown,
+    /// Another connection resumed this session (XEP-0198): hand the state over.
+    Takeover(async_channel::Sender<crate::session::sm::BoundState>),
 }
 
 impl From<io::Error> for End {

@@ -25,3 +25,27 @@ pub const HINTS: &str = "urn:xmpp:hints";
 /// XEP-0160 advertises offline storage under this legacy feature name.
 pub const MSGOFFLINE: &str = "msgoffline";
 pub const PRE_APPROVAL: &str = "urn:xmpp:features:pre-approval";
+pub const CARBONS: &str = "urn:xmpp:carbons:2";
+pub const FORWARD: &str = "urn:xmpp:forward:0";
+pub const RECEIPTS: &str = "urn:xmpp:receipts";
+pub const CHAT_MARKERS: &str = "urn:xmpp:chat-markers:0";
+pub const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+pub const CONFERENCE: &str = "jabber:x:conference";
+pub const SM: &str = "urn:xmpp:sm:3";
+pub const CSI: &str = "urn:xmpp:csi:0";
+/// XEP-0191 Blocking Command and its error payload.
+pub const BLOCKING: &str = "urn:xmpp:blocking";
+pub const BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";
+/// XEP-0049 Private XML Storage.
+pub const PRIVATE: &str = "jabber:iq:private";
+/// XEP-0077 In-Band Registration (password change and account removal only).
+pub const REGISTER: &str = "jabber:iq:register";
+/// XEP-0215 External Service Discovery.
+pub const EXTDISCO: &str = "urn:xmpp:extdisco:2";
+/// XEP-0357 Push Notifications.
+pub const PUSH: &str = "urn:xmpp:push:0";
+pub const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+/// XEP-0004 data forms.
+pub const DATA_FORM: &str = "jabber:x:data";
+/// XEP-0128 / XEP-0157 server information form.
+pub const SERVERINFO: &str = "http://jabber.org/network/serverinfo";

@@ -26,11 +26,13 @@
 mod codec;
 mod error;
 mod mam;
+mod pep;
 mod schema;
 
 pub use codec::{Account, RosterItem, Subscription};
 pub use error::StoreError;
 pub use mam::{now_micros, ArchiveEntry, ArchivePage, ArchiveQuery, WithFilter};
+pub use pep::{PepItem, PepNode};
 pub use schema::SCHEMA_VERSION;
 
 use std::path::{Path, PathBuf};
@@ -48,7 +50,7 @@ use codec::{
 };
 use schema::{
     next_seq, owner_end, Migration, ACCOUNTS, KEY_OFFLINE_SEQ, KEY_ROSTER_SEQ, KV, LAST, MAM, META,
-    MIGRATIONS, OFFLINE, PENDING_IN, RESERVED_META_KEYS, ROSTER, ROSTER_VER,
+    MIGRATIONS, OFFLINE, PENDING_IN, PEP_ITEMS, PEP_NODES, RESERVED_META_KEYS, ROSTER, ROSTER_VER,
 };
 
 /// redb's page cache limit. Its default of 1 GiB is far more than a family server needs and
@@ -173,7 +175,12 @@ impl Store {
                 .retain_in(owner_rows.clone(), |_, _| false)?;
             txn.open_table(PENDING_IN)?
                 .retain_in(owner_rows.clone(), |_, _| false)?;
-            txn.open_table(KV)?.retain_in(owner_rows, |_, _| false)?;
+            txn.open_table(KV)?
+                .retain_in(owner_rows.clone(), |_, _| false)?;
+            txn.open_table(PEP_NODES)?
+                .retain_in(owner_rows, |_, _| false)?;
+            txn.open_table(PEP_ITEMS)?
+                .retain_in((jid.as_str(), "", 0)..(end.as_str(), "", 0), |_, _| false)?;
             txn.open_table(OFFLINE)?
                 .retain_in((jid.as_str(), 0)..=(jid.as_str(), u64::MAX), |_, _| false)?;
             txn.open_table(MAM)?
@@ -522,7 +529,9 @@ impl Store {
             copy_table(&src, &txn, OFFLINE)?;
             copy_table(&src, &txn, LAST)?;
             copy_table(&src, &txn, KV)?;
-            copy_table(&src, &txn, MAM)
+            copy_table(&src, &txn, MAM)?;
+            copy_table(&src, &txn, PEP_NODES)?;
+            copy_table(&src, &txn, PEP_ITEMS)
         })();
         match copied {
             Ok(()) => txn.commit().map_err(|e| StoreError::from(e).at(dest)),

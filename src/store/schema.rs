@@ -37,6 +37,13 @@ pub(crate) const KV: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new
 /// Added before any release: `create_tables` creates it in data files made before it existed,
 /// so the schema version stayed 1.
 pub(crate) const MAM: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("mam_v1");
+/// (owner, node) → encoded PEP node configuration (XEP-0163), see `pep.rs`.
+pub(crate) const PEP_NODES: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("pep_nodes_v1");
+/// (owner, node, seq) → encoded PEP item (id, payload); seq from the store-wide `seq.pep`
+/// orders a node's items by publish time.
+pub(crate) const PEP_ITEMS: TableDefinition<(&str, &str, u64), &[u8]> =
+    TableDefinition::new("pep_items_v1");
 
 /// Keys of `meta` that the store owns; [`super::Store::meta_set`] refuses them.
 pub(crate) const KEY_SCHEMA_VERSION: &str = "schema_version";
@@ -48,11 +55,14 @@ pub(crate) const KEY_OFFLINE_SEQ: &str = "seq.offline";
 pub(crate) const KEY_ROSTER_SEQ: &str = "seq.roster";
 /// Last archive id handed out (microseconds, see `store::mam`). Store-wide, so ids only grow.
 pub(crate) const KEY_MAM_SEQ: &str = "seq.mam";
-pub(crate) const RESERVED_META_KEYS: [&str; 4] = [
+/// Last PEP item sequence number handed out (publish order across all nodes).
+pub(crate) const KEY_PEP_SEQ: &str = "seq.pep";
+pub(crate) const RESERVED_META_KEYS: [&str; 5] = [
     KEY_SCHEMA_VERSION,
     KEY_OFFLINE_SEQ,
     KEY_ROSTER_SEQ,
     KEY_MAM_SEQ,
+    KEY_PEP_SEQ,
 ];
 
 /// One upgrade step: turns a data file of schema `from` into `from + 1` inside the open
@@ -130,7 +140,11 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(OFFLINE)?;
     txn.open_table(LAST)?;
     txn.open_table(KV)?;
+    // Added after schema 1 shipped: opening creates them in an existing file too, so they
+    // need no migration (new tables, no moved rows).
+    txn.open_table(PEP_NODES)?;
     txn.open_table(MAM)?;
+    txn.open_table(PEP_ITEMS)?;
     Ok(())
 }
 

@@ -425,6 +425,11 @@ impl Client {
         jid
     }
 
+    /// Records the full JID of a session taken over by XEP-0198 resumption instead of binding.
+    pub fn set_jid(&mut self, jid: &str) {
+        self.jid = Some(jid.to_owned());
+    }
+
     /// The bound full JID.
     pub fn jid(&self) -> &str {
         self.jid.as_deref().expect("not bound")

@@ -335,6 +335,13 @@ impl TestServer {
         }
     }
 
+    /// Start again after `stop` (for tests that change the data directory meanwhile), on the
+    /// same ports, config and data_dir.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "start_again: the server is running");
+        self.spawn_and_wait();
+    }
+
     /// Stop (asserting a clean exit: SIGTERM must exit 0) and start again on the same ports,
     /// config and data_dir.
     pub fn restart(&mut self) {

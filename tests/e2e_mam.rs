@@ -427,6 +427,28 @@ fn prefs_roster_archives_only_contacts() {
 }
 
 #[test]
+fn sent_carbons_carry_the_senders_archive_id() {
+    let server = server_with(&["alice", "bob"]);
+    let mut phone = online(&server, "alice", "phone");
+    let mut laptop = online(&server, "alice", "laptop");
+    let r = laptop.iq("<iq type='set' id='ID'><enable xmlns='urn:xmpp:carbons:2'/></iq>");
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    let _bob = online(&server, "bob", "pc");
+    phone.send("<message to='bob@localhost' type='chat'><body>carbon</body></message>");
+    let carbon = laptop.recv_until(|e| e.get_child("sent", "urn:xmpp:carbons:2").is_some());
+    let inner = carbon
+        .get_child("sent", "urn:xmpp:carbons:2")
+        .and_then(|s| s.get_child("forwarded", NS_FORWARD))
+        .and_then(|f| f.get_child("message", NS_CLIENT))
+        .unwrap_or_else(|| panic!("no forwarded message: {carbon}"));
+    let sid = inner
+        .get_child("stanza-id", NS_SID)
+        .unwrap_or_else(|| panic!("no stanza-id on the sent carbon: {carbon}"));
+    assert_eq!(sid.attr("by"), Some("alice@localhost"));
+    assert_eq!(query(&mut laptop, "", "").ids(), [sid.attr("id").unwrap()]);
+}
+
+#[test]
 fn forged_stanza_ids_are_removed() {
     let server = server_with(&["alice", "bob"]);
     let mut alice = online(&server, "alice", "phone");

@@ -118,6 +118,7 @@ async fn execute(srv: &Server, fields: &[&str]) -> Result<Vec<String>, String> {
         ["user-del", jid] => {
             let jid = accounts::account_jid(jid, domain).map_err(err)?;
             accounts::delete(&srv.store, &jid).await.map_err(err)?;
+            srv.mam.forget(&jid);
             srv.kick_account(&jid, StreamError::NotAuthorized);
             log::info!("admin: account {jid} deleted");
             Ok(vec![])

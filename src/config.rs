@@ -84,6 +84,7 @@ pub struct Config {
     pub tls: Tls,
     pub limits: Limits,
     pub auth: Auth,
+    pub mam: Mam,
     /// XEP-0157 contact addresses published in the server's disco#info.
     pub contact: Contact,
     /// XEP-0215 STUN/TURN service with coturn-style shared-secret credentials; `None` when
@@ -143,6 +144,13 @@ pub struct Limits {
 pub struct Auth {
     /// Offer SASL PLAIN (only ever inside TLS).
     pub allow_plain: bool,
+}
+
+/// Message archive (XEP-0313).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mam {
+    /// Archived messages older than this are deleted; `None` keeps them forever.
+    pub archive_expires_after: Option<Duration>,
 }
 
 /// XEP-0157 contact addresses: URIs like `mailto:abuse@example.org` or
@@ -386,6 +394,9 @@ impl Config {
                 resume_timeout: Duration::from_secs(300),
             },
             auth: Auth::default(),
+            mam: Mam {
+                archive_expires_after: Some(Duration::from_secs(365 * 86_400)),
+            },
             contact: Contact::default(),
             turn: None,
             source: ConfigSource::Defaults,
@@ -517,7 +528,6 @@ pub const RESERVED_SECTIONS: &[&str] = &[
     "acme",
     "http",
     "upload",
-    "mam",
     "muc",
     "push",
     "components",
@@ -786,6 +796,35 @@ const SECTIONS: &[Section] = &[
                 }
             },
             show: |cfg| Some(cfg.auth.allow_plain.to_string()),
+            unset_example: "",
+        }],
+    },
+    Section {
+        name: "mam",
+        doc: "Message archive (XEP-0313): every account's chat history, kept on the server.",
+        check: |_, _| {},
+        keys: &[Key {
+            name: "archive_expires_after",
+            doc: "How long archived messages are kept, from 1d, or \"never\" to keep them\n\
+                  forever. Units: s, m, h, d, w (weeks), y (365 days).",
+            read: |c, key, v, cfg| {
+                if let DeValue::String(s) = v.get_ref() {
+                    if s.trim() == "never" {
+                        cfg.mam.archive_expires_after = None;
+                        return;
+                    }
+                }
+                let range = Duration::from_secs(86_400)..=Duration::from_secs(100 * 365 * 86_400);
+                if let Some(d) = c.duration(key, v, range) {
+                    cfg.mam.archive_expires_after = Some(d);
+                }
+            },
+            show: |cfg| {
+                Some(match cfg.mam.archive_expires_after {
+                    None => quote("never"),
+                    Some(d) => show_duration(d),
+                })
+            },
             unset_example: "",
         }],
     },
@@ -1497,6 +1536,8 @@ fn parse_duration(text: &str) -> Result<Duration, (String, Option<String>)> {
             "m" => 60,
             "h" => 3600,
             "d" => 86_400,
+            "w" => 7 * 86_400,
+            "y" => 365 * 86_400,
             _ if number.is_empty() => return Err((format!("invalid duration \"{text}\""), help())),
             _ => {
                 return Err((
@@ -1831,7 +1872,7 @@ allow_plain = true
         assert_eq!(
             problems("[s2ss]\n"),
             ["kith.toml:1:2: unknown section [s2ss] \
-                 (known sections: [listen], [tls], [limits], [auth], [contact], [turn])"]
+                 (known sections: [listen], [tls], [limits], [auth], [mam], [contact], [turn])"]
         );
         assert_eq!(
             problems("\n[limit]\n"),
@@ -1842,12 +1883,24 @@ allow_plain = true
     #[test]
     fn reserved_section_is_not_supported_yet() {
         assert_eq!(
-            problems("[mam]\nenabled = true\n"),
+            problems("[muc]\nenabled = true\n"),
             [
-                "kith.toml:1:2: section [mam] is not supported by this version of kith \
-                 (known sections: [listen], [tls], [limits], [auth], [contact], [turn])"
+                "kith.toml:1:2: section [muc] is not supported by this version of kith \
+                 (known sections: [listen], [tls], [limits], [auth], [mam], [contact], [turn])"
             ]
         );
+    }
+
+    #[test]
+    fn mam_retention() {
+        let d = |text: &str| ok(text).mam.archive_expires_after;
+        assert_eq!(d(""), Some(Duration::from_secs(365 * 86_400)));
+        assert_eq!(d("[mam]\narchive_expires_after = \"never\"\n"), None);
+        assert_eq!(
+            d("[mam]\narchive_expires_after = \"2w\"\n"),
+            Some(Duration::from_secs(14 * 86_400))
+        );
+        assert_eq!(problems("[mam]\narchive_expires_after = \"1h\"\n").len(), 1);
     }
 
     #[test]
@@ -2081,7 +2134,7 @@ c2s = \"[::]:5222\"
 cert = \"c.pem\"
 [limits]
 auth_timeout = \"soon\"
-[mam]
+[muc]
 ";
         let found = parse(text, Path::new("kith.toml")).unwrap_err();
         let lines: Vec<_> = found.problems().iter().map(|p| p.line().unwrap()).collect();

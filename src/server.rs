@@ -27,6 +27,8 @@ pub struct Server {
     /// Connections currently open (any phase), so shutdown can wait for them to close.
     pub open_conns: AtomicUsize,
     pub stopping: AtomicBool,
+    /// Message archive state (cached preferences).
+    pub mam: crate::services::mam::State,
     /// XEP-0115 features of connected resources, for PEP notifications.
     pub caps: crate::services::caps::Caps,
     /// Resumable stream-management sessions (XEP-0198).
@@ -50,6 +52,7 @@ impl Server {
             next_conn: AtomicU64::new(1),
             open_conns: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
+            mam: Default::default(),
             caps: Default::default(),
             sm: Default::default(),
             blocking: Default::default(),
@@ -184,6 +187,7 @@ async fn serve(ex: Arc<Executor<'static>>, config: Config) -> Result<(), RunErro
     if let Some(admin) = admin {
         tasks.push(ex.spawn(crate::admin::serve(ex.clone(), srv.clone(), admin)));
     }
+    tasks.push(ex.spawn(crate::services::mam::expire_loop(srv.clone())));
     log::info!(
         "kith {} serving {} ({} certificate {})",
         env!("CARGO_PKG_VERSION"),

@@ -3,7 +3,7 @@
 
 use crate::server::Server;
 use crate::services::{bookmarks, pep, vcard};
-use crate::stanza::ns;
+use crate::stanza::{mam, ns};
 use crate::xml::Element;
 
 /// Features of the server itself (the domain JID).
@@ -27,6 +27,9 @@ pub const ACCOUNT_FEATURES: &[&str] = &[
     ns::DISCO_INFO,
     ns::DISCO_ITEMS,
     ns::LAST,
+    mam::NS_MAM,
+    mam::NS_MAM_EXTENDED,
+    mam::NS_SID,
     ns::PUSH,
     vcard::NS_VCARD,
     vcard::NS_CONVERSION,

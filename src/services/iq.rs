@@ -5,7 +5,7 @@ use crate::jid::{BareJid, FullJid};
 use crate::router::{bounce, deliver_reply};
 use crate::server::Server;
 use crate::services::{
-    blocking, carbons, disco, extdisco, info, pep, private, push, register, roster, vcard,
+    blocking, carbons, disco, extdisco, info, mam, pep, private, push, register, roster, vcard,
 };
 use crate::stanza::{self, ns, Condition};
 use crate::xml::Element;
@@ -56,6 +56,7 @@ pub async fn to_account(srv: &Server, from: &FullJid, to: &BareJid, iq: Element)
     }
     let reply = match (payload.ns(), payload.name(), get) {
         (ns::ROSTER, "query", _) if own => return roster::handle(srv, from, iq).await,
+        (crate::stanza::mam::NS_MAM, _, _) if own => return mam::handle_iq(srv, from, iq).await,
         (ns::CARBONS, _, false) if own => return carbons::handle_iq(srv, from, &iq, payload),
         (ns::BLOCKING, _, _) if own => return blocking::handle(srv, from, iq).await,
         (ns::PUSH, _, _) if own => return push::handle(srv, from, iq).await,

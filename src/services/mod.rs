@@ -10,6 +10,7 @@ pub mod disco;
 pub mod extdisco;
 pub mod info;
 pub mod iq;
+pub mod mam;
 pub mod message;
 pub mod offline;
 pub mod pep;

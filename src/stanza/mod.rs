@@ -2,6 +2,7 @@
 //! builds (iq results, error bounces). Pure: no I/O, no knowledge of sessions or the store.
 
 pub mod error;
+pub mod mam;
 pub mod ns;
 
 pub use error::{Condition, ErrorType, StanzaError, StreamError};

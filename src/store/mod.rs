@@ -1,12 +1,15 @@
 //! Persistent state: accounts, rosters, pending subscriptions, offline messages, last activity,
-//! store-wide secrets and a per-account key/value area, in one redb file.
+//! store-wide secrets, a per-account key/value area and message archives (`mam`), in one redb
+//! file.
 //!
 //! This is the only module that uses redb (tables live in `schema`, value encodings in
 //! `codec`). It does not parse JIDs: keys are the bare-JID strings the caller gives, already
 //! normalised. It knows nothing of XML: stanzas are opaque bytes.
 //!
 //! Invariants:
-//! - Every public operation is one redb transaction, so it is all-or-nothing.
+//! - Every public operation is one redb transaction, so it is all-or-nothing. (Archive
+//!   appends from many callers may share one transaction, committed by `mam`'s writer
+//!   thread; each append is still all-or-nothing and on disk when it returns.)
 //! - Writes commit with `Durability::Immediate` (fsync): an operation that returned `Ok` is on
 //!   disk, which is what lets the server acknowledge an offline message.
 //! - redb work never runs on the executor: `begin_write` blocks its thread while another writer
@@ -22,11 +25,13 @@
 
 mod codec;
 mod error;
+mod mam;
 mod pep;
 mod schema;
 
 pub use codec::{Account, RosterItem, Subscription};
 pub use error::StoreError;
+pub use mam::{now_micros, ArchiveEntry, ArchivePage, ArchiveQuery, WithFilter};
 pub use pep::{PepItem, PepNode};
 pub use schema::SCHEMA_VERSION;
 
@@ -44,7 +49,7 @@ use codec::{
     encode_roster_item,
 };
 use schema::{
-    next_seq, owner_end, Migration, ACCOUNTS, KEY_OFFLINE_SEQ, KEY_ROSTER_SEQ, KV, LAST, META,
+    next_seq, owner_end, Migration, ACCOUNTS, KEY_OFFLINE_SEQ, KEY_ROSTER_SEQ, KV, LAST, MAM, META,
     MIGRATIONS, OFFLINE, PENDING_IN, PEP_ITEMS, PEP_NODES, RESERVED_META_KEYS, ROSTER, ROSTER_VER,
 };
 
@@ -62,6 +67,8 @@ pub struct Store {
 struct Inner {
     db: Database,
     path: PathBuf,
+    /// The archive's group-commit writer, started on the first append (see `mam`).
+    mam_writer: std::sync::OnceLock<mam::Writer>,
 }
 
 impl std::fmt::Debug for Store {
@@ -106,6 +113,7 @@ impl Store {
             inner: Arc::new(Inner {
                 db,
                 path: path.to_path_buf(),
+                mam_writer: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -153,7 +161,7 @@ impl Store {
     }
 
     /// Deletes an account and, in the same transaction, its roster, roster version, pending
-    /// subscriptions, offline messages, last activity and kv rows. Returns whether the account
+    /// subscriptions, offline messages, last activity, kv rows and message archive. Returns whether the account
     /// existed. Other users' roster items that point at this JID are the caller's business
     /// (they need presence sent to them, RFC 6121 §3.2.1).
     pub async fn delete_account(&self, jid: &str) -> Result<bool, StoreError> {
@@ -174,6 +182,8 @@ impl Store {
             txn.open_table(PEP_ITEMS)?
                 .retain_in((jid.as_str(), "", 0)..(end.as_str(), "", 0), |_, _| false)?;
             txn.open_table(OFFLINE)?
+                .retain_in((jid.as_str(), 0)..=(jid.as_str(), u64::MAX), |_, _| false)?;
+            txn.open_table(MAM)?
                 .retain_in((jid.as_str(), 0)..=(jid.as_str(), u64::MAX), |_, _| false)?;
             txn.open_table(ROSTER_VER)?.remove(jid.as_str())?;
             txn.open_table(LAST)?.remove(jid.as_str())?;
@@ -519,6 +529,7 @@ impl Store {
             copy_table(&src, &txn, OFFLINE)?;
             copy_table(&src, &txn, LAST)?;
             copy_table(&src, &txn, KV)?;
+            copy_table(&src, &txn, MAM)?;
             copy_table(&src, &txn, PEP_NODES)?;
             copy_table(&src, &txn, PEP_ITEMS)
         })();

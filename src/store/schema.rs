@@ -33,6 +33,10 @@ pub(crate) const OFFLINE: TableDefinition<(&str, u64), &[u8]> = TableDefinition:
 pub(crate) const LAST: TableDefinition<&str, &[u8]> = TableDefinition::new("last_v1");
 /// (owner, key) → bytes: a private per-account store for later features.
 pub(crate) const KV: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv_v1");
+/// (owner, archive id) → (with, stanza): the XEP-0313 message archive (see `store::mam`).
+/// Added before any release: `create_tables` creates it in data files made before it existed,
+/// so the schema version stayed 1.
+pub(crate) const MAM: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("mam_v1");
 /// (owner, node) → encoded PEP node configuration (XEP-0163), see `pep.rs`.
 pub(crate) const PEP_NODES: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("pep_nodes_v1");
@@ -49,12 +53,15 @@ pub(crate) const KEY_OFFLINE_SEQ: &str = "seq.offline";
 /// Last roster version handed out. Store-wide and never reused, so a client's cached version
 /// can never match the roster of a deleted-and-recreated account.
 pub(crate) const KEY_ROSTER_SEQ: &str = "seq.roster";
+/// Last archive id handed out (microseconds, see `store::mam`). Store-wide, so ids only grow.
+pub(crate) const KEY_MAM_SEQ: &str = "seq.mam";
 /// Last PEP item sequence number handed out (publish order across all nodes).
 pub(crate) const KEY_PEP_SEQ: &str = "seq.pep";
-pub(crate) const RESERVED_META_KEYS: [&str; 4] = [
+pub(crate) const RESERVED_META_KEYS: [&str; 5] = [
     KEY_SCHEMA_VERSION,
     KEY_OFFLINE_SEQ,
     KEY_ROSTER_SEQ,
+    KEY_MAM_SEQ,
     KEY_PEP_SEQ,
 ];
 
@@ -136,6 +143,7 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     // Added after schema 1 shipped: opening creates them in an existing file too, so they
     // need no migration (new tables, no moved rows).
     txn.open_table(PEP_NODES)?;
+    txn.open_table(MAM)?;
     txn.open_table(PEP_ITEMS)?;
     Ok(())
 }
@@ -153,6 +161,27 @@ pub(crate) fn next_seq(txn: &WriteTransaction, key: &str) -> Result<u64, StoreEr
         .checked_add(1)
         .ok_or_else(|| StoreError::Corrupt(format!("meta {key}: counter exhausted")))?;
     meta.insert(key, encode_u64(next).as_slice())?;
+    Ok(next)
+}
+
+/// Takes the next archive id: `at_least` (the current time in microseconds) unless the last id
+/// handed out is already there, then the last + 1. Ids are unique and time-ordered.
+pub(crate) fn next_mam_id(txn: &WriteTransaction, at_least: u64) -> Result<u64, StoreError> {
+    let mut meta = txn.open_table(META)?;
+    let last = match meta.get(KEY_MAM_SEQ)? {
+        Some(v) => decode_u64(v.value())
+            .map_err(|e| StoreError::Corrupt(format!("meta {KEY_MAM_SEQ}: {e}")))?,
+        None => 0,
+    };
+    let next = match last.checked_add(1) {
+        Some(n) => n.max(at_least),
+        None => {
+            return Err(StoreError::Corrupt(
+                "meta seq.mam: counter exhausted".into(),
+            ))
+        }
+    };
+    meta.insert(KEY_MAM_SEQ, encode_u64(next).as_slice())?;
     Ok(next)
 }
 

@@ -3,7 +3,7 @@
 //! Owns: starting a `TestServer`, creating the accounts through the CLI, running
 //! `tests/interop/slixmpp_chat.py` (login, chat, roster) or `tests/interop/slixmpp_modern.py`
 //! (slixmpp's own plugins for carbons, PEP, vcard-temp, private storage, bookmarks, CSI,
-//! blocking, stream management) against it and judging only by the script's exit code
+//! blocking, stream management, MAM) against it and judging only by the script's exit code
 //! (the script asserts each step itself and prints one line per step). On failure the panic
 //! shows the script's output (with slixmpp's raw XML log) and the harness prints the server log.
 //!
@@ -84,8 +84,9 @@ fn slixmpp_wrong_password_gets_not_authorized() {
 
 /// slixmpp's own plugins against the modern-client features: carbons, PEP (avatar with
 /// caps-filtered notifications, an OMEMO device list with publish-options), vcard-temp,
-/// private storage and bookmarks, CSI, blocking, and stream management with resumption after
-/// the socket is cut. One line per step in the output; see the script's docstring.
+/// private storage and bookmarks, CSI, blocking, stream management with resumption after the
+/// socket is cut, and MAM paging both ways. One line per step in the output; see the script's
+/// docstring.
 #[test]
 fn slixmpp_plugins_modern_client_features() {
     let Some(python) = python_with_slixmpp() else {
@@ -104,6 +105,7 @@ fn slixmpp_plugins_modern_client_features() {
             &port,
             "--carol",
             &carol,
+            "--mam",
             "--timeout",
             MODERN_TIMEOUT,
         ],

@@ -35,7 +35,7 @@ stranger with no subscription):
               exactly once
   mam         XEP-0313 via xep_0313 (--mam): the conversation of this run comes back from
               alice's archive, oldest-first and newest-first, in pages of 4; archive ids are
-              the XEP-0359 stanza-ids the messages carried live
+              the XEP-0359 stanza-ids the messages (and the sent carbon) carried live
 
 Exit code 0 only when every step passed, 1 on a failed step, 2 on the overall timeout.
 
@@ -258,6 +258,12 @@ class Client(slixmpp.ClientXMPP):
         fwd = msg["carbon_sent"]
         self.carbons_sent.append((str(fwd["from"]), str(fwd["to"]), fwd["body"],
                                   str(msg["from"])))
+        # A sent carbon carries the archive id the sender's server gave the message, so a
+        # client can resume MAM from it.
+        inner = msg.xml.find(".//{urn:xmpp:forward:0}forwarded/{jabber:client}message")
+        for sid in (inner if inner is not None else []):
+            if sid.tag == "{urn:xmpp:sid:0}stanza-id" and sid.get("by") == self.boundjid.bare:
+                self.stanza_ids[fwd["body"]] = sid.get("id")
 
     def _on_presence(self, pres):
         self.presences.append((str(pres["from"]), pres["type"], pres["status"]))
@@ -735,10 +741,13 @@ async def mam(phone, bob, args):
             fail(f"{len(got)} results in {pages} queries of max 4")
         ok(f"{len(got)} messages in {pages} queries (RSM <after/>), in order")
 
-        step("mam: archive ids are the XEP-0359 stanza-ids phone got live")
+        step("mam: archive ids are the XEP-0359 stanza-ids phone got live (messages and sent "
+             "carbons)")
         live = {body: sid for body, sid in phone.stanza_ids.items() if body in want}
-        if not live:
-            fail(f"phone got no <stanza-id by='{a}'/> on this run's messages")
+        for body in (f"to phone {RUN}", f"from desk {RUN}"):
+            if body not in live:
+                fail(f"phone got no <stanza-id by='{a}'/> on {body!r} "
+                     f"({'its sent carbon' if 'desk' in body else 'the message'})")
         wrong = {body: (sid, archive_ids.get(body)) for body, sid in live.items()
                  if archive_ids.get(body) != sid}
         if wrong:

@@ -106,6 +106,9 @@ fn slixmpp_plugins_modern_client_features() {
             "--carol",
             &carol,
             "--mam",
+            // Both of alice's resources approve bob's request at once: a regression test for
+            // a race that once left alice's item at 'to' while bob's said 'both'.
+            "--both-answer",
             "--timeout",
             MODERN_TIMEOUT,
         ],

@@ -233,11 +233,15 @@ pub async fn subscription_out(srv: &Server, owner: &BareJid, contact: &BareJid, 
     if owner == contact {
         return;
     }
-    let Some((item, state)) = load_state(srv, owner, contact).await else {
-        return;
+    let out = {
+        let _roster = srv.lock_roster(owner).await;
+        let Some((item, state)) = load_state(srv, owner, contact).await else {
+            return;
+        };
+        let out = subscription::outbound(state, kind);
+        save_state(srv, owner, contact, item, state, &out, None).await;
+        out
     };
-    let out = subscription::outbound(state, kind);
-    save_state(srv, owner, contact, item, state, &out, None).await;
     if out.send_presence == PresenceAction::Unavailable {
         send_unavailable_to(srv, owner, contact);
     }
@@ -259,13 +263,17 @@ pub async fn subscription_in(srv: &Server, owner: &BareJid, contact: &BareJid, k
         }
         return;
     }
-    let Some((item, state)) = load_state(srv, owner, contact).await else {
-        return;
-    };
-    let out = subscription::inbound(state, kind);
     let stanza = subscription_stanza(contact, owner, kind);
-    let pending = (kind == SubKind::Subscribe).then(|| stanza.to_bytes_in(""));
-    save_state(srv, owner, contact, item, state, &out, pending).await;
+    let out = {
+        let _roster = srv.lock_roster(owner).await;
+        let Some((item, state)) = load_state(srv, owner, contact).await else {
+            return;
+        };
+        let out = subscription::inbound(state, kind);
+        let pending = (kind == SubKind::Subscribe).then(|| stanza.to_bytes_in(""));
+        save_state(srv, owner, contact, item, state, &out, pending).await;
+        out
+    };
     if out.route {
         for r in srv.sessions.resources(owner).iter().filter(|r| r.available) {
             sessions::send(r, Outbound::stanza(stanza.clone()));

@@ -778,9 +778,9 @@ async def disconnect(*clients):
 async def run(args):
     phone = Client(args, args.alice, "phone")
     desk = Client(args, args.alice, "desk")
-    # Only phone answers bob's subscription request. Two resources approving at once race in
-    # kith (found by this script: the second `subscribed` reads the item before the first
-    # one's write and stores 'to'+approved over 'both'); a roster bug, not this script's topic.
+    # By default only phone answers bob's subscription request; with --both-answer both do at
+    # once, which once raced in kith (the second `subscribed` read the item before the first
+    # one's write and stored 'to'+approved over 'both'). The kith test passes --both-answer.
     if not args.both_answer:
         desk.auto_authorize = None
         desk.auto_subscribe = False

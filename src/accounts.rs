@@ -79,9 +79,14 @@ pub async fn passwd(store: &Store, jid: &BareJid, password: &str) -> Result<(), 
     let password = password.to_string();
     let blob = smol::unblock(move || creds_blob(&password)).await?;
     match store.set_creds(jid.as_ref(), blob).await {
-        Err(StoreError::NotFound) => Err(AccountError::NotFound(jid.to_string())),
-        r => Ok(r?),
+        Err(StoreError::NotFound) => return Err(AccountError::NotFound(jid.to_string())),
+        r => r?,
     }
+    // XEP-0484: a new password logs every device out of its FAST tokens.
+    store
+        .kv_set(jid.as_ref(), crate::services::fast::KV_KEY, None)
+        .await?;
+    Ok(())
 }
 
 pub async fn delete(store: &Store, jid: &BareJid) -> Result<(), AccountError> {

@@ -33,10 +33,10 @@ pub struct Server {
     pub caps: crate::services::caps::Caps,
     /// Resumable stream-management sessions (XEP-0198).
     pub sm: crate::session::sm::Registry,
-    /// Serializes read-modify-write of one account's roster (striped by bare JID), so two
-    /// resources answering the same subscription request can't interleave and undo each
-    /// other's change. Never held across routing to another account.
-    roster_locks: Box<[smol::lock::Mutex<()>]>,
+    /// Serializes read-modify-write of one account's data (roster, FAST tokens; striped by
+    /// bare JID), so two resources answering the same subscription request can't interleave
+    /// and undo each other's change. Never held across routing to another account.
+    account_locks: Box<[smol::lock::Mutex<()>]>,
     /// XEP-0191 blocklists and the resources that asked for them.
     pub blocking: crate::services::blocking::State,
     /// Closed when the server shuts down; waiting tasks watch it.
@@ -59,18 +59,18 @@ impl Server {
             mam: Default::default(),
             caps: Default::default(),
             sm: Default::default(),
-            roster_locks: (0..64).map(|_| smol::lock::Mutex::new(())).collect(),
+            account_locks: (0..64).map(|_| smol::lock::Mutex::new(())).collect(),
             blocking: Default::default(),
             shutdown_tx,
             shutdown_rx,
         }
     }
 
-    /// Holds `owner`'s roster for a read-modify-write (see `roster_locks`).
-    pub async fn lock_roster(&self, owner: &BareJid) -> smol::lock::MutexGuard<'_, ()> {
+    /// Holds `owner`'s account data for a read-modify-write (see `account_locks`).
+    pub async fn lock_account(&self, owner: &BareJid) -> smol::lock::MutexGuard<'_, ()> {
         use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
         let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(owner.as_str());
-        self.roster_locks[(h as usize) % self.roster_locks.len()]
+        self.account_locks[(h as usize) % self.account_locks.len()]
             .lock()
             .await
     }

@@ -30,6 +30,8 @@ mod creds;
 mod plain;
 mod scram;
 
+pub mod ht;
+
 pub use client::{ClientError, SaltedPassword, ScramClient};
 pub use creds::{
     decode_creds, derive_all, derive_creds, derive_creds_with_salt, encode_creds, verify_password,

@@ -226,7 +226,7 @@ fn query_error(e: QueryError) -> StanzaError {
     }
 }
 
-async fn metadata(srv: &Server, owner: &BareJid) -> Result<Element, StanzaError> {
+pub async fn metadata(srv: &Server, owner: &BareJid) -> Result<Element, StanzaError> {
     let bounds = srv.store.mam_bounds(owner.as_ref()).await.map_err(|e| {
         log::error!("mam: cannot read the archive bounds of {owner}: {e}");
         StanzaError::from(Condition::InternalServerError)

@@ -8,6 +8,7 @@ pub mod caps;
 pub mod carbons;
 pub mod disco;
 pub mod extdisco;
+pub mod fast;
 pub mod info;
 pub mod iq;
 pub mod mam;

@@ -26,6 +26,9 @@ pub struct SessionPresence {
     /// Entities that got directed presence and must hear `unavailable` at the end (§4.6.3).
     pub directed: HashSet<Jid>,
     pub offline_delivered: bool,
+    /// Bind 2 clients sync from the archive (XEP-0386 §3): offline copies of archived
+    /// messages are dropped instead of delivered.
+    pub archived_offline_is_redundant: bool,
 }
 
 /// What the session must do after an outbound presence.
@@ -234,7 +237,7 @@ pub async fn subscription_out(srv: &Server, owner: &BareJid, contact: &BareJid, 
         return;
     }
     let out = {
-        let _roster = srv.lock_roster(owner).await;
+        let _roster = srv.lock_account(owner).await;
         let Some((item, state)) = load_state(srv, owner, contact).await else {
             return;
         };
@@ -265,7 +268,7 @@ pub async fn subscription_in(srv: &Server, owner: &BareJid, contact: &BareJid, k
     }
     let stanza = subscription_stanza(contact, owner, kind);
     let out = {
-        let _roster = srv.lock_roster(owner).await;
+        let _roster = srv.lock_account(owner).await;
         let Some((item, state)) = load_state(srv, owner, contact).await else {
             return;
         };

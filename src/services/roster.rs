@@ -99,7 +99,7 @@ async fn set(srv: &Server, from: &FullJid, query: &Element) -> Result<(), Stanza
     }
     let (o, c) = (owner.to_string(), contact.to_string());
     // Name and groups change here, subscription state in presence: one at a time.
-    let _roster = srv.lock_roster(&owner).await;
+    let _roster = srv.lock_account(&owner).await;
     let existing = srv.store.roster_item(&o, &c).await.map_err(store_error)?;
     let new = RosterItem {
         name,
@@ -138,7 +138,7 @@ async fn remove(srv: &Server, owner: &BareJid, contact: &BareJid) -> Result<(), 
     if removal.unsubscribed {
         presence::send_subscription(srv, owner, contact, SubKind::Unsubscribed).await;
     }
-    let _roster = srv.lock_roster(owner).await;
+    let _roster = srv.lock_account(owner).await;
     if pending_in {
         srv.store
             .set_pending_in(&o, &c, None)

@@ -20,10 +20,13 @@ use smol::net::TcpStream;
 use crate::jid::{BareJid, FullJid, Jid};
 use crate::net::listener::Mode;
 use crate::router;
+use crate::sasl::ht::Ht;
 use crate::sasl::{self, CbInfo, Mechanism};
 use crate::server::Server;
+use crate::services::fast;
 use crate::services::{offline, presence};
 use crate::session::csi::Csi;
+use crate::session::sasl2;
 use crate::session::sm::{self, BoundState, Sm};
 use crate::session::stream::{End, XmlStream};
 use crate::sessions::Outbound;
@@ -60,22 +63,61 @@ pub async fn serve(srv: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: Mod
     let cb = srv.tls.channel_binding(tls.get_ref().1);
     let mut xs = XmlStream::new(tls, limits);
     let mut id = new_id();
-    let user = match Box::pin(authenticate(&srv, &mut xs, &tag, &cb, deadline, &id, peer)).await {
-        Ok(user) => user,
+    let auth = Box::pin(authenticate(
+        &srv, &mut xs, &tag, &cb, deadline, &id, peer, conn,
+    ))
+    .await;
+    let (user, fresh_stream) = match auth {
+        Ok(Authenticated::Classic(user)) => (user, true),
+        Ok(Authenticated::Sasl2(user)) => (user, false),
+        Ok(Authenticated::Ready { state, inactive }) => {
+            let user = state.me.to_bare();
+            return Box::pin(run_session(
+                &srv, &mut xs, &tag, &id, &user, state, false, inactive,
+            ))
+            .await;
+        }
         Err(end) => return Box::pin(finish(&srv, &mut xs, &tag, &id, end)).await,
     };
-    xs.restart();
-    id = new_id();
+    if fresh_stream {
+        xs.restart();
+        id = new_id();
+    }
     let (state, resumed) = match Box::pin(bind_or_resume(
-        &srv, &mut xs, &user, conn, deadline, &id, &tag,
+        &srv,
+        &mut xs,
+        &user,
+        conn,
+        deadline,
+        &id,
+        &tag,
+        fresh_stream,
     ))
     .await
     {
         Ok(b) => b,
         Err(end) => return Box::pin(finish(&srv, &mut xs, &tag, &id, end)).await,
     };
+    Box::pin(run_session(
+        &srv, &mut xs, &tag, &id, &user, state, resumed, false,
+    ))
+    .await;
+}
+
+/// Drives a bound (or resumed) session to its end.
+#[allow(clippy::too_many_arguments)]
+async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
+    srv: &Server,
+    xs: &mut XmlStream<S>,
+    tag: &str,
+    id: &str,
+    user: &BareJid,
+    state: BoundState,
+    resumed: bool,
+    inactive: bool,
+) {
     let mut guard = Bound {
-        srv: &srv,
+        srv,
         me: state.me.clone(),
         conn: state.conn,
         armed: true,
@@ -85,25 +127,27 @@ pub async fn serve(srv: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: Mod
         .as_ref()
         .and_then(|sm| sm.id.as_deref())
         .map(|sid| srv.sm.live(sid, user.clone()));
+    let mut csi = Csi::default();
+    csi.set_inactive(inactive, &mut Vec::new());
     let mut session = Session {
-        srv: &srv,
+        srv,
         st: state,
-        csi: Csi::default(),
+        csi,
         takeover,
-        tag: &tag,
+        tag,
     };
     let end = if resumed {
-        // What the client missed is already written by `resume`; ask for an ack.
-        session.write_stanzas(&mut xs, Vec::new()).await.err()
+        // What the client missed is already written; ask for an ack.
+        session.write_stanzas(xs, Vec::new()).await.err()
     } else {
         None
     };
     let end = match end {
         Some(end) => end,
-        None => session.run(&mut xs).await,
+        None => session.run(xs).await,
     };
     // Boxed, like the negotiation steps: the session future stays small while idle.
-    Box::pin(session.end(&mut xs, &mut guard, &id, end)).await;
+    Box::pin(session.end(xs, &mut guard, id, end)).await;
 }
 
 /// Removes the resource from the routing table however the session ends (even by panic),
@@ -264,8 +308,20 @@ async fn open_stream<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(from)
 }
 
-/// SASL (RFC 6120 §6): SCRAM with channel binding where TLS gives us the data, PLAIN only when
-/// the admin allowed it.
+/// How authentication ended, and how far the session already got.
+enum Authenticated {
+    /// RFC 6120 SASL: the stream restarts, then the client binds or resumes.
+    Classic(BareJid),
+    /// SASL2 without Bind 2: no restart; features were sent; the client binds next.
+    Sasl2(BareJid),
+    /// SASL2 with Bind 2 or inline resumption: the session is ready.
+    Ready { state: BoundState, inactive: bool },
+}
+
+/// SASL (RFC 6120 §6) and SASL2 (XEP-0388): SCRAM with channel binding where TLS gives us the
+/// data, PLAIN only when the admin allowed it, and with SASL2 the FAST token mechanisms
+/// (XEP-0484), Bind 2 (XEP-0386) and inline stream resumption.
+#[allow(clippy::too_many_arguments)]
 async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     srv: &Server,
     xs: &mut XmlStream<S>,
@@ -274,15 +330,22 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     deadline: Instant,
     id: &str,
     peer: SocketAddr,
-) -> Result<BareJid, End> {
+    conn: u64,
+) -> Result<Authenticated, End> {
     open_stream(srv, xs, deadline, id).await?;
     let offered = offered_mechanisms(srv, cb);
+    let fast: Vec<Ht> = Ht::ALL
+        .into_iter()
+        .filter(|m| m.cb_data(cb).is_some())
+        .collect();
     let plus_offered = offered.iter().any(|m| m.is_plus());
     let mut mechs = Element::new("mechanisms", ns::SASL);
     for m in &offered {
         mechs.push_child(Element::new("mechanism", ns::SASL).with_text(m.name()));
     }
-    let mut features = Element::new("features", ns::STREAM).with_child(mechs);
+    let mut features = Element::new("features", ns::STREAM)
+        .with_child(mechs)
+        .with_child(sasl2::feature(&offered, &fast));
     let cb_types = cb.types();
     if !cb_types.is_empty() {
         let mut el = Element::new("sasl-channel-binding", ns::SASL_CB);
@@ -301,42 +364,69 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             Frame::StreamClose => return Err(End::Closed),
             Frame::StreamOpen(_) => return Err(End::Error(StreamError::NotWellFormed, None)),
         };
-        if !el.is("auth", ns::SASL) {
+        let profile = if el.is("auth", ns::SASL) {
+            Profile::Rfc6120
+        } else if el.is("authenticate", ns::SASL2) {
+            Profile::Sasl2
+        } else {
             return Err(End::Error(
                 StreamError::NotAuthorized,
                 Some("authenticate first"),
             ));
-        }
+        };
+        let req = sasl2::Request::parse(&el);
         let mech_name = el.attr("mechanism").unwrap_or("");
+        let initial = match profile {
+            Profile::Rfc6120 => decode_sasl(&el),
+            Profile::Sasl2 => req.initial.clone(),
+        };
         let mut penalize = true;
-        let result = match Mechanism::from_name(mech_name).filter(|m| offered.contains(m)) {
-            None => Err(sasl::SaslFailure::new("invalid-mechanism")),
-            Some(mech) => match decode_sasl(&el) {
-                None => Err(sasl::SaslFailure::new("incorrect-encoding")),
-                Some(initial) => {
-                    if unsupported_cb_type(&initial, cb) {
-                        // COMPAT: slixmpp 1.8 asks for `tls-unique`, which TLS 1.3 doesn't
-                        // have, then retries without channel binding using gs2 flag `y`.
-                        // Having seen it ask, we know the -PLUS offer reached it intact (no
-                        // downgrade), so its `y` may be accepted on this stream.
-                        cb_unusable_by_client = true;
-                        penalize = false;
-                    }
-                    let plus = plus_offered && !cb_unusable_by_client;
-                    run_mechanism(srv, xs, mech, plus, cb, initial, deadline).await?
+        let mut rotate = None;
+        let password_mech = Mechanism::from_name(mech_name).filter(|m| offered.contains(m));
+        let result = match (password_mech, initial) {
+            (_, None) => Err(sasl::SaslFailure::new("incorrect-encoding")),
+            (Some(mech), Some(initial)) => {
+                if unsupported_cb_type(&initial, cb) {
+                    // COMPAT: slixmpp 1.8 asks for `tls-unique`, which TLS 1.3 doesn't
+                    // have, then retries without channel binding using gs2 flag `y`.
+                    // Having seen it ask, we know the -PLUS offer reached it intact (no
+                    // downgrade), so its `y` may be accepted on this stream.
+                    cb_unusable_by_client = true;
+                    penalize = false;
                 }
+                let plus = plus_offered && !cb_unusable_by_client;
+                run_mechanism(srv, xs, profile, mech, plus, cb, initial, deadline).await?
+            }
+            (None, Some(initial)) => match Ht::from_name(mech_name).filter(|m| fast.contains(m)) {
+                Some(ht) if profile == Profile::Sasl2 => {
+                    let r = fast_login(srv, &req, ht, cb, &initial).await;
+                    if let Ok((_, _, true)) = &r {
+                        rotate = Some(ht);
+                    }
+                    r.map(|(jid, data, _)| (jid, data))
+                }
+                _ => Err(sasl::SaslFailure::new("invalid-mechanism")),
             },
         };
         match result {
-            Ok(user) => {
+            Ok((user, additional)) => {
                 log::info!("{tag}: authenticated as {user} ({mech_name}) from {peer}");
-                return Ok(user);
+                if profile == Profile::Rfc6120 {
+                    let mut success = Element::new("success", ns::SASL);
+                    if !additional.is_empty() {
+                        success.push_text(b64(&additional));
+                    }
+                    xs.send_element(&success).await?;
+                    return Ok(Authenticated::Classic(user));
+                }
+                let done = sasl2_success(srv, xs, tag, &user, &req, &additional, rotate, conn);
+                return Box::pin(done).await;
             }
             Err(f) if !penalize => {
                 log::debug!(
                     "{tag}: client asked for a channel-binding type we don't offer ({mech_name})"
                 );
-                send_failure(xs, &f).await?;
+                send_failure(xs, profile, &f).await?;
             }
             Err(f) => {
                 failures += 1;
@@ -346,7 +436,7 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
                     f.condition
                 );
                 smol::Timer::after(FAILURE_DELAY).await;
-                send_failure(xs, &f).await?;
+                send_failure(xs, profile, &f).await?;
                 if failures >= MAX_AUTH_FAILURES {
                     return Err(End::Error(
                         StreamError::PolicyViolation,
@@ -358,15 +448,248 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// A FAST login (XEP-0484): one round trip with a token this server issued to this client.
+/// Returns the user, the responder proof for `<additional-data/>`, and whether the token is
+/// due for rotation.
+async fn fast_login(
+    srv: &Server,
+    req: &sasl2::Request,
+    ht: Ht,
+    cb: &CbInfo,
+    initial: &[u8],
+) -> Result<(BareJid, Vec<u8>, bool), sasl::SaslFailure> {
+    let resp = sasl::ht::parse(initial)?;
+    let user = BareJid::parse(&format!("{}@{}", resp.authcid, srv.domain()))
+        .map_err(|_| sasl::SaslFailure::new("not-authorized"))?;
+    // Tokens are bound to the client that got them (XEP-0484 §5).
+    let client = req
+        .user_agent
+        .as_deref()
+        .ok_or_else(|| sasl::SaslFailure::new("not-authorized"))?;
+    let cb_data = ht.cb_data(cb).unwrap_or_default();
+    match fast::verify(
+        srv,
+        &user,
+        client,
+        ht,
+        &cb_data,
+        &resp.proof,
+        req.fast_invalidate,
+    )
+    .await
+    {
+        fast::Verified::Ok { responder, rotate } => Ok((user, responder, rotate)),
+        // §5: a token we no longer trust is "credentials-expired"; the client then falls back
+        // to its password.
+        fast::Verified::Failed => Err(sasl::SaslFailure::new("credentials-expired")),
+    }
+}
+
+/// After a successful SASL2 exchange: inline resumption or Bind 2, a FAST token if asked or
+/// due, then `<success/>` and the stream features, without a stream restart (XEP-0388 §2.6.1).
+#[allow(clippy::too_many_arguments)]
+async fn sasl2_success<S: AsyncRead + AsyncWrite + Unpin>(
+    srv: &Server,
+    xs: &mut XmlStream<S>,
+    tag: &str,
+    user: &BareJid,
+    req: &sasl2::Request,
+    additional: &[u8],
+    rotate: Option<Ht>,
+    conn: u64,
+) -> Result<Authenticated, End> {
+    let mut success = Element::new("success", ns::SASL2);
+    if !additional.is_empty() {
+        success.push_child(Element::new("additional-data", ns::SASL2).with_text(b64(additional)));
+    }
+    let mut ready = None;
+    let mut resent = Vec::new();
+    let mut extra = Vec::new();
+    if let Some(resume_req) = &req.resume {
+        match take_for_resume(srv, user, resume_req, tag).await {
+            Ok((state, resumed, unacked)) => {
+                extra.push(resumed);
+                resent = unacked;
+                ready = Some((state, false));
+            }
+            // XEP-0386 §3: a failed resumption is reported, then binding goes ahead.
+            Err(failed) => extra.push(failed),
+        }
+    }
+    if ready.is_none() {
+        if let Some(bind_req) = &req.bind {
+            let ua = req.user_agent.as_deref();
+            let (state, bound, inactive) = bind2(srv, user, conn, bind_req, ua, tag).await;
+            extra.push(bound);
+            ready = Some((state, inactive));
+        }
+    }
+    let jid = ready
+        .as_ref()
+        .map_or(user.to_string(), |(st, _)| st.me.to_string());
+    success.push_child(Element::new("authorization-identifier", ns::SASL2).with_text(jid));
+    for e in extra {
+        success.push_child(e);
+    }
+    let token_mech = req.request_token.or(rotate);
+    if let (Some(mech), Some(client)) = (token_mech, req.user_agent.as_deref()) {
+        if let Some(t) = fast::issue(srv, user, client, mech).await {
+            success.push_child(
+                Element::new("token", ns::FAST)
+                    .with_attr("token", t.token)
+                    .with_attr("expiry", crate::time::rfc3339(t.expiry)),
+            );
+        }
+    }
+    xs.send_element(&success).await?;
+    xs.send_element(&post_auth_features(srv, ready.is_none()))
+        .await?;
+    match ready {
+        Some((state, inactive)) => {
+            if !resent.is_empty() {
+                let mut out = Vec::new();
+                for el in &resent {
+                    XmlStream::<S>::write_element(&mut out, el);
+                }
+                xs.send_raw(&out).await?;
+            }
+            Ok(Authenticated::Ready { state, inactive })
+        }
+        None => Ok(Authenticated::Sasl2(user.clone())),
+    }
+}
+
+/// The features of an authenticated stream; `with_bind` while no resource is bound yet.
+fn post_auth_features(srv: &Server, with_bind: bool) -> Element {
+    let mut features = Element::new("features", ns::STREAM);
+    if with_bind {
+        features.push_child(Element::new("bind", ns::BIND));
+        features.push_child(
+            Element::new("session", ns::SESSION).with_child(Element::new("optional", ns::SESSION)),
+        );
+    }
+    features
+        .with_child(Element::new("ver", ns::ROSTER_VER))
+        .with_child(Element::new("sub", ns::PRE_APPROVAL))
+        .with_child(Element::new("sm", ns::SM))
+        .with_child(Element::new("csi", ns::CSI))
+        .with_child(crate::services::disco::server_caps(srv))
+}
+
+/// XEP-0386 Bind 2: binds a resource named after the client's tag (stable per client), enables
+/// what the client asked for inline, and describes the archive in `<bound/>`.
+async fn bind2(
+    srv: &Server,
+    user: &BareJid,
+    conn: u64,
+    req: &Element,
+    user_agent: Option<&str>,
+    tag: &str,
+) -> (BoundState, Element, bool) {
+    let client_tag: String = req
+        .get_child("tag", ns::BIND2)
+        .map(|t| t.text())
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_control() && *c != '/')
+        .take(32)
+        .collect();
+    let suffix = match user_agent {
+        // Stable per client, without exposing its id (XEP-0386 §3.1).
+        Some(ua) => {
+            let seed = format!("kith-bind2\0{user}\0{ua}");
+            let d = ring::digest::digest(&ring::digest::SHA256, seed.as_bytes());
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&d.as_ref()[..9])
+        }
+        None => new_id(),
+    };
+    let client_tag = client_tag.trim();
+    let me = match (client_tag.is_empty(), user) {
+        (false, u) => u.with_resource(&format!("{client_tag}/{suffix}")),
+        (true, u) => u.with_resource(&suffix),
+    };
+    // The suffix alone is URL-safe base64, which always prepares.
+    let me = me.or_else(|_| user.with_resource(&suffix));
+    let me = match me {
+        Ok(me) => me,
+        Err(_) => user
+            .with_resource("kith")
+            .unwrap_or_else(|_| unreachable!("'kith' is a valid resource")),
+    };
+    let (tx, rx) = async_channel::unbounded();
+    if let Some(old) = srv.sessions.bind(me.clone(), conn, tx) {
+        log::info!("{tag}: {me} was bound by c2s#{}; replacing it", old.conn);
+        crate::sessions::send(&old, Outbound::Close(StreamError::Conflict));
+    }
+    log::info!("{tag}: bound {me} (bind 2)");
+    let mut state = BoundState {
+        me,
+        conn,
+        presence: presence::SessionPresence::default(),
+        sm: None,
+        rx,
+    };
+    // The client syncs from the archive (XEP-0386 §3): archived offline copies are redundant.
+    state.presence.archived_offline_is_redundant = true;
+    let mut bound = Element::new("bound", ns::BIND2);
+    if let Ok(md) = crate::services::mam::metadata(srv, user).await {
+        bound.push_child(md);
+    }
+    let mut inactive = false;
+    for f in req.children() {
+        match (f.name(), f.ns()) {
+            ("enable", ns::CARBONS) => srv.sessions.set_carbons(&state.me, true),
+            ("enable", ns::SM) => {
+                let resumable = matches!(f.attr("resume"), Some("true" | "1"));
+                let id = resumable.then(new_id);
+                let mut enabled = Element::new("enabled", ns::SM);
+                if let Some(id) = &id {
+                    let max = srv.config.limits.resume_timeout.as_secs();
+                    enabled.set_attr("id", id.as_str());
+                    enabled.set_attr("resume", "true");
+                    enabled.set_attr("max", max.to_string());
+                }
+                state.sm = Some(Sm::new(id));
+                bound.push_child(enabled);
+            }
+            ("inactive", ns::CSI) => inactive = true,
+            _ => {}
+        }
+    }
+    if inactive {
+        srv.sessions.set_asleep(&state.me, true);
+    }
+    (state, bound, inactive)
+}
+
+/// Which SASL profile an exchange speaks: RFC 6120's, or XEP-0388's (SASL2). They differ in
+/// the namespace of the exchange elements and in what success looks like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Profile {
+    Rfc6120,
+    Sasl2,
+}
+
+impl Profile {
+    fn ns(self) -> &'static str {
+        match self {
+            Profile::Rfc6120 => ns::SASL,
+            Profile::Sasl2 => ns::SASL2,
+        }
+    }
+}
+
 async fn send_failure<S: AsyncRead + AsyncWrite + Unpin>(
     xs: &mut XmlStream<S>,
+    profile: Profile,
     f: &sasl::SaslFailure,
 ) -> Result<(), End> {
+    // Conditions are RFC 6120's in both profiles (XEP-0388 §2.6.2).
     let mut failure =
-        Element::new("failure", ns::SASL).with_child(Element::new(f.condition, ns::SASL));
+        Element::new("failure", profile.ns()).with_child(Element::new(f.condition, ns::SASL));
     if let Some(text) = &f.text {
         failure.push_child(
-            Element::new("text", ns::SASL)
+            Element::new("text", profile.ns())
                 .with_attr("xml:lang", "en")
                 .with_text(text.as_str()),
         );
@@ -414,26 +737,30 @@ fn decode_sasl(el: &Element) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(text).ok()
 }
 
+/// Runs a password mechanism to its end. On success returns the user and the additional
+/// data for `<success/>` (SCRAM's server-final message); the caller sends the success.
+#[allow(clippy::too_many_arguments)]
 async fn run_mechanism<S: AsyncRead + AsyncWrite + Unpin>(
     srv: &Server,
     xs: &mut XmlStream<S>,
+    profile: Profile,
     mech: Mechanism,
     plus_offered: bool,
     cb: &CbInfo,
     mut initial: Vec<u8>,
     deadline: Instant,
-) -> Result<Result<BareJid, sasl::SaslFailure>, End> {
+) -> Result<Result<(BareJid, Vec<u8>), sasl::SaslFailure>, End> {
     if initial.is_empty() {
         // No initial response: ask for it with an empty challenge (RFC 6120 §6.4.2).
-        xs.send_element(&Element::new("challenge", ns::SASL))
+        xs.send_element(&Element::new("challenge", profile.ns()))
             .await?;
-        match read_response(xs, deadline).await? {
+        match read_response(xs, profile, deadline).await? {
             Ok(data) => initial = data,
             Err(f) => return Ok(Err(f)),
         }
     }
     if mech == Mechanism::Plain {
-        return Ok(plain(srv, &initial).await);
+        return Ok(plain(srv, &initial).await.map(|jid| (jid, Vec::new())));
     }
     let need = match sasl::scram_start(mech, plus_offered, cb, &initial) {
         Ok(n) => n,
@@ -450,20 +777,14 @@ async fn run_mechanism<S: AsyncRead + AsyncWrite + Unpin>(
         None => None,
     };
     let (await_final, server_first) = need.server_first(creds.as_ref());
-    xs.send_element(&Element::new("challenge", ns::SASL).with_text(b64(&server_first)))
+    xs.send_element(&Element::new("challenge", profile.ns()).with_text(b64(&server_first)))
         .await?;
-    let client_final = match read_response(xs, deadline).await? {
+    let client_final = match read_response(xs, profile, deadline).await? {
         Ok(data) => data,
         Err(f) => return Ok(Err(f)),
     };
     match (await_final.finish(&client_final), jid) {
-        (Ok(success), Some(jid)) => {
-            xs.send_element(
-                &Element::new("success", ns::SASL).with_text(b64(success.server_final())),
-            )
-            .await?;
-            Ok(Ok(jid))
-        }
+        (Ok(success), Some(jid)) => Ok(Ok((jid, success.server_final().to_vec()))),
         (Ok(_), None) => Ok(Err(sasl::SaslFailure::new("not-authorized"))),
         (Err(f), _) => Ok(Err(f)),
     }
@@ -471,13 +792,14 @@ async fn run_mechanism<S: AsyncRead + AsyncWrite + Unpin>(
 
 async fn read_response<S: AsyncRead + AsyncWrite + Unpin>(
     xs: &mut XmlStream<S>,
+    profile: Profile,
     deadline: Instant,
 ) -> Result<Result<Vec<u8>, sasl::SaslFailure>, End> {
     match xs.next_frame(deadline).await? {
-        Frame::Element(el) if el.is("response", ns::SASL) => {
+        Frame::Element(el) if el.is("response", profile.ns()) => {
             Ok(decode_sasl(&el).ok_or_else(|| sasl::SaslFailure::new("incorrect-encoding")))
         }
-        Frame::Element(el) if el.is("abort", ns::SASL) => {
+        Frame::Element(el) if el.is("abort", profile.ns()) => {
             Ok(Err(sasl::SaslFailure::new("aborted")))
         }
         Frame::StreamClose => Err(End::Closed),
@@ -525,6 +847,7 @@ async fn plain(srv: &Server, msg: &[u8]) -> Result<BareJid, sasl::SaslFailure> {
 
 /// Resource binding (RFC 6120 §7), or resumption of an earlier session (XEP-0198 §5).
 /// Returns the session state and whether it was resumed.
+#[allow(clippy::too_many_arguments)]
 async fn bind_or_resume<S: AsyncRead + AsyncWrite + Unpin>(
     srv: &Server,
     xs: &mut XmlStream<S>,
@@ -533,19 +856,13 @@ async fn bind_or_resume<S: AsyncRead + AsyncWrite + Unpin>(
     deadline: Instant,
     id: &str,
     tag: &str,
+    fresh_stream: bool,
 ) -> Result<(BoundState, bool), End> {
-    open_stream(srv, xs, deadline, id).await?;
-    let features = Element::new("features", ns::STREAM)
-        .with_child(Element::new("bind", ns::BIND))
-        .with_child(
-            Element::new("session", ns::SESSION).with_child(Element::new("optional", ns::SESSION)),
-        )
-        .with_child(Element::new("ver", ns::ROSTER_VER))
-        .with_child(Element::new("sub", ns::PRE_APPROVAL))
-        .with_child(Element::new("sm", ns::SM))
-        .with_child(Element::new("csi", ns::CSI))
-        .with_child(crate::services::disco::server_caps(srv));
-    xs.send_element(&features).await?;
+    // After SASL2 there is no restart and the features were already sent (XEP-0388 §2.6.1).
+    if fresh_stream {
+        open_stream(srv, xs, deadline, id).await?;
+        xs.send_element(&post_auth_features(srv, true)).await?;
+    }
     loop {
         let el = match xs.next_frame(deadline).await? {
             Frame::Element(el) => el,
@@ -630,6 +947,31 @@ async fn resume<S: AsyncRead + AsyncWrite + Unpin>(
     req: &Element,
     tag: &str,
 ) -> Result<Option<BoundState>, End> {
+    match take_for_resume(srv, user, req, tag).await {
+        Ok((state, resumed, unacked)) => {
+            let mut out = Vec::new();
+            XmlStream::<S>::write_element(&mut out, &resumed);
+            for el in &unacked {
+                XmlStream::<S>::write_element(&mut out, el);
+            }
+            xs.send_raw(&out).await?;
+            Ok(Some(state))
+        }
+        Err(failed) => {
+            xs.send_element(&failed).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// Takes over the session a `<resume/>` names: the state, the `<resumed/>` answer and the
+/// stanzas to re-send after it; or the `<failed/>` answer.
+async fn take_for_resume(
+    srv: &Server,
+    user: &BareJid,
+    req: &Element,
+    tag: &str,
+) -> Result<(BoundState, Element, Vec<Element>), Element> {
     let previd = req.attr("previd").unwrap_or_default();
     let h = req.attr("h").and_then(|h| h.parse::<u32>().ok());
     let taken = match h {
@@ -638,32 +980,26 @@ async fn resume<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let Some(mut state) = taken else {
         log::info!("{tag}: cannot resume session {previd:?} (unknown or expired)");
-        xs.send_element(&sm_failed(Condition::ItemNotFound)).await?;
-        return Ok(None);
+        return Err(sm_failed(Condition::ItemNotFound));
     };
     let Some(sm) = state.sm.as_mut() else {
-        xs.send_element(&sm_failed(Condition::ItemNotFound)).await?;
-        return Ok(None);
+        return Err(sm_failed(Condition::ItemNotFound));
     };
     if sm.ack(h.unwrap_or(0)).is_err() {
         log::info!("{tag}: client acknowledged more than was sent while resuming; resending all");
     }
-    let mut out = Vec::new();
-    XmlStream::<S>::write_element(
-        &mut out,
-        &Element::new("resumed", ns::SM)
-            .with_attr("h", sm.inbound.to_string())
-            .with_attr("previd", previd),
-    );
-    for el in &sm.unacked {
-        XmlStream::<S>::write_element(&mut out, el);
-    }
-    let resent = sm.unacked.len();
-    xs.send_raw(&out).await?;
+    let resumed = Element::new("resumed", ns::SM)
+        .with_attr("h", sm.inbound.to_string())
+        .with_attr("previd", previd);
+    let unacked: Vec<Element> = sm.unacked.iter().cloned().collect();
     // A fresh connection starts active (XEP-0352 §4).
     srv.sessions.set_asleep(&state.me, false);
-    log::info!("{tag}: resumed {} ({resent} stanza(s) re-sent)", state.me);
-    Ok(Some(state))
+    log::info!(
+        "{tag}: resumed {} ({} stanza(s) re-sent)",
+        state.me,
+        unacked.len()
+    );
+    Ok((state, resumed, unacked))
 }
 
 fn sm_failed(condition: Condition) -> Element {
@@ -922,12 +1258,25 @@ impl Session<'_> {
         requests: Vec<Element>,
         offline_due: bool,
     ) -> Result<(), End> {
-        let (messages, last) = if offline_due {
+        let (mut messages, last) = if offline_due {
             offline::pending(self.srv, &self.st.me).await
         } else {
             (Vec::new(), None)
         };
+        if self.st.presence.archived_offline_is_redundant {
+            // Bind 2 (XEP-0386 §3): the client gets these from the archive; deliver only what
+            // the archive doesn't have.
+            let bare = self.st.me.to_bare().to_string();
+            messages.retain(|m| {
+                !m.children().any(|c| {
+                    c.is("stanza-id", "urn:xmpp:sid:0") && c.attr("by") == Some(bare.as_str())
+                })
+            });
+        }
         if requests.is_empty() && messages.is_empty() {
+            if let Some(last) = last {
+                offline::delivered(self.srv, &self.st.me, last).await;
+            }
             return Ok(());
         }
         let count = messages.len();

@@ -2,5 +2,6 @@
 
 pub mod c2s;
 pub mod csi;
+pub mod sasl2;
 pub mod sm;
 pub mod stream;

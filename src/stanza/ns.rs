@@ -49,3 +49,9 @@ pub const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
 pub const DATA_FORM: &str = "jabber:x:data";
 /// XEP-0128 / XEP-0157 server information form.
 pub const SERVERINFO: &str = "http://jabber.org/network/serverinfo";
+/// XEP-0388 Extensible SASL Profile.
+pub const SASL2: &str = "urn:xmpp:sasl:2";
+/// XEP-0386 Bind 2.
+pub const BIND2: &str = "urn:xmpp:bind:0";
+/// XEP-0484 Fast Authentication Streamlining Tokens.
+pub const FAST: &str = "urn:xmpp:fast:0";

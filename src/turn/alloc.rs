@@ -93,7 +93,7 @@ impl Nonces {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        if ring::constant_time::verify_slices_are_equal(want.as_bytes(), tag.as_bytes()).is_err()
+        if !crate::turn::stun::ct_eq(want.as_bytes(), tag.as_bytes())
         {
             return NonceCheck::Invalid;
         }
@@ -192,7 +192,7 @@ impl Bucket {
 /// Why a ChannelBind was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BindError {
-    /// Not in 0x4000..=0x4FFF.
+    /// Not a channel number (`stun::CHANNELS`).
     BadNumber,
     /// The channel is bound to another peer, or the peer to another channel (RFC 8656 §11.2).
     Conflict,
@@ -277,7 +277,7 @@ impl Allocation {
         peer: SocketAddr,
         now: Instant,
     ) -> Result<(), BindError> {
-        if !(0x4000..=0x4FFF).contains(&channel) {
+        if !crate::turn::stun::CHANNELS.contains(&channel) {
             return Err(BindError::BadNumber);
         }
         if let Some((bound, _)) = self.channels.get(&channel) {

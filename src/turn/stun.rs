@@ -147,11 +147,16 @@ pub fn stream_frame_len(buf: &[u8]) -> Option<usize> {
     }
 }
 
+/// Channel numbers: RFC 8656 §12 narrowed them to 0x4000-0x4FFF, RFC 5766 allowed up to
+/// 0x7FFF.
+// COMPAT: coturn's turnutils_uclient (and RFC 5766 clients) pick channels above 0x4FFF.
+pub const CHANNELS: std::ops::RangeInclusive<u16> = 0x4000..=0x7FFF;
+
 /// A ChannelData message (RFC 8656 §12.4).
 pub fn parse_channel_data(buf: &[u8]) -> Option<(u16, &[u8])> {
     let head = buf.get(..4)?;
     let channel = u16::from_be_bytes([head[0], head[1]]);
-    if !(0x4000..=0x4FFF).contains(&channel) {
+    if !CHANNELS.contains(&channel) {
         return None;
     }
     let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
@@ -319,7 +324,7 @@ impl Message {
         if typ == MESSAGE_INTEGRITY && n != 20 {
             return false;
         }
-        ring::constant_time::verify_slices_are_equal(&tag.as_ref()[..n], &a.value).is_ok()
+        ct_eq(&tag.as_ref()[..n], &a.value)
     }
 }
 
@@ -424,6 +429,11 @@ impl Builder {
 /// The long-term credential key, MD5(username ":" realm ":" password) (RFC 8489 §9.2.2).
 pub fn long_term_key(username: &str, realm: &str, password: &str) -> [u8; 16] {
     crate::turn::md5::digest(format!("{username}:{realm}:{password}").as_bytes())
+}
+
+/// Compares two MACs in time independent of where they differ.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn pad4(n: usize) -> usize {
@@ -676,6 +686,7 @@ mod tests {
         assert_eq!(f.len(), 9);
         assert_eq!(parse_channel_data(&f[..8]), None);
         assert_eq!(parse_channel_data(&channel_data(0x3FFF, b"", false)), None);
+        assert_eq!(parse_channel_data(&channel_data(0x8000, b"", false)), None);
         assert_eq!(stream_frame_len(&sample_request()), Some(108));
         assert_eq!(stream_frame_len(&[0x80, 0, 0, 0]), None);
     }

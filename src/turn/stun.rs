@@ -362,6 +362,15 @@ impl Builder {
         Builder::new(class, req.method, req.tid)
     }
 
+    /// Continues a message built so far (no integrity or fingerprint yet).
+    pub fn from_bytes(buf: Vec<u8>) -> Builder {
+        let mut tid = [0u8; 12];
+        if let Some(t) = buf.get(8..20) {
+            tid.copy_from_slice(t);
+        }
+        Builder { buf, tid }
+    }
+
     pub fn attr(mut self, typ: u16, value: &[u8]) -> Builder {
         self.push(typ, value);
         self

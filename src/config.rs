@@ -253,7 +253,10 @@ impl Turn {
     /// What XEP-0215 advertises: host, port and TLS port; `None` when there is no server.
     pub fn advertised(&self, domain: &str) -> Option<(String, u16, Option<u16>)> {
         if self.builtin() {
-            let host = self.public_host.clone().unwrap_or_else(|| domain.to_string());
+            let host = self
+                .public_host
+                .clone()
+                .unwrap_or_else(|| domain.to_string());
             Some((host, self.listen[0].port(), None))
         } else {
             let host = self.host.clone()?;
@@ -1059,7 +1062,7 @@ const SECTIONS: &[Section] = &[
                         cfg.turn.bandwidth = n;
                     }
                 },
-                show: |cfg| Some(quote(&show_size(cfg.turn.bandwidth))),
+                show: |cfg| Some(show_size(cfg.turn.bandwidth)),
                 unset_example: "",
             },
             Key {
@@ -2515,7 +2518,10 @@ auth_timeout = \"soon\"
             Some(("example.org".to_string(), 3478, None))
         );
         assert_eq!(turn.relay_ports, (49152, 65535));
-        assert_eq!((turn.max_allocations_per_user, turn.max_allocations), (10, 500));
+        assert_eq!(
+            (turn.max_allocations_per_user, turn.max_allocations),
+            (10, 500)
+        );
         assert_eq!(ok("[turn]\n").turn, Turn::default());
         let turn = ok("[turn]\nlisten = [\"127.0.0.1:3479\"]\npublic_host = \"t.example.org\"\n\
                       relay_ports = \"50000-50010\"\nrealm = \"r\"\nbandwidth = \"64KiB\"\n\
@@ -2526,7 +2532,12 @@ auth_timeout = \"soon\"
             Some(("t.example.org".to_string(), 3479, None))
         );
         assert_eq!(
-            (turn.relay_ports, turn.realm("x"), turn.bandwidth, turn.allow_private_peers),
+            (
+                turn.relay_ports,
+                turn.realm("x"),
+                turn.bandwidth,
+                turn.allow_private_peers
+            ),
             ((50000, 50010), "r", 65536, true)
         );
         assert!(!ok("[turn]\nenabled = false\n").turn.builtin());

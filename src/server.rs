@@ -273,7 +273,9 @@ fn start_turn(config: &mut Config) -> Result<Option<crate::turn::server::Bound>,
         })?;
         config.turn.secret = Some(secret);
     }
-    crate::turn::server::bind(config).map(Some).map_err(RunError)
+    crate::turn::server::bind(config)
+        .map(Some)
+        .map_err(RunError)
 }
 
 fn bind_all(addrs: &[SocketAddr], what: &str) -> Result<Vec<smol::net::TcpListener>, RunError> {

@@ -114,7 +114,8 @@ fn stun_binding_with_turnutils_stunclient() {
     };
     let (server, port) = turn_server(false, "");
     let out = run_tool(tool, &["-p", &port.to_string(), "127.0.0.1"]);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() && text.contains("UDP reflexive addr: 127.0.0.1:"),
         "{}\n{}",
@@ -127,7 +128,10 @@ fn stun_binding_with_turnutils_stunclient() {
 /// echoed by turnutils_peer, over UDP and TCP; credentials from the REST secret (-W).
 #[test]
 fn relayed_datagrams_with_turnutils_uclient() {
-    let (Some(uclient), Some(peer)) = (coturn_tool("turnutils_uclient"), coturn_tool("turnutils_peer")) else {
+    let (Some(uclient), Some(peer)) = (
+        coturn_tool("turnutils_uclient"),
+        coturn_tool("turnutils_peer"),
+    ) else {
         return;
     };
     let (server, port) = turn_server(true, "");
@@ -139,20 +143,39 @@ fn relayed_datagrams_with_turnutils_uclient() {
     for flags in [&[][..], &["-s"][..], &["-t"][..], &["-t", "-s"][..]] {
         let mut args: Vec<&str> = flags.to_vec();
         args.extend([
-            "-c", "-n", "20", "-m", "2", "-p", &port, "-e", "127.0.0.1", "-r", &peer_port, "-u",
-            "alice@localhost", "-W", SECRET, "127.0.0.1",
+            "-c",
+            "-n",
+            "20",
+            "-m",
+            "2",
+            "-p",
+            &port,
+            "-e",
+            "127.0.0.1",
+            "-r",
+            &peer_port,
+            "-u",
+            "alice@localhost",
+            "-W",
+            SECRET,
+            "127.0.0.1",
         ]);
         let out = run_tool(uclient, &args);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
         assert!(
-            text.contains("tot_send_msgs=40, tot_recv_msgs=40") && text.contains("Total lost packets 0 "),
+            text.contains("tot_send_msgs=40, tot_recv_msgs=40")
+                && text.contains("Total lost packets 0 "),
             "uclient {flags:?}:\n{}\n{}",
             describe_output(&out),
             server.log()
         );
     }
     assert!(
-        server.wait_for_log("turn: allocation of alice@localhost", Duration::from_secs(5)),
+        server.wait_for_log(
+            "turn: allocation of alice@localhost",
+            Duration::from_secs(5)
+        ),
         "{}",
         server.log()
     );
@@ -183,7 +206,10 @@ impl Turn {
     }
 
     fn tid() -> stun::Tid {
-        let n = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+        let n = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
         let mut t = [7u8; 12];
         t[..8].copy_from_slice(&(n as u64).to_be_bytes());
         t
@@ -193,7 +219,10 @@ impl Turn {
         self.sock.send(&req).unwrap();
         let mut buf = [0u8; 4096];
         loop {
-            let n = self.sock.recv(&mut buf).expect("no answer from the TURN server");
+            let n = self
+                .sock
+                .recv(&mut buf)
+                .expect("no answer from the TURN server");
             let m = Message::parse(&buf[..n]).expect("a STUN message");
             if m.tid[..] == req[8..20] {
                 return m;
@@ -202,15 +231,25 @@ impl Turn {
     }
 
     /// Sends `method` with `attrs`, authenticated (after the 401 challenge, once).
-    fn request(&mut self, method: u16, attrs: impl Fn(Builder) -> Builder, sha256: bool) -> Message {
+    fn request(
+        &mut self,
+        method: u16,
+        attrs: impl Fn(Builder) -> Builder,
+        sha256: bool,
+    ) -> Message {
         if self.nonce.is_empty() {
-            let m = self.exchange(attrs(Builder::new(Class::Request, method, Self::tid())).fingerprint());
+            let m = self
+                .exchange(attrs(Builder::new(Class::Request, method, Self::tid())).fingerprint());
             assert_eq!(m.error_code().map(|c| c.0), Some(401), "{m:?}");
             self.realm = m.get_str(stun::REALM).unwrap().into();
             self.nonce = m.get_str(stun::NONCE).unwrap().into();
         }
         let key = stun::long_term_key(&self.username, &self.realm, &self.password);
-        let which = if sha256 { Integrity::Sha256 } else { Integrity::Sha1 };
+        let which = if sha256 {
+            Integrity::Sha256
+        } else {
+            Integrity::Sha1
+        };
         let req = attrs(Builder::new(Class::Request, method, Self::tid()))
             .attr(stun::USERNAME, self.username.as_bytes())
             .attr(stun::REALM, self.realm.as_bytes())
@@ -220,18 +259,30 @@ impl Turn {
         let m = self.exchange(req);
         if m.class == Class::Success {
             assert!(m.check_integrity(&key), "response integrity: {m:?}");
-            assert_eq!(m.integrity(), Some(which), "answered with the client's integrity");
+            assert_eq!(
+                m.integrity(),
+                Some(which),
+                "answered with the client's integrity"
+            );
         }
         m
     }
 
     fn allocate(&mut self) -> Message {
-        self.request(stun::ALLOCATE, |b| b.attr(stun::REQUESTED_TRANSPORT, &[17, 0, 0, 0]), false)
+        self.request(
+            stun::ALLOCATE,
+            |b| b.attr(stun::REQUESTED_TRANSPORT, &[17, 0, 0, 0]),
+            false,
+        )
     }
 
     fn permit(&mut self, peer: &str) -> Message {
         let peer: SocketAddr = peer.parse().unwrap();
-        self.request(stun::CREATE_PERMISSION, |b| b.xor_address(stun::XOR_PEER_ADDRESS, peer), false)
+        self.request(
+            stun::CREATE_PERMISSION,
+            |b| b.xor_address(stun::XOR_PEER_ADDRESS, peer),
+            false,
+        )
     }
 }
 
@@ -254,7 +305,14 @@ fn forbidden_peers_are_refused_with_403() {
     assert_eq!(m.class, Class::Success, "{m:?}\n{}", server.log());
     let relayed = m.get_xor_address(stun::XOR_RELAYED_ADDRESS).unwrap();
     assert_eq!(relayed.ip().to_string(), "127.0.0.1");
-    for peer in ["127.0.0.1:9", "10.1.2.3:9", "192.168.1.1:9", "169.254.1.1:9", "0.0.0.0:9", "224.0.0.1:9"] {
+    for peer in [
+        "127.0.0.1:9",
+        "10.1.2.3:9",
+        "192.168.1.1:9",
+        "169.254.1.1:9",
+        "0.0.0.0:9",
+        "224.0.0.1:9",
+    ] {
         assert_eq!(code(&t.permit(peer)), Some(403), "{peer}");
     }
     let bind = t.request(
@@ -269,11 +327,18 @@ fn forbidden_peers_are_refused_with_403() {
     // A public peer is fine, with MESSAGE-INTEGRITY-SHA256 too.
     assert_eq!(t.permit("192.0.2.1:9").class, Class::Success);
     let peer: SocketAddr = "198.51.100.1:9".parse().unwrap();
-    let m = t.request(stun::CREATE_PERMISSION, |b| b.xor_address(stun::XOR_PEER_ADDRESS, peer), true);
+    let m = t.request(
+        stun::CREATE_PERMISSION,
+        |b| b.xor_address(stun::XOR_PEER_ADDRESS, peer),
+        true,
+    );
     assert_eq!(m.class, Class::Success, "{m:?}");
     // Refresh with lifetime 0 deletes the allocation; after that it is gone (437).
     let m = t.request(stun::REFRESH, |b| b.u32(stun::LIFETIME, 0), false);
-    assert_eq!((m.class, m.get_u32(stun::LIFETIME)), (Class::Success, Some(0)));
+    assert_eq!(
+        (m.class, m.get_u32(stun::LIFETIME)),
+        (Class::Success, Some(0))
+    );
     assert_eq!(code(&t.permit("192.0.2.1:9")), Some(437));
     assert!(
         server.wait_for_log("ended (client released it)", Duration::from_secs(5)),
@@ -304,9 +369,17 @@ fn wrong_password_expired_username_and_stale_nonce() {
     let m = t.allocate();
     assert_eq!(m.class, Class::Success, "{m:?}\n{}", server.log());
     // A second Allocate on the same 5-tuple is a mismatch; requests need credentials.
-    let m = t.request(stun::ALLOCATE, |b| b.attr(stun::REQUESTED_TRANSPORT, &[17, 0, 0, 0]), false);
+    let m = t.request(
+        stun::ALLOCATE,
+        |b| b.attr(stun::REQUESTED_TRANSPORT, &[17, 0, 0, 0]),
+        false,
+    );
     assert_eq!(code(&m), Some(437));
-    let m = t.request(stun::ALLOCATE, |b| b.attr(stun::REQUESTED_TRANSPORT, &[6, 0, 0, 0]), false);
+    let m = t.request(
+        stun::ALLOCATE,
+        |b| b.attr(stun::REQUESTED_TRANSPORT, &[6, 0, 0, 0]),
+        false,
+    );
     assert_eq!(code(&m), Some(437));
     let log = server.log();
     assert!(!log.contains(SECRET) && !log.contains(&p), "{log}");
@@ -326,7 +399,11 @@ fn kith_check_turn_succeeds() {
     let (server, _) = turn_server(true, "");
     let out = server.cli_ok(["check", "turn"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("everything works"), "{}", describe_output(&out));
+    assert!(
+        text.contains("everything works"),
+        "{}",
+        describe_output(&out)
+    );
     assert!(text.contains("echo came back"), "{}", describe_output(&out));
 }
 
@@ -353,20 +430,39 @@ fn extdisco_lists_the_builtin_server() {
     );
     server.add_user("alice", "alice-secret");
     let secret_path = server.data_dir.join("turn.secret");
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&secret_path).unwrap().permissions());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&secret_path).unwrap().permissions(),
+    );
     assert_eq!(mode & 0o777, 0o600);
     let mut alice = Client::login_bound(&server, "alice", "alice-secret", "phone");
-    let r = alice.iq("<iq type='get' id='ID' to='localhost'><services xmlns='urn:xmpp:extdisco:2'/></iq>");
-    let services = r.get_child("services", NS_EXTDISCO).unwrap_or_else(|| panic!("{r}"));
+    let r = alice
+        .iq("<iq type='get' id='ID' to='localhost'><services xmlns='urn:xmpp:extdisco:2'/></iq>");
+    let services = r
+        .get_child("services", NS_EXTDISCO)
+        .unwrap_or_else(|| panic!("{r}"));
     let mut kinds = Vec::new();
     for s in services.children() {
         assert_eq!(s.attr("host"), Some("localhost"), "{r}");
         assert_eq!(s.attr("port"), Some(port.to_string().as_str()), "{r}");
-        kinds.push(format!("{}/{}", s.attr("type").unwrap(), s.attr("transport").unwrap()));
+        kinds.push(format!(
+            "{}/{}",
+            s.attr("type").unwrap(),
+            s.attr("transport").unwrap()
+        ));
     }
-    assert_eq!(kinds, ["stun/udp", "stun/tcp", "turn/udp", "turn/tcp"], "{r}");
-    let turn = services.children().find(|s| s.attr("type") == Some("turn")).unwrap();
-    let (u, p) = (turn.attr("username").unwrap(), turn.attr("password").unwrap());
+    assert_eq!(
+        kinds,
+        ["stun/udp", "stun/tcp", "turn/udp", "turn/tcp"],
+        "{r}"
+    );
+    let turn = services
+        .children()
+        .find(|s| s.attr("type") == Some("turn"))
+        .unwrap();
+    let (u, p) = (
+        turn.attr("username").unwrap(),
+        turn.attr("password").unwrap(),
+    );
     // The handed-out credentials work on the built-in server.
     let mut t = Turn::new(port, u, p);
     let m = t.allocate();

@@ -93,8 +93,7 @@ impl Nonces {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        if !crate::turn::stun::ct_eq(want.as_bytes(), tag.as_bytes())
-        {
+        if !crate::turn::stun::ct_eq(want.as_bytes(), tag.as_bytes()) {
             return NonceCheck::Invalid;
         }
         match u64::from_str_radix(t, 16) {
@@ -292,7 +291,8 @@ impl Allocation {
         {
             return Err(BindError::Conflict);
         }
-        self.channels.insert(channel, (peer, now + CHANNEL_LIFETIME));
+        self.channels
+            .insert(channel, (peer, now + CHANNEL_LIFETIME));
         self.permit(peer.ip(), now);
         Ok(())
     }
@@ -361,7 +361,10 @@ mod tests {
         assert_eq!(n.check(&nonce, 1000), NonceCheck::Valid);
         assert_eq!(n.check(&nonce, 1599), NonceCheck::Valid);
         assert_eq!(n.check(&nonce, 1600), NonceCheck::Stale);
-        assert_eq!(Nonces::new(b"other").check(&nonce, 1000), NonceCheck::Invalid);
+        assert_eq!(
+            Nonces::new(b"other").check(&nonce, 1000),
+            NonceCheck::Invalid
+        );
         let mut forged = nonce.clone();
         forged.replace_range(15..16, "f");
         assert_eq!(n.check(&forged, 1000), NonceCheck::Invalid);
@@ -429,7 +432,10 @@ mod tests {
         assert_eq!(a.peers, 1);
 
         a.bind_channel(0x4000, peer, t0).unwrap();
-        assert_eq!(a.channel_peer(0x4000, t0 + Duration::from_secs(599)), Some(peer));
+        assert_eq!(
+            a.channel_peer(0x4000, t0 + Duration::from_secs(599)),
+            Some(peer)
+        );
         assert_eq!(a.channel_peer(0x4000, t0 + Duration::from_secs(600)), None);
         assert_eq!(a.peer_channel(peer, t0), Some(0x4000));
         let other: SocketAddr = "198.51.100.10:4000".parse().unwrap();

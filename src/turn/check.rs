@@ -42,7 +42,10 @@ pub fn run(config: &Config, server: Option<&str>) -> bool {
         );
         return false;
     };
-    println!("checking STUN/TURN for {} (advertised as {host}:{port})", config.domain);
+    println!(
+        "checking STUN/TURN for {} (advertised as {host}:{port})",
+        config.domain
+    );
     let target = match server {
         Some(s) => s.to_string(),
         // The built-in server is checked where it listens; the advertised name is checked too.
@@ -80,7 +83,10 @@ pub fn run(config: &Config, server: Option<&str>) -> bool {
             Ok(s) => s,
             Err(e) => {
                 r.fail(
-                    &format!("cannot read the TURN secret in {}: {e}", config.data_dir.display()),
+                    &format!(
+                        "cannot read the TURN secret in {}: {e}",
+                        config.data_dir.display()
+                    ),
                     "run kith check as the user kith runs as, or set [turn] secret",
                 );
                 return false;
@@ -99,7 +105,10 @@ pub fn run(config: &Config, server: Option<&str>) -> bool {
     let sock = match UdpSocket::bind(bind_any).and_then(|s| s.connect(addr).map(|_| s)) {
         Ok(s) => s,
         Err(e) => {
-            r.fail(&format!("cannot open a UDP socket to {addr}: {e}"), "check the network");
+            r.fail(
+                &format!("cannot open a UDP socket to {addr}: {e}"),
+                "check the network",
+            );
             return false;
         }
     };
@@ -107,7 +116,8 @@ pub fn run(config: &Config, server: Option<&str>) -> bool {
     let mut client = Client { sock };
 
     // 1. STUN Binding.
-    let Some(resp) = client.transact(Builder::new(Class::Request, stun::BINDING, Client::tid())) else {
+    let Some(resp) = client.transact(Builder::new(Class::Request, stun::BINDING, Client::tid()))
+    else {
         r.fail(
             &format!("no answer to a STUN Binding request on UDP {addr}"),
             "is the server running? Is UDP to this port allowed by the firewall / forwarded by the router?",
@@ -116,7 +126,10 @@ pub fn run(config: &Config, server: Option<&str>) -> bool {
     };
     match resp.get_xor_address(stun::XOR_MAPPED_ADDRESS) {
         Some(mapped) => r.ok(&format!("STUN Binding over UDP: we are seen as {mapped}")),
-        None => r.fail("the Binding response has no XOR-MAPPED-ADDRESS", "this is not a working STUN server"),
+        None => r.fail(
+            "the Binding response has no XOR-MAPPED-ADDRESS",
+            "this is not a working STUN server",
+        ),
     }
 
     // 2. Allocate: the challenge, then with credentials.
@@ -125,7 +138,10 @@ pub fn run(config: &Config, server: Option<&str>) -> bool {
             .attr(stun::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
     };
     let Some(challenge) = client.transact(retid(alloc_req(), Client::tid())) else {
-        r.fail("no answer to an Allocate request", "the server answers STUN but not TURN");
+        r.fail(
+            "no answer to an Allocate request",
+            "the server answers STUN but not TURN",
+        );
         return false;
     };
     let (Some(realm), Some(nonce)) = (
@@ -133,12 +149,19 @@ pub fn run(config: &Config, server: Option<&str>) -> bool {
         challenge.get_str(stun::NONCE).map(str::to_string),
     ) else {
         r.fail(
-            &format!("Allocate without credentials got {:?}, not a 401 challenge", challenge.error_code()),
+            &format!(
+                "Allocate without credentials got {:?}, not a 401 challenge",
+                challenge.error_code()
+            ),
             "the server must use long-term credentials (coturn: use-auth-secret)",
         );
         return false;
     };
-    let username = format!("{}:kith-check@{}", crate::time::now_unix() + 600, config.domain);
+    let username = format!(
+        "{}:kith-check@{}",
+        crate::time::now_unix() + 600,
+        config.domain
+    );
     let password = alloc::rest_password(&secret, &username);
     let key = stun::long_term_key(&username, &realm, &password);
     let auth = |b: Builder, nonce: &str| {
@@ -148,14 +171,19 @@ pub fn run(config: &Config, server: Option<&str>) -> bool {
             .integrity(Integrity::Sha1, &key)
     };
     let Some(resp) = client.transact(auth(retid(alloc_req(), Client::tid()), &nonce)) else {
-        r.fail("no answer to an authenticated Allocate", "check the server's log");
+        r.fail(
+            "no answer to an authenticated Allocate",
+            "check the server's log",
+        );
         return false;
     };
     if resp.class != Class::Success {
         let code = resp.error_code();
         let fix = match code.as_ref().map(|c| c.0) {
             Some(401) => "the secret differs: [turn] secret must equal coturn's static-auth-secret",
-            Some(486) | Some(508) => "the server is at its allocation limits; try again later or raise them",
+            Some(486) | Some(508) => {
+                "the server is at its allocation limits; try again later or raise them"
+            }
             _ => "check the server's log",
         };
         r.fail(&format!("Allocate with credentials failed: {code:?}"), fix);
@@ -163,13 +191,21 @@ pub fn run(config: &Config, server: Option<&str>) -> bool {
     }
     let relayed = resp.get_xor_address(stun::XOR_RELAYED_ADDRESS);
     let Some(relayed) = relayed else {
-        r.fail("the Allocate response has no relayed address", "this is not a working TURN server");
+        r.fail(
+            "the Allocate response has no relayed address",
+            "this is not a working TURN server",
+        );
         return false;
     };
     if !resp.check_integrity(&key) {
-        r.fail("the Allocate response's MESSAGE-INTEGRITY is wrong", "check the server's realm and secret");
+        r.fail(
+            "the Allocate response's MESSAGE-INTEGRITY is wrong",
+            "check the server's realm and secret",
+        );
     }
-    r.ok(&format!("TURN Allocate with credentials from the shared secret: relayed address {relayed}"));
+    r.ok(&format!(
+        "TURN Allocate with credentials from the shared secret: relayed address {relayed}"
+    ));
     if !alloc::peer_allowed(relayed.ip(), false, &[]) {
         r.note(&format!(
             "the relayed address {relayed} is not public: peers on the internet cannot reach it (fine on a LAN)"
@@ -189,7 +225,10 @@ pub fn run(config: &Config, server: Option<&str>) -> bool {
     match client.transact(auth(perm(doc_peer, Client::tid()), &nonce)) {
         Some(m) if m.class == Class::Success => r.ok("CreatePermission"),
         other => r.fail(
-            &format!("CreatePermission failed: {:?}", other.and_then(|m| m.error_code())),
+            &format!(
+                "CreatePermission failed: {:?}",
+                other.and_then(|m| m.error_code())
+            ),
             "check the server's log",
         ),
     }
@@ -217,13 +256,17 @@ pub fn run(config: &Config, server: Option<&str>) -> bool {
                 ),
             }
         }
-        Err(e) => r.note(&format!("no local echo socket ({e}); relay round trip skipped")),
+        Err(e) => r.note(&format!(
+            "no local echo socket ({e}); relay round trip skipped"
+        )),
     }
 
     // 5. Release the allocation.
     let release = Builder::new(Class::Request, stun::REFRESH, Client::tid()).u32(stun::LIFETIME, 0);
     match client.transact(auth(release, &nonce)) {
-        Some(m) if m.class == Class::Success => r.ok("Refresh with lifetime 0 released the allocation"),
+        Some(m) if m.class == Class::Success => {
+            r.ok("Refresh with lifetime 0 released the allocation")
+        }
         other => r.fail(
             &format!("Refresh failed: {:?}", other.and_then(|m| m.error_code())),
             "check the server's log",
@@ -253,10 +296,14 @@ fn relay_round_trip(
     let mut buf = [0u8; 2048];
     match echo.recv_from(&mut buf) {
         Ok((n, from)) if &buf[..n] == payload => {
-            r.ok(&format!("a datagram went through the relay (arrived from {from})"));
+            r.ok(&format!(
+                "a datagram went through the relay (arrived from {from})"
+            ));
             let _ = echo.send_to(b"kith check echo", from);
             if from != relayed {
-                r.note(&format!("it came from {from}, not the advertised {relayed}"));
+                r.note(&format!(
+                    "it came from {from}, not the advertised {relayed}"
+                ));
             }
         }
         _ => {
@@ -271,7 +318,9 @@ fn relay_round_trip(
         match client.sock.recv(&mut buf) {
             Ok(n) => {
                 if let Ok(m) = Message::parse(&buf[..n]) {
-                    if m.method == stun::DATA && m.get(stun::DATA_ATTR) == Some(&b"kith check echo"[..]) {
+                    if m.method == stun::DATA
+                        && m.get(stun::DATA_ATTR) == Some(&b"kith check echo"[..])
+                    {
                         r.ok("the echo came back through the relay (Data indication)");
                         return;
                     }
@@ -288,7 +337,13 @@ fn relay_round_trip(
 
 /// The local address that routes to the server, for the echo socket.
 fn relay_local_ip(server: SocketAddr) -> Option<IpAddr> {
-    let any: SocketAddr = if server.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse().ok()?;
+    let any: SocketAddr = if server.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    }
+    .parse()
+    .ok()?;
     let s = UdpSocket::bind(any).ok()?;
     s.connect(server).ok()?;
     Some(s.local_addr().ok()?.ip())

@@ -101,7 +101,12 @@ fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
 }
 
 /// Serves until the future is dropped (at shutdown); dropping it ends every allocation.
-pub async fn serve(ex: Arc<Executor<'static>>, t: crate::config::Turn, domain: String, bound: Bound) {
+pub async fn serve(
+    ex: Arc<Executor<'static>>,
+    t: crate::config::Turn,
+    domain: String,
+    bound: Bound,
+) {
     use ring::rand::SecureRandom as _;
     let mut nonce_key = [0u8; 32];
     let _ = ring::rand::SystemRandom::new().fill(&mut nonce_key);
@@ -175,7 +180,10 @@ struct Turn {
 /// A client 5-tuple.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 enum Key {
-    Udp { local: SocketAddr, client: SocketAddr },
+    Udp {
+        local: SocketAddr,
+        client: SocketAddr,
+    },
     Tcp(u64),
 }
 
@@ -237,9 +245,10 @@ fn canonical(a: SocketAddr) -> SocketAddr {
 }
 
 async fn udp_loop(srv: Arc<Turn>, sock: Arc<UdpSocket>) {
-    let local = sock.local_addr().map(canonical).unwrap_or_else(|_| {
-        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
-    });
+    let local = sock
+        .local_addr()
+        .map(canonical)
+        .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
     let mut buf = vec![0u8; 65536];
     loop {
         let (n, from) = match sock.recv_from(&mut buf).await {
@@ -264,7 +273,9 @@ async fn tcp_accept(srv: Arc<Turn>, listener: TcpListener) {
         match listener.accept().await {
             Ok((stream, from)) => {
                 let id = srv.next_conn.fetch_add(1, Ordering::Relaxed);
-                let task = srv.ex.spawn(tcp_conn(srv.clone(), stream, canonical(from), id));
+                let task = srv
+                    .ex
+                    .spawn(tcp_conn(srv.clone(), stream, canonical(from), id));
                 lock(&srv.conns).insert(id, task);
             }
             Err(e) => {
@@ -470,7 +481,10 @@ impl Turn {
         if m.get(stun::RESERVATION_TOKEN).is_some() {
             return ok(err_builder(m, 508, "Insufficient Capacity"));
         }
-        let want_v6 = match m.get(stun::REQUESTED_ADDRESS_FAMILY).and_then(|v| v.first()) {
+        let want_v6 = match m
+            .get(stun::REQUESTED_ADDRESS_FAMILY)
+            .and_then(|v| v.first())
+        {
             None => client.is_ipv6(),
             Some(1) => false,
             Some(2) => true,
@@ -571,7 +585,10 @@ impl Turn {
                 }
                 let lifetime = alloc::granted_lifetime(requested);
                 st.refresh(lifetime, now);
-                ok(Builder::reply(m, Class::Success).u32(stun::LIFETIME, lifetime.as_secs() as u32))
+                ok(
+                    Builder::reply(m, Class::Success)
+                        .u32(stun::LIFETIME, lifetime.as_secs() as u32),
+                )
             }
             stun::CREATE_PERMISSION => {
                 let peers = m.xor_addresses(stun::XOR_PEER_ADDRESS);

@@ -302,10 +302,7 @@ impl Message {
     pub fn check_integrity(&self, key: &[u8]) -> bool {
         let (typ, alg) = match self.integrity() {
             Some(Integrity::Sha256) => (MESSAGE_INTEGRITY_SHA256, ring::hmac::HMAC_SHA256),
-            Some(Integrity::Sha1) => (
-                MESSAGE_INTEGRITY,
-                ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
-            ),
+            Some(Integrity::Sha1) => (MESSAGE_INTEGRITY, ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY),
             None => return false,
         };
         let Some(a) = self.attrs.iter().find(|a| a.typ == typ) else {

@@ -108,8 +108,9 @@ impl Nonces {
 
 /// Whether relaying to `ip` is allowed (RFC 8656 §21.3: a TURN server must not become a way
 /// into the networks behind it). Unspecified, multicast and broadcast addresses are never
-/// allowed; loopback, private (RFC 1918, ULA), link-local, CGNAT and the server's own
-/// addresses only with `allow_private`.
+/// allowed; loopback, private (RFC 1918, ULA), link-local, CGNAT and the addresses in `own`
+/// only with `allow_private`. (The server passes its own addresses per datagram, where it can
+/// still let through traffic to its own relayed addresses: two callers on one server.)
 pub fn peer_allowed(ip: IpAddr, allow_private: bool, own: &[IpAddr]) -> bool {
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
@@ -213,7 +214,10 @@ pub struct Allocation {
     channels: HashMap<u16, (SocketAddr, Instant)>,
     /// Distinct peers ever permitted, for the closing log line.
     pub peers: usize,
+    /// Client to peers.
     pub bucket: Bucket,
+    /// Peers to client.
+    pub inbound: Bucket,
     /// The transaction id of the Allocate that created it, to answer a retransmission.
     pub allocate_tid: [u8; 12],
     pub created: Instant,
@@ -241,6 +245,7 @@ impl Allocation {
             channels: HashMap::new(),
             peers: 0,
             bucket: Bucket::new(bandwidth, now),
+            inbound: Bucket::new(bandwidth, now),
             allocate_tid,
             created: now,
         }

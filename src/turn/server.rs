@@ -125,6 +125,7 @@ pub async fn serve(
         bandwidth: t.bandwidth as u64,
         allow_private: t.allow_private_peers,
         own,
+        public: Mutex::new(Vec::new()),
         nonces: Nonces::new(&nonce_key),
         allocs: Mutex::new(HashMap::new()),
         conns: Mutex::new(HashMap::new()),
@@ -140,9 +141,44 @@ pub async fn serve(
     for l in bound.tcp {
         tasks.push(ex.spawn(tcp_accept(srv.clone(), l)));
     }
+    let public_host = t.public_host.clone().unwrap_or(domain);
+    let mut tick: u64 = 0;
     loop {
+        if tick % 300 == 0 {
+            srv.resolve_public(&public_host).await;
+        }
+        tick += 1;
         smol::Timer::after(Duration::from_secs(1)).await;
         srv.sweep(Instant::now());
+    }
+}
+
+impl Turn {
+    /// Looks up `public_host`'s public addresses (off the executor: DNS blocks).
+    async fn resolve_public(&self, host: &str) {
+        use std::net::ToSocketAddrs as _;
+        let name = host.to_string();
+        let found: Vec<IpAddr> = smol::unblock(move || {
+            (name.as_str(), 0)
+                .to_socket_addrs()
+                .map(|a| a.map(|a| a.ip()).collect())
+                .unwrap_or_default()
+        })
+        .await;
+        let public: Vec<IpAddr> = found
+            .into_iter()
+            .filter(|ip| alloc::peer_allowed(*ip, false, &[]))
+            .collect();
+        let mut cur = lock(&self.public);
+        if *cur != public {
+            if !public.is_empty() {
+                log::info!(
+                    "turn: relayed addresses are advertised on {public:?} ({host}); the router must \
+                     forward UDP relay_ports to this machine"
+                );
+            }
+            *cur = public;
+        }
     }
 }
 
@@ -168,6 +204,8 @@ struct Turn {
     bandwidth: u64,
     allow_private: bool,
     own: Vec<IpAddr>,
+    /// The public addresses `public_host` resolves to, refreshed every few minutes.
+    public: Mutex<Vec<IpAddr>>,
     nonces: Nonces,
     allocs: Mutex<HashMap<Key, Slot>>,
     /// TCP connection tasks, so shutdown can end them.
@@ -216,6 +254,8 @@ impl Out {
 struct Slot {
     state: Arc<Mutex<Allocation>>,
     relay: Arc<UdpSocket>,
+    /// Where datagrams for the client go.
+    out: Out,
     _task: Task<()>,
 }
 
@@ -520,7 +560,7 @@ impl Turn {
             }
         };
         let relayed = match relay.local_addr() {
-            Ok(a) => canonical(a),
+            Ok(a) => self.advertised(canonical(a)),
             Err(_) => return ok(err_builder(m, 500, "Server Error")),
         };
         let lifetime = alloc::granted_lifetime(m.get_u32(stun::LIFETIME));
@@ -535,17 +575,15 @@ impl Turn {
             now,
         )));
         let relay = Arc::new(relay);
-        let task = self.ex.spawn(relay_loop(
-            state.clone(),
-            relay.clone(),
-            out.clone(),
-            self.bandwidth,
-        ));
+        let task = self
+            .ex
+            .spawn(relay_loop(state.clone(), relay.clone(), out.clone()));
         lock(&self.allocs).insert(
             key,
             Slot {
                 state,
                 relay,
+                out: out.clone(),
                 _task: task,
             },
         );
@@ -631,10 +669,29 @@ impl Turn {
         }
     }
 
-    fn peer_allowed(&self, ip: IpAddr, st: &Allocation) -> bool {
-        let mut own = self.own.clone();
-        own.push(st.relayed.ip());
-        alloc::peer_allowed(ip, self.allow_private, &own)
+    /// Whether a permission or channel for `ip` may be installed. The server's own public
+    /// addresses pass here; which of their ports may be reached is decided per datagram
+    /// (`relay_out`).
+    fn peer_allowed(&self, ip: IpAddr, _st: &Allocation) -> bool {
+        alloc::peer_allowed(ip, self.allow_private, &[])
+    }
+
+    /// Whether `ip` is one of the server's addresses: listen, relay or public.
+    fn is_own(&self, ip: IpAddr, st: &Allocation) -> bool {
+        ip == st.relayed.ip() || self.own.contains(&ip) || lock(&self.public).contains(&ip)
+    }
+
+    /// The relayed address to hand out for a socket bound at `local`: when `local` is not a
+    /// public address (behind a home router) and `public_host` resolves to a public one of the
+    /// same family, that one, with the same port (the router forwards `relay_ports`).
+    fn advertised(&self, local: SocketAddr) -> SocketAddr {
+        if alloc::peer_allowed(local.ip(), false, &[]) {
+            return local;
+        }
+        lock(&self.public)
+            .iter()
+            .find(|ip| ip.is_ipv6() == local.is_ipv6())
+            .map_or(local, |ip| SocketAddr::new(*ip, local.port()))
     }
 
     /// Relays a Send indication's data to its peer (RFC 8656 §10.2); silently dropped when
@@ -662,7 +719,7 @@ impl Turn {
         peer: impl FnOnce(&Allocation, Instant) -> Option<SocketAddr>,
     ) {
         let now = Instant::now();
-        let (relay, to) = {
+        let (from, to, target) = {
             let allocs = lock(&self.allocs);
             let Some(slot) = allocs.get(&key) else {
                 return;
@@ -674,9 +731,26 @@ impl Turn {
             if !st.permitted(to.ip(), now) || !st.bucket.take(data.len(), now) {
                 return;
             }
-            (slot.relay.clone(), to)
+            // Another allocation's relayed address (two callers on this server): delivered
+            // inside the process, so it works behind a router without hairpin NAT.
+            let other = allocs
+                .iter()
+                .find(|(k, s)| **k != key && lock(&s.state).relayed == to);
+            let target = match other {
+                Some((_, s)) => Target::Internal(s.state.clone(), s.out.clone()),
+                // Any other port on the server's own addresses (its XMPP ports, ssh...) is
+                // not a peer (RFC 8656 §21.3).
+                None if !self.allow_private && self.is_own(to.ip(), &st) => return,
+                None => Target::Socket(slot.relay.clone()),
+            };
+            (st.relayed, to, target)
         };
-        let _ = relay.send_to(data, to).await;
+        match target {
+            Target::Socket(relay) => {
+                let _ = relay.send_to(data, to).await;
+            }
+            Target::Internal(state, out) => deliver(&state, &out, from, data).await,
+        }
     }
 
     /// Ends expired allocations; drops expired permissions and channels.
@@ -737,41 +811,48 @@ fn relay_ip(local: SocketAddr, client: SocketAddr) -> IpAddr {
         .unwrap_or(any.ip())
 }
 
-/// Datagrams from peers to the client: ChannelData when a channel is bound to the peer, else
-/// a Data indication (RFC 8656 §11.3, §12.7). Only permitted peers get through.
-async fn relay_loop(state: Arc<Mutex<Allocation>>, relay: Arc<UdpSocket>, out: Out, rate: u64) {
+/// Where a datagram from a client goes.
+enum Target {
+    Socket(Arc<UdpSocket>),
+    /// Another allocation on this server: its state and client.
+    Internal(Arc<Mutex<Allocation>>, Out),
+}
+
+/// Datagrams from peers on the relayed socket, to the client.
+async fn relay_loop(state: Arc<Mutex<Allocation>>, relay: Arc<UdpSocket>, out: Out) {
     let mut buf = vec![0u8; 65536];
-    let mut inbound = alloc::Bucket::new(rate, Instant::now());
     loop {
         let Ok((n, from)) = relay.recv_from(&mut buf).await else {
             smol::Timer::after(Duration::from_millis(10)).await;
             continue;
         };
-        let from = canonical(from);
-        let now = Instant::now();
-        let channel = {
-            let st = lock(&state);
-            if !st.permitted(from.ip(), now) {
-                continue;
-            }
-            st.peer_channel(from, now)
-        };
-        if !inbound.take(n, now) {
-            continue;
-        }
-        let frame = match channel {
-            Some(c) => stun::channel_data(c, &buf[..n], out.is_tcp()),
-            None => {
-                let mut tid = [0u8; 12];
-                let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut tid);
-                Builder::new(Class::Indication, stun::DATA, tid)
-                    .xor_address(stun::XOR_PEER_ADDRESS, from)
-                    .attr(stun::DATA_ATTR, &buf[..n])
-                    .finish()
-            }
-        };
-        out.send(frame).await;
+        deliver(&state, &out, canonical(from), &buf[..n]).await;
     }
+}
+
+/// A datagram from `from` to the client of `state`: ChannelData when a channel is bound to
+/// the peer, else a Data indication (RFC 8656 §11.3, §12.7). Only permitted peers get through.
+async fn deliver(state: &Mutex<Allocation>, out: &Out, from: SocketAddr, data: &[u8]) {
+    let now = Instant::now();
+    let channel = {
+        let mut st = lock(state);
+        if !st.permitted(from.ip(), now) || !st.inbound.take(data.len(), now) {
+            return;
+        }
+        st.peer_channel(from, now)
+    };
+    let frame = match channel {
+        Some(c) => stun::channel_data(c, data, out.is_tcp()),
+        None => {
+            let mut tid = [0u8; 12];
+            let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut tid);
+            Builder::new(Class::Indication, stun::DATA, tid)
+                .xor_address(stun::XOR_PEER_ADDRESS, from)
+                .attr(stun::DATA_ATTR, data)
+                .finish()
+        }
+    };
+    out.send(frame).await;
 }
 
 fn err_builder(m: &Message, code: u16, reason: &str) -> Builder {

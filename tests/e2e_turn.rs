@@ -138,20 +138,20 @@ fn relayed_datagrams_with_turnutils_uclient() {
     let peer_port = free_udp_port();
     let _peer = start_peer(peer, peer_port);
     let (port, peer_port) = (port.to_string(), peer_port.to_string());
-    // -c: no RTCP pair (EVEN-PORT reservations are not supported); -s: Send indications
-    // instead of channels; -t: TCP to the server (ChannelData padded to 4 bytes); -y: the
-    // clients send to each other's relayed addresses (two callers on one server).
+    // Default: channels, and an RTP/RTCP pair of allocations per client (EVEN-PORT with a
+    // reservation, then RESERVATION-TOKEN). -c: no RTCP pair; -s: Send indications instead of
+    // channels; -t: TCP to the server (ChannelData padded to 4 bytes); -y: the clients send to
+    // each other's relayed addresses (two callers on one server).
     for flags in [
         &[][..],
-        &["-s"][..],
         &["-t"][..],
-        &["-t", "-s"][..],
-        &["-y"][..],
-        &["-t", "-y"][..],
+        &["-c", "-s"][..],
+        &["-t", "-c", "-s"][..],
+        &["-c", "-y"][..],
+        &["-t", "-c", "-y"][..],
     ] {
         let mut args: Vec<&str> = flags.to_vec();
         args.extend([
-            "-c",
             "-n",
             "20",
             "-m",

@@ -26,6 +26,8 @@ use crate::config::Config;
 const SOFTWARE: &[u8] = concat!("kith ", env!("CARGO_PKG_VERSION")).as_bytes();
 /// The largest STUN message or ChannelData frame accepted over TCP.
 const MAX_FRAME: usize = 0xFFFF + 4;
+/// How long a port reserved by EVEN-PORT waits for its allocation (RFC 8656 §7.2: 30 s).
+const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 
 /// The secret of `DATA/turn.secret`, generated (32 random bytes, base64, mode 0600) on first
 /// use. `kith check turn` reads the same file.
@@ -128,6 +130,7 @@ pub async fn serve(
         public: Mutex::new(Vec::new()),
         nonces: Nonces::new(&nonce_key),
         allocs: Mutex::new(HashMap::new()),
+        reservations: Mutex::new(HashMap::new()),
         conns: Mutex::new(HashMap::new()),
         next_conn: AtomicU64::new(1),
         next_port: AtomicU64::new(u64::from(nonce_key[0]) << 8 | u64::from(nonce_key[1])),
@@ -208,6 +211,8 @@ struct Turn {
     public: Mutex<Vec<IpAddr>>,
     nonces: Nonces,
     allocs: Mutex<HashMap<Key, Slot>>,
+    /// Relay sockets reserved by EVEN-PORT, by RESERVATION-TOKEN, with their expiry.
+    reservations: Mutex<HashMap<Vec<u8>, (UdpSocket, Instant)>>,
     /// TCP connection tasks, so shutdown can end them.
     conns: Mutex<HashMap<u64, Task<()>>>,
     next_conn: AtomicU64,
@@ -518,8 +523,9 @@ impl Turn {
             }
             Some(_) => {}
         }
-        if m.get(stun::RESERVATION_TOKEN).is_some() {
-            return ok(err_builder(m, 508, "Insufficient Capacity"));
+        let token = m.get(stun::RESERVATION_TOKEN);
+        if token.is_some() && m.get(stun::EVEN_PORT).is_some() {
+            return ok(err_builder(m, 400, "Bad Request"));
         }
         let want_v6 = match m
             .get(stun::REQUESTED_ADDRESS_FAMILY)
@@ -551,12 +557,39 @@ impl Turn {
                 return ok(err_builder(m, 486, "Allocation Quota Reached"));
             }
         }
-        let even = m.get(stun::EVEN_PORT).is_some();
-        let relay = match self.bind_relay(relay_ip(local, client), even) {
-            Ok(s) => s,
-            Err(e) => {
-                log::warn!("turn: no relay port free in [turn] relay_ports: {e}");
-                return ok(err_builder(m, 508, "Insufficient Capacity"));
+        // EVEN-PORT with the R bit reserves the next port for a second allocation, which
+        // names it by RESERVATION-TOKEN (RFC 8656 §7.2, §14.6, §14.9: RTP and RTCP pairs).
+        let even = m
+            .get(stun::EVEN_PORT)
+            .map(|v| v.first().is_some_and(|b| b & 0x80 != 0));
+        let mut reserved_token = None;
+        let relay = if let Some(token) = token {
+            let found = lock(&self.reservations).remove(token);
+            match found {
+                Some((sock, _)) => sock,
+                None => return ok(err_builder(m, 508, "Insufficient Capacity")),
+            }
+        } else {
+            let bound =
+                self.bind_relay(relay_ip(local, client), even.is_some(), even == Some(true));
+            match bound {
+                Ok((sock, next)) => {
+                    if let Some(next) = next {
+                        let mut t = [0u8; 8];
+                        let _ = ring::rand::SecureRandom::fill(
+                            &ring::rand::SystemRandom::new(),
+                            &mut t,
+                        );
+                        lock(&self.reservations)
+                            .insert(t.to_vec(), (next, now + RESERVATION_LIFETIME));
+                        reserved_token = Some(t);
+                    }
+                    sock
+                }
+                Err(e) => {
+                    log::warn!("turn: no relay port free in [turn] relay_ports: {e}");
+                    return ok(err_builder(m, 508, "Insufficient Capacity"));
+                }
             }
         };
         let relayed = match relay.local_addr() {
@@ -588,10 +621,13 @@ impl Turn {
             },
         );
         log::debug!("turn: allocation for {} at {relayed}", a.user);
-        ok(Builder::reply(m, Class::Success)
+        let mut b = Builder::reply(m, Class::Success)
             .xor_address(stun::XOR_RELAYED_ADDRESS, relayed)
-            .u32(stun::LIFETIME, lifetime.as_secs() as u32)
-            .xor_address(stun::XOR_MAPPED_ADDRESS, client)
+            .u32(stun::LIFETIME, lifetime.as_secs() as u32);
+        if let Some(t) = reserved_token {
+            b = b.attr(stun::RESERVATION_TOKEN, &t);
+        }
+        ok(b.xor_address(stun::XOR_MAPPED_ADDRESS, client)
             .attr(stun::SOFTWARE, SOFTWARE))
     }
 
@@ -769,12 +805,25 @@ impl Turn {
         for s in allocs.values() {
             lock(&s.state).prune(now);
         }
+        drop(allocs);
+        lock(&self.reservations).retain(|_, (_, expires)| now < *expires);
     }
 
-    /// A UDP socket on `ip` with a port from `relay_ports`, starting at a rotating offset.
-    fn bind_relay(&self, ip: IpAddr, even: bool) -> io::Result<UdpSocket> {
+    /// A UDP socket on `ip` with a port from `relay_ports`, starting at a rotating offset;
+    /// with `even` an even port, with `pair` also the port above it (for a reservation).
+    fn bind_relay(
+        &self,
+        ip: IpAddr,
+        even: bool,
+        pair: bool,
+    ) -> io::Result<(UdpSocket, Option<UdpSocket>)> {
         let (lo, hi) = self.relay_ports;
         let span = u64::from(hi - lo) + 1;
+        let bind = |port: u16| -> io::Result<UdpSocket> {
+            let s = std::net::UdpSocket::bind(SocketAddr::new(ip, port))?;
+            s.set_nonblocking(true)?;
+            UdpSocket::try_from(s)
+        };
         let mut last = io::Error::other("empty port range");
         for _ in 0..span.min(200) {
             let n = self.next_port.fetch_add(1, Ordering::Relaxed) % span;
@@ -782,11 +831,13 @@ impl Turn {
             if even && port % 2 == 1 {
                 continue;
             }
-            match std::net::UdpSocket::bind(SocketAddr::new(ip, port)) {
-                Ok(s) => {
-                    s.set_nonblocking(true)?;
-                    return UdpSocket::try_from(s);
-                }
+            match bind(port) {
+                Ok(s) if !pair => return Ok((s, None)),
+                Ok(s) if port < hi => match bind(port + 1) {
+                    Ok(next) => return Ok((s, Some(next))),
+                    Err(e) => last = e,
+                },
+                Ok(_) => {}
                 Err(e) => last = e,
             }
         }

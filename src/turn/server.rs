@@ -26,6 +26,8 @@ use crate::config::Config;
 const SOFTWARE: &[u8] = concat!("kith ", env!("CARGO_PKG_VERSION")).as_bytes();
 /// The largest STUN message or ChannelData frame accepted over TCP.
 const MAX_FRAME: usize = 0xFFFF + 4;
+/// How long a TCP connection may stay silent without an allocation.
+const TCP_IDLE: Duration = Duration::from_secs(30);
 /// How long a port reserved by EVEN-PORT waits for its allocation (RFC 8656 §7.2: 30 s).
 const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 
@@ -318,10 +320,16 @@ async fn tcp_accept(srv: Arc<Turn>, listener: TcpListener) {
         match listener.accept().await {
             Ok((stream, from)) => {
                 let id = srv.next_conn.fetch_add(1, Ordering::Relaxed);
+                // Held while spawning, so a connection that ends at once finds its entry.
+                let mut conns = lock(&srv.conns);
+                if conns.len() >= srv.total.saturating_mul(2) + 64 {
+                    log::warn!("turn: too many TCP connections; refusing {from}");
+                    continue;
+                }
                 let task = srv
                     .ex
                     .spawn(tcp_conn(srv.clone(), stream, canonical(from), id));
-                lock(&srv.conns).insert(id, task);
+                conns.insert(id, task);
             }
             Err(e) => {
                 log::debug!("turn: tcp accept: {e}");
@@ -368,7 +376,18 @@ async fn tcp_conn(srv: Arc<Turn>, stream: TcpStream, client: SocketAddr, id: u64
                 if buf.len() >= 4 && stun::stream_frame_len(&buf).is_none() {
                     return; // neither STUN nor ChannelData: not a TURN client
                 }
-                match stream.read(&mut chunk).await {
+                // A connection without an allocation is closed after 30 s of silence, so idle
+                // sockets cannot pile up (RFC 6062 §5.1's rule, applied to every connection).
+                let idle = if lock(&srv.allocs).contains_key(&key) {
+                    Duration::from_secs(3600)
+                } else {
+                    TCP_IDLE
+                };
+                let timeout = async {
+                    smol::Timer::after(idle).await;
+                    Err(io::ErrorKind::TimedOut.into())
+                };
+                match stream.read(&mut chunk).or(timeout).await {
                     Ok(0) | Err(_) => return,
                     Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 }

@@ -647,6 +647,36 @@ mod tests {
     }
 
     #[test]
+    fn random_bytes_never_panic() {
+        // A cheap fuzzer: mutated copies of the vectors and random headers with valid cookies.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let seeds = [
+            sample_request(),
+            sample_ipv6_response(),
+            sample_long_term_request(),
+        ];
+        for i in 0..20_000 {
+            let mut b = seeds[i % seeds.len()].clone();
+            for _ in 0..(next() % 4 + 1) {
+                let at = (next() as usize) % b.len();
+                b[at] = next() as u8;
+            }
+            b.truncate((next() as usize) % (b.len() + 1));
+            if let Ok(m) = Message::parse(&b) {
+                let _ = (m.error_code(), m.get_xor_address(XOR_MAPPED_ADDRESS));
+                let _ = (m.check_integrity(PASSWORD), m.unknown_required());
+            }
+            let _ = (stream_frame_len(&b), parse_channel_data(&b));
+        }
+    }
+
+    #[test]
     fn sha256_integrity_round_trip() {
         let key = long_term_key("u", "r", "p");
         let b = Builder::new(Class::Request, ALLOCATE, TID)

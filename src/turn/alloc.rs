@@ -205,7 +205,7 @@ pub struct Allocation {
     pub user: String,
     /// The long-term key the client authenticated with; later requests must use it too.
     pub username: String,
-    pub key: [u8; 16],
+    pub key: Vec<u8>,
     pub relayed: SocketAddr,
     pub expires: Instant,
     /// Peer IP -> expiry.
@@ -228,7 +228,7 @@ impl Allocation {
     pub fn new(
         user: &str,
         username: &str,
-        key: [u8; 16],
+        key: Vec<u8>,
         relayed: SocketAddr,
         lifetime: Duration,
         bandwidth: u64,
@@ -410,7 +410,7 @@ mod tests {
         Allocation::new(
             "alice@example.org",
             "1:alice@example.org",
-            [0; 16],
+            vec![0; 16],
             "198.51.100.1:50000".parse().unwrap(),
             DEFAULT_LIFETIME,
             1000,

@@ -25,7 +25,7 @@ use crate::config::Config;
 
 const SOFTWARE: &[u8] = concat!("kith ", env!("CARGO_PKG_VERSION")).as_bytes();
 /// The largest STUN message or ChannelData frame accepted over TCP.
-const MAX_FRAME: usize = 0xFFFF + 4;
+const MAX_FRAME: usize = 0xFFFF + stun::HEADER_LEN;
 /// How long a TCP connection may stay silent without an allocation.
 const TCP_IDLE: Duration = Duration::from_secs(30);
 /// How long a port reserved by EVEN-PORT waits for its allocation (RFC 8656 §7.2: 30 s).
@@ -405,7 +405,7 @@ async fn tcp_conn(srv: Arc<Turn>, stream: TcpStream, client: SocketAddr, id: u64
 struct Authed {
     user: String,
     username: String,
-    key: [u8; 16],
+    key: Vec<u8>,
     integrity: Integrity,
 }
 
@@ -496,7 +496,7 @@ impl Turn {
             }
         };
         let password = alloc::rest_password(&self.secret, username);
-        let lt_key = stun::long_term_key(username, &self.realm, &password);
+        let lt_key = stun::long_term_key_for(m, username, &self.realm, &password);
         if !m.check_integrity(&lt_key) {
             log::debug!("turn: wrong credentials for {user}");
             return Err(challenge(401, "Unauthorized"));
@@ -619,7 +619,7 @@ impl Turn {
         let state = Arc::new(Mutex::new(Allocation::new(
             &a.user,
             &a.username,
-            a.key,
+            a.key.clone(),
             relayed,
             lifetime,
             self.bandwidth,

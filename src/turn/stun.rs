@@ -210,11 +210,21 @@ impl Message {
             if at + 4 + pad4(alen) > buf.len() {
                 return Err(ParseError::BadAttribute);
             }
-            attrs.push(Attr {
-                typ: atyp,
-                value: value.to_vec(),
-                offset: at,
-            });
+            // RFC 8489 §14.5/§14.6: after MESSAGE-INTEGRITY only MESSAGE-INTEGRITY-SHA256 and
+            // FINGERPRINT count, after MESSAGE-INTEGRITY-SHA256 only FINGERPRINT; anything else
+            // there is not covered by the MAC and is ignored.
+            let sealed = attrs
+                .iter()
+                .any(|a: &Attr| a.typ == MESSAGE_INTEGRITY_SHA256)
+                || attrs.iter().any(|a: &Attr| a.typ == MESSAGE_INTEGRITY)
+                    && atyp != MESSAGE_INTEGRITY_SHA256;
+            if !sealed || atyp == FINGERPRINT {
+                attrs.push(Attr {
+                    typ: atyp,
+                    value: value.to_vec(),
+                    offset: at,
+                });
+            }
             at += 4 + pad4(alen);
         }
         let msg = Message {
@@ -435,6 +445,20 @@ impl Builder {
 /// The long-term credential key, MD5(username ":" realm ":" password) (RFC 8489 §9.2.2).
 pub fn long_term_key(username: &str, realm: &str, password: &str) -> [u8; 16] {
     crate::turn::md5::digest(format!("{username}:{realm}:{password}").as_bytes())
+}
+
+/// The key for the message's PASSWORD-ALGORITHM (RFC 8489 §18.5): SHA-256 when it names
+/// SHA-256 (0x0002), else MD5 (the default, and all a client may assume without it).
+pub fn long_term_key_for(m: &Message, username: &str, realm: &str, password: &str) -> Vec<u8> {
+    match m.get(PASSWORD_ALGORITHM).and_then(|v| v.get(..2)) {
+        Some([0x00, 0x02]) => {
+            let input = format!("{username}:{realm}:{password}");
+            ring::digest::digest(&ring::digest::SHA256, input.as_bytes())
+                .as_ref()
+                .to_vec()
+        }
+        _ => long_term_key(username, realm, password).to_vec(),
+    }
 }
 
 /// Compares two MACs in time independent of where they differ.
@@ -674,6 +698,22 @@ mod tests {
             }
             let _ = (stream_frame_len(&b), parse_channel_data(&b));
         }
+    }
+
+    #[test]
+    fn attributes_after_integrity_are_ignored() {
+        let key = long_term_key("u", "r", "p");
+        let mut b = Builder::new(Class::Request, REFRESH, TID)
+            .attr(USERNAME, b"u")
+            .integrity(Integrity::Sha1, &key)
+            .finish();
+        // An attacker appends a LIFETIME the MAC does not cover.
+        b.extend_from_slice(&[0x00, 0x0D, 0x00, 0x04, 0, 0, 0, 0]);
+        let len = (b.len() - HEADER_LEN) as u16;
+        b[2..4].copy_from_slice(&len.to_be_bytes());
+        let m = Message::parse(&b).unwrap();
+        assert!(m.check_integrity(&key));
+        assert_eq!(m.get(LIFETIME), None);
     }
 
     #[test]

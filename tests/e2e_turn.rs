@@ -389,6 +389,14 @@ fn wrong_password_expired_username_and_stale_nonce() {
         false,
     );
     assert_eq!(code(&m), Some(437));
+    // An unknown comprehension-required attribute: 420 naming it.
+    let m = t.exchange(
+        Builder::new(Class::Request, stun::BINDING, Turn::tid())
+            .attr(0x0031, b"?")
+            .fingerprint(),
+    );
+    assert_eq!(code(&m), Some(420));
+    assert_eq!(m.get(stun::UNKNOWN_ATTRIBUTES), Some(&[0x00, 0x31][..]));
     let log = server.log();
     assert!(!log.contains(SECRET) && !log.contains(&p), "{log}");
 }
@@ -413,6 +421,11 @@ fn kith_check_turn_succeeds() {
         describe_output(&out)
     );
     assert!(text.contains("echo came back"), "{}", describe_output(&out));
+    assert!(
+        text.contains("STUN Binding over TCP"),
+        "{}",
+        describe_output(&out)
+    );
 }
 
 #[test]
@@ -475,4 +488,13 @@ fn extdisco_lists_the_builtin_server() {
     let mut t = Turn::new(port, u, p);
     let m = t.allocate();
     assert_eq!(m.class, Class::Success, "{m:?}\n{}", server.log());
+    // kith check turn finds the generated secret; private peers are refused here, so the
+    // relay round trip is skipped with a note rather than failed.
+    let out = server.cli_ok(["check", "turn"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("everything works") && text.contains("refuses to relay"),
+        "{}",
+        describe_output(&out)
+    );
 }

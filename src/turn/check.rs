@@ -79,19 +79,28 @@ pub fn run(config: &Config, server: Option<&str>) -> bool {
     };
     let secret = match &t.secret {
         Some(s) => s.clone(),
-        None if t.builtin() => match super::server::secret_file(&config.data_dir) {
-            Ok(s) => s,
-            Err(e) => {
-                r.fail(
-                    &format!(
-                        "cannot read the TURN secret in {}: {e}",
-                        config.data_dir.display()
-                    ),
-                    "run kith check as the user kith runs as, or set [turn] secret",
-                );
-                return false;
+        // Read, never made here: a file created by `kith check` run as root would lock the
+        // server out of it.
+        None if t.builtin() => {
+            let path = config.data_dir.join("turn.secret");
+            match std::fs::read_to_string(&path) {
+                Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
+                Ok(_) => {
+                    r.fail(
+                        &format!("{} is empty", path.display()),
+                        "delete it and restart kith",
+                    );
+                    return false;
+                }
+                Err(e) => {
+                    r.fail(
+                        &format!("cannot read the TURN secret {}: {e}", path.display()),
+                        "start kith once (it creates the file), run kith check as the user kith runs as, or set [turn] secret",
+                    );
+                    return false;
+                }
             }
-        },
+        }
         None => {
             r.fail("[turn] has no secret", "set [turn] secret");
             return false;
@@ -131,6 +140,9 @@ pub fn run(config: &Config, server: Option<&str>) -> bool {
             "this is not a working STUN server",
         ),
     }
+
+    // STUN over TCP, on the same port.
+    tcp_binding(&mut r, addr);
 
     // 2. Allocate: the challenge, then with credentials.
     let alloc_req = || {
@@ -333,6 +345,35 @@ fn relay_round_trip(
         "the echo did not come back through the relay",
         "check that the relay ports ([turn] relay_ports) are open for UDP",
     );
+}
+
+/// A STUN Binding over TCP (RFC 8489 §6.2.2).
+fn tcp_binding(r: &mut Report, addr: SocketAddr) {
+    use std::io::{Read as _, Write as _};
+    let attempt = || -> std::io::Result<Option<SocketAddr>> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        s.write_all(&Builder::new(Class::Request, stun::BINDING, Client::tid()).fingerprint())?;
+        let mut buf = vec![0u8; stun::HEADER_LEN];
+        s.read_exact(&mut buf)?;
+        let len = stun::stream_frame_len(&buf).unwrap_or(stun::HEADER_LEN);
+        buf.resize(len.max(stun::HEADER_LEN), 0);
+        s.read_exact(&mut buf[stun::HEADER_LEN..])?;
+        Ok(Message::parse(&buf)
+            .ok()
+            .and_then(|m| m.get_xor_address(stun::XOR_MAPPED_ADDRESS)))
+    };
+    match attempt() {
+        Ok(Some(mapped)) => r.ok(&format!("STUN Binding over TCP: we are seen as {mapped}")),
+        Ok(None) => r.fail(
+            "the Binding response over TCP has no XOR-MAPPED-ADDRESS",
+            "this is not a working STUN server",
+        ),
+        Err(e) => r.fail(
+            &format!("STUN over TCP {addr}: {e}"),
+            "is TCP to this port allowed by the firewall / forwarded by the router?",
+        ),
+    }
 }
 
 /// The local address that routes to the server, for the echo socket.

@@ -982,7 +982,9 @@ const SECTIONS: &[Section] = &[
             Key {
                 name: "public_host",
                 doc: "The host name clients use to reach the built-in server (default: the\n\
-                      domain). Forward UDP and TCP 3478 and the relay ports to kith.",
+                      domain). Behind a home router, relayed addresses are advertised on the\n\
+                      public address it resolves to: forward UDP and TCP 3478 and UDP\n\
+                      relay_ports to this machine.",
                 read: |c, key, v, cfg| {
                     if let Some(s) = c.string(key, v, "a host name like \"turn.example.org\"") {
                         if s.is_empty() || s.chars().any(char::is_whitespace) {

@@ -1,5 +1,6 @@
-//! The command line: `kith run`, `kith user …`, `kith check …`, `kith --version`. Parses arguments (argh),
-//! loads the config and dispatches; everything it prints is for a person at a terminal.
+//! The command line: `kith run`, `kith user …`, `kith check …`, `kith --version`. Parses
+//! arguments (argh), loads the config and dispatches; everything it prints is for a person at a
+//! terminal.
 //!
 //! Exit codes: 0 success, 1 the operation failed, 2 bad usage or a bad config file.
 

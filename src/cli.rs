@@ -1,5 +1,6 @@
-//! The command line: `kith run`, `kith user …`, `kith --version`. Parses arguments (argh),
-//! loads the config and dispatches; everything it prints is for a person at a terminal.
+//! The command line: `kith run`, `kith user …`, `kith check …`, `kith --version`. Parses
+//! arguments (argh), loads the config and dispatches; everything it prints is for a person at a
+//! terminal.
 //!
 //! Exit codes: 0 success, 1 the operation failed, 2 bad usage or a bad config file.
 
@@ -29,6 +30,32 @@ struct Kith {
 enum Command {
     Run(Run),
     User(User),
+    Check(Check),
+}
+
+/// Check that a part of the setup works, and say what to fix when it does not.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "check")]
+struct Check {
+    #[argh(subcommand)]
+    target: CheckTarget,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum CheckTarget {
+    Turn(CheckTurn),
+}
+
+/// Check the STUN/TURN server for calls: STUN binding, an allocation with credentials from
+/// the shared secret, a permission, and a datagram relayed to a local echo socket and back.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "turn")]
+struct CheckTurn {
+    /// the server to check as HOST:PORT (default: the built-in server where it listens, or
+    /// the external [turn] host)
+    #[argh(option)]
+    server: Option<String>,
 }
 
 /// Run the server in the foreground (logs to stderr; SIGTERM or SIGINT stop it cleanly).
@@ -111,6 +138,12 @@ pub fn main() -> ExitCode {
     match cmd {
         Command::Run(_) => run(config),
         Command::User(u) => user(config, u.op),
+        Command::Check(c) => match c.target {
+            CheckTarget::Turn(t) => match crate::turn::check::run(&config, t.server.as_deref()) {
+                true => ExitCode::SUCCESS,
+                false => ExitCode::FAILURE,
+            },
+        },
     }
 }
 

@@ -50,8 +50,9 @@
 //! - Ranges: `max_stanza_size` 10 000 bytes ..= 16 MiB, `auth_timeout` 1 s ..= 1 h,
 //!   `max_offline_messages` 0 ..= 1 000 000 (0 keeps none).
 //! - `[contact]` values are URIs (`scheme:rest`); `admin` defaults to the `admins` as `xmpp:`
-//!   URIs. `[turn]` needs `host` and `secret` when it has any key; an empty `[turn]` is the
-//!   same as none. The TURN secret never appears in `Debug` output.
+//!   URIs. `[turn]` runs the built-in STUN/TURN server unless `enabled = false` or `host` names
+//!   an external server (which then needs `secret`); `port`/`tls_port` belong to an external
+//!   server. The TURN secret never appears in `Debug` output.
 //! - Whether certificate files exist is not checked here (that is I/O and belongs to start-up
 //!   and `kith check`).
 
@@ -87,9 +88,9 @@ pub struct Config {
     pub mam: Mam,
     /// XEP-0157 contact addresses published in the server's disco#info.
     pub contact: Contact,
-    /// XEP-0215 STUN/TURN service with coturn-style shared-secret credentials; `None` when
-    /// there is no `[turn]` section (nothing is advertised then).
-    pub turn: Option<Turn>,
+    /// XEP-0215 STUN/TURN: the built-in server, or an external one, with coturn-style
+    /// shared-secret credentials.
+    pub turn: Turn,
     /// Where this configuration came from, for the start-up log line.
     pub source: ConfigSource,
 }
@@ -187,15 +188,36 @@ impl Contact {
     }
 }
 
-/// A STUN/TURN server (coturn, eturnal) sharing a secret with kith (coturn's
-/// `use-auth-secret` / REST API scheme).
+/// STUN/TURN for audio and video calls (XEP-0215): kith's built-in server by default, or an
+/// external one (coturn, eturnal) sharing a secret with kith (coturn's `use-auth-secret` /
+/// REST API scheme) when `host` is set.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Turn {
-    pub host: String,
+    /// Whether the built-in server runs; unset means "yes, unless `host` names an external
+    /// server". See [`Turn::builtin`].
+    pub enabled: Option<bool>,
+    /// Built-in: UDP and TCP on each address.
+    pub listen: Vec<SocketAddr>,
+    /// Built-in: the host name advertised to clients (default: the XMPP domain).
+    pub public_host: Option<String>,
+    /// Built-in: the UDP ports relayed sockets are taken from.
+    pub relay_ports: (u16, u16),
+    /// Built-in: the long-term credential realm (default: the XMPP domain).
+    pub realm: Option<String>,
+    pub max_allocations_per_user: usize,
+    pub max_allocations: usize,
+    /// Bytes per second per allocation, each direction.
+    pub bandwidth: usize,
+    /// Let the built-in server relay to loopback, private and link-local addresses.
+    pub allow_private_peers: bool,
+    /// External server: its host name, as clients reach it.
+    pub host: Option<String>,
     pub port: u16,
-    /// TURN over TLS (`turns`), when the server offers it.
+    /// TURN over TLS (`turns`), when the external server offers it.
     pub tls_port: Option<u16>,
-    pub secret: String,
+    /// The shared secret. The built-in server generates one into `DATA/turn.secret` when
+    /// unset; an external server needs it configured.
+    pub secret: Option<String>,
     /// How long handed-out credentials stay valid.
     pub ttl: Duration,
 }
@@ -203,12 +225,48 @@ pub struct Turn {
 impl Default for Turn {
     fn default() -> Turn {
         Turn {
-            host: String::new(),
+            enabled: None,
+            listen: vec![SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 3478)],
+            public_host: None,
+            relay_ports: (49152, 65535),
+            realm: None,
+            max_allocations_per_user: 10,
+            max_allocations: 500,
+            bandwidth: MIB,
+            allow_private_peers: false,
+            host: None,
             port: 3478,
             tls_port: None,
-            secret: String::new(),
+            secret: None,
             ttl: Duration::from_secs(86_400),
         }
+    }
+}
+
+impl Turn {
+    /// Whether kith runs its own STUN/TURN server: `enabled`, which defaults to true unless
+    /// `host` points at an external server, and at least one listen address.
+    pub fn builtin(&self) -> bool {
+        self.enabled.unwrap_or(self.host.is_none()) && !self.listen.is_empty()
+    }
+
+    /// What XEP-0215 advertises: host, port and TLS port; `None` when there is no server.
+    pub fn advertised(&self, domain: &str) -> Option<(String, u16, Option<u16>)> {
+        if self.builtin() {
+            let host = self
+                .public_host
+                .clone()
+                .unwrap_or_else(|| domain.to_string());
+            Some((host, self.listen[0].port(), None))
+        } else {
+            let host = self.host.clone()?;
+            Some((host, self.port, self.tls_port))
+        }
+    }
+
+    /// The realm of the built-in server.
+    pub fn realm<'a>(&'a self, domain: &'a str) -> &'a str {
+        self.realm.as_deref().unwrap_or(domain)
     }
 }
 
@@ -216,6 +274,10 @@ impl fmt::Debug for Turn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The secret stays out of debug output and logs.
         f.debug_struct("Turn")
+            .field("enabled", &self.enabled)
+            .field("listen", &self.listen)
+            .field("public_host", &self.public_host)
+            .field("relay_ports", &self.relay_ports)
             .field("host", &self.host)
             .field("port", &self.port)
             .field("tls_port", &self.tls_port)
@@ -398,7 +460,7 @@ impl Config {
                 archive_expires_after: Some(Duration::from_secs(365 * 86_400)),
             },
             contact: Contact::default(),
-            turn: None,
+            turn: Turn::default(),
             source: ConfigSource::Defaults,
         }
     }
@@ -860,84 +922,216 @@ const SECTIONS: &[Section] = &[
     },
     Section {
         name: "turn",
-        doc: "A STUN/TURN server for audio and video calls (XEP-0215), e.g. coturn with\n\
-              use-auth-secret and static-auth-secret set to the same secret as here.\n\
-              Without this section no STUN/TURN service is advertised.",
+        doc: "STUN/TURN for audio and video calls (XEP-0215). By default kith runs its own\n\
+              server; to use an external one (coturn with use-auth-secret), set host and\n\
+              secret (coturn's static-auth-secret) and the built-in server stays off.",
         check: |c, table| {
-            // An empty [turn] (as in the example config) means no TURN, like no section.
-            if table.is_empty() {
-                return;
-            }
-            // Point at the section's first key.
-            let span = table.iter().next().map_or(0..0, |(k, _)| k.span());
-            for (name, example) in [("host", "\"turn.example.org\""), ("secret", "\"...\"")] {
-                if table.get(name).is_none() {
+            let span = |name: &str| table.get(name).map_or(0..0, |v| v.span());
+            let enabled = table.get("enabled").map(|v| v.get_ref());
+            let forced_on = matches!(enabled, Some(DeValue::Boolean(true)));
+            if table.get("host").is_some() {
+                if forced_on {
                     c.problem(
-                        span.clone(),
-                        format!("[turn] needs '{name}'"),
-                        Some(format!(
-                            "add {name} = {example} to [turn], or remove the section"
-                        )),
+                        span("host"),
+                        "'host' names an external TURN server, but the built-in one is enabled",
+                        Some("set public_host for the built-in server, or enabled = false".into()),
                     );
+                } else if table.get("secret").is_none() {
+                    c.problem(
+                        span("host"),
+                        "[turn] needs 'secret' for an external server",
+                        Some("add secret = \"...\" (coturn's static-auth-secret) to [turn]".into()),
+                    );
+                }
+            } else {
+                for name in ["port", "tls_port"] {
+                    if table.get(name).is_some() {
+                        c.problem(
+                            span(name),
+                            format!("[turn] '{name}' is for an external server, which needs 'host'"),
+                            Some("the built-in server listens on 'listen', e.g. listen = [\"[::]:3478\"]".into()),
+                        );
+                    }
                 }
             }
         },
         keys: &[
             Key {
-                name: "host",
-                doc: "The TURN server's host name (or IP address), as clients reach it.",
+                name: "enabled",
+                doc: "Run the built-in STUN/TURN server (UDP and TCP). Default: true, unless\n\
+                      host names an external server.",
+                read: |c, key, v, cfg| {
+                    if let Some(b) = c.boolean(key, v) {
+                        cfg.turn.enabled = Some(b);
+                    }
+                },
+                show: |cfg| cfg.turn.enabled.map(|b| b.to_string()),
+                unset_example: "true",
+            },
+            Key {
+                name: "listen",
+                doc: "Where the built-in server listens, UDP and TCP on each address.",
+                read: |c, key, v, cfg| {
+                    if let Some(a) = c.addresses(key, v, 3478) {
+                        cfg.turn.listen = a;
+                    }
+                },
+                show: |cfg| Some(list(cfg.turn.listen.iter().map(|a| quote(&a.to_string())))),
+                unset_example: "",
+            },
+            Key {
+                name: "public_host",
+                doc: "The host name clients use to reach the built-in server (default: the\n\
+                      domain). Behind a home router, relayed addresses are advertised on the\n\
+                      public address it resolves to: forward UDP and TCP 3478 and UDP\n\
+                      relay_ports to this machine.",
                 read: |c, key, v, cfg| {
                     if let Some(s) = c.string(key, v, "a host name like \"turn.example.org\"") {
                         if s.is_empty() || s.chars().any(char::is_whitespace) {
                             c.problem(v.span(), format!("'{key}' is not a host name"), None);
                         } else {
-                            cfg.turn.get_or_insert_with(Turn::default).host = s.to_string();
+                            cfg.turn.public_host = Some(s.to_string());
                         }
                     }
                 },
-                show: |cfg| cfg.turn.as_ref().map(|t| quote(&t.host)),
+                show: |cfg| cfg.turn.public_host.as_deref().map(quote),
+                unset_example: "\"turn.example.org\"",
+            },
+            Key {
+                name: "relay_ports",
+                doc: "The UDP ports relayed sockets use, as \"FIRST-LAST\".",
+                read: |c, key, v, cfg| {
+                    if let Some(s) = c.string(key, v, "a port range like \"49152-65535\"") {
+                        let range = s.split_once('-').and_then(|(a, b)| {
+                            Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?))
+                        });
+                        match range {
+                            Some((a, b)) if a >= 1024 && a <= b => cfg.turn.relay_ports = (a, b),
+                            _ => c.problem(
+                                v.span(),
+                                format!("'{key}' is not a port range like \"49152-65535\""),
+                                Some("the first port must be at least 1024 and not above the last".into()),
+                            ),
+                        }
+                    }
+                },
+                show: |cfg| Some(quote(&format!("{}-{}", cfg.turn.relay_ports.0, cfg.turn.relay_ports.1))),
+                unset_example: "",
+            },
+            Key {
+                name: "realm",
+                doc: "The built-in server's authentication realm (default: the domain).",
+                read: |c, key, v, cfg| {
+                    if let Some(s) = c.string(key, v, "a realm like \"example.org\"") {
+                        if s.is_empty() {
+                            c.problem(v.span(), format!("'{key}' is empty"), None);
+                        } else {
+                            cfg.turn.realm = Some(s.to_string());
+                        }
+                    }
+                },
+                show: |cfg| cfg.turn.realm.as_deref().map(quote),
+                unset_example: "\"example.org\"",
+            },
+            Key {
+                name: "max_allocations_per_user",
+                doc: "Relays one account may hold at once (each call uses one or two).",
+                read: |c, key, v, cfg| {
+                    if let Some(n) = c.count(key, v, 1, 1000) {
+                        cfg.turn.max_allocations_per_user = n;
+                    }
+                },
+                show: |cfg| Some(cfg.turn.max_allocations_per_user.to_string()),
+                unset_example: "",
+            },
+            Key {
+                name: "max_allocations",
+                doc: "Relays the server holds at once, for all accounts.",
+                read: |c, key, v, cfg| {
+                    if let Some(n) = c.count(key, v, 1, 100_000) {
+                        cfg.turn.max_allocations = n;
+                    }
+                },
+                show: |cfg| Some(cfg.turn.max_allocations.to_string()),
+                unset_example: "",
+            },
+            Key {
+                name: "bandwidth",
+                doc: "Bytes per second one relay may carry in each direction (a video call\n\
+                      needs about 250KiB).",
+                read: |c, key, v, cfg| {
+                    if let Some(n) = c.size(key, v, 16 * KIB, 1024 * MIB) {
+                        cfg.turn.bandwidth = n;
+                    }
+                },
+                show: |cfg| Some(show_size(cfg.turn.bandwidth)),
+                unset_example: "",
+            },
+            Key {
+                name: "allow_private_peers",
+                doc: "Relay to loopback, private (10/8, 192.168/16, fc00::/7...) and link-local\n\
+                      addresses. Only for tests and closed LANs: it lets anyone with\n\
+                      credentials reach the machines behind the server.",
+                read: |c, key, v, cfg| {
+                    if let Some(b) = c.boolean(key, v) {
+                        cfg.turn.allow_private_peers = b;
+                    }
+                },
+                show: |cfg| Some(cfg.turn.allow_private_peers.to_string()),
+                unset_example: "",
+            },
+            Key {
+                name: "host",
+                doc: "An external TURN server's host name (or IP address), as clients reach\n\
+                      it. Setting it turns the built-in server off.",
+                read: |c, key, v, cfg| {
+                    if let Some(s) = c.string(key, v, "a host name like \"turn.example.org\"") {
+                        if s.is_empty() || s.chars().any(char::is_whitespace) {
+                            c.problem(v.span(), format!("'{key}' is not a host name"), None);
+                        } else {
+                            cfg.turn.host = Some(s.to_string());
+                        }
+                    }
+                },
+                show: |cfg| cfg.turn.host.as_deref().map(quote),
                 unset_example: "\"turn.example.org\"",
             },
             Key {
                 name: "port",
-                doc: "STUN and TURN over UDP and TCP.",
+                doc: "The external server's STUN and TURN port (UDP and TCP).",
                 read: |c, key, v, cfg| {
                     if let Some(n) = c.count(key, v, 1, 65535) {
-                        cfg.turn.get_or_insert_with(Turn::default).port = n as u16;
+                        cfg.turn.port = n as u16;
                     }
                 },
-                show: |cfg| cfg.turn.as_ref().map(|t| t.port.to_string()),
+                show: |cfg| cfg.turn.host.as_ref().map(|_| cfg.turn.port.to_string()),
                 unset_example: "3478",
             },
             Key {
                 name: "tls_port",
-                doc: "TURN over TLS (turns:), if the server offers it.",
+                doc: "TURN over TLS (turns:), if the external server offers it.",
                 read: |c, key, v, cfg| {
                     if let Some(n) = c.count(key, v, 1, 65535) {
-                        cfg.turn.get_or_insert_with(Turn::default).tls_port = Some(n as u16);
+                        cfg.turn.tls_port = Some(n as u16);
                     }
                 },
-                show: |cfg| {
-                    cfg.turn
-                        .as_ref()
-                        .and_then(|t| t.tls_port)
-                        .map(|p| p.to_string())
-                },
+                show: |cfg| cfg.turn.tls_port.map(|p| p.to_string()),
                 unset_example: "5349",
             },
             Key {
                 name: "secret",
-                doc: "The secret shared with the TURN server (coturn's static-auth-secret).",
+                doc: "The secret credentials are derived from (coturn's static-auth-secret).\n\
+                      Without it the built-in server keeps a generated one in DATA/turn.secret.",
                 read: |c, key, v, cfg| {
                     if let Some(s) = c.string(key, v, "a secret string") {
                         if s.is_empty() {
                             c.problem(v.span(), format!("'{key}' is empty"), None);
                         } else {
-                            cfg.turn.get_or_insert_with(Turn::default).secret = s.to_string();
+                            cfg.turn.secret = Some(s.to_string());
                         }
                     }
                 },
-                show: |cfg| cfg.turn.as_ref().map(|t| quote(&t.secret)),
+                show: |cfg| cfg.turn.secret.as_deref().map(quote),
                 unset_example: "\"a long random string\"",
             },
             Key {
@@ -946,11 +1140,11 @@ const SECTIONS: &[Section] = &[
                 read: |c, key, v, cfg| {
                     let range = Duration::from_secs(60)..=Duration::from_secs(30 * 86_400);
                     if let Some(d) = c.duration(key, v, range) {
-                        cfg.turn.get_or_insert_with(Turn::default).ttl = d;
+                        cfg.turn.ttl = d;
                     }
                 },
-                show: |cfg| cfg.turn.as_ref().map(|t| show_duration(t.ttl)),
-                unset_example: "\"1d\"",
+                show: |cfg| Some(show_duration(cfg.turn.ttl)),
+                unset_example: "",
             },
         ],
     },
@@ -2318,26 +2512,67 @@ auth_timeout = \"soon\"
 
     #[test]
     fn turn_section() {
-        assert_eq!(ok("").turn, None);
-        let config = ok("[turn]\nhost = \"turn.example.org\"\nsecret = \"s3cret\"\n");
-        let turn = config.turn.expect("turn");
+        // The built-in server by default.
+        let turn = ok("").turn;
+        assert!(turn.builtin());
         assert_eq!(
-            (turn.host.as_str(), turn.port, turn.tls_port, turn.ttl),
-            ("turn.example.org", 3478, None, Duration::from_secs(86_400))
+            turn.advertised("example.org"),
+            Some(("example.org".to_string(), 3478, None))
+        );
+        assert_eq!(turn.relay_ports, (49152, 65535));
+        assert_eq!(
+            (turn.max_allocations_per_user, turn.max_allocations),
+            (10, 500)
+        );
+        assert_eq!(ok("[turn]\n").turn, Turn::default());
+        let turn = ok("[turn]\nlisten = [\"127.0.0.1:3479\"]\npublic_host = \"t.example.org\"\n\
+                      relay_ports = \"50000-50010\"\nrealm = \"r\"\nbandwidth = \"64KiB\"\n\
+                      allow_private_peers = true\nmax_allocations = 3\nmax_allocations_per_user = 2\n")
+        .turn;
+        assert_eq!(
+            turn.advertised("example.org"),
+            Some(("t.example.org".to_string(), 3479, None))
+        );
+        assert_eq!(
+            (
+                turn.relay_ports,
+                turn.realm("x"),
+                turn.bandwidth,
+                turn.allow_private_peers
+            ),
+            ((50000, 50010), "r", 65536, true)
+        );
+        assert!(!ok("[turn]\nenabled = false\n").turn.builtin());
+        assert!(!ok("[turn]\nlisten = []\n").turn.builtin());
+        assert_eq!(ok("[turn]\nenabled = false\n").turn.advertised("x"), None);
+
+        // An external server: today's keys keep working and turn the built-in one off.
+        let config = ok("[turn]\nhost = \"turn.example.org\"\nsecret = \"s3cret\"\n");
+        let turn = config.turn;
+        assert!(!turn.builtin());
+        assert_eq!(
+            (turn.advertised("x"), turn.ttl),
+            (
+                Some(("turn.example.org".to_string(), 3478, None)),
+                Duration::from_secs(86_400)
+            )
         );
         assert!(!format!("{turn:?}").contains("s3cret"));
         let config = ok("[turn]\nhost = \"t.example.org\"\nsecret = \"s\"\nport = 3479\ntls_port = 5349\nttl = \"2h\"\n");
-        let turn = config.turn.unwrap();
+        let turn = config.turn;
         assert_eq!(
             (turn.port, turn.tls_port, turn.ttl.as_secs()),
             (3479, Some(5349), 7200)
         );
         let p = problems("[turn]\nport = 3478\n");
-        assert_eq!(p.len(), 2, "{p:?}");
-        assert!(
-            p[0].contains("needs 'host'") && p[1].contains("needs 'secret'"),
-            "{p:?}"
-        );
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("needs 'host'"), "{p:?}");
+        let p = problems("[turn]\nhost = \"t.example.org\"\n");
+        assert!(p.len() == 1 && p[0].contains("needs 'secret'"), "{p:?}");
+        let p = problems("[turn]\nenabled = true\nhost = \"t.example.org\"\nsecret = \"s\"\n");
+        assert!(p.len() == 1 && p[0].contains("external"), "{p:?}");
+        let p = problems("[turn]\nrelay_ports = \"60000-50000\"\n");
+        assert!(p.len() == 1 && p[0].contains("port range"), "{p:?}");
     }
 
     #[test]

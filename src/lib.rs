@@ -17,4 +17,5 @@ pub mod sessions;
 pub mod stanza;
 pub mod store;
 pub mod time;
+pub mod turn;
 pub mod xml;

@@ -149,7 +149,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
     result
 }
 
-async fn serve(ex: Arc<Executor<'static>>, config: Config) -> Result<(), RunError> {
+async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), RunError> {
     // Handlers first: a SIGTERM that arrives while the store opens must still shut down
     // cleanly rather than kill the process mid-write.
     let signals = install_signals();
@@ -174,6 +174,7 @@ async fn serve(ex: Arc<Executor<'static>>, config: Config) -> Result<(), RunErro
     )
     .map_err(|e| RunError(e.to_string()))?;
 
+    let turn = start_turn(&mut config)?;
     let c2s = bind_all(&config.listen.c2s, "c2s")?;
     let direct = bind_all(&config.listen.c2s_direct_tls, "c2s_direct_tls")?;
     warn_reserved(&config);
@@ -202,6 +203,10 @@ async fn serve(ex: Arc<Executor<'static>>, config: Config) -> Result<(), RunErro
         tasks.push(ex.spawn(crate::admin::serve(ex.clone(), srv.clone(), admin)));
     }
     tasks.push(ex.spawn(crate::services::mam::expire_loop(srv.clone())));
+    if let Some(bound) = turn {
+        let (t, domain) = (srv.config.turn.clone(), srv.domain().to_string());
+        tasks.push(ex.spawn(crate::turn::server::serve(ex.clone(), t, domain, bound)));
+    }
     log::info!(
         "kith {} serving {} ({} certificate {})",
         env!("CARGO_PKG_VERSION"),
@@ -253,6 +258,26 @@ async fn serve(ex: Arc<Executor<'static>>, config: Config) -> Result<(), RunErro
     Ok(())
 }
 
+/// The built-in STUN/TURN server's secret (configured, or kept in `DATA/turn.secret`) and
+/// sockets; `None` when it is off.
+fn start_turn(config: &mut Config) -> Result<Option<crate::turn::server::Bound>, RunError> {
+    if !config.turn.builtin() {
+        return Ok(None);
+    }
+    if config.turn.secret.is_none() {
+        let secret = crate::turn::server::secret_file(&config.data_dir).map_err(|e| {
+            RunError(format!(
+                "cannot keep the TURN secret in {}: {e} (set [turn] secret in the config)",
+                config.data_dir.join("turn.secret").display()
+            ))
+        })?;
+        config.turn.secret = Some(secret);
+    }
+    crate::turn::server::bind(config)
+        .map(Some)
+        .map_err(RunError)
+}
+
 fn bind_all(addrs: &[SocketAddr], what: &str) -> Result<Vec<smol::net::TcpListener>, RunError> {
     addrs
         .iter()
@@ -271,6 +296,13 @@ fn bind_all(addrs: &[SocketAddr], what: &str) -> Result<Vec<smol::net::TcpListen
                 })
         })
         .collect()
+}
+
+/// A non-blocking TCP listener on `addr`, with the IPv4 fallback of [`bind_with_v4_fallback`].
+pub(crate) fn bind_tcp(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let l = bind_with_v4_fallback(addr)?;
+    l.set_nonblocking(true)?;
+    Ok(l)
 }
 
 /// Binds `addr`; the unspecified IPv6 address falls back to `0.0.0.0` on hosts where IPv6 is

@@ -284,8 +284,8 @@ fn stun_and_turn_services_with_valid_credentials() {
 }
 
 #[test]
-fn no_turn_section_means_no_extdisco() {
-    let server = server_with("", &["alice"]);
+fn turn_disabled_means_no_extdisco() {
+    let server = server_with("[turn]\nenabled = false\n", &["alice"]);
     let mut alice = login(&server, "alice", "phone");
     assert!(!has_feature(&server_info(&mut alice), NS_EXTDISCO));
     let r = alice

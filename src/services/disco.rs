@@ -77,7 +77,7 @@ fn full_server_info(srv: &Server, q: &mut Element) {
     for f in SERVER_FEATURES {
         q.push_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", *f));
     }
-    if srv.config.turn.is_some() {
+    if srv.config.turn.advertised(srv.domain()).is_some() {
         q.push_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", ns::EXTDISCO));
     }
     if let Some(form) = contact_form(srv) {

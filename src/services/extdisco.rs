@@ -1,12 +1,12 @@
-//! XEP-0215 External Service Discovery: the STUN/TURN server of `[turn]`, with time-limited
-//! credentials in coturn's shared-secret scheme ("TURN REST API",
-//! draft-uberti-behave-turn-rest-00): username `expiry:user@domain`, password
-//! `base64(HMAC-SHA1(secret, username))`. The TURN server checks them with the same secret and
-//! never talks to kith. Without `[turn]` nothing is answered or advertised.
+//! XEP-0215 External Service Discovery: the STUN/TURN server of `[turn]` (kith's built-in one,
+//! `crate::turn`, by default; or an external coturn), with time-limited credentials in coturn's
+//! shared-secret scheme ("TURN REST API", draft-uberti-behave-turn-rest-00): username
+//! `expiry:user@domain`, password `base64(HMAC-SHA1(secret, username))`. The TURN server checks
+//! them with the same secret and never talks to kith. With no server (`enabled = false` and no
+//! `host`) nothing is answered or advertised.
 
 use base64::Engine as _;
 
-use crate::config::Turn;
 use crate::jid::FullJid;
 use crate::router::{bounce, deliver_reply};
 use crate::server::Server;
@@ -36,19 +36,24 @@ pub fn credentials(secret: &str, user: &str, now: u64, ttl_secs: u64) -> Credent
 
 /// The iq handler for `urn:xmpp:extdisco:2` addressed to the server.
 pub fn handle(srv: &Server, from: &FullJid, iq: Element) {
-    let (Some(turn), Some(payload)) = (&srv.config.turn, iq.first_child()) else {
+    let turn = &srv.config.turn;
+    let (Some(server), Some(secret), Some(payload)) = (
+        turn.advertised(srv.domain()),
+        turn.secret.as_deref(),
+        iq.first_child(),
+    ) else {
         return bounce(srv, &iq, Condition::ServiceUnavailable.into());
     };
     if iq.attr("type") != Some("get") {
         return bounce(srv, &iq, Condition::BadRequest.into());
     }
     let creds = credentials(
-        &turn.secret,
+        secret,
         from.to_bare().as_ref(),
         crate::time::now_unix(),
         turn.ttl.as_secs(),
     );
-    let all = services(turn, &creds);
+    let all = services(&server, &creds);
     let reply = match payload.name() {
         // §3.1, with the optional `type` filter of §3.2.
         "services" => {
@@ -88,12 +93,14 @@ pub fn handle(srv: &Server, from: &FullJid, iq: Element) {
     deliver_reply(srv, stanza::iq_result(&iq, Some(reply)));
 }
 
-/// STUN (UDP and TCP), TURN (UDP and TCP) and, when configured, TURN over TLS.
-fn services(turn: &Turn, creds: &Credentials) -> Vec<Element> {
+/// STUN (UDP and TCP), TURN (UDP and TCP) and, when configured, TURN over TLS, on
+/// `(host, port, tls_port)`.
+fn services(server: &(String, u16, Option<u16>), creds: &Credentials) -> Vec<Element> {
+    let (host, port, tls_port) = server;
     let service = |typ: &str, transport: &str, port: u16| {
         Element::new("service", ns::EXTDISCO)
             .with_attr("type", typ)
-            .with_attr("host", turn.host.as_str())
+            .with_attr("host", host.as_str())
             .with_attr("port", port.to_string())
             .with_attr("transport", transport)
     };
@@ -104,13 +111,13 @@ fn services(turn: &Turn, creds: &Credentials) -> Vec<Element> {
             .with_attr("restricted", "1")
     };
     let mut out = vec![
-        service("stun", "udp", turn.port),
-        service("stun", "tcp", turn.port),
-        with_creds(service("turn", "udp", turn.port)),
-        with_creds(service("turn", "tcp", turn.port)),
+        service("stun", "udp", *port),
+        service("stun", "tcp", *port),
+        with_creds(service("turn", "udp", *port)),
+        with_creds(service("turn", "tcp", *port)),
     ];
-    if let Some(tls) = turn.tls_port {
-        out.push(with_creds(service("turns", "tcp", tls)));
+    if let Some(tls) = tls_port {
+        out.push(with_creds(service("turns", "tcp", *tls)));
     }
     out
 }

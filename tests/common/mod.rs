@@ -482,6 +482,18 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port after 100 tries");
 }
 
+/// A loopback port free for both UDP and TCP a moment ago (for `[turn] listen`, which binds
+/// both), never handed out twice in one test binary (shares `free_port`'s bookkeeping).
+pub fn free_udp_port() -> u16 {
+    for _ in 0..100 {
+        let port = free_port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no loopback port free for UDP and TCP after 100 tries");
+}
+
 /// A new empty directory under cargo's per-target temp dir (target/tmp), unique per process
 /// and call.
 pub fn unique_temp_dir() -> PathBuf {
@@ -527,6 +539,11 @@ fn render_config(options: &Options, data_dir: &Path, ports: &[(String, u16)]) ->
         if !toml.ends_with('\n') {
             toml.push('\n');
         }
+    }
+    // The built-in STUN/TURN server would listen on [::]:3478 in every test; tests that want
+    // it configure [turn] themselves (see `free_udp_port`).
+    if !options.extra_toml.contains("[turn]") {
+        toml.push_str("\n[turn]\nenabled = false\n");
     }
     toml.push_str("\n[listen]\n");
     for kind in LISTENERS {

@@ -335,7 +335,6 @@ fn run(args: &Args) -> Result<(), String> {
         tls: xmpp::client_config(&ca, args.resume)?,
         password: args.password.clone(),
         plus: args.plus,
-        fast_mech: args.fast_mech,
         salted: RefCell::new(Default::default()),
         pbkdf2_runs: RefCell::new(0),
     });
@@ -550,6 +549,7 @@ async fn login_all(
     for _ in 0..args.concurrency.min(n.max(1)) {
         let (next, cfg, out, tokens) = (next.clone(), cfg.clone(), out.clone(), tokens.clone());
         let prefix = args.prefix.clone();
+        let fast_mech = args.fast_mech;
         workers.push(ex.spawn(async move {
             loop {
                 let i = next.get();
@@ -565,9 +565,10 @@ async fn login_all(
                     resource: "r",
                     user_agent: &ua,
                     token: tokens[i].as_deref(),
+                    fast_mech,
                 };
                 let t = Instant::now();
-                let r = xmpp::login(&cfg, mode, &client, presence)
+                let r = xmpp::login_as(&cfg, mode, &client, presence)
                     .or(async {
                         smol::Timer::after(Duration::from_secs(60)).await;
                         Err("login timed out after 60 s".to_string())
@@ -724,7 +725,12 @@ impl Report {
     fn trips_text(&self) -> String {
         match self.trips.len() {
             0 => "-".into(),
-            1 => self.trips.keys().next().map(u32::to_string).unwrap_or_default(),
+            1 => self
+                .trips
+                .keys()
+                .next()
+                .map(u32::to_string)
+                .unwrap_or_default(),
             _ => self
                 .trips
                 .iter()

@@ -36,8 +36,6 @@ pub struct Login {
     pub tls: Arc<ClientConfig>,
     pub password: String,
     pub plus: bool,
-    /// The FAST mechanism: HT-SHA-256-EXPR (tls-exporter) or HT-SHA-256-NONE.
-    pub fast_mech: &'static str,
     pub salted: RefCell<HashMap<(Vec<u8>, u32), SaltedPassword>>,
     /// How many times the client had to run PBKDF2 (0 or 1 with provisioned users).
     pub pbkdf2_runs: RefCell<u32>,
@@ -164,6 +162,8 @@ pub struct Client<'a> {
     pub user_agent: &'a str,
     /// FAST mode: the token to log in with.
     pub token: Option<&'a str>,
+    /// The FAST mechanism: HT-SHA-256-EXPR (tls-exporter) or HT-SHA-256-NONE.
+    pub fast_mech: &'a str,
 }
 
 /// A logged-in session and how the login went.
@@ -182,10 +182,25 @@ pub struct Session {
     pub trips_to_bound: u32,
 }
 
+/// TCP connect, STARTTLS, SCRAM, bind `resource`, initial presence, and a ping whose answer
+/// proves the server has finished handling the presence (roster, offline messages). Used by
+/// `benches/mam`.
+#[allow(dead_code)]
+pub async fn login(cfg: &Login, user: &str, resource: &str) -> Result<Xmpp<Tls>, String> {
+    let client = Client {
+        user,
+        resource,
+        user_agent: "",
+        token: None,
+        fast_mech: "",
+    };
+    Ok(login_as(cfg, Mode::Classic, &client, true).await?.xs)
+}
+
 /// TCP connect, STARTTLS, authentication and binding as `mode` says; with `presence`, initial
 /// presence and a ping whose answer proves the server has finished handling the presence
 /// (roster, offline messages).
-pub async fn login(
+pub async fn login_as(
     cfg: &Login,
     mode: Mode,
     client: &Client<'_>,
@@ -402,7 +417,7 @@ async fn sasl2(
         .get_child("authentication", NS_SASL2)
         .ok_or("no SASL2 offered")?;
     let mech = match mode {
-        Mode::Fast => cfg.fast_mech,
+        Mode::Fast => client.fast_mech,
         _ => scram_mech(cfg).name(),
     };
     let offered = auth.children().any(|c| c.text() == mech)
@@ -420,7 +435,7 @@ async fn sasl2(
     let ua = client.user_agent;
     let success = if mode == Mode::Fast {
         let token = client.token.ok_or("no FAST token")?;
-        let cb = if cfg.fast_mech.ends_with("-EXPR") {
+        let cb = if client.fast_mech.ends_with("-EXPR") {
             exporter(xs)?
         } else {
             Vec::new()
@@ -455,7 +470,11 @@ async fn sasl2(
                  <user-agent id='{ua}'><software>kith c2s bench</software></user-agent>\
                  {bind}<request-token xmlns='{NS_FAST}' mechanism='{}'/></authenticate>",
                 B64.encode(scram.client_first()),
-                cfg.fast_mech
+                if client.fast_mech.is_empty() {
+                    "HT-SHA-256-EXPR"
+                } else {
+                    client.fast_mech
+                }
             )
             .as_bytes(),
         )

@@ -63,6 +63,8 @@ usage: c2s --port P --ca CERT [options]          run the benchmark against a run
                             the measured XEP-0484 FAST logins with Bind 2
   --fast-mech M       FAST mechanism: HT-SHA-256-EXPR (tls-exporter, default) or
                       HT-SHA-256-NONE
+  --no-token          with --login sasl2: don't ask for a FAST token (kith stores each token
+                      it issues, a synced write; this shows SASL2 + Bind 2 without it)
   --summary FILE      append one tab-separated line of login figures to FILE
   --resume            allow TLS session resumption (off: every login is a full handshake)
   --users N           with --provision: accounts to create
@@ -93,6 +95,7 @@ struct Args {
     login: xmpp::Mode,
     fast_mech: &'static str,
     summary: Option<PathBuf>,
+    no_token: bool,
     provision: Option<PathBuf>,
     users: usize,
     serve_counted: Option<PathBuf>,
@@ -120,6 +123,7 @@ fn parse_args() -> Result<Args, String> {
         login: xmpp::Mode::Classic,
         fast_mech: "HT-SHA-256-EXPR",
         summary: None,
+        no_token: false,
         provision: None,
         users: 0,
         serve_counted: None,
@@ -161,6 +165,7 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--summary" => a.summary = Some(val()?.into()),
+            "--no-token" => a.no_token = true,
             "--provision" => a.provision = Some(val()?.into()),
             "--users" => a.users = num(&flag, val()?)?,
             "--serve-counted" => a.serve_counted = Some(val()?.into()),
@@ -550,6 +555,8 @@ async fn login_all(
         let (next, cfg, out, tokens) = (next.clone(), cfg.clone(), out.clone(), tokens.clone());
         let prefix = args.prefix.clone();
         let fast_mech = args.fast_mech;
+        // The fast mode's unmeasured SASL2 logins are there for the token.
+        let request_token = !(presence && args.no_token);
         workers.push(ex.spawn(async move {
             loop {
                 let i = next.get();
@@ -566,6 +573,7 @@ async fn login_all(
                     user_agent: &ua,
                     token: tokens[i].as_deref(),
                     fast_mech,
+                    request_token,
                 };
                 let t = Instant::now();
                 let r = xmpp::login_as(&cfg, mode, &client, presence)
@@ -716,6 +724,7 @@ impl Report {
         };
         match args.login {
             xmpp::Mode::Classic => format!("{scram}, restart, bind"),
+            xmpp::Mode::Sasl2 if args.no_token => format!("SASL2 {scram} + Bind 2, no token"),
             xmpp::Mode::Sasl2 => format!("SASL2 {scram} + Bind 2 + FAST token request"),
             xmpp::Mode::Fast => format!("SASL2 FAST {} + Bind 2", args.fast_mech),
         }

@@ -164,6 +164,8 @@ pub struct Client<'a> {
     pub token: Option<&'a str>,
     /// The FAST mechanism: HT-SHA-256-EXPR (tls-exporter) or HT-SHA-256-NONE.
     pub fast_mech: &'a str,
+    /// SASL2 with a password: ask for a FAST token (the server stores it: a write).
+    pub request_token: bool,
 }
 
 /// A logged-in session and how the login went.
@@ -193,6 +195,7 @@ pub async fn login(cfg: &Login, user: &str, resource: &str) -> Result<Xmpp<Tls>,
         user_agent: "",
         token: None,
         fast_mech: "",
+        request_token: false,
     };
     Ok(login_as(cfg, Mode::Classic, &client, true).await?.xs)
 }
@@ -463,18 +466,21 @@ async fn sasl2(
         success
     } else {
         let mut scram = scram_client(cfg, xs, client.user)?;
+        let request = if client.request_token {
+            format!(
+                "<request-token xmlns='{NS_FAST}' mechanism='{}'/>",
+                client.fast_mech
+            )
+        } else {
+            String::new()
+        };
         xs.send(
             format!(
                 "<authenticate xmlns='{NS_SASL2}' mechanism='{mech}'>\
                  <initial-response>{}</initial-response>\
                  <user-agent id='{ua}'><software>kith c2s bench</software></user-agent>\
-                 {bind}<request-token xmlns='{NS_FAST}' mechanism='{}'/></authenticate>",
+                 {bind}{request}</authenticate>",
                 B64.encode(scram.client_first()),
-                if client.fast_mech.is_empty() {
-                    "HT-SHA-256-EXPR"
-                } else {
-                    client.fast_mech
-                }
             )
             .as_bytes(),
         )

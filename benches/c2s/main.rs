@@ -1,7 +1,10 @@
-//! c2s load generator: logs in N real clients (STARTTLS, TLS 1.3, SCRAM-SHA-256, bind,
-//! initial presence), keeps them idle, then has M pairs exchange K messages each way.
-//! Prints logins/s, messages/s, latencies, and — given the server's pid — the server's RSS
-//! per idle session and CPU per login and per message, read from /proc.
+//! c2s load generator: logs in N real clients (STARTTLS, TLS 1.3, then `--login classic`:
+//! SCRAM-SHA-256, stream restart, bind; `sasl2`: SASL2 SCRAM-SHA-256 with Bind 2 inline and a
+//! FAST token requested; `fast`: a FAST token login with Bind 2, the tokens coming from an
+//! unmeasured sasl2 round first; then initial presence), keeps them idle, then has M pairs
+//! exchange K messages each way. Prints logins/s, the time from TCP connect to a bound
+//! resource, the round trips after TLS, messages/s, latencies, and — given the server's pid —
+//! the server's RSS per idle session and CPU per login and per message, read from /proc.
 //!
 //! Normally run by `scripts/bench-c2s`, which makes the server, its users and its config.
 //! By hand:

@@ -1,7 +1,10 @@
-//! c2s load generator: logs in N real clients (STARTTLS, TLS 1.3, SCRAM-SHA-256, bind,
-//! initial presence), keeps them idle, then has M pairs exchange K messages each way.
-//! Prints logins/s, messages/s, latencies, and — given the server's pid — the server's RSS
-//! per idle session and CPU per login and per message, read from /proc.
+//! c2s load generator: logs in N real clients (STARTTLS, TLS 1.3, then `--login classic`:
+//! SCRAM-SHA-256, stream restart, bind; `sasl2`: SASL2 SCRAM-SHA-256 with Bind 2 inline and a
+//! FAST token requested; `fast`: a FAST token login with Bind 2, the tokens coming from an
+//! unmeasured sasl2 round first; then initial presence), keeps them idle, then has M pairs
+//! exchange K messages each way. Prints logins/s, the time from TCP connect to a bound
+//! resource, the round trips after TLS, messages/s, latencies, and — given the server's pid —
+//! the server's RSS per idle session and CPU per login and per message, read from /proc.
 //!
 //! Normally run by `scripts/bench-c2s`, which makes the server, its users and its config.
 //! By hand:
@@ -56,6 +59,16 @@ usage: c2s --port P --ca CERT [options]          run the benchmark against a run
   --settle SECS       idle time before reading the idle RSS (3)
   --hold SECS         keep the sessions open this long after the report (0)
   --plus              SCRAM-SHA-256-PLUS with tls-exporter instead of SCRAM-SHA-256
+  --login MODE        classic: RFC 6120 SASL, stream restart, bind iq (default)
+                      sasl2: XEP-0388 SASL2 SCRAM with XEP-0386 Bind 2 inline, requesting a
+                             XEP-0484 FAST token (one user-agent id per client)
+                      fast: a sasl2 login per client first (not measured) for its token, then
+                            the measured XEP-0484 FAST logins with Bind 2
+  --fast-mech M       FAST mechanism: HT-SHA-256-EXPR (tls-exporter, default) or
+                      HT-SHA-256-NONE
+  --no-token          with --login sasl2: don't ask for a FAST token (kith stores each token
+                      it issues, a synced write; this shows SASL2 + Bind 2 without it)
+  --summary FILE      append one tab-separated line of login figures to FILE
   --resume            allow TLS session resumption (off: every login is a full handshake)
   --users N           with --provision: accounts to create
 
@@ -82,6 +95,10 @@ struct Args {
     hold: f64,
     plus: bool,
     resume: bool,
+    login: xmpp::Mode,
+    fast_mech: &'static str,
+    summary: Option<PathBuf>,
+    no_token: bool,
     provision: Option<PathBuf>,
     users: usize,
     serve_counted: Option<PathBuf>,
@@ -106,6 +123,10 @@ fn parse_args() -> Result<Args, String> {
         hold: 0.0,
         plus: false,
         resume: false,
+        login: xmpp::Mode::Classic,
+        fast_mech: "HT-SHA-256-EXPR",
+        summary: None,
+        no_token: false,
         provision: None,
         users: 0,
         serve_counted: None,
@@ -134,6 +155,20 @@ fn parse_args() -> Result<Args, String> {
             "--hold" => a.hold = num(&flag, val()?)?,
             "--plus" => a.plus = true,
             "--resume" => a.resume = true,
+            "--login" => {
+                let v = val()?;
+                a.login = xmpp::Mode::parse(&v)
+                    .ok_or(format!("--login: classic, sasl2 or fast, not {v}"))?;
+            }
+            "--fast-mech" => {
+                a.fast_mech = match val()?.as_str() {
+                    "HT-SHA-256-EXPR" => "HT-SHA-256-EXPR",
+                    "HT-SHA-256-NONE" => "HT-SHA-256-NONE",
+                    v => return Err(format!("--fast-mech: HT-SHA-256-EXPR or -NONE, not {v}")),
+                }
+            }
+            "--summary" => a.summary = Some(val()?.into()),
+            "--no-token" => a.no_token = true,
             "--provision" => a.provision = Some(val()?.into()),
             "--users" => a.users = num(&flag, val()?)?,
             "--serve-counted" => a.serve_counted = Some(val()?.into()),
@@ -342,76 +377,73 @@ fn run(args: &Args) -> Result<(), String> {
 
     smol::block_on(ex.run(async {
         // ----- baseline -----
-        let base = server();
-        rep.base = base;
+        rep.base = server();
         let alloc_dir = args.alloc_dir.clone();
         let heap_base = alloc_dir
             .as_deref()
             .and_then(|d| countalloc::request(d, "base"));
 
         // ----- login phase -----
-        let next = Rc::new(Cell::new(0usize));
+        let mode = args.login;
+        let mut tokens: Vec<Option<String>> = vec![None; n];
+        if mode == xmpp::Mode::Fast {
+            // Not measured: a SASL2 password login per client to get its token, then logout.
+            let t = Instant::now();
+            let warm = login_all(ex, &cfg, xmpp::Mode::Sasl2, args, &tokens, false).await;
+            let mut outs = Vec::new();
+            for (i, s) in warm.sessions.into_iter().enumerate() {
+                if let Some(s) = s {
+                    tokens[i] = s.0.token;
+                    outs.push(ex.spawn(xmpp::logout(s.0.xs)));
+                }
+            }
+            for o in outs {
+                o.await;
+            }
+            let got = tokens.iter().filter(|t| t.is_some()).count();
+            eprintln!(
+                "fast: {got}/{n} FAST tokens from SASL2 logins (not measured) in {:.2} s{}",
+                t.elapsed().as_secs_f64(),
+                if warm.errors.is_empty() {
+                    String::new()
+                } else {
+                    format!("; errors: {:?}", warm.errors)
+                }
+            );
+            // Let the server finish the logouts before the baseline reading.
+            smol::Timer::after(Duration::from_millis(500)).await;
+            rep.base = server();
+        }
         let writers: Rc<RefCell<Vec<Option<WriteHalf<Tls>>>>> =
             Rc::new(RefCell::new((0..n).map(|_| None).collect()));
-        let login_lat: Rc<RefCell<Vec<u32>>> = Rc::new(RefCell::new(Vec::with_capacity(n)));
-        let errors: Rc<RefCell<BTreeMap<String, usize>>> = Rc::default();
+        let mut jids: Vec<Option<String>> = vec![None; n];
         let g0 = procfs::self_cpu_ms();
         let t0 = Instant::now();
-        let mut workers = Vec::new();
-        for _ in 0..args.concurrency.min(n.max(1)) {
-            let (next, cfg, writers, login_lat, errors, sh) = (
-                next.clone(),
-                cfg.clone(),
-                writers.clone(),
-                login_lat.clone(),
-                errors.clone(),
-                sh.clone(),
-            );
-            let prefix = args.prefix.clone();
-            workers.push(ex.spawn(async move {
-                loop {
-                    let i = next.get();
-                    if i >= n {
-                        break;
-                    }
-                    next.set(i + 1);
-                    let user = format!("{prefix}{i}");
-                    let t = Instant::now();
-                    let r = xmpp::login(&cfg, &user, "r")
-                        .or(async {
-                            smol::Timer::after(Duration::from_secs(60)).await;
-                            Err("login timed out after 60 s".to_string())
-                        })
-                        .await;
-                    match r {
-                        Ok(xs) => {
-                            login_lat.borrow_mut().push(t.elapsed().as_micros() as u32);
-                            let (rd, wr) = futures_lite::io::split(xs.io);
-                            writers.borrow_mut()[i] = Some(wr);
-                            ex.spawn(reader(rd, xs.framer, i, sh.clone())).detach();
-                        }
-                        Err(e) => {
-                            // Group by the message without digits (ports, counts).
-                            let key: String = e.chars().filter(|c| !c.is_ascii_digit()).collect();
-                            *errors.borrow_mut().entry(key).or_default() += 1;
-                        }
-                    }
-                }
-            }));
-        }
-        for w in workers {
-            w.await;
-        }
+        let done = login_all(ex, &cfg, mode, args, &tokens, true).await;
         rep.login_wall = t0.elapsed().as_secs_f64();
         rep.login_gen_cpu_ms = procfs::self_cpu_ms() - g0;
-        rep.logged_in = login_lat.borrow().len();
-        rep.login_lat = std::mem::take(&mut *login_lat.borrow_mut());
-        rep.login_errors = std::mem::take(&mut *errors.borrow_mut());
         rep.after_login = server();
+        for (i, s) in done.sessions.into_iter().enumerate() {
+            let Some(s) = s else { continue };
+            rep.login_lat.push(s.1);
+            rep.tls_lat.push(s.0.tls_us.min(u32::MAX as u64) as u32);
+            rep.bound_lat.push(s.0.bound_us.min(u32::MAX as u64) as u32);
+            *rep.trips.entry(s.0.trips_to_bound).or_default() += 1;
+            jids[i] = Some(s.0.jid);
+            let (rd, wr) = futures_lite::io::split(s.0.xs.io);
+            writers.borrow_mut()[i] = Some(wr);
+            ex.spawn(reader(rd, s.0.xs.framer, i, sh.clone())).detach();
+        }
+        rep.logged_in = rep.login_lat.len();
+        rep.login_errors = done.errors;
         rep.pbkdf2 = *cfg.pbkdf2_runs.borrow();
         eprintln!(
-            "logged in {}/{} in {:.2} s; settling {} s",
-            rep.logged_in, n, rep.login_wall, args.settle
+            "logged in {}/{} ({}) in {:.2} s; settling {} s",
+            rep.logged_in,
+            n,
+            mode.name(),
+            rep.login_wall,
+            args.settle
         );
 
         // ----- idle -----
@@ -437,7 +469,7 @@ fn run(args: &Args) -> Result<(), String> {
             for &i in &senders {
                 let w = writers.borrow_mut()[i].take().expect("writer");
                 let credits = credit_rx[i].take().expect("credits");
-                let to = format!("{}{}@{}/r", args.prefix, i ^ 1, args.domain);
+                let to = jids[i ^ 1].clone().unwrap_or_default();
                 tasks.push(ex.spawn(sender(
                     w,
                     to,
@@ -479,6 +511,11 @@ fn run(args: &Args) -> Result<(), String> {
         rep.stanza_errors = sh.errors.get();
         rep.closed = sh.closed.get();
         rep.print(args, n, pairs);
+        if let Some(path) = &args.summary {
+            if let Err(e) = rep.append_summary(args, path) {
+                eprintln!("c2s bench: {}: {e}", path.display());
+            }
+        }
         if let (Some(a), Some(b)) = (&heap_base, &heap_idle) {
             countalloc::print_diff(a, b, rep.logged_in, 15);
         } else if alloc_dir.is_some() {
@@ -491,6 +528,85 @@ fn run(args: &Args) -> Result<(), String> {
         drop(writers);
     }));
     Ok(())
+}
+
+/// What `login_all` got: per client, the session and its full login time (µs, connect to
+/// presence handled, or to bound without presence); failures grouped by message.
+struct Logins {
+    sessions: Vec<Option<(xmpp::Session, u32)>>,
+    errors: BTreeMap<String, usize>,
+}
+
+/// Logs in every client with `mode`, `--concurrency` at a time.
+async fn login_all(
+    ex: &'static LocalExecutor<'static>,
+    cfg: &Rc<Login>,
+    mode: xmpp::Mode,
+    args: &Args,
+    tokens: &[Option<String>],
+    presence: bool,
+) -> Logins {
+    let n = args.sessions;
+    let next = Rc::new(Cell::new(0usize));
+    let out = Rc::new(RefCell::new(Logins {
+        sessions: (0..n).map(|_| None).collect(),
+        errors: BTreeMap::new(),
+    }));
+    let tokens: Rc<Vec<Option<String>>> = Rc::new(tokens.to_vec());
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency.min(n.max(1)) {
+        let (next, cfg, out, tokens) = (next.clone(), cfg.clone(), out.clone(), tokens.clone());
+        let prefix = args.prefix.clone();
+        let fast_mech = args.fast_mech;
+        // The fast mode's unmeasured SASL2 logins are there for the token.
+        let request_token = !(presence && args.no_token);
+        workers.push(ex.spawn(async move {
+            loop {
+                let i = next.get();
+                if i >= n {
+                    break;
+                }
+                next.set(i + 1);
+                let user = format!("{prefix}{i}");
+                // One SASL2 user-agent id per simulated client, the same across runs.
+                let ua = format!("kith-bench-{prefix}{i}");
+                let client = xmpp::Client {
+                    user: &user,
+                    resource: "r",
+                    user_agent: &ua,
+                    token: tokens[i].as_deref(),
+                    fast_mech,
+                    request_token,
+                };
+                let t = Instant::now();
+                let r = xmpp::login_as(&cfg, mode, &client, presence)
+                    .or(async {
+                        smol::Timer::after(Duration::from_secs(60)).await;
+                        Err("login timed out after 60 s".to_string())
+                    })
+                    .await;
+                let us = t.elapsed().as_micros().min(u32::MAX as u128) as u32;
+                match r {
+                    Ok(s) => out.borrow_mut().sessions[i] = Some((s, us)),
+                    Err(e) => {
+                        // Group by the message without digits (ports, counts).
+                        let key: String = e.chars().filter(|c| !c.is_ascii_digit()).collect();
+                        *out.borrow_mut().errors.entry(key).or_default() += 1;
+                    }
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.await;
+    }
+    Rc::try_unwrap(out)
+        .ok()
+        .map(RefCell::into_inner)
+        .unwrap_or_else(|| Logins {
+            sessions: Vec::new(),
+            errors: BTreeMap::new(),
+        })
 }
 
 /// Reads one session's stream until it ends: counts and timestamps messages, credits the
@@ -579,6 +695,11 @@ struct Report {
     login_gen_cpu_ms: f64,
     logged_in: usize,
     login_lat: Vec<u32>,
+    /// Per login, µs from TCP connect to TLS established, and to a bound resource.
+    tls_lat: Vec<u32>,
+    bound_lat: Vec<u32>,
+    /// Round trips after the TLS handshake until bound: how many logins took each count.
+    trips: BTreeMap<u32, usize>,
     login_errors: BTreeMap<String, usize>,
     pbkdf2: u32,
     gen_rss_kib: u64,
@@ -596,6 +717,76 @@ struct Report {
     closed: u64,
 }
 
+impl Report {
+    /// The login flow, in words.
+    fn how(&self, args: &Args) -> String {
+        let scram = if args.plus {
+            "SCRAM-SHA-256-PLUS"
+        } else {
+            "SCRAM-SHA-256"
+        };
+        match args.login {
+            xmpp::Mode::Classic => format!("{scram}, restart, bind"),
+            xmpp::Mode::Sasl2 if args.no_token => format!("SASL2 {scram} + Bind 2, no token"),
+            xmpp::Mode::Sasl2 => format!("SASL2 {scram} + Bind 2 + FAST token request"),
+            xmpp::Mode::Fast => format!("SASL2 FAST {} + Bind 2", args.fast_mech),
+        }
+    }
+
+    /// "3" when every login took 3 round trips, else "2 (990), 3 (10)".
+    fn trips_text(&self) -> String {
+        match self.trips.len() {
+            0 => "-".into(),
+            1 => self
+                .trips
+                .keys()
+                .next()
+                .map(u32::to_string)
+                .unwrap_or_default(),
+            _ => self
+                .trips
+                .iter()
+                .map(|(t, c)| format!("{t} ({c})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+
+    /// One tab-separated line: mode, flow, sessions, logged in, logins/s, server CPU ms per
+    /// login, generator CPU ms per login, connect→bound p50 and p99 (ms), round trips after
+    /// TLS, connect→TLS p50 (ms), full login p50 and p99 (ms), failures.
+    fn append_summary(&mut self, args: &Args, path: &std::path::Path) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let per = |x: f64| x / self.logged_in.max(1) as f64;
+        let server_cpu = match (self.base, self.after_login) {
+            (Some(a), Some(b)) => format!("{:.2}", per(b.cpu_ms - a.cpu_ms)),
+            _ => "-".into(),
+        };
+        let line = format!(
+            "{}\t{}\t{}\t{}\t{:.0}\t{}\t{:.2}\t{:.1}\t{:.1}\t{}\t{:.1}\t{:.1}\t{:.1}\t{}\n",
+            args.login.name(),
+            self.how(args),
+            args.sessions,
+            self.logged_in,
+            self.logged_in as f64 / self.login_wall,
+            server_cpu,
+            per(self.login_gen_cpu_ms),
+            pct(&mut self.bound_lat, 0.5),
+            pct(&mut self.bound_lat, 0.99),
+            self.trips_text(),
+            pct(&mut self.tls_lat, 0.5),
+            pct(&mut self.login_lat, 0.5),
+            pct(&mut self.login_lat, 0.99),
+            self.login_errors.values().sum::<usize>(),
+        );
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?
+            .write_all(line.as_bytes())
+    }
+}
+
 fn pct(v: &mut [u32], p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -611,17 +802,13 @@ fn mib(kib: u64) -> String {
 
 impl Report {
     fn print(&mut self, args: &Args, n: usize, pairs: usize) {
-        let mech = if args.plus {
-            "SCRAM-SHA-256-PLUS"
-        } else {
-            "SCRAM-SHA-256"
-        };
+        let how = self.how(args);
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0);
         println!();
         println!(
-            "kith c2s bench: {n} sessions (STARTTLS, TLS 1.3{}, {mech}, bind, presence), \
+            "kith c2s bench: {n} sessions (STARTTLS, TLS 1.3{}, {how}, presence), \
              {pairs} pairs x {} msgs each way, window {}, login concurrency {}, {cpus} CPUs",
             if args.resume { ", resumption on" } else { "" },
             args.messages,
@@ -646,7 +833,26 @@ impl Report {
         );
         row(
             "login",
-            "login latency p50 / p99",
+            "TCP connect to TLS up p50 / p99",
+            format!(
+                "{:.1} / {:.1} ms",
+                pct(&mut self.tls_lat, 0.5),
+                pct(&mut self.tls_lat, 0.99)
+            ),
+        );
+        row(
+            "login",
+            "**TCP connect to bound resource p50 / p99**",
+            format!(
+                "**{:.1} / {:.1} ms**",
+                pct(&mut self.bound_lat, 0.5),
+                pct(&mut self.bound_lat, 0.99)
+            ),
+        );
+        row("login", "round trips after TLS to bound", self.trips_text());
+        row(
+            "login",
+            "login latency (to presence handled) p50 / p99",
             format!(
                 "{:.1} / {:.1} ms",
                 pct(&mut self.login_lat, 0.5),

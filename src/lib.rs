@@ -9,6 +9,7 @@ pub mod logging;
 pub mod net;
 pub mod roster;
 pub mod router;
+pub mod s2s;
 pub mod sasl;
 pub mod server;
 pub mod services;

@@ -1,1 +1,840 @@
-//! placeholder
+//! The negotiation of server-to-server streams (RFC 6120 §5, §6, §13.7;
+//! XEP-0178 SASL EXTERNAL; XEP-0220 dialback) as pure state machines.
+//!
+//! Owns: which phase an incoming or outgoing s2s stream is in, what is
+//! acceptable in it, and what to do next. One type per phase; a transition
+//! consumes the phase and returns the next one plus a `Vec<Action>` the
+//! driver performs in order. [`Incoming`] and [`Outgoing`] wrap the phases so
+//! a driver holds one value.
+//!
+//! Policy: STARTTLS is required in both directions (nothing but `<starttls/>`
+//! is accepted or sent before TLS). After TLS, SASL EXTERNAL when the peer's
+//! certificate is valid for its domain, else dialback if allowed
+//! (`require_valid_certs == false`, or the certificate is valid and the peer
+//! just doesn't do EXTERNAL).
+//!
+//! Facts come in as [`Facts`]: whether TLS is up and a predicate "is the
+//! peer's certificate valid for this domain" (the driver builds it from
+//! [`super::names::cert_valid_for`] and the chain check). This is a predicate,
+//! not one bool, because an incoming peer names its domain(s) only in the
+//! stream, and dialback may authenticate several.
+//!
+//! Must not know: sockets, TLS, DNS, time. The driver owns timeouts (e.g.
+//! `auth_timeout`), performs `<db:verify/>` round trips on another stream and
+//! reports the answer back ([`Incoming::dialback_verified`]).
+
+use base64::Engine;
+use ring::rand::{SecureRandom, SystemRandom};
+
+use super::dialback::{hex, DbBody, DbError, DbKind, Dialback, Secret, NS_DIALBACK_FEATURE};
+use super::NS_SERVER;
+use crate::jid::prepare_domain;
+use crate::stanza::error::StreamError;
+use crate::stanza::ns;
+use crate::xml::{Element, Frame, StreamHeader};
+
+/// What the driver must do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Write a stream header ([`Header::to_bytes`]).
+    SendHeader(Header),
+    /// Write an element.
+    Send(Element),
+    /// Run the TLS handshake now (the client side on outgoing streams, the
+    /// server side on incoming ones), then replace the framer: the peer starts
+    /// a new stream (RFC 6120 §5.4.3.3).
+    StartTls,
+    /// Replace the framer: a new stream starts on the same transport (after SASL
+    /// success, RFC 6120 §6.4.6).
+    RestartStream,
+    /// Incoming: ask the authoritative server of `originating` (over an outgoing
+    /// stream) whether `key` is valid, then call [`Incoming::dialback_verified`].
+    VerifyDialback {
+        originating: String,
+        receiving: String,
+        stream_id: String,
+        key: String,
+    },
+    /// Stanzas from `remote` to `local` may now flow on this stream.
+    Authenticated { local: String, remote: String },
+    /// Incoming: a stanza from an authenticated pair, for the router.
+    Deliver(Element),
+    /// Outgoing: the answer to a `<db:verify/>` we sent as receiving server.
+    VerifyAnswer {
+        from: String,
+        to: String,
+        id: String,
+        valid: bool,
+    },
+    /// Write `<stream:error/>` if given, then `</stream:stream>`, and close.
+    Close(Option<StreamError>),
+}
+
+/// The stream header to write. `xmlns='jabber:server'`, the `stream` and `db`
+/// prefixes and `version='1.0'` are always included.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub from: String,
+    pub to: Option<String>,
+    pub id: Option<String>,
+}
+
+impl Header {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut s = String::from(
+            "<?xml version='1.0'?><stream:stream xmlns='jabber:server' \
+             xmlns:stream='http://etherx.jabber.org/streams' \
+             xmlns:db='jabber:server:dialback' version='1.0'",
+        );
+        for (k, v) in [
+            ("from", Some(&self.from)),
+            ("to", self.to.as_ref()),
+            ("id", self.id.as_ref()),
+        ] {
+            if let Some(v) = v {
+                s.push_str(&format!(" {k}='{}'", escape(v)));
+            }
+        }
+        s.push('>');
+        s.into_bytes()
+    }
+}
+
+/// What the driver knows about the connection right now.
+#[derive(Clone, Copy)]
+pub struct Facts<'a> {
+    pub tls: bool,
+    /// Is the peer's certificate (chain already checked) valid for this domain?
+    pub peer_cert_valid_for: &'a dyn Fn(&str) -> bool,
+}
+
+/// Settings shared by both directions.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// Our domain.
+    pub local: String,
+    /// The dialback secret (to make keys and answer `<db:verify/>`).
+    pub secret: Secret,
+    /// Refuse peers whose certificate is not valid for their domain (no
+    /// dialback-only federation).
+    pub require_valid_certs: bool,
+}
+
+// =====================================================================
+// Outgoing: we are the initiating (originating) server.
+// =====================================================================
+
+/// An outgoing stream in one of its phases.
+#[derive(Debug)]
+pub enum Outgoing {
+    ExpectHeader(OutExpectHeader),
+    ExpectFeatures(OutExpectFeatures),
+    ExpectProceed(OutExpectProceed),
+    ExpectSaslResult(OutExpectSaslResult),
+    ExpectDialbackResult(OutExpectDialbackResult),
+    Ready(OutReady),
+    Closed,
+}
+
+#[derive(Debug)]
+struct OutCtx {
+    policy: Policy,
+    remote: String,
+    tls: bool,
+    /// SASL EXTERNAL succeeded: the restarted stream only needs its features.
+    authenticated: bool,
+}
+
+/// Waiting for the receiving server's stream header.
+#[derive(Debug)]
+pub struct OutExpectHeader(OutCtx);
+/// Waiting for `<stream:features/>`.
+#[derive(Debug)]
+pub struct OutExpectFeatures {
+    ctx: OutCtx,
+    stream_id: String,
+    db_declared: bool,
+}
+/// `<starttls/>` sent.
+#[derive(Debug)]
+pub struct OutExpectProceed(OutCtx);
+/// `<auth mechanism='EXTERNAL'/>` sent.
+#[derive(Debug)]
+pub struct OutExpectSaslResult {
+    ctx: OutCtx,
+    stream_id: String,
+    dialback_offered: bool,
+}
+/// `<db:result/>` sent.
+#[derive(Debug)]
+pub struct OutExpectDialbackResult(OutCtx);
+/// Authenticated: the driver may send stanzas from `local` to `remote`.
+#[derive(Debug)]
+pub struct OutReady(OutCtx);
+
+type OutStep = (Outgoing, Vec<Action>);
+
+impl Outgoing {
+    /// Starts a stream from `policy.local` to `remote` (a prepared domain):
+    /// the first action sends our header.
+    pub fn start(policy: Policy, remote: &str) -> OutStep {
+        let ctx = OutCtx {
+            policy,
+            remote: remote.to_owned(),
+            tls: false,
+            authenticated: false,
+        };
+        let header = out_header(&ctx);
+        (
+            Outgoing::ExpectHeader(OutExpectHeader(ctx)),
+            vec![Action::SendHeader(header)],
+        )
+    }
+
+    /// Handles one frame from the receiving server.
+    pub fn handle(self, frame: Frame, facts: Facts<'_>) -> OutStep {
+        if frame == Frame::StreamClose {
+            return (Outgoing::Closed, vec![Action::Close(None)]);
+        }
+        match (self, frame) {
+            (Outgoing::ExpectHeader(s), Frame::StreamOpen(h)) => s.on_header(&h, facts),
+            (Outgoing::ExpectFeatures(s), Frame::Element(e)) => s.on_features(&e, facts),
+            (Outgoing::ExpectProceed(s), Frame::Element(e)) => s.on_element(&e),
+            (Outgoing::ExpectSaslResult(s), Frame::Element(e)) => s.on_element(&e, facts),
+            (Outgoing::ExpectDialbackResult(s), Frame::Element(e)) => s.on_element(&e),
+            (Outgoing::Ready(s), Frame::Element(e)) => s.on_element(&e),
+            (Outgoing::Closed, _) => (Outgoing::Closed, vec![]),
+            _ => close_out(StreamError::NotWellFormed),
+        }
+    }
+
+    /// True once stanzas may be sent.
+    pub fn is_ready(&self) -> bool {
+        matches!(self, Outgoing::Ready(_))
+    }
+}
+
+impl OutExpectHeader {
+    fn on_header(self, h: &StreamHeader, facts: Facts<'_>) -> OutStep {
+        let mut ctx = self.0;
+        ctx.tls = facts.tls;
+        if h.default_ns() != NS_SERVER {
+            return close_out(StreamError::InvalidNamespace);
+        }
+        if let Some(from) = h.attr("from") {
+            if prepare_domain(from).ok().as_deref() != Some(ctx.remote.as_str()) {
+                return close_out(StreamError::InvalidFrom);
+            }
+        }
+        // Without version 1.0 there is no STARTTLS, which we require.
+        if !h.attr("version").is_some_and(|v| v.starts_with("1.")) {
+            return close_out(StreamError::UnsupportedVersion);
+        }
+        let Some(id) = h.attr("id").filter(|id| !id.is_empty()) else {
+            return close_out(StreamError::InvalidXml);
+        };
+        let next = OutExpectFeatures {
+            stream_id: id.to_owned(),
+            db_declared: h.prefix_ns("db") == Some(super::dialback::NS_DIALBACK),
+            ctx,
+        };
+        (Outgoing::ExpectFeatures(next), vec![])
+    }
+}
+
+impl OutExpectFeatures {
+    fn on_features(self, f: &Element, facts: Facts<'_>) -> OutStep {
+        if !f.is("features", ns::STREAM) {
+            return close_out(StreamError::NotAuthorized);
+        }
+        let ctx = self.ctx;
+        if !ctx.tls {
+            if f.has_child("starttls", ns::TLS) {
+                let starttls = Element::new("starttls", ns::TLS);
+                return (
+                    Outgoing::ExpectProceed(OutExpectProceed(ctx)),
+                    vec![Action::Send(starttls)],
+                );
+            }
+            // We require TLS; the peer can't do it.
+            return close_out(StreamError::PolicyViolation);
+        }
+        if ctx.authenticated {
+            let auth = authenticated(&ctx);
+            return (Outgoing::Ready(OutReady(ctx)), vec![auth]);
+        }
+        let cert_ok = (facts.peer_cert_valid_for)(&ctx.remote);
+        let external = f.get_child("mechanisms", ns::SASL).is_some_and(|m| {
+            m.children()
+                .any(|c| c.name() == "mechanism" && c.text() == "EXTERNAL")
+        });
+        // XEP-0220 §2.1.1: the feature, or (COMPAT: older servers that
+        // predate it, e.g. jabberd2) a `db` prefix declared in the header.
+        let dialback_offered = f.has_child("dialback", NS_DIALBACK_FEATURE) || self.db_declared;
+        if external && cert_ok {
+            // XEP-0178 §3: the authzid is our domain. Sending it (not `=`) is
+            // what servers that predate the empty-authzid rule accept too.
+            let authzid = base64::engine::general_purpose::STANDARD.encode(&ctx.policy.local);
+            let auth = Element::new("auth", ns::SASL)
+                .with_attr("mechanism", "EXTERNAL")
+                .with_text(authzid);
+            let next = OutExpectSaslResult {
+                ctx,
+                stream_id: self.stream_id,
+                dialback_offered,
+            };
+            return (Outgoing::ExpectSaslResult(next), vec![Action::Send(auth)]);
+        }
+        if dialback_offered && (cert_ok || !ctx.policy.require_valid_certs) {
+            return send_db_result(ctx, &self.stream_id);
+        }
+        close_out(StreamError::PolicyViolation)
+    }
+}
+
+impl OutExpectProceed {
+    fn on_element(self, e: &Element) -> OutStep {
+        if e.is("proceed", ns::TLS) {
+            let mut ctx = self.0;
+            ctx.tls = true;
+            let header = out_header(&ctx);
+            return (
+                Outgoing::ExpectHeader(OutExpectHeader(ctx)),
+                vec![Action::StartTls, Action::SendHeader(header)],
+            );
+        }
+        // `<failure/>` (the peer closes) or anything else.
+        (Outgoing::Closed, vec![Action::Close(None)])
+    }
+}
+
+impl OutExpectSaslResult {
+    fn on_element(self, e: &Element, facts: Facts<'_>) -> OutStep {
+        let mut ctx = self.ctx;
+        if e.is("success", ns::SASL) {
+            ctx.authenticated = true;
+            let header = out_header(&ctx);
+            return (
+                Outgoing::ExpectHeader(OutExpectHeader(ctx)),
+                vec![Action::RestartStream, Action::SendHeader(header)],
+            );
+        }
+        if e.is("failure", ns::SASL) {
+            let cert_ok = (facts.peer_cert_valid_for)(&ctx.remote);
+            if self.dialback_offered && (cert_ok || !ctx.policy.require_valid_certs) {
+                return send_db_result(ctx, &self.stream_id);
+            }
+            return (Outgoing::Closed, vec![Action::Close(None)]);
+        }
+        close_out(StreamError::NotAuthorized)
+    }
+}
+
+impl OutExpectDialbackResult {
+    fn on_element(self, e: &Element) -> OutStep {
+        let ctx = self.0;
+        let Ok(db) = Dialback::parse(e) else {
+            return close_out(StreamError::NotAuthorized);
+        };
+        if db.kind != DbKind::Result || db.from != ctx.remote || db.to != ctx.policy.local {
+            return close_out(StreamError::InvalidFrom);
+        }
+        match db.body {
+            DbBody::Valid => {
+                let auth = authenticated(&ctx);
+                (Outgoing::Ready(OutReady(ctx)), vec![auth])
+            }
+            // Refused or an error: nothing to send; the driver logs and gives up.
+            _ => (Outgoing::Closed, vec![Action::Close(None)]),
+        }
+    }
+}
+
+impl OutReady {
+    /// A `<db:verify/>` to send on this stream (we are the receiving server of
+    /// another stream and this peer is the authoritative server).
+    pub fn verify_request(&self, originating_key: &str, receiving: &str, id: &str) -> Action {
+        Action::Send(
+            Dialback::verify_request(receiving, &self.0.remote, id, originating_key).to_element(),
+        )
+    }
+
+    fn on_element(self, e: &Element) -> OutStep {
+        // Streams are one-way; only answers to our `<db:verify/>` come back.
+        match Dialback::parse(e) {
+            Ok(db) if db.kind == DbKind::Verify && db.id.is_some() => {
+                let valid = match db.body {
+                    DbBody::Valid => true,
+                    DbBody::Invalid | DbBody::Error(_) => false,
+                    DbBody::Key(_) => return close_out(StreamError::UnsupportedStanzaType),
+                };
+                let answer = Action::VerifyAnswer {
+                    from: db.from,
+                    to: db.to,
+                    id: db.id.unwrap_or_default(),
+                    valid,
+                };
+                (Outgoing::Ready(self), vec![answer])
+            }
+            _ => close_out(StreamError::UnsupportedStanzaType),
+        }
+    }
+}
+
+fn out_header(ctx: &OutCtx) -> Header {
+    Header {
+        from: ctx.policy.local.clone(),
+        to: Some(ctx.remote.clone()),
+        id: None,
+    }
+}
+
+fn authenticated(ctx: &OutCtx) -> Action {
+    Action::Authenticated {
+        local: ctx.policy.local.clone(),
+        remote: ctx.remote.clone(),
+    }
+}
+
+fn send_db_result(ctx: OutCtx, stream_id: &str) -> OutStep {
+    // XEP-0185: receiving server, originating server, the receiving server's stream id.
+    let key = ctx
+        .policy
+        .secret
+        .key(&ctx.remote, &ctx.policy.local, stream_id);
+    let el = Dialback::result_request(&ctx.policy.local, &ctx.remote, &key).to_element();
+    (
+        Outgoing::ExpectDialbackResult(OutExpectDialbackResult(ctx)),
+        vec![Action::Send(el)],
+    )
+}
+
+fn close_out(err: StreamError) -> OutStep {
+    (Outgoing::Closed, vec![Action::Close(Some(err))])
+}
+
+// =====================================================================
+// Incoming: we are the receiving server (and authoritative for db:verify).
+// =====================================================================
+
+/// An incoming stream in one of its phases.
+#[derive(Debug)]
+pub enum Incoming {
+    ExpectHeader(InExpectHeader),
+    ExpectStartTls(InExpectStartTls),
+    ExpectAuth(InExpectAuth),
+    Open(InOpen),
+    Closed,
+}
+
+#[derive(Debug)]
+struct InCtx {
+    policy: Policy,
+    /// (remote, local) pairs that may send stanzas.
+    authenticated: Vec<(String, String)>,
+    /// Dialback requests sent to the authoritative server: (remote, local).
+    pending: Vec<(String, String)>,
+}
+
+/// Waiting for the initiating server's stream header.
+#[derive(Debug)]
+pub struct InExpectHeader(InCtx);
+/// Before TLS: only `<starttls/>` is accepted.
+#[derive(Debug)]
+pub struct InExpectStartTls(InCtx);
+/// After TLS, nothing authenticated yet: SASL EXTERNAL, dialback, `<db:verify/>`.
+#[derive(Debug)]
+pub struct InExpectAuth {
+    ctx: InCtx,
+    stream_id: String,
+    peer: Option<String>,
+    external_offered: bool,
+}
+/// At least one domain pair authenticated: stanzas are accepted.
+#[derive(Debug)]
+pub struct InOpen {
+    ctx: InCtx,
+    stream_id: String,
+}
+
+type InStep = (Incoming, Vec<Action>);
+
+impl Incoming {
+    /// A new incoming connection (before any bytes).
+    pub fn new(policy: Policy) -> Incoming {
+        Incoming::ExpectHeader(InExpectHeader(InCtx {
+            policy,
+            authenticated: Vec::new(),
+            pending: Vec::new(),
+        }))
+    }
+
+    /// Handles one frame from the initiating server.
+    pub fn handle(self, frame: Frame, facts: Facts<'_>) -> InStep {
+        if frame == Frame::StreamClose {
+            return (Incoming::Closed, vec![Action::Close(None)]);
+        }
+        match (self, frame) {
+            (Incoming::ExpectHeader(s), Frame::StreamOpen(h)) => s.on_header(&h, facts),
+            (Incoming::ExpectStartTls(s), Frame::Element(e)) => s.on_element(&e),
+            (Incoming::ExpectAuth(s), Frame::Element(e)) => s.on_element(e, facts),
+            (Incoming::Open(s), Frame::Element(e)) => s.on_element(e, facts),
+            (Incoming::Closed, _) => (Incoming::Closed, vec![]),
+            _ => close_in(StreamError::NotWellFormed),
+        }
+    }
+
+    /// The authoritative server's answer to an [`Action::VerifyDialback`]
+    /// (`valid == false` also for errors and timeouts).
+    pub fn dialback_verified(self, originating: &str, receiving: &str, valid: bool) -> InStep {
+        match self {
+            Incoming::ExpectAuth(s) => {
+                let (ctx, stream_id) = (s.ctx, s.stream_id);
+                let mut open = InOpen { ctx, stream_id };
+                let actions = open.verified(originating, receiving, valid);
+                if open.ctx.authenticated.is_empty() {
+                    let back = InExpectAuth {
+                        ctx: open.ctx,
+                        stream_id: open.stream_id,
+                        peer: s.peer,
+                        external_offered: s.external_offered,
+                    };
+                    return (Incoming::ExpectAuth(back), actions);
+                }
+                (Incoming::Open(open), actions)
+            }
+            Incoming::Open(mut s) => {
+                let actions = s.verified(originating, receiving, valid);
+                (Incoming::Open(s), actions)
+            }
+            other => (other, vec![]),
+        }
+    }
+
+    /// The domain pairs (remote, local) authenticated on this stream.
+    pub fn authenticated(&self) -> &[(String, String)] {
+        match self {
+            Incoming::ExpectHeader(InExpectHeader(ctx))
+            | Incoming::ExpectStartTls(InExpectStartTls(ctx))
+            | Incoming::ExpectAuth(InExpectAuth { ctx, .. })
+            | Incoming::Open(InOpen { ctx, .. }) => &ctx.authenticated,
+            Incoming::Closed => &[],
+        }
+    }
+}
+
+impl InExpectHeader {
+    fn on_header(self, h: &StreamHeader, facts: Facts<'_>) -> InStep {
+        let ctx = self.0;
+        if h.default_ns() != NS_SERVER {
+            return close_in(StreamError::InvalidNamespace);
+        }
+        let to = h.attr("to").and_then(|t| prepare_domain(t).ok());
+        if to.as_deref() != Some(ctx.policy.local.as_str()) {
+            return close_in(StreamError::HostUnknown);
+        }
+        if !h.attr("version").is_some_and(|v| v.starts_with("1.")) {
+            return close_in(StreamError::UnsupportedVersion);
+        }
+        let peer = match h.attr("from") {
+            None => None,
+            Some(f) => match prepare_domain(f) {
+                Ok(d) => Some(d.into_owned()),
+                Err(_) => return close_in(StreamError::InvalidFrom),
+            },
+        };
+        let Some(stream_id) = new_stream_id() else {
+            return close_in(StreamError::InternalServerError);
+        };
+        let header = Action::SendHeader(Header {
+            from: ctx.policy.local.clone(),
+            to: peer.clone(),
+            id: Some(stream_id.clone()),
+        });
+        let mut features = Element::new("features", ns::STREAM);
+        if !facts.tls {
+            features.push_child(
+                Element::new("starttls", ns::TLS).with_child(Element::new("required", ns::TLS)),
+            );
+            return (
+                Incoming::ExpectStartTls(InExpectStartTls(ctx)),
+                vec![header, Action::Send(features)],
+            );
+        }
+        if !ctx.authenticated.is_empty() {
+            // After SASL: nothing left to negotiate; dialback stays available for
+            // further domains (XEP-0220 §2.5 multiplexing).
+            features.push_child(dialback_feature());
+            let open = InOpen { ctx, stream_id };
+            return (Incoming::Open(open), vec![header, Action::Send(features)]);
+        }
+        let external_offered = peer
+            .as_deref()
+            .is_some_and(|p| (facts.peer_cert_valid_for)(p));
+        if external_offered {
+            features.push_child(
+                Element::new("mechanisms", ns::SASL)
+                    .with_child(Element::new("mechanism", ns::SASL).with_text("EXTERNAL")),
+            );
+        }
+        features.push_child(dialback_feature());
+        let next = InExpectAuth {
+            ctx,
+            stream_id,
+            peer,
+            external_offered,
+        };
+        (
+            Incoming::ExpectAuth(next),
+            vec![header, Action::Send(features)],
+        )
+    }
+}
+
+impl InExpectStartTls {
+    fn on_element(self, e: &Element) -> InStep {
+        if e.is("starttls", ns::TLS) {
+            return (
+                Incoming::ExpectHeader(InExpectHeader(self.0)),
+                vec![
+                    Action::Send(Element::new("proceed", ns::TLS)),
+                    Action::StartTls,
+                ],
+            );
+        }
+        // RFC 6120 §5.3.1: TLS is mandatory here; nothing else is negotiated first.
+        close_in(StreamError::PolicyViolation)
+    }
+}
+
+impl InExpectAuth {
+    fn on_element(self, e: Element, facts: Facts<'_>) -> InStep {
+        if e.is("auth", ns::SASL) {
+            return self.on_auth(&e, facts);
+        }
+        if e.ns() == super::dialback::NS_DIALBACK {
+            let mut open = InOpen {
+                ctx: self.ctx,
+                stream_id: self.stream_id,
+            };
+            let actions = open.on_dialback(&e, facts);
+            let closed = matches!(actions.last(), Some(Action::Close(_)));
+            if closed {
+                return (Incoming::Closed, actions);
+            }
+            let back = InExpectAuth {
+                ctx: open.ctx,
+                stream_id: open.stream_id,
+                peer: self.peer,
+                external_offered: self.external_offered,
+            };
+            return (Incoming::ExpectAuth(back), actions);
+        }
+        // RFC 6120 §4.9.3.12: stanzas before authentication.
+        close_in(StreamError::NotAuthorized)
+    }
+
+    fn on_auth(self, e: &Element, facts: Facts<'_>) -> InStep {
+        if e.attr("mechanism") != Some("EXTERNAL") || !self.external_offered {
+            let failure = sasl_failure("invalid-mechanism");
+            return (Incoming::ExpectAuth(self), vec![Action::Send(failure)]);
+        }
+        let text = e.text();
+        let text = text.trim();
+        let authzid = if text.is_empty() || text == "=" {
+            Some(String::new())
+        } else {
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+        };
+        let Some(authzid) = authzid else {
+            let failure = sasl_failure("incorrect-encoding");
+            return (Incoming::ExpectAuth(self), vec![Action::Send(failure)]);
+        };
+        // XEP-0178 §4: an empty authzid means the stream's `from`.
+        let claimed = if authzid.is_empty() {
+            self.peer.clone()
+        } else {
+            prepare_domain(&authzid).ok().map(|d| d.into_owned())
+        };
+        let ok = claimed
+            .as_deref()
+            .filter(|c| self.peer.as_deref() == Some(*c) && (facts.peer_cert_valid_for)(c));
+        let Some(remote) = ok.map(str::to_owned) else {
+            let failure = sasl_failure("not-authorized");
+            return (Incoming::ExpectAuth(self), vec![Action::Send(failure)]);
+        };
+        let mut ctx = self.ctx;
+        let local = ctx.policy.local.clone();
+        ctx.authenticated.push((remote.clone(), local.clone()));
+        (
+            Incoming::ExpectHeader(InExpectHeader(ctx)),
+            vec![
+                Action::Send(Element::new("success", ns::SASL)),
+                Action::RestartStream,
+                Action::Authenticated { local, remote },
+            ],
+        )
+    }
+}
+
+impl InOpen {
+    fn on_element(mut self, e: Element, facts: Facts<'_>) -> InStep {
+        if e.ns() == super::dialback::NS_DIALBACK {
+            let actions = self.on_dialback(&e, facts);
+            if matches!(actions.last(), Some(Action::Close(_))) {
+                return (Incoming::Closed, actions);
+            }
+            return (Incoming::Open(self), actions);
+        }
+        if e.ns() != NS_SERVER || !matches!(e.name(), "message" | "presence" | "iq") {
+            return close_in(StreamError::UnsupportedStanzaType);
+        }
+        let from = e.attr("from").and_then(domain_of);
+        let to = e.attr("to").and_then(domain_of);
+        let (Some(from), Some(to)) = (from, to) else {
+            // RFC 6120 §8.1.1.2/§8.1.2.2: both are required on s2s.
+            return close_in(StreamError::InvalidFrom);
+        };
+        if !self.ctx.authenticated.iter().any(|(r, _)| *r == from) {
+            return close_in(StreamError::InvalidFrom);
+        }
+        if !self
+            .ctx
+            .authenticated
+            .iter()
+            .any(|(r, l)| *r == from && *l == to)
+        {
+            return close_in(StreamError::HostUnknown);
+        }
+        (Incoming::Open(self), vec![Action::Deliver(e)])
+    }
+
+    /// `<db:result/>` (a claim to verify) or `<db:verify/>` (we are authoritative).
+    fn on_dialback(&mut self, e: &Element, facts: Facts<'_>) -> Vec<Action> {
+        let db = match Dialback::parse(e) {
+            Ok(db) => db,
+            Err(super::dialback::DbParseError::BadAddress) => {
+                return vec![Action::Close(Some(StreamError::InvalidFrom))]
+            }
+            Err(_) => return vec![Action::Close(Some(StreamError::InvalidXml))],
+        };
+        let DbBody::Key(key) = &db.body else {
+            // Answers never come in on an incoming stream.
+            return vec![Action::Close(Some(StreamError::UnsupportedStanzaType))];
+        };
+        let policy = &self.ctx.policy;
+        match db.kind {
+            DbKind::Verify => {
+                // We are the authoritative server (XEP-0220 §2.3): `from` is the
+                // receiving server, `to` us, `id` the receiving server's stream id.
+                let body = if db.to != policy.local {
+                    DbBody::Error(DbError::ItemNotFound)
+                } else if policy.secret.verify(
+                    &db.from,
+                    &db.to,
+                    db.id.as_deref().unwrap_or_default(),
+                    key,
+                ) {
+                    DbBody::Valid
+                } else {
+                    DbBody::Invalid
+                };
+                vec![Action::Send(db.answer(body).to_element())]
+            }
+            DbKind::Result => {
+                if db.to != policy.local {
+                    let ans = db.answer(DbBody::Error(DbError::ItemNotFound));
+                    return vec![Action::Send(ans.to_element())];
+                }
+                if policy.require_valid_certs && !(facts.peer_cert_valid_for)(&db.from) {
+                    let ans = db.answer(DbBody::Error(DbError::PolicyViolation));
+                    return vec![Action::Send(ans.to_element())];
+                }
+                let pair = (db.from.clone(), db.to.clone());
+                if self.ctx.authenticated.contains(&pair) {
+                    return vec![Action::Send(db.answer(DbBody::Valid).to_element())];
+                }
+                if !self.ctx.pending.contains(&pair) {
+                    self.ctx.pending.push(pair);
+                }
+                vec![Action::VerifyDialback {
+                    originating: db.from,
+                    receiving: db.to,
+                    stream_id: self.stream_id.clone(),
+                    key: key.clone(),
+                }]
+            }
+        }
+    }
+
+    fn verified(&mut self, originating: &str, receiving: &str, valid: bool) -> Vec<Action> {
+        let pair = (originating.to_owned(), receiving.to_owned());
+        let Some(i) = self.ctx.pending.iter().position(|p| *p == pair) else {
+            return vec![];
+        };
+        self.ctx.pending.swap_remove(i);
+        let req = Dialback::result_request(originating, receiving, "");
+        if !valid {
+            // XEP-0220 §2.1.3: say so; the stream stays for other domains and
+            // the driver's auth timeout ends it if nothing else authenticates.
+            return vec![Action::Send(req.answer(DbBody::Invalid).to_element())];
+        }
+        self.ctx.authenticated.push(pair);
+        vec![
+            Action::Send(req.answer(DbBody::Valid).to_element()),
+            Action::Authenticated {
+                local: receiving.to_owned(),
+                remote: originating.to_owned(),
+            },
+        ]
+    }
+}
+
+fn dialback_feature() -> Element {
+    // XEP-0220 §2.4.1: `<errors/>` says we understand dialback errors.
+    Element::new("dialback", NS_DIALBACK_FEATURE)
+        .with_child(Element::new("errors", NS_DIALBACK_FEATURE))
+}
+
+fn sasl_failure(cond: &str) -> Element {
+    Element::new("failure", ns::SASL).with_child(Element::new(cond, ns::SASL))
+}
+
+fn close_in(err: StreamError) -> InStep {
+    (Incoming::Closed, vec![Action::Close(Some(err))])
+}
+
+/// The prepared domain of a JID string (`None` if not a JID).
+fn domain_of(jid: &str) -> Option<String> {
+    crate::jid::Jid::parse(jid)
+        .ok()
+        .map(|j| j.domain().to_owned())
+}
+
+/// 16 random bytes as hex; the dialback key binds to it, so it must not be
+/// guessable (XEP-0185 §4).
+/// `None` if the system RNG fails (then the stream ends with
+/// `internal-server-error`; a guessable id would weaken dialback).
+fn new_stream_id() -> Option<String> {
+    let mut b = [0u8; 16];
+    SystemRandom::new().fill(&mut b).ok()?;
+    Some(hex(&b))
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\'' => out.push_str("&apos;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}

@@ -838,3 +838,691 @@ fn escape(s: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xml::{Framer, Limits};
+
+    const A: &str = "a.example";
+    const B: &str = "b.example";
+
+    fn policy(require_valid_certs: bool) -> Policy {
+        Policy {
+            local: A.into(),
+            secret: Secret::from_hex(&"42".repeat(32)).unwrap(),
+            require_valid_certs,
+        }
+    }
+
+    /// The other server's side of the wire: a framer that yields what it "sends".
+    struct Peer(Framer);
+
+    impl Peer {
+        fn new() -> Peer {
+            Peer(Framer::new(Limits::default()))
+        }
+        /// A new stream (after TLS or SASL the framer is replaced).
+        fn header(&mut self, attrs: &str) -> Frame {
+            self.0 = Framer::new(Limits::default());
+            self.el(&format!(
+                "<stream:stream xmlns='jabber:server' \
+                 xmlns:stream='http://etherx.jabber.org/streams' \
+                 xmlns:db='jabber:server:dialback' {attrs}>"
+            ))
+        }
+        fn el(&mut self, s: &str) -> Frame {
+            self.0.push(s.as_bytes()).unwrap();
+            self.0.next_frame().unwrap().expect("a complete frame")
+        }
+    }
+
+    fn facts(tls: bool, valid: &dyn Fn(&str) -> bool) -> Facts<'_> {
+        Facts {
+            tls,
+            peer_cert_valid_for: valid,
+        }
+    }
+
+    fn show(actions: &[Action]) -> Vec<String> {
+        let xml = |e: &Element| String::from_utf8(e.to_bytes_in(NS_SERVER)).unwrap();
+        actions
+            .iter()
+            .map(|a| match a {
+                Action::SendHeader(h) => format!(
+                    "header from={} to={} id={}",
+                    h.from,
+                    h.to.as_deref().unwrap_or("-"),
+                    if h.id.is_some() { "*" } else { "-" }
+                ),
+                Action::Send(e) => format!("send {}", xml(e)),
+                Action::StartTls => "starttls".into(),
+                Action::RestartStream => "restart".into(),
+                Action::VerifyDialback {
+                    originating,
+                    receiving,
+                    key,
+                    ..
+                } => format!("verify {originating}->{receiving} key={key}"),
+                Action::Authenticated { local, remote } => {
+                    format!("authenticated {remote}->{local}")
+                }
+                Action::Deliver(e) => format!("deliver {}", xml(e)),
+                Action::VerifyAnswer {
+                    from, id, valid, ..
+                } => {
+                    format!("verify-answer {from} {id} {valid}")
+                }
+                Action::Close(e) => format!("close {}", e.map_or("-", |e| e.as_str())),
+            })
+            .collect()
+    }
+
+    const TLS_FEATURES: &str =
+        "<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'>\
+                                <required/></starttls></stream:features>";
+    const AUTH_FEATURES: &str = "<stream:features>\
+        <mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>EXTERNAL</mechanism></mechanisms>\
+        <dialback xmlns='urn:xmpp:features:dialback'><errors/></dialback></stream:features>";
+    const DB_FEATURES: &str = "<stream:features>\
+        <dialback xmlns='urn:xmpp:features:dialback'><errors/></dialback></stream:features>";
+
+    /// Drives an outgoing stream through a transcript: (tls, frame, expected actions).
+    fn out_run(
+        mut s: Outgoing,
+        valid: &dyn Fn(&str) -> bool,
+        steps: Vec<(bool, Frame, Vec<&str>)>,
+    ) -> Outgoing {
+        for (i, (tls, frame, want)) in steps.into_iter().enumerate() {
+            let (next, actions) = s.handle(frame, facts(tls, valid));
+            assert_eq!(show(&actions), want, "step {i}");
+            s = next;
+        }
+        s
+    }
+
+    /// Up to the post-TLS header.
+    fn out_to_tls(require: bool, valid: &dyn Fn(&str) -> bool) -> (Outgoing, Peer) {
+        let (s, actions) = Outgoing::start(policy(require), B);
+        assert_eq!(show(&actions), ["header from=a.example to=b.example id=-"]);
+        let mut p = Peer::new();
+        let s = out_run(
+            s,
+            valid,
+            vec![
+                (
+                    false,
+                    p.header("from='b.example' to='a.example' id='s1' version='1.0'"),
+                    vec![],
+                ),
+                (
+                    false,
+                    p.el(TLS_FEATURES),
+                    vec!["send <starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"],
+                ),
+                (
+                    false,
+                    p.el("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"),
+                    vec!["starttls", "header from=a.example to=b.example id=-"],
+                ),
+                (
+                    true,
+                    p.header("from='b.example' to='a.example' id='s2' version='1.0'"),
+                    vec![],
+                ),
+            ],
+        );
+        (s, p)
+    }
+
+    #[test]
+    fn outgoing_sasl_external() {
+        let valid = |d: &str| d == B;
+        let (s, mut p) = out_to_tls(true, &valid);
+        let s = out_run(
+            s,
+            &valid,
+            vec![
+                (
+                    true,
+                    p.el(AUTH_FEATURES),
+                    // base64("a.example")
+                    vec!["send <auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>YS5leGFtcGxl</auth>"],
+                ),
+                (
+                    true,
+                    p.el("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"),
+                    vec!["restart", "header from=a.example to=b.example id=-"],
+                ),
+                (
+                    true,
+                    p.header("from='b.example' to='a.example' id='s3' version='1.0'"),
+                    vec![],
+                ),
+                (
+                    true,
+                    p.el("<stream:features/>"),
+                    vec!["authenticated b.example->a.example"],
+                ),
+            ],
+        );
+        assert!(s.is_ready());
+    }
+
+    #[test]
+    fn outgoing_dialback_when_cert_not_valid() {
+        let invalid = |_: &str| false;
+        let (s, mut p) = out_to_tls(false, &invalid);
+        let key = policy(false).secret.key(B, A, "s2");
+        let s = out_run(
+            s,
+            &invalid,
+            vec![
+                (
+                    true,
+                    p.el(AUTH_FEATURES),
+                    vec![&*format!(
+                        "send <result xmlns='jabber:server:dialback' from='a.example' to='b.example'>{key}</result>"
+                    )],
+                ),
+                (
+                    true,
+                    p.el("<db:result from='b.example' to='a.example' type='valid'/>"),
+                    vec!["authenticated b.example->a.example"],
+                ),
+            ],
+        );
+        let Outgoing::Ready(ready) = s else {
+            panic!("not ready")
+        };
+        // A verify answer arriving on the ready stream goes to the driver.
+        let (s, actions) = Outgoing::Ready(ready).handle(
+            p.el("<db:verify from='b.example' to='a.example' id='x1' type='invalid'/>"),
+            facts(true, &invalid),
+        );
+        assert_eq!(show(&actions), ["verify-answer b.example x1 false"]);
+        assert!(s.is_ready());
+    }
+
+    #[test]
+    fn outgoing_sasl_failure_falls_back_to_dialback() {
+        let valid = |_: &str| true;
+        let (s, mut p) = out_to_tls(true, &valid);
+        let (s, _) = s.handle(p.el(AUTH_FEATURES), facts(true, &valid));
+        let (s, actions) = s.handle(
+            p.el("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/></failure>"),
+            facts(true, &valid),
+        );
+        assert!(show(&actions)[0].starts_with("send <result xmlns='jabber:server:dialback'"));
+        assert!(matches!(s, Outgoing::ExpectDialbackResult(_)));
+    }
+
+    #[test]
+    fn outgoing_refusals() {
+        let valid = |_: &str| true;
+        let invalid = |_: &str| false;
+        let header = |attrs: &str| Peer::new().header(attrs);
+        let fresh = || Outgoing::start(policy(true), B).0;
+        for (frame, want) in [
+            (
+                Peer::new().el("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='1' version='1.0'>"),
+                "close invalid-namespace",
+            ),
+            (
+                header("from='evil.example' id='1' version='1.0'"),
+                "close invalid-from",
+            ),
+            (header("from='b.example' id='1'"), "close unsupported-version"),
+            (header("from='b.example' version='1.0'"), "close invalid-xml"),
+        ] {
+            let (s, actions) = fresh().handle(frame, facts(false, &valid));
+            assert_eq!(show(&actions), [want]);
+            assert!(matches!(s, Outgoing::Closed));
+        }
+
+        // No STARTTLS offered: we don't federate in plaintext.
+        let mut p = Peer::new();
+        let s = out_run(
+            fresh(),
+            &valid,
+            vec![
+                (
+                    false,
+                    p.header("from='b.example' id='1' version='1.0'"),
+                    vec![],
+                ),
+                (false, p.el(DB_FEATURES), vec!["close policy-violation"]),
+            ],
+        );
+        assert!(matches!(s, Outgoing::Closed));
+
+        // Certificates required, peer's is not valid: no dialback either.
+        let (s, mut p) = out_to_tls(true, &invalid);
+        let (s, actions) = s.handle(p.el(AUTH_FEATURES), facts(true, &invalid));
+        assert_eq!(show(&actions), ["close policy-violation"]);
+        assert!(matches!(s, Outgoing::Closed));
+
+        // Dialback refused.
+        let (s, mut p) = out_to_tls(false, &invalid);
+        let (s, _) = s.handle(p.el(DB_FEATURES), facts(true, &invalid));
+        let (s, actions) = s.handle(
+            p.el("<db:result from='b.example' to='a.example' type='invalid'/>"),
+            facts(true, &invalid),
+        );
+        assert_eq!(show(&actions), ["close -"]);
+        assert!(matches!(s, Outgoing::Closed));
+
+        // A dialback answer for another pair.
+        let (s, mut p) = out_to_tls(false, &invalid);
+        let (s, _) = s.handle(p.el(DB_FEATURES), facts(true, &invalid));
+        let (_, actions) = s.handle(
+            p.el("<db:result from='c.example' to='a.example' type='valid'/>"),
+            facts(true, &invalid),
+        );
+        assert_eq!(show(&actions), ["close invalid-from"]);
+
+        // TLS refused.
+        let mut p = Peer::new();
+        let s = out_run(
+            fresh(),
+            &valid,
+            vec![
+                (
+                    false,
+                    p.header("from='b.example' id='1' version='1.0'"),
+                    vec![],
+                ),
+                (
+                    false,
+                    p.el(TLS_FEATURES),
+                    vec!["send <starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"],
+                ),
+                (
+                    false,
+                    p.el("<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"),
+                    vec!["close -"],
+                ),
+            ],
+        );
+        assert!(matches!(s, Outgoing::Closed));
+    }
+
+    // ----- incoming -----
+
+    fn in_run(
+        mut s: Incoming,
+        valid: &dyn Fn(&str) -> bool,
+        steps: Vec<(bool, Frame, Vec<&str>)>,
+    ) -> Incoming {
+        for (i, (tls, frame, want)) in steps.into_iter().enumerate() {
+            let (next, actions) = s.handle(frame, facts(tls, valid));
+            assert_eq!(show(&actions), want, "step {i}");
+            s = next;
+        }
+        s
+    }
+
+    const HDR: &str = "from='b.example' to='a.example' version='1.0'";
+    const IN_TLS_FEATURES: &str = "send <features xmlns='http://etherx.jabber.org/streams'>\
+        <starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls></features>";
+    const IN_AUTH_FEATURES: &str = "send <features xmlns='http://etherx.jabber.org/streams'>\
+        <mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>EXTERNAL</mechanism></mechanisms>\
+        <dialback xmlns='urn:xmpp:features:dialback'><errors/></dialback></features>";
+    const IN_DB_FEATURES: &str = "send <features xmlns='http://etherx.jabber.org/streams'>\
+        <dialback xmlns='urn:xmpp:features:dialback'><errors/></dialback></features>";
+    const MSG: &str = "<message from='alice@b.example/x' to='bob@a.example' type='chat'><body>hi</body></message>";
+
+    fn in_to_tls(require: bool, valid: &dyn Fn(&str) -> bool) -> (Incoming, Peer) {
+        let mut p = Peer::new();
+        let s = in_run(
+            Incoming::new(policy(require)),
+            valid,
+            vec![
+                (
+                    false,
+                    p.header(HDR),
+                    vec!["header from=a.example to=b.example id=*", IN_TLS_FEATURES],
+                ),
+                (
+                    false,
+                    p.el("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"),
+                    vec![
+                        "send <proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>",
+                        "starttls",
+                    ],
+                ),
+            ],
+        );
+        (s, p)
+    }
+
+    #[test]
+    fn incoming_sasl_external() {
+        let valid = |d: &str| d == B;
+        let (s, mut p) = in_to_tls(true, &valid);
+        let s = in_run(
+            s,
+            &valid,
+            vec![
+                (
+                    true,
+                    p.header(HDR),
+                    vec!["header from=a.example to=b.example id=*", IN_AUTH_FEATURES],
+                ),
+                (
+                    true,
+                    p.el("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>"),
+                    vec![
+                        "send <success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>",
+                        "restart",
+                        "authenticated b.example->a.example",
+                    ],
+                ),
+                (
+                    true,
+                    p.header(HDR),
+                    vec!["header from=a.example to=b.example id=*", IN_DB_FEATURES],
+                ),
+                (
+                    true,
+                    p.el(MSG),
+                    vec![&*format!("deliver {MSG}")],
+                ),
+                (
+                    true,
+                    p.el("<presence from='mallory@c.example' to='bob@a.example'/>"),
+                    vec!["close invalid-from"],
+                ),
+            ],
+        );
+        assert!(matches!(s, Incoming::Closed));
+    }
+
+    #[test]
+    fn incoming_sasl_external_with_authzid() {
+        let valid = |d: &str| d == B;
+        let (s, mut p) = in_to_tls(true, &valid);
+        let (s, _) = s.handle(p.header(HDR), facts(true, &valid));
+        // base64("b.example")
+        let (s, actions) = s.handle(
+            p.el("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>Yi5leGFtcGxl</auth>"),
+            facts(true, &valid),
+        );
+        assert_eq!(show(&actions)[2], "authenticated b.example->a.example");
+        assert_eq!(s.authenticated(), [(B.to_owned(), A.to_owned())]);
+    }
+
+    #[test]
+    fn incoming_dialback() {
+        let invalid = |_: &str| false;
+        let (s, mut p) = in_to_tls(false, &invalid);
+        let s = in_run(
+            s,
+            &invalid,
+            vec![
+                (
+                    true,
+                    p.header(HDR),
+                    vec!["header from=a.example to=b.example id=*", IN_DB_FEATURES],
+                ),
+                (
+                    true,
+                    p.el("<db:result from='b.example' to='a.example'>k1</db:result>"),
+                    vec!["verify b.example->a.example key=k1"],
+                ),
+            ],
+        );
+        let (s, actions) = s.dialback_verified(B, A, true);
+        assert_eq!(
+            show(&actions),
+            [
+                "send <result xmlns='jabber:server:dialback' from='a.example' to='b.example' type='valid'/>",
+                "authenticated b.example->a.example"
+            ]
+        );
+        assert!(matches!(s, Incoming::Open(_)));
+        let s = in_run(
+            s,
+            &invalid,
+            vec![
+                (true, p.el(MSG), vec![&*format!("deliver {MSG}")]),
+                // Another domain on the same stream (multiplexing), refused.
+                (
+                    true,
+                    p.el("<db:result from='c.example' to='a.example'>k2</db:result>"),
+                    vec!["verify c.example->a.example key=k2"],
+                ),
+            ],
+        );
+        let (s, actions) = s.dialback_verified("c.example", A, false);
+        assert_eq!(
+            show(&actions),
+            ["send <result xmlns='jabber:server:dialback' from='a.example' to='c.example' type='invalid'/>"]
+        );
+        // An answer nobody asked for changes nothing.
+        let (s, actions) = s.dialback_verified("d.example", A, true);
+        assert!(actions.is_empty());
+        let (_, actions) = s.handle(
+            p.el("<message from='x@c.example' to='bob@a.example'/>"),
+            facts(true, &invalid),
+        );
+        assert_eq!(show(&actions), ["close invalid-from"]);
+    }
+
+    #[test]
+    fn incoming_dialback_verify_id_is_our_stream_id() {
+        let invalid = |_: &str| false;
+        let (s, mut p) = in_to_tls(false, &invalid);
+        let (s, actions) = s.handle(p.header(HDR), facts(true, &invalid));
+        let Action::SendHeader(Header { id: Some(id), .. }) = &actions[0] else {
+            panic!("no header")
+        };
+        assert_eq!(id.len(), 32);
+        let (_, actions) = s.handle(
+            p.el("<db:result from='b.example' to='a.example'>k1</db:result>"),
+            facts(true, &invalid),
+        );
+        let Action::VerifyDialback { stream_id, .. } = &actions[0] else {
+            panic!("no verify")
+        };
+        assert_eq!(stream_id, id);
+    }
+
+    #[test]
+    fn incoming_answers_db_verify_as_authoritative_server() {
+        let invalid = |_: &str| false;
+        let (s, mut p) = in_to_tls(false, &invalid);
+        let (s, _) = s.handle(p.header(HDR), facts(true, &invalid));
+        // b.example got key k from us (a.example) on its stream with id 'sid'.
+        let k = policy(false).secret.key(B, A, "sid");
+        let (s, actions) = s.handle(
+            p.el(&format!(
+                "<db:verify from='b.example' to='a.example' id='sid'>{k}</db:verify>"
+            )),
+            facts(true, &invalid),
+        );
+        assert_eq!(
+            show(&actions),
+            ["send <verify xmlns='jabber:server:dialback' from='a.example' to='b.example' id='sid' type='valid'/>"]
+        );
+        let (s, actions) = s.handle(
+            p.el(&format!(
+                "<db:verify from='b.example' to='a.example' id='other'>{k}</db:verify>"
+            )),
+            facts(true, &invalid),
+        );
+        assert_eq!(
+            show(&actions),
+            ["send <verify xmlns='jabber:server:dialback' from='a.example' to='b.example' id='other' type='invalid'/>"]
+        );
+        let (_, actions) = s.handle(
+            p.el(&format!(
+                "<db:verify from='b.example' to='z.example' id='sid'>{k}</db:verify>"
+            )),
+            facts(true, &invalid),
+        );
+        assert!(show(&actions)[0].contains("type='error'"));
+        assert!(show(&actions)[0].contains("<item-not-found"));
+    }
+
+    #[test]
+    fn incoming_refusals() {
+        let valid = |_: &str| true;
+        let invalid = |_: &str| false;
+        let hdr = |attrs: &str| Peer::new().header(attrs);
+        for (frame, want) in [
+            (
+                Peer::new().el("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='a.example' version='1.0'>"),
+                "close invalid-namespace",
+            ),
+            (hdr("from='b.example' to='z.example' version='1.0'"), "close host-unknown"),
+            (hdr("from='b.example' version='1.0'"), "close host-unknown"),
+            (hdr("from='b.example' to='a.example'"), "close unsupported-version"),
+            (hdr("from='b@@' to='a.example' version='1.0'"), "close invalid-from"),
+        ] {
+            let (s, actions) = Incoming::new(policy(false)).handle(frame, facts(false, &valid));
+            assert_eq!(show(&actions), [want]);
+            assert!(matches!(s, Incoming::Closed));
+        }
+
+        // Before TLS only <starttls/>.
+        for el in [
+            "<db:result from='b.example' to='a.example'>k</db:result>",
+            MSG,
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>",
+        ] {
+            let mut p = Peer::new();
+            let s = in_run(
+                Incoming::new(policy(false)),
+                &valid,
+                vec![
+                    (
+                        false,
+                        p.header(HDR),
+                        vec!["header from=a.example to=b.example id=*", IN_TLS_FEATURES],
+                    ),
+                    (false, p.el(el), vec!["close policy-violation"]),
+                ],
+            );
+            assert!(matches!(s, Incoming::Closed));
+        }
+
+        // After TLS, unauthenticated.
+        let after_tls = |require: bool, v: &dyn Fn(&str) -> bool| {
+            let (s, mut p) = in_to_tls(require, v);
+            let (s, _) = s.handle(p.header(HDR), facts(true, v));
+            (s, p)
+        };
+        let (s, mut p) = after_tls(false, &invalid);
+        let (s, actions) = s.handle(p.el(MSG), facts(true, &invalid));
+        assert_eq!(show(&actions), ["close not-authorized"]);
+        assert!(matches!(s, Incoming::Closed));
+
+        // EXTERNAL not offered (cert not valid for b.example).
+        let (s, mut p) = after_tls(false, &invalid);
+        let (s, actions) = s.handle(
+            p.el("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>"),
+            facts(true, &invalid),
+        );
+        assert_eq!(
+            show(&actions),
+            ["send <failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><invalid-mechanism/></failure>"]
+        );
+        assert!(matches!(s, Incoming::ExpectAuth(_)));
+
+        // EXTERNAL with an authzid the stream's `from` doesn't match.
+        let (s, mut p) = after_tls(true, &valid);
+        let (s, actions) = s.handle(
+            // base64("c.example")
+            p.el("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>Yy5leGFtcGxl</auth>"),
+            facts(true, &valid),
+        );
+        assert_eq!(
+            show(&actions),
+            ["send <failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><not-authorized/></failure>"]
+        );
+        let (_, actions) = s.handle(
+            p.el("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>!!</auth>"),
+            facts(true, &valid),
+        );
+        assert_eq!(
+            show(&actions),
+            ["send <failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><incorrect-encoding/></failure>"]
+        );
+
+        // Dialback for a domain we don't host.
+        let (s, mut p) = after_tls(false, &invalid);
+        let (s, actions) = s.handle(
+            p.el("<db:result from='b.example' to='z.example'>k</db:result>"),
+            facts(true, &invalid),
+        );
+        assert_eq!(
+            show(&actions),
+            ["send <result xmlns='jabber:server:dialback' from='z.example' to='b.example' type='error'>\
+              <error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></result>"]
+        );
+        assert!(matches!(s, Incoming::ExpectAuth(_)));
+
+        // Certificates required: dialback from a peer without a valid one is refused.
+        let (s, mut p) = after_tls(true, &invalid);
+        let (_, actions) = s.handle(
+            p.el("<db:result from='b.example' to='a.example'>k</db:result>"),
+            facts(true, &invalid),
+        );
+        assert!(show(&actions)[0].contains("<policy-violation"));
+
+        // Dialback verified false: nothing authenticated, stanzas still refused.
+        let (s, mut p) = after_tls(false, &invalid);
+        let (s, _) = s.handle(
+            p.el("<db:result from='b.example' to='a.example'>k</db:result>"),
+            facts(true, &invalid),
+        );
+        let (s, actions) = s.dialback_verified(B, A, false);
+        assert!(show(&actions)[0].contains("type='invalid'"));
+        let (_, actions) = s.handle(p.el(MSG), facts(true, &invalid));
+        assert_eq!(show(&actions), ["close not-authorized"]);
+
+        // Authenticated, but a stanza to a domain the pair doesn't cover.
+        let (s, mut p) = after_tls(false, &invalid);
+        let (s, _) = s.handle(
+            p.el("<db:result from='b.example' to='a.example'>k</db:result>"),
+            facts(true, &invalid),
+        );
+        let (s, _) = s.dialback_verified(B, A, true);
+        let (s, actions) = s.handle(
+            p.el("<message from='x@b.example' to='y@z.example'/>"),
+            facts(true, &invalid),
+        );
+        assert_eq!(show(&actions), ["close host-unknown"]);
+        assert!(matches!(s, Incoming::Closed));
+
+        // Stream close at any point.
+        let (s, _) = after_tls(false, &invalid);
+        let (s, actions) = s.handle(Frame::StreamClose, facts(true, &invalid));
+        assert_eq!(show(&actions), ["close -"]);
+        assert!(matches!(s, Incoming::Closed));
+    }
+
+    #[test]
+    fn header_bytes_escape() {
+        let h = Header {
+            from: A.into(),
+            to: Some(B.into()),
+            id: Some("x'<".into()),
+        };
+        let s = String::from_utf8(h.to_bytes()).unwrap();
+        assert!(s.ends_with("from='a.example' to='b.example' id='x&apos;&lt;'>"));
+        // What we write, our own framer reads.
+        let mut f = Framer::new(Limits::default());
+        f.push(&h.to_bytes()).unwrap();
+        let Some(Frame::StreamOpen(parsed)) = f.next_frame().unwrap() else {
+            panic!("no header")
+        };
+        assert_eq!(parsed.default_ns(), NS_SERVER);
+        assert_eq!(parsed.attr("id"), Some("x'<"));
+        assert_eq!(
+            parsed.prefix_ns("db"),
+            Some(crate::s2s::dialback::NS_DIALBACK)
+        );
+    }
+}

@@ -322,8 +322,10 @@ impl Dialback {
             DbBody::Invalid => e.set_attr("type", "invalid"),
             DbBody::Error(cond) => {
                 e.set_attr("type", "error");
+                // Unprefixed in XEP-0220 §2.4's examples, so in the stream's
+                // default namespace.
                 e.push_child(
-                    Element::new("error", NS_DIALBACK)
+                    Element::new("error", super::NS_SERVER)
                         .with_attr("type", cond.error_type())
                         .with_child(Element::new(cond.as_str(), ns::STANZAS_ERR)),
                 );

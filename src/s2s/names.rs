@@ -544,6 +544,25 @@ mod tests {
         );
     }
 
+    /// RFC 4985's own encoding, IA5String, which rcgen can't produce.
+    #[test]
+    fn srv_id_as_ia5string() {
+        let name = b"_xmpp-server.x.example";
+        let mut inner = vec![TAG_IA5, name.len() as u8];
+        inner.extend_from_slice(name);
+        let mut other = vec![TAG_OID, OID_DNS_SRV.len() as u8];
+        other.extend_from_slice(OID_DNS_SRV);
+        other.extend_from_slice(&[0xa0, inner.len() as u8]);
+        other.extend_from_slice(&inner);
+        let mut names = vec![0xa0, other.len() as u8];
+        names.extend_from_slice(&other);
+        names.extend_from_slice(&[0x87, 4, 127, 0, 0, 1]); // iPAddress, skipped
+        let mut ids = Identities::default();
+        read_general_names(&names, &mut ids).unwrap();
+        assert_eq!(ids.srv, ["_xmpp-server.x.example"]);
+        assert_eq!(ids.matches("x.example"), Some(IdType::SrvId));
+    }
+
     #[test]
     fn garbage_is_not_valid_and_never_panics() {
         let der = cert(

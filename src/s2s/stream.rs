@@ -1459,7 +1459,7 @@ mod tests {
         assert_eq!(
             show(&actions),
             ["send <result xmlns='jabber:server:dialback' from='z.example' to='b.example' type='error'>\
-              <error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></result>"]
+              <error xmlns='jabber:server' type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></result>"]
         );
         assert!(matches!(s, Incoming::ExpectAuth(_)));
 

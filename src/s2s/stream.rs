@@ -268,8 +268,11 @@ impl OutExpectFeatures {
             m.children()
                 .any(|c| c.name() == "mechanism" && c.text() == "EXTERNAL")
         });
-        // XEP-0220 §2.1.1: the feature, or (COMPAT: older servers that
-        // predate it, e.g. jabberd2) a `db` prefix declared in the header.
+        // XEP-0220 §2.1.1: the stream feature.
+        // COMPAT: servers that predate the feature (jabberd 1.x and 2.x, old
+        // ejabberd) only declare the `db` prefix in their header; XEP-0220
+        // §2.1.1 lets us try dialback then. Test:
+        // `outgoing_dialback_without_the_feature_when_db_is_declared`.
         let dialback_offered = f.has_child("dialback", NS_DIALBACK_FEATURE) || self.db_declared;
         if external && cert_ok {
             // XEP-0178 §3: the authzid is our domain. Sending it (not `=`) is
@@ -1042,6 +1045,29 @@ mod tests {
         );
         assert_eq!(show(&actions), ["verify-answer b.example x1 false"]);
         assert!(s.is_ready());
+    }
+
+    #[test]
+    fn outgoing_dialback_without_the_feature_when_db_is_declared() {
+        let invalid = |_: &str| false;
+        let (s, mut p) = out_to_tls(false, &invalid);
+        let (s, actions) = s.handle(p.el("<stream:features/>"), facts(true, &invalid));
+        assert!(show(&actions)[0].starts_with("send <result xmlns='jabber:server:dialback'"));
+        assert!(matches!(s, Outgoing::ExpectDialbackResult(_)));
+
+        // Neither the feature nor the prefix: nothing to authenticate with.
+        let mut p = Peer::new();
+        let (s, _) = Outgoing::start(policy(false), B);
+        let (s, _) = s.handle(
+            p.el(
+                "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' \
+                 from='b.example' id='s9' version='1.0'>",
+            ),
+            facts(true, &invalid),
+        );
+        let (s, actions) = s.handle(p.el("<stream:features/>"), facts(true, &invalid));
+        assert_eq!(show(&actions), ["close policy-violation"]);
+        assert!(matches!(s, Outgoing::Closed));
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub async fn to_server(srv: &Server, from: &FullJid, iq: Element) {
     };
     let reply = match (payload.ns(), payload.name(), get) {
         (ns::DISCO_INFO, "query", true) => Some(disco::server_info(srv, payload)),
-        (ns::DISCO_ITEMS, "query", true) => Some(disco::server_items(payload)),
+        (ns::DISCO_ITEMS, "query", true) => Some(disco::server_items(srv, payload)),
         (ns::PING, "ping", true) => None,
         (ns::VERSION, "query", true) => Some(info::version()),
         (ns::TIME, "time", true) => Some(info::time()),

@@ -88,9 +88,9 @@ pub async fn route(srv: &Server, from: &FullJid, stanza: Element) {
 /// Routes a stanza sent by an XEP-0114 component (`from` checked to be at its domain by the
 /// component session). The component is a remote entity to local users: messages get the
 /// usual inbound processing (offline storage, carbons, archive), presence the RFC 6121
-/// inbound rules, iq goes to the addressed resource. Services that need a full sender JID
-/// (the server's and accounts' iq handlers) answer a bare component JID with
-/// `service-unavailable`.
+/// inbound rules, iq goes to the addressed resource; the server answers its stateless queries
+/// (disco, ping, version, time, uptime). An account's iq handlers need a full sender JID: an
+/// iq to a bare account JID from a bare component JID gets `service-unavailable`.
 pub async fn route_from_component(srv: &Server, from: &Jid, stanza: Element) {
     let Some(kind) = Kind::of(&stanza) else {
         return;
@@ -110,10 +110,7 @@ pub async fn route_from_component(srv: &Server, from: &Jid, stanza: Element) {
         return;
     };
     match (kind, to) {
-        (Kind::Iq, To::Server) => match full_from {
-            Some(f) => services::iq::to_server(srv, &f, stanza).await,
-            None => bounce(srv, &stanza, Condition::ServiceUnavailable.into()),
-        },
+        (Kind::Iq, To::Server) => services::iq::to_server_from_component(srv, stanza),
         (Kind::Iq, To::Bare(bare)) => match full_from {
             Some(f) => services::iq::to_account(srv, &f, &bare, stanza).await,
             None => bounce(srv, &stanza, Condition::ServiceUnavailable.into()),

@@ -146,6 +146,35 @@ fn messages_flow_between_a_local_user_and_the_component() {
 }
 
 #[test]
+fn the_server_answers_a_components_ping_and_disco_but_not_roster() {
+    let server = server();
+    let mut bot = component(&server);
+    bot.send(&format!(
+        "<iq from='{BOT}' to='localhost' type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>"
+    ));
+    let r = bot.recv();
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    assert_eq!(r.attr("to"), Some(BOT));
+    bot.send(&format!(
+        "<iq from='{BOT}' to='localhost' type='get' id='d1'>\
+         <query xmlns='{NS_DISCO_ITEMS}'/></iq>"
+    ));
+    let r = bot.recv();
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    bot.send(&format!(
+        "<iq from='u@{BOT}/x' to='localhost' type='get' id='r1'>\
+         <query xmlns='jabber:iq:roster'/></iq>"
+    ));
+    let r = bot.recv();
+    assert_eq!(r.attr("type"), Some("error"), "{r}");
+    let cond = r
+        .get_child("error", NS_ACCEPT)
+        .and_then(|e| e.children().next())
+        .map(|c| c.name().to_string());
+    assert_eq!(cond.as_deref(), Some("service-unavailable"), "{r}");
+}
+
+#[test]
 fn iq_to_a_disconnected_component_is_service_unavailable() {
     let server = server();
     let mut a = alice(&server);

@@ -143,6 +143,26 @@ fn messages_flow_between_a_local_user_and_the_component() {
     assert!(res.is("iq", NS_ACCEPT), "{res}");
     assert_eq!(res.attr("type"), Some("result"));
     assert_eq!(res.attr("id"), Some("v1"));
+
+    // Both directions are in alice's archive (XEP-0313), like a conversation with a contact.
+    a.clear_backlog();
+    a.send("<iq type='set' id='mam1'><query xmlns='urn:xmpp:mam:2' queryid='q1'/></iq>");
+    let mut bodies = Vec::new();
+    loop {
+        let e = a.recv();
+        if e.name() == "iq" {
+            assert_eq!(e.attr("type"), Some("result"), "{e}");
+            break;
+        }
+        let body = e
+            .get_child("result", "urn:xmpp:mam:2")
+            .and_then(|r| r.get_child("forwarded", "urn:xmpp:forward:0"))
+            .and_then(|f| f.get_child("message", "jabber:client"))
+            .and_then(|m| m.get_child("body", "jabber:client"))
+            .map(Element::text);
+        bodies.extend(body);
+    }
+    assert_eq!(bodies, ["hello bot", "hello alice"]);
 }
 
 #[test]

@@ -26,7 +26,7 @@ use smol::Executor;
 use crate::jid::Jid;
 use crate::router;
 use crate::server::Server;
-use crate::session::c2s::new_id;
+use crate::session::c2s::{check_iq, new_id};
 use crate::session::stream::{escape_attr, End, XmlStream};
 use crate::sessions::{Outbound, MAX_QUEUE};
 use crate::stanza::{ns, Kind, StreamError};
@@ -295,6 +295,12 @@ async fn stanza(srv: &Server, domain: &str, mut el: Element) -> Result<(), End> 
         },
     };
     el.set_attr("from", from.to_string());
+    if el.name() == "iq" {
+        if let Err(e) = check_iq(&el) {
+            router::bounce(srv, &el, e.into());
+            return Ok(());
+        }
+    }
     router::route_from_component(srv, &from, el).await;
     Ok(())
 }

@@ -53,6 +53,9 @@
 //!   URIs. `[turn]` runs the built-in STUN/TURN server unless `enabled = false` or `host` names
 //!   an external server (which then needs `secret`); `port`/`tls_port` belong to an external
 //!   server. The TURN secret never appears in `Debug` output.
+//! - `[components]` lines map a quoted component domain (checked like `domain`, not
+//!   `domain` itself) to its non-empty XEP-0114 secret; the `[listen] components` listener is
+//!   opened only when at least one is configured, and by default only on 127.0.0.1.
 //! - Whether certificate files exist is not checked here (that is I/O and belongs to start-up
 //!   and `kith check`).
 
@@ -91,6 +94,9 @@ pub struct Config {
     /// XEP-0215 STUN/TURN: the built-in server, or an external one, with coturn-style
     /// shared-secret credentials.
     pub turn: Turn,
+    /// XEP-0114 external components: subdomains served by a gateway or bot that connects to
+    /// `[listen] components` with a shared secret.
+    pub components: Vec<Component>,
     /// Where this configuration came from, for the start-up log line.
     pub source: ConfigSource,
 }
@@ -286,6 +292,23 @@ impl fmt::Debug for Turn {
     }
 }
 
+/// One `[components]` entry: the component's domain and its shared secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Component {
+    /// Lowercase, checked like `domain`; never equal to `domain`.
+    pub domain: String,
+    pub secret: String,
+}
+
+impl fmt::Debug for Component {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The secret stays out of debug output and logs.
+        f.debug_struct("Component")
+            .field("domain", &self.domain)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Where a [`Config`] came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ConfigSource {
@@ -446,7 +469,8 @@ impl Config {
                 s2s_direct_tls: any(5270),
                 https: any(443),
                 http: any(80),
-                components: any(5347),
+                // Components usually run on the same machine; like Prosody, only loopback.
+                components: vec![SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 5347))],
             },
             tls: Tls::default(),
             limits: Limits {
@@ -461,6 +485,7 @@ impl Config {
             },
             contact: Contact::default(),
             turn: Turn::default(),
+            components: Vec::new(),
             source: ConfigSource::Defaults,
         }
     }
@@ -497,6 +522,16 @@ impl Config {
                     Some(value) => out.push_str(&format!("{} = {value}\n", key.name)),
                     None => out.push_str(&format!("# {} = {}\n", key.name, key.unset_example)),
                 }
+            }
+        }
+        out.push('\n');
+        push_comment(&mut out, COMPONENTS_DOC);
+        if self.components.is_empty() {
+            out.push_str("# [components]\n# \"bot.example.org\" = \"a long random secret\"\n");
+        } else {
+            out.push_str("[components]\n");
+            for c in &self.components {
+                out.push_str(&format!("{} = {}\n", quote(&c.domain), quote(&c.secret)));
             }
         }
         out
@@ -592,10 +627,17 @@ pub const RESERVED_SECTIONS: &[&str] = &[
     "upload",
     "muc",
     "push",
-    "components",
     "registration",
     "invites",
 ];
+
+/// `[components]` maps names chosen by the operator to secrets, so it is not a table of
+/// fixed keys like the `SECTIONS`; `Checker::read_components` reads it.
+const COMPONENTS: &str = "components";
+const COMPONENTS_DOC: &str =
+    "External components (XEP-0114): gateways and bots such as Slidge or Biboumi.\n\
+    Each line maps the component's domain (quoted) to its shared secret; the\n\
+    component connects to [listen] components (default 127.0.0.1:5347).";
 
 /// One accepted key.
 struct Key {
@@ -744,7 +786,11 @@ const SECTIONS: &[Section] = &[
                 80,
                 "Plain HTTP: redirects to HTTPS and ACME challenges."
             ),
-            listen_key!(components, 5347, "External components (XEP-0114)."),
+            listen_key!(
+                components,
+                5347,
+                "External components (XEP-0114); only opened when [components] lists one."
+            ),
         ],
     },
     Section {
@@ -1209,6 +1255,8 @@ struct Checker<'t> {
     problems: Vec<(usize, Problem)>,
     /// Listen addresses seen so far, to catch one address in two listeners.
     addresses: Vec<(SocketAddr, &'static str)>,
+    /// Component domains read, with their spans, checked against `domain` at the end.
+    components: Vec<(String, Range<usize>)>,
 }
 
 impl<'t> Checker<'t> {
@@ -1219,6 +1267,7 @@ impl<'t> Checker<'t> {
             base: file.parent().map(Path::to_path_buf).unwrap_or_default(),
             problems: Vec::new(),
             addresses: Vec::new(),
+            components: Vec::new(),
         }
     }
 
@@ -1251,6 +1300,17 @@ impl<'t> Checker<'t> {
             let name: &str = key.get_ref();
             if let Some(row) = ROOT.keys.iter().find(|k| k.name == name) {
                 (row.read)(self, row.name, value, config);
+            } else if name == COMPONENTS {
+                match value.get_ref() {
+                    DeValue::Table(table) => self.read_components(table, config),
+                    other => self.problem(
+                        key.span(),
+                        format!("expected a section [{name}], found {}", type_name(other)),
+                        Some(format!(
+                            "write a [{name}] header on its own line, with \"domain\" = \"secret\" lines below it"
+                        )),
+                    ),
+                }
             } else if let Some(section) = SECTIONS.iter().find(|s| s.name == name) {
                 match value.get_ref() {
                     DeValue::Table(table) => self.read_section(section, table, config),
@@ -1269,6 +1329,86 @@ impl<'t> Checker<'t> {
             }
         }
         (ROOT.check)(self, root);
+        for (domain, span) in std::mem::take(&mut self.components) {
+            if domain == config.domain {
+                self.problem(
+                    span,
+                    format!("component '{domain}' is the server's own domain"),
+                    Some(format!(
+                        "give the component a subdomain, like \"bot.{domain}\""
+                    )),
+                );
+            }
+        }
+    }
+
+    /// `[components]`: `"bot.example.org" = "secret"` lines.
+    fn read_components(&mut self, table: &DeTable<'_>, config: &mut Config) {
+        for (key, value) in table.iter() {
+            let name: &str = key.get_ref();
+            let secret = match value.get_ref() {
+                DeValue::String(s) => s,
+                DeValue::Table(_) => {
+                    // `bot.example.org = "x"` unquoted is a dotted key: nested tables.
+                    self.problem(
+                        key.span(),
+                        format!("component name '{name}' must be quoted"),
+                        Some(format!(
+                            "write \"{name}.…\" = \"secret\" with the whole domain in quotes"
+                        )),
+                    );
+                    continue;
+                }
+                other => {
+                    self.problem(
+                        value.span(),
+                        format!(
+                            "component '{name}': expected the secret as a string, found {}",
+                            type_name(other)
+                        ),
+                        Some(format!("write \"{name}\" = \"a long random secret\"")),
+                    );
+                    continue;
+                }
+            };
+            let domain = match normalize_domain(name) {
+                Ok(d) if d != "localhost" => d,
+                Ok(_) => {
+                    let help = Some("use a subdomain like \"bot.localhost\"".to_string());
+                    self.problem(
+                        key.span(),
+                        "component name 'localhost' is not allowed",
+                        help,
+                    );
+                    continue;
+                }
+                Err((message, help)) => {
+                    self.problem(key.span(), format!("component name: {message}"), help);
+                    continue;
+                }
+            };
+            if secret.is_empty() {
+                self.problem(
+                    value.span(),
+                    format!("component '{domain}' has an empty secret"),
+                    Some("set a long random secret, the same as in the component's config".into()),
+                );
+                continue;
+            }
+            if config.components.iter().any(|c| c.domain == domain) {
+                self.problem(
+                    key.span(),
+                    format!("component '{domain}' is listed twice"),
+                    None,
+                );
+                continue;
+            }
+            self.components.push((domain.clone(), key.span()));
+            config.components.push(Component {
+                domain,
+                secret: secret.to_string(),
+            });
+        }
     }
 
     fn read_section(&mut self, section: &Section, table: &DeTable<'_>, config: &mut Config) {
@@ -1287,7 +1427,8 @@ impl<'t> Checker<'t> {
 
     fn unknown_section(&mut self, key: &Spanned<std::borrow::Cow<'_, str>>) {
         let name: &str = key.get_ref();
-        let known: Vec<&str> = SECTIONS.iter().map(|s| s.name).collect();
+        let mut known: Vec<&str> = SECTIONS.iter().map(|s| s.name).collect();
+        known.push(COMPONENTS);
         let listed = || {
             let names: Vec<String> = known.iter().map(|n| format!("[{n}]")).collect();
             format!("known sections: {}", names.join(", "))
@@ -2066,7 +2207,8 @@ allow_plain = true
         assert_eq!(
             problems("[s2ss]\n"),
             ["kith.toml:1:2: unknown section [s2ss] \
-                 (known sections: [listen], [tls], [limits], [auth], [mam], [contact], [turn])"]
+                 (known sections: [listen], [tls], [limits], [auth], [mam], [contact], [turn], \
+                 [components])"]
         );
         assert_eq!(
             problems("\n[limit]\n"),
@@ -2080,7 +2222,8 @@ allow_plain = true
             problems("[muc]\nenabled = true\n"),
             [
                 "kith.toml:1:2: section [muc] is not supported by this version of kith \
-                 (known sections: [listen], [tls], [limits], [auth], [mam], [contact], [turn])"
+                 (known sections: [listen], [tls], [limits], [auth], [mam], [contact], [turn], \
+                 [components])"
             ]
         );
     }
@@ -2095,6 +2238,45 @@ allow_plain = true
             Some(Duration::from_secs(14 * 86_400))
         );
         assert_eq!(problems("[mam]\narchive_expires_after = \"1h\"\n").len(), 1);
+    }
+
+    #[test]
+    fn components_section() {
+        let c = ok("domain = \"example.org\"\n[components]\n\"Bot.example.org\" = \"s3cret\"\n");
+        assert_eq!(c.components.len(), 1);
+        assert_eq!(c.components[0].domain, "bot.example.org");
+        assert_eq!(c.components[0].secret, "s3cret");
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert_eq!(
+            Config::defaults().listen.components,
+            vec![addr("127.0.0.1:5347")]
+        );
+        assert_eq!(
+            problems("domain = \"example.org\"\n[components]\nbot.example.org = \"x\"\n"),
+            ["kith.toml:3:1: component name 'bot' must be quoted \
+              (write \"bot.…\" = \"secret\" with the whole domain in quotes)"]
+        );
+        assert_eq!(
+            problems("domain = \"example.org\"\n[components]\n\"example.org\" = \"x\"\n"),
+            [
+                "kith.toml:3:1: component 'example.org' is the server's own domain \
+              (give the component a subdomain, like \"bot.example.org\")"
+            ]
+        );
+        let p =
+            problems("[components]\n\"a b\" = \"x\"\n\"c.example\" = 3\n\"d.example\" = \"\"\n");
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p[0].starts_with("kith.toml:2:1: component name:"), "{p:?}");
+        assert!(
+            p[1].starts_with("kith.toml:3:15: component 'c.example'"),
+            "{p:?}"
+        );
+        assert!(
+            p[2].starts_with("kith.toml:4:15: component 'd.example' has an empty"),
+            "{p:?}"
+        );
+        let back = ok(&c.to_toml_example());
+        assert_eq!(back.components, c.components);
     }
 
     #[test]

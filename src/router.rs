@@ -18,6 +18,8 @@ enum To {
     Server,
     Bare(BareJid),
     Full(FullJid),
+    /// A domain served by an XEP-0114 component (the domain itself or any JID at it).
+    Component,
     /// Another domain: federation, which this version does not do yet.
     Remote(Jid),
 }
@@ -76,11 +78,98 @@ pub async fn route(srv: &Server, from: &FullJid, stanza: Element) {
         (Kind::Presence, To::Full(full)) => {
             services::presence::inbound(srv, &full.to_bare(), Some(&full), stanza).await
         }
+        (_, To::Component) => {
+            to_component(srv, stanza);
+        }
         (_, To::Remote(jid)) => remote(srv, &jid, stanza),
     }
 }
 
+/// Routes a stanza sent by an XEP-0114 component (`from` checked to be at its domain by the
+/// component session). The component is a remote entity to local users: messages get the
+/// usual inbound processing (offline storage, carbons, archive), presence the RFC 6121
+/// inbound rules, iq goes to the addressed resource; the server answers its stateless queries
+/// (disco, ping, version, time, uptime). An account's iq handlers need a full sender JID: an
+/// iq to a bare account JID from a bare component JID gets `service-unavailable`.
+pub async fn route_from_component(srv: &Server, from: &Jid, stanza: Element) {
+    let Some(kind) = Kind::of(&stanza) else {
+        return;
+    };
+    let to = match stanza::jid_attr(&stanza, "to") {
+        Ok(Some(jid)) => classify(srv, jid),
+        Ok(None) => To::Server,
+        Err(e) => return bounce(srv, &stanza, e),
+    };
+    let full_from = from.clone().try_into_full().ok();
+    let stanza = match (kind, &to) {
+        (Kind::Iq, To::Bare(b)) => services::blocking::inbound(srv, b, stanza).await,
+        (Kind::Iq, To::Full(f)) => services::blocking::inbound(srv, &f.to_bare(), stanza).await,
+        _ => Some(stanza),
+    };
+    let Some(stanza) = stanza else {
+        return;
+    };
+    match (kind, to) {
+        (Kind::Iq, To::Server) => services::iq::to_server_from_component(srv, stanza),
+        (Kind::Iq, To::Bare(bare)) => match full_from {
+            Some(f) => services::iq::to_account(srv, &f, &bare, stanza).await,
+            None => bounce(srv, &stanza, Condition::ServiceUnavailable.into()),
+        },
+        (Kind::Iq, To::Full(full)) => iq_to_full(srv, &full, stanza),
+        (Kind::Message, To::Server) => message_to_server(srv, stanza),
+        (Kind::Message, To::Bare(bare)) => {
+            if let Some(stanza) = services::message::inbound(srv, &bare, stanza).await {
+                message_to_bare(srv, &bare, stanza).await
+            }
+        }
+        (Kind::Message, To::Full(full)) => {
+            if let Some(stanza) = services::message::inbound(srv, &full.to_bare(), stanza).await {
+                message_to_full(srv, &full, stanza).await
+            }
+        }
+        (Kind::Presence, To::Server) => {}
+        (Kind::Presence, To::Bare(bare)) => {
+            services::presence::inbound(srv, &bare, None, stanza).await
+        }
+        (Kind::Presence, To::Full(full)) => {
+            services::presence::inbound(srv, &full.to_bare(), Some(&full), stanza).await
+        }
+        (_, To::Component) => {
+            to_component(srv, stanza);
+        }
+        (_, To::Remote(jid)) => remote(srv, &jid, stanza),
+    }
+}
+
+/// Queues a stanza for the component serving its `to` domain. If the component is not
+/// connected (or its queue is full), iq and messages bounce with `service-unavailable` and
+/// presence is dropped. Returns false if `to` is not at a component's domain.
+pub fn to_component(srv: &Server, stanza: Element) -> bool {
+    let Some(domain) = stanza
+        .attr("to")
+        .and_then(|t| Jid::parse(t).ok())
+        .map(|j| j.domain().to_string())
+        .filter(|d| srv.is_component(d))
+    else {
+        return false;
+    };
+    let sent = srv
+        .components
+        .sender(&domain)
+        .is_some_and(|tx| tx.try_send(Outbound::stanza(stanza.clone())).is_ok());
+    if !sent {
+        log::debug!("router: component {domain} is not connected");
+        if stanza.name() != "presence" {
+            bounce(srv, &stanza, Condition::ServiceUnavailable.into());
+        }
+    }
+    true
+}
+
 fn classify(srv: &Server, jid: Jid) -> To {
+    if srv.is_component(jid.domain()) {
+        return To::Component;
+    }
     if !srv.is_local_domain(jid.domain()) {
         return To::Remote(jid);
     }
@@ -104,8 +193,17 @@ pub fn bounce(srv: &Server, stanza: &Element, err: StanzaError) {
     deliver_reply(srv, reply);
 }
 
-/// Delivers a server-generated reply (iq result, error) to the local full JID in its `to`.
+/// Delivers a server-generated reply (iq result, error) to the local full JID in its `to`,
+/// or to the component it is addressed to.
 pub fn deliver_reply(srv: &Server, reply: Element) {
+    if reply
+        .attr("to")
+        .and_then(|t| Jid::parse(t).ok())
+        .is_some_and(|j| srv.is_component(j.domain()))
+    {
+        to_component(srv, reply);
+        return;
+    }
     let Some(Ok(to)) = reply.attr("to").map(FullJid::parse) else {
         return;
     };

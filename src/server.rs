@@ -39,6 +39,8 @@ pub struct Server {
     account_locks: Box<[smol::lock::Mutex<()>]>,
     /// XEP-0191 blocklists and the resources that asked for them.
     pub blocking: crate::services::blocking::State,
+    /// Connected XEP-0114 components.
+    pub components: crate::session::component::Registry,
     /// Closed when the server shuts down; waiting tasks watch it.
     shutdown_tx: async_channel::Sender<()>,
     shutdown_rx: async_channel::Receiver<()>,
@@ -61,6 +63,7 @@ impl Server {
             sm: Default::default(),
             account_locks: (0..64).map(|_| smol::lock::Mutex::new(())).collect(),
             blocking: Default::default(),
+            components: Default::default(),
             shutdown_tx,
             shutdown_rx,
         }
@@ -89,6 +92,11 @@ impl Server {
 
     pub fn is_local_domain(&self, domain: &str) -> bool {
         domain == self.config.domain
+    }
+
+    /// Whether `domain` is served by a configured XEP-0114 component.
+    pub fn is_component(&self, domain: &str) -> bool {
+        self.config.components.iter().any(|c| c.domain == domain)
     }
 
     /// Whether `bare` names an account on this server (local domain, has a localpart).
@@ -177,6 +185,17 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
     let turn = start_turn(&mut config)?;
     let c2s = bind_all(&config.listen.c2s, "c2s")?;
     let direct = bind_all(&config.listen.c2s_direct_tls, "c2s_direct_tls")?;
+    // The component port is opened only when a component may use it.
+    let components = if config.components.is_empty() {
+        Vec::new()
+    } else {
+        if config.listen.components.is_empty() {
+            log::warn!(
+                "[components] are configured but [listen] components is empty; they cannot connect"
+            );
+        }
+        bind_all(&config.listen.components, "components")?
+    };
     warn_reserved(&config);
 
     let srv = Arc::new(Server::new(config, store, tls));
@@ -197,6 +216,13 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
             srv.clone(),
             l,
             listener::Mode::DirectTls,
+        )));
+    }
+    for l in components {
+        tasks.push(ex.spawn(crate::session::component::accept_loop(
+            ex.clone(),
+            srv.clone(),
+            l,
         )));
     }
     if let Some(admin) = admin {
@@ -231,6 +257,9 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
     }
     for r in srv.sessions.all() {
         sessions::send(&r, Outbound::Shutdown);
+    }
+    for tx in srv.components.all() {
+        let _ = tx.try_send(Outbound::Shutdown);
     }
     // Sessions waiting for resumption end now; what their clients never acknowledged goes
     // to offline storage.
@@ -331,7 +360,6 @@ fn warn_reserved(config: &Config) {
         ("s2s_direct_tls", &l.s2s_direct_tls),
         ("https", &l.https),
         ("http", &l.http),
-        ("components", &l.components),
     ] {
         if !addrs.is_empty() {
             log::debug!("[listen] {name} is not served by this version of kith yet");

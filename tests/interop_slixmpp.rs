@@ -23,9 +23,13 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::TestServer;
+use common::{Options, TestServer};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/slixmpp_chat.py");
+const COMPONENT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/interop/slixmpp_component.py"
+);
 const MODERN: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/interop/slixmpp_modern.py"
@@ -114,6 +118,47 @@ fn slixmpp_plugins_modern_client_features() {
         ],
         MODERN_WATCHDOG,
     );
+    stop_cleanly(server);
+}
+
+/// XEP-0114: slixmpp's ComponentXMPP connects with its secret and echoes a message from alice
+/// (slixmpp's ClientXMPP); with a wrong secret it is refused with `not-authorized`.
+#[test]
+fn slixmpp_component_echoes_and_a_wrong_secret_is_refused() {
+    let Some(python) = python_with_slixmpp() else {
+        return;
+    };
+    let (bot, secret) = ("echo-bot.localhost", "component-secret-1");
+    let server = TestServer::start_opts(
+        Options::default()
+            .listen("components")
+            .extra_toml(&format!("[components]\n\"{bot}\" = \"{secret}\"\n")),
+    );
+    server.add_user(ALICE.0, ALICE.1);
+    server.add_user(BOB.0, BOB.1);
+    let c2s = server.c2s_port.to_string();
+    let comp = server.port("components").to_string();
+    for mode in ["echo", "wrong-secret"] {
+        run(
+            &server,
+            &python,
+            COMPONENT,
+            &[
+                mode,
+                "--port",
+                &c2s,
+                "--component-port",
+                &comp,
+                "--component",
+                bot,
+                "--secret",
+                secret,
+                "--timeout",
+                "30",
+            ],
+            SCRIPT_WATCHDOG,
+        );
+    }
     stop_cleanly(server);
 }
 

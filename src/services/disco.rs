@@ -109,8 +109,17 @@ fn contact_form(srv: &Server) -> Option<Element> {
     Some(form)
 }
 
-pub fn server_items(query: &Element) -> Element {
-    query_reply(query, ns::DISCO_ITEMS)
+/// The server's items: the configured XEP-0114 components (so clients find gateways).
+pub fn server_items(srv: &Server, query: &Element) -> Element {
+    let mut reply = query_reply(query, ns::DISCO_ITEMS);
+    if query.attr("node").is_none() {
+        for c in &srv.config.components {
+            reply.push_child(
+                Element::new("item", ns::DISCO_ITEMS).with_attr("jid", c.domain.clone()),
+            );
+        }
+    }
+    reply
 }
 
 pub fn account_info(query: &Element) -> Element {

@@ -22,7 +22,7 @@ pub async fn to_server(srv: &Server, from: &FullJid, iq: Element) {
     };
     let reply = match (payload.ns(), payload.name(), get) {
         (ns::DISCO_INFO, "query", true) => Some(disco::server_info(srv, payload)),
-        (ns::DISCO_ITEMS, "query", true) => Some(disco::server_items(payload)),
+        (ns::DISCO_ITEMS, "query", true) => Some(disco::server_items(srv, payload)),
         (ns::PING, "ping", true) => None,
         (ns::VERSION, "query", true) => Some(info::version()),
         (ns::TIME, "time", true) => Some(info::time()),
@@ -34,6 +34,29 @@ pub async fn to_server(srv: &Server, from: &FullJid, iq: Element) {
         (ns::ROSTER, "query", _) => return roster::handle(srv, from, iq).await,
         (ns::REGISTER, "query", _) => return register::handle(srv, from, iq).await,
         (ns::EXTDISCO, _, _) => return extdisco::handle(srv, from, iq),
+        _ => return bounce(srv, &iq, Condition::ServiceUnavailable.into()),
+    };
+    reply_ok(srv, &iq, reply);
+}
+
+/// iq to our domain from an XEP-0114 component: only the queries that read no account's data
+/// (a component is not an account: the roster, carbons and registration are not for it).
+pub fn to_server_from_component(srv: &Server, iq: Element) {
+    if stanza::must_not_answer(&iq) {
+        return;
+    }
+    let get = iq.attr("type") == Some("get");
+    let Some(payload) = iq.first_child() else {
+        return bounce(srv, &iq, Condition::BadRequest.into());
+    };
+    let reply = match (payload.ns(), payload.name(), get) {
+        (ns::DISCO_INFO, "query", true) => Some(disco::server_info(srv, payload)),
+        (ns::DISCO_ITEMS, "query", true) => Some(disco::server_items(srv, payload)),
+        (ns::PING, "ping", true) => None,
+        (ns::VERSION, "query", true) => Some(info::version()),
+        (ns::TIME, "time", true) => Some(info::time()),
+        (ns::LAST, "query", true) => Some(info::uptime(srv)),
+        (vcard::NS_VCARD, "vCard", true) => Some(vcard::server_vcard()),
         _ => return bounce(srv, &iq, Condition::ServiceUnavailable.into()),
     };
     reply_ok(srv, &iq, reply);

@@ -63,14 +63,19 @@ pub async fn outbound(srv: &Server, from: &FullJid, stanza: &Element) -> Option<
     // No `to`: addressed to the sender's own account, archived as incoming.
     let to = stanza::jid_attr(stanza, "to").ok()??;
     let own = from.to_bare();
-    if !srv.is_local_domain(to.domain()) || to.node().is_none() || to.to_bare() == own {
+    // Messages to a gateway's contacts (XEP-0114 components) are history too.
+    let component = srv.is_component(to.domain());
+    if !(srv.is_local_domain(to.domain()) || component)
+        || to.node().is_none()
+        || to.to_bare() == own
+    {
         return None;
     }
     if !p::should_archive(stanza) || !wanted(srv, &own, &to.to_bare()).await {
         return None;
     }
     // A message to a made-up account bounces; it was never sent, so it isn't history.
-    if !crate::services::iq::account_exists(srv, &to.to_bare()).await {
+    if !component && !crate::services::iq::account_exists(srv, &to.to_bare()).await {
         return None;
     }
     let bytes = stanza.to_bytes_in("");

@@ -217,6 +217,10 @@ pub async fn inbound(srv: &Server, to: &BareJid, full: Option<&FullJid>, stanza:
 
 /// Delivers presence to a JID, local or not (remote domains have no route yet).
 async fn deliver(srv: &Server, to: &Jid, stanza: Element) {
+    if srv.is_component(to.domain()) {
+        router::to_component(srv, stanza);
+        return;
+    }
     if !srv.is_local_domain(to.domain()) {
         log::debug!(
             "presence: no federation yet, dropping presence for {}",
@@ -301,6 +305,8 @@ pub async fn send_subscription(srv: &Server, from: &BareJid, to: &BareJid, kind:
     }
     if srv.is_local_domain(to.domain()) && to.node().is_some() {
         Box::pin(subscription_in(srv, to, from, kind)).await;
+    } else if srv.is_component(to.domain()) {
+        router::to_component(srv, subscription_stanza(from, to, kind));
     } else {
         log::debug!(
             "presence: no federation yet, dropping {} for {}",
@@ -344,6 +350,8 @@ pub fn send_unavailable_to(srv: &Server, owner: &BareJid, contact: &BareJid) {
 /// to every available resource. No store access needed.
 fn deliver_local_sync(srv: &Server, to: &BareJid, full: Option<&FullJid>, p: Element) {
     if !srv.is_local_user(to) {
+        // An XEP-0114 component is a remote entity with its own presence handling.
+        router::to_component(srv, p);
         return;
     }
     match full {
@@ -400,6 +408,12 @@ pub async fn probe(srv: &Server, me: &FullJid, contact: &BareJid) {
     }
     if srv.is_local_user(contact) {
         answer_probe(srv, contact, &Jid::from(me.clone())).await;
+    } else if srv.is_component(contact.domain()) {
+        let p = Element::new("presence", ns::CLIENT)
+            .with_attr("type", "probe")
+            .with_attr("from", me.to_bare().to_string())
+            .with_attr("to", contact.to_string());
+        router::to_component(srv, p);
     } else {
         log::debug!(
             "presence: no federation yet, not probing {}",

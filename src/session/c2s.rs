@@ -1431,7 +1431,7 @@ async fn reroute(srv: &Server, me: &FullJid, el: Element) {
 }
 
 /// RFC 6120 §8.2.3: an iq has an id and a known type; get and set carry exactly one payload.
-fn check_iq(iq: &Element) -> Result<(), Condition> {
+pub(crate) fn check_iq(iq: &Element) -> Result<(), Condition> {
     if iq.attr("id").is_none() {
         return Err(Condition::BadRequest);
     }

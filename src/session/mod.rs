@@ -1,6 +1,7 @@
 //! Async drivers: the only place where sockets meet the pure layers (framer, SASL, stanzas).
 
 pub mod c2s;
+pub mod component;
 pub mod csi;
 pub mod sasl2;
 pub mod sm;

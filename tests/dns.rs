@@ -1,7 +1,8 @@
 //! `net::dns` against a real DNS server: Debian's dnsmasq (`apt-get install dnsmasq-base`) on a
 //! free loopback port, serving SRV and A/AAAA records for made-up `.test` domains. Checks the
 //! XMPP server targets (XEP-0368 and RFC 6120 SRV records, merged by priority), the `.` target,
-//! the fallback without SRV, address lookups and the error text of a failing lookup.
+//! the fallback without SRV, address lookups and the error text of a failing lookup; and the
+//! timeout against a nameserver that never answers (no dnsmasq needed for that one).
 //!
 //! A missing dnsmasq is a test failure unless `KITH_SKIP_INTEROP=1` says to skip, as in the
 //! other interop tests.
@@ -210,4 +211,33 @@ fn kith_resolves_xmpp_server_targets_through_dnsmasq() {
         eprintln!("a failed lookup reads: {err}");
     }));
     drop(dnsmasq);
+}
+
+#[test]
+fn a_nameserver_that_never_answers_times_out_with_the_name() {
+    // Bound but never read (UDP) and never served (TCP: the kernel accepts, nobody answers).
+    let port = free_port();
+    let _udp = UdpSocket::bind(("127.0.0.1", port)).expect("bind udp");
+    let _tcp = TcpListener::bind(("127.0.0.1", port)).expect("bind tcp");
+    let ex = Arc::new(Executor::new());
+    let mut resolver =
+        Resolver::with_nameserver(ex.clone(), SocketAddr::from(([127, 0, 0, 1], port)))
+            .expect("resolver");
+    resolver.set_timeout(Duration::from_millis(500));
+    let started = Instant::now();
+    let err = smol::block_on(ex.run(resolver.xmpp_server_targets("example.test"))).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "DNS lookup of _xmpp-server._tcp.example.test failed: no answer within 500ms"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let err = smol::block_on(ex.run(resolver.lookup_ips("xmpp.example.test"))).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "DNS lookup of xmpp.example.test failed: no answer within 500ms"
+    );
 }

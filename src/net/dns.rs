@@ -133,6 +133,11 @@ impl Resolver {
         })
     }
 
+    /// Bounds each lookup, hickory's own retries included (default 15 s).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
     /// Where to connect to reach the XMPP server of `domain`, in the order to try: the
     /// `_xmpps-server._tcp` (direct TLS) and `_xmpp-server._tcp` records merged and ordered by
     /// RFC 2782; without any SRV record, `domain` itself on port 5269 (RFC 6120 §3.2.2).
@@ -206,7 +211,7 @@ impl Resolver {
                 Timer::after(timeout).await;
                 Err(DnsError::Lookup {
                     name: name.to_owned(),
-                    reason: format!("no answer within {} s", timeout.as_secs()),
+                    reason: format!("no answer within {timeout:?}"),
                 })
             })
             .await

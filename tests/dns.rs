@@ -193,6 +193,15 @@ fn kith_resolves_xmpp_server_targets_through_dnsmasq() {
             resolver.lookup_ips("v6only.example.test").await.unwrap(),
             vec!["::2".parse::<IpAddr>().unwrap()]
         );
+        // IP literals are not looked up.
+        assert_eq!(
+            resolver.xmpp_server_targets("[::1]").await.unwrap(),
+            vec![target("::1", 5269, false)]
+        );
+        assert_eq!(
+            resolver.lookup_ips("192.0.2.7").await.unwrap(),
+            vec!["192.0.2.7".parse::<IpAddr>().unwrap()]
+        );
         let err = resolver.lookup_ips("absent.test").await.unwrap_err();
         assert!(matches!(err, DnsError::NoAddresses { .. }), "{err:?}");
         assert_eq!(err.to_string(), "absent.test has no A or AAAA records");

@@ -143,6 +143,14 @@ impl Resolver {
     /// RFC 2782; without any SRV record, `domain` itself on port 5269 (RFC 6120 §3.2.2).
     pub async fn xmpp_server_targets(&self, domain: &str) -> Result<Vec<Target>, DnsError> {
         let domain = domain.trim_end_matches('.');
+        // An IP-literal domain (RFC 7622 §3.2) has no SRV records to look up.
+        if let Some(ip) = ip_literal(domain) {
+            return Ok(vec![Target {
+                host: ip.to_string(),
+                port: DEFAULT_S2S_PORT,
+                direct_tls: false,
+            }]);
+        }
         let xmpps_name = format!("_xmpps-server._tcp.{domain}");
         let xmpp_name = format!("_xmpp-server._tcp.{domain}");
         let (xmpps, xmpp) =
@@ -159,6 +167,9 @@ impl Resolver {
     /// The addresses of `host` (AAAA and A), IPv6 first, for a happy-eyeballs connect.
     pub async fn lookup_ips(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
         let host = host.trim_end_matches('.');
+        if let Some(ip) = ip_literal(host) {
+            return Ok(vec![ip]);
+        }
         let name = fqdn(host)?;
         let lookup = self.with_timeout(host, self.inner.lookup_ip(name)).await?;
         let mut ips: Vec<IpAddr> = match lookup {
@@ -309,6 +320,15 @@ fn weighted_order(
         out.push(left.remove(index));
     }
     out
+}
+
+/// `192.0.2.1`, `2001:db8::1` or `[2001:db8::1]` (the JID form) as an address.
+fn ip_literal(host: &str) -> Option<IpAddr> {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.parse().ok()
 }
 
 /// `name` as an absolute name, so the resolver's search domains never apply.
@@ -588,6 +608,23 @@ mod tests {
             order(None, Some(zeros), &mut |_| 0),
             vec![t("a.example.test", 1, false), t("b.example.test", 2, false)]
         );
+    }
+
+    #[test]
+    fn with_a_uniform_source_first_picks_follow_the_weights() {
+        let xmpp = vec![
+            srv(1, 300, 1, "a.example.test"),
+            srv(1, 100, 2, "b.example.test"),
+        ];
+        let mut rng = fastrand::Rng::with_seed(7);
+        let draws = 4000;
+        let a_first = (0..draws)
+            .filter(|_| {
+                order(None, Some(xmpp.clone()), &mut |n| rng.u32(0..=n))[0].0 == "a.example.test"
+            })
+            .count();
+        // 300:100 gives a 301/401 chance (the extra 1: a draw of 0 hits the first record).
+        assert!((2850..3150).contains(&a_first), "{a_first} of {draws}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The network edge: listeners and TLS. Turns sockets into byte streams for `session`; knows
+//! The network edge: listeners, TLS and DNS. Turns sockets into byte streams for `session`; knows
 //! nothing about XML or stanzas.
 
+pub mod dns;
 pub mod listener;
 pub mod tls;

@@ -59,29 +59,7 @@ pub async fn route(srv: &Server, from: &FullJid, stanza: Element) {
     match (kind, to) {
         (Kind::Iq, To::Server) => services::iq::to_server(srv, from, stanza).await,
         (Kind::Iq, To::Bare(bare)) => services::iq::to_account(srv, from, &bare, stanza).await,
-        (Kind::Iq, To::Full(full)) => iq_to_full(srv, &full, stanza),
-        (Kind::Message, To::Server) => message_to_server(srv, stanza),
-        (Kind::Message, To::Bare(bare)) => {
-            if let Some(stanza) = services::message::inbound(srv, &bare, stanza).await {
-                message_to_bare(srv, &bare, stanza).await
-            }
-        }
-        (Kind::Message, To::Full(full)) => {
-            if let Some(stanza) = services::message::inbound(srv, &full.to_bare(), stanza).await {
-                message_to_full(srv, &full, stanza).await
-            }
-        }
-        (Kind::Presence, To::Server) => {}
-        (Kind::Presence, To::Bare(bare)) => {
-            services::presence::inbound(srv, &bare, None, stanza).await
-        }
-        (Kind::Presence, To::Full(full)) => {
-            services::presence::inbound(srv, &full.to_bare(), Some(&full), stanza).await
-        }
-        (_, To::Component) => {
-            to_component(srv, stanza);
-        }
-        (_, To::Remote(jid)) => remote(srv, &jid, stanza),
+        (kind, to) => deliver(srv, kind, to, stanza).await,
     }
 }
 
@@ -115,6 +93,18 @@ pub async fn route_from_component(srv: &Server, from: &Jid, stanza: Element) {
             Some(f) => services::iq::to_account(srv, &f, &bare, stanza).await,
             None => bounce(srv, &stanza, Condition::ServiceUnavailable.into()),
         },
+        (kind, to) => deliver(srv, kind, to, stanza).await,
+    }
+}
+
+/// The routing rules that don't depend on who sent the stanza: everything but an iq to the
+/// server or to an account's bare JID, which each entry point answers for its kind of sender.
+async fn deliver(srv: &Server, kind: Kind, to: To, stanza: Element) {
+    match (kind, to) {
+        // The entry points handle these; a request nobody handles is still answered.
+        (Kind::Iq, To::Server | To::Bare(_)) => {
+            bounce(srv, &stanza, Condition::ServiceUnavailable.into())
+        }
         (Kind::Iq, To::Full(full)) => iq_to_full(srv, &full, stanza),
         (Kind::Message, To::Server) => message_to_server(srv, stanza),
         (Kind::Message, To::Bare(bare)) => {

@@ -92,7 +92,7 @@ impl Header {
             ("id", self.id.as_ref()),
         ] {
             if let Some(v) = v {
-                s.push_str(&format!(" {k}='{}'", escape(v)));
+                s.push_str(&format!(" {k}='{}'", crate::xml::escape_attr_value(v)));
             }
         }
         s.push('>');
@@ -825,21 +825,6 @@ fn new_stream_id() -> Option<String> {
     let mut b = [0u8; 16];
     SystemRandom::new().fill(&mut b).ok()?;
     Some(hex(&b))
-}
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\'' => out.push_str("&apos;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

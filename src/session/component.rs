@@ -27,10 +27,10 @@ use crate::jid::Jid;
 use crate::router;
 use crate::server::Server;
 use crate::session::c2s::{check_iq, new_id};
-use crate::session::stream::{escape_attr, End, XmlStream};
+use crate::session::stream::{End, XmlStream};
 use crate::sessions::{Outbound, MAX_QUEUE};
 use crate::stanza::{ns, Kind, StreamError};
-use crate::xml::{Element, Frame, Limits};
+use crate::xml::{escape_attr_value, Element, Frame, Limits};
 
 /// The stream namespace of XEP-0114.
 pub const NS_ACCEPT: &str = "jabber:component:accept";
@@ -226,7 +226,7 @@ async fn send_header<S: AsyncRead + AsyncWrite + Unpin>(
     let h = format!(
         "<?xml version='1.0'?><stream:stream xmlns='{NS_ACCEPT}' xmlns:stream='{}' id='{id}' from='{}'>",
         ns::STREAM,
-        escape_attr(from)
+        escape_attr_value(from)
     );
     xs.header_sent = true;
     xs.send_raw(h.as_bytes()).await

@@ -7,7 +7,7 @@ use std::time::Instant;
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt, FutureExt as _};
 
 use crate::stanza::{ns, StreamError};
-use crate::xml::{Element, Frame, FrameError, Framer, Limits};
+use crate::xml::{escape_attr_value, Element, Frame, FrameError, Framer, Limits};
 
 /// Why a stream ended.
 #[derive(Debug)]
@@ -134,9 +134,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmlStream<S> {
     ) -> io::Result<()> {
         let mut h = String::with_capacity(256);
         h.push_str("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0' xml:lang='en'");
-        h.push_str(&format!(" id='{id}' from='{}'", escape_attr(from_domain)));
+        h.push_str(&format!(
+            " id='{id}' from='{}'",
+            escape_attr_value(from_domain)
+        ));
         if let Some(to) = to {
-            h.push_str(&format!(" to='{}'", escape_attr(to)));
+            h.push_str(&format!(" to='{}'", escape_attr_value(to)));
         }
         h.push('>');
         self.header_sent = true;
@@ -190,19 +193,4 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmlStream<S> {
         let _ = self.send_raw(b"</stream:stream>").await;
         let _ = self.io.close().await;
     }
-}
-
-pub fn escape_attr(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\'' => out.push_str("&apos;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
 }

@@ -395,6 +395,15 @@ fn escape_attr(s: &str, out: &mut Vec<u8>) {
     });
 }
 
+/// An attribute value escaped for single or double quotes, for code that writes XML by hand
+/// (stream headers, which are never complete elements).
+pub fn escape_attr_value(s: &str) -> String {
+    let mut out = Vec::with_capacity(s.len());
+    escape_attr(s, &mut out);
+    // Only whole characters or ASCII references were written: still UTF-8.
+    String::from_utf8(out).unwrap_or_default()
+}
+
 fn escape(s: &str, out: &mut Vec<u8>, replace: impl Fn(char) -> Option<&'static str>) {
     let mut clean_from = 0;
     for (i, c) in s.char_indices() {

@@ -23,7 +23,7 @@ mod error;
 mod framer;
 mod parse;
 
-pub use element::{Element, Node};
+pub use element::{escape_attr_value, Element, Node};
 pub use error::FrameError;
 pub use framer::{Frame, Framer, Limits, StreamHeader};
 

@@ -41,12 +41,7 @@ pub async fn route(srv: &Server, from: &FullJid, stanza: Element) {
     let Some(stanza) = services::blocking::outbound(srv, from, stanza).await else {
         return;
     };
-    let stanza = match (kind, &to) {
-        (Kind::Iq, To::Bare(b)) => services::blocking::inbound(srv, b, stanza).await,
-        (Kind::Iq, To::Full(f)) => services::blocking::inbound(srv, &f.to_bare(), stanza).await,
-        _ => Some(stanza),
-    };
-    let Some(stanza) = stanza else {
+    let Some(stanza) = iq_past_recipient_blocklist(srv, kind, &to, stanza).await else {
         return;
     };
     let stanza = match kind {
@@ -79,12 +74,7 @@ pub async fn route_from_component(srv: &Server, from: &Jid, stanza: Element) {
         Err(e) => return bounce(srv, &stanza, e),
     };
     let full_from = from.clone().try_into_full().ok();
-    let stanza = match (kind, &to) {
-        (Kind::Iq, To::Bare(b)) => services::blocking::inbound(srv, b, stanza).await,
-        (Kind::Iq, To::Full(f)) => services::blocking::inbound(srv, &f.to_bare(), stanza).await,
-        _ => Some(stanza),
-    };
-    let Some(stanza) = stanza else {
+    let Some(stanza) = iq_past_recipient_blocklist(srv, kind, &to, stanza).await else {
         return;
     };
     match (kind, to) {
@@ -94,6 +84,21 @@ pub async fn route_from_component(srv: &Server, from: &Jid, stanza: Element) {
             None => bounce(srv, &stanza, Condition::ServiceUnavailable.into()),
         },
         (kind, to) => deliver(srv, kind, to, stanza).await,
+    }
+}
+
+/// XEP-0191 for iq: a request from a JID the local recipient blocked goes no further
+/// (messages are checked in `services::message::inbound`, presence in `services::presence`).
+async fn iq_past_recipient_blocklist(
+    srv: &Server,
+    kind: Kind,
+    to: &To,
+    stanza: Element,
+) -> Option<Element> {
+    match (kind, to) {
+        (Kind::Iq, To::Bare(b)) => services::blocking::inbound(srv, b, stanza).await,
+        (Kind::Iq, To::Full(f)) => services::blocking::inbound(srv, &f.to_bare(), stanza).await,
+        _ => Some(stanza),
     }
 }
 

@@ -20,23 +20,18 @@ pub async fn to_server(srv: &Server, from: &FullJid, iq: Element) {
     let Some(payload) = iq.first_child() else {
         return bounce(srv, &iq, Condition::BadRequest.into());
     };
-    let reply = match (payload.ns(), payload.name(), get) {
-        (ns::DISCO_INFO, "query", true) => Some(disco::server_info(srv, payload)),
-        (ns::DISCO_ITEMS, "query", true) => Some(disco::server_items(srv, payload)),
-        (ns::PING, "ping", true) => None,
-        (ns::VERSION, "query", true) => Some(info::version()),
-        (ns::TIME, "time", true) => Some(info::time()),
-        (ns::LAST, "query", true) => Some(info::uptime(srv)),
-        (vcard::NS_VCARD, "vCard", true) => Some(vcard::server_vcard()),
+    if let Some(reply) = stateless_server_query(srv, payload, get) {
+        return reply_ok(srv, &iq, reply);
+    }
+    match (payload.ns(), payload.name(), get) {
         // Carbons are per account, but some clients address the toggle to the domain.
-        (ns::CARBONS, _, false) => return carbons::handle_iq(srv, from, &iq, payload),
+        (ns::CARBONS, _, false) => carbons::handle_iq(srv, from, &iq, payload),
         // A roster request addressed to the domain is a client bug, but harmless to serve.
-        (ns::ROSTER, "query", _) => return roster::handle(srv, from, iq).await,
-        (ns::REGISTER, "query", _) => return register::handle(srv, from, iq).await,
-        (ns::EXTDISCO, _, _) => return extdisco::handle(srv, from, iq),
-        _ => return bounce(srv, &iq, Condition::ServiceUnavailable.into()),
-    };
-    reply_ok(srv, &iq, reply);
+        (ns::ROSTER, "query", _) => roster::handle(srv, from, iq).await,
+        (ns::REGISTER, "query", _) => register::handle(srv, from, iq).await,
+        (ns::EXTDISCO, _, _) => extdisco::handle(srv, from, iq),
+        _ => bounce(srv, &iq, Condition::ServiceUnavailable.into()),
+    }
 }
 
 /// iq to our domain from an XEP-0114 component: only the queries that read no account's data
@@ -49,7 +44,16 @@ pub fn to_server_from_component(srv: &Server, iq: Element) {
     let Some(payload) = iq.first_child() else {
         return bounce(srv, &iq, Condition::BadRequest.into());
     };
-    let reply = match (payload.ns(), payload.name(), get) {
+    match stateless_server_query(srv, payload, get) {
+        Some(reply) => reply_ok(srv, &iq, reply),
+        None => bounce(srv, &iq, Condition::ServiceUnavailable.into()),
+    }
+}
+
+/// The server's answers that read no account's data, for any sender: `Some(payload)` (an
+/// empty result is `Some(None)`), or `None` if the query isn't one of them.
+fn stateless_server_query(srv: &Server, payload: &Element, get: bool) -> Option<Option<Element>> {
+    Some(match (payload.ns(), payload.name(), get) {
         (ns::DISCO_INFO, "query", true) => Some(disco::server_info(srv, payload)),
         (ns::DISCO_ITEMS, "query", true) => Some(disco::server_items(srv, payload)),
         (ns::PING, "ping", true) => None,
@@ -57,9 +61,8 @@ pub fn to_server_from_component(srv: &Server, iq: Element) {
         (ns::TIME, "time", true) => Some(info::time()),
         (ns::LAST, "query", true) => Some(info::uptime(srv)),
         (vcard::NS_VCARD, "vCard", true) => Some(vcard::server_vcard()),
-        _ => return bounce(srv, &iq, Condition::ServiceUnavailable.into()),
-    };
-    reply_ok(srv, &iq, reply);
+        _ => return None,
+    })
 }
 
 /// iq to an account's bare JID (or with no `to`, to the sender's own account).

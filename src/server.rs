@@ -354,6 +354,15 @@ fn bind_with_v4_fallback(addr: SocketAddr) -> std::io::Result<std::net::TcpListe
 
 /// Listeners that later features will serve; say so instead of silently ignoring the keys.
 fn warn_reserved(config: &Config) {
+    // The policy is read and validated now so a config written by `kith setup` stays valid;
+    // in-band registration itself comes with issue #6.
+    let policy = config.registration.policy;
+    if policy != crate::config::RegistrationPolicy::Closed {
+        log::warn!(
+            "[registration] policy = \"{}\" needs in-band registration, which this version of kith does not offer yet: registration stays closed (create accounts with 'kith user add')",
+            policy.as_str()
+        );
+    }
     let l = &config.listen;
     for (name, addrs) in [
         ("s2s", &l.s2s),

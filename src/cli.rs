@@ -33,27 +33,33 @@ enum Command {
     Check(Check),
 }
 
-/// Check that a part of the setup works, and say what to fix when it does not.
+/// Check the setup and say what to fix: config, dns, certs, connectivity, all (the default),
+/// or turn. One line per finding, a summary, exit code 1 when there are problems.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "check")]
 struct Check {
-    #[argh(subcommand)]
-    target: CheckTarget,
-}
-
-#[derive(FromArgs)]
-#[argh(subcommand)]
-enum CheckTarget {
-    Turn(CheckTurn),
-}
-
-/// Check the STUN/TURN server for calls: STUN binding, an allocation with credentials from
-/// the shared secret, a permission, and a datagram relayed to a local echo socket and back.
-#[derive(FromArgs)]
-#[argh(subcommand, name = "turn")]
-struct CheckTurn {
-    /// the server to check as HOST:PORT (default: the built-in server where it listens, or
-    /// the external [turn] host)
+    /// what to check: config, dns, certs, connectivity, all (default), or turn (a relayed
+    /// round trip through the STUN/TURN server)
+    #[argh(positional, default = "String::from(\"all\")")]
+    target: String,
+    /// print the findings as JSON, for scripts
+    #[argh(switch)]
+    json: bool,
+    /// the DNS server to ask, IP or IP:PORT (default: [check] resolver, else the system's)
+    #[argh(option)]
+    resolver: Option<String>,
+    /// this server's public IP address, when it is behind NAT (repeat for several; default:
+    /// [check] public_addresses, else the interfaces' addresses)
+    #[argh(option)]
+    public_ip: Vec<String>,
+    /// CA certificates (PEM) to trust in the certificate check (default: the system's)
+    #[argh(option)]
+    ca_file: Option<PathBuf>,
+    /// seconds to wait for each connection and DNS lookup (default 5)
+    #[argh(option)]
+    timeout: Option<u64>,
+    /// for 'turn': the server to check as HOST:PORT (default: the built-in server where it
+    /// listens, or the external [turn] host)
     #[argh(option)]
     server: Option<String>,
 }
@@ -128,6 +134,9 @@ pub fn main() -> ExitCode {
         eprintln!("kith: no command given. Try `kith run` to start the server, or `kith --help`.");
         return ExitCode::from(2);
     };
+    if let Command::Check(c) = &cmd {
+        return check(args.config.as_deref(), c);
+    }
     let config = match config::load(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -138,12 +147,73 @@ pub fn main() -> ExitCode {
     match cmd {
         Command::Run(_) => run(config),
         Command::User(u) => user(config, u.op),
-        Command::Check(c) => match c.target {
-            CheckTarget::Turn(t) => match crate::turn::check::run(&config, t.server.as_deref()) {
-                true => ExitCode::SUCCESS,
-                false => ExitCode::FAILURE,
-            },
+        // Loads the config itself, so that a broken one becomes its findings.
+        Command::Check(c) => check(args.config.as_deref(), &c),
+    }
+}
+
+/// `kith check`: a config that does not load is itself the finding (exit 2), as in `run`.
+fn check(path: Option<&std::path::Path>, c: &Check) -> ExitCode {
+    use crate::check::{self as doctor, Part};
+    let usage = |message: String| {
+        eprintln!("kith check: {message}");
+        ExitCode::from(2)
+    };
+    let parts = match c.target.as_str() {
+        "turn" => None,
+        target => match Part::parse_target(target) {
+            Some(parts) => Some(parts),
+            None => {
+                return usage(format!(
+                    "don't know how to check '{target}'; try one of: config, dns, certs, connectivity, all, turn"
+                ))
+            }
         },
+    };
+    let mut options = doctor::Options {
+        ca_file: c.ca_file.clone(),
+        timeout: c.timeout.map(std::time::Duration::from_secs),
+        ..Default::default()
+    };
+    if let Some(r) = &c.resolver {
+        match config::parse_resolver(r) {
+            Some(addr) => options.resolver = Some(addr),
+            None => return usage(format!("--resolver '{r}' is not IP or IP:PORT")),
+        }
+    }
+    for ip in &c.public_ip {
+        match ip.parse() {
+            Ok(ip) => options.public_addresses.push(ip),
+            Err(_) => return usage(format!("--public-ip '{ip}' is not an IP address")),
+        }
+    }
+    let render = |findings: &[doctor::Finding]| {
+        let out = if c.json {
+            doctor::render_json(findings)
+        } else {
+            doctor::render_text(findings)
+        };
+        print!("{out}");
+    };
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            render(&doctor::config::from_errors(&e));
+            return ExitCode::from(2);
+        }
+    };
+    let Some(parts) = parts else {
+        return match crate::turn::check::run(&config, c.server.as_deref()) {
+            true => ExitCode::SUCCESS,
+            false => ExitCode::FAILURE,
+        };
+    };
+    let findings = doctor::run(&config, &parts, &options);
+    render(&findings);
+    if doctor::has_problems(&findings) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -702,15 +702,7 @@ impl fmt::Display for Problem {
 
 /// Sections later versions will add. Rejected with a clear "not supported yet" message; remove a
 /// name from here when its section joins `SECTIONS`.
-pub const RESERVED_SECTIONS: &[&str] = &[
-    "s2s",
-    "acme",
-    "http",
-    "upload",
-    "muc",
-    "push",
-    "invites",
-];
+pub const RESERVED_SECTIONS: &[&str] = &["s2s", "acme", "http", "upload", "muc", "push", "invites"];
 
 /// `[components]` maps names chosen by the operator to secrets, so it is not a table of
 /// fixed keys like the `SECTIONS`; `Checker::read_components` reads it.
@@ -1969,7 +1961,9 @@ pub fn parse_resolver(text: &str) -> Option<SocketAddr> {
         .strip_prefix('[')
         .and_then(|t| t.strip_suffix(']'))
         .unwrap_or(text);
-    bare.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53))
+    bare.parse::<IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, 53))
 }
 
 /// `"[::]:5222"`, `"0.0.0.0:5222"`, `"127.0.0.1:5222"`; `"*:5222"` means `"[::]:5222"`.
@@ -2818,9 +2812,15 @@ auth_timeout = \"soon\"
         custom.tls.cert = Some("/etc/kith/fullchain.pem".into());
         custom.tls.key = Some("/etc/kith/privkey.pem".into());
         let text = custom.to_toml_changed();
-        assert!(text.contains("# Default: \"localhost\"\ndomain = \"example.org\"\n"), "{text}");
+        assert!(
+            text.contains("# Default: \"localhost\"\ndomain = \"example.org\"\n"),
+            "{text}"
+        );
         assert!(text.contains("[registration]\n") && text.contains("policy = \"invite\""));
-        assert!(!text.contains("[limits]") && !text.contains("c2s ="), "{text}");
+        assert!(
+            !text.contains("[limits]") && !text.contains("c2s ="),
+            "{text}"
+        );
         let parsed = parse(&text, Path::new("/etc/kith/kith.toml")).unwrap();
         assert_eq!(
             parsed,
@@ -2833,8 +2833,10 @@ auth_timeout = \"soon\"
 
     #[test]
     fn registration_and_check_sections() {
-        let config = ok("[registration]\npolicy = \"open\"\n[check]\nresolver = \"127.0.0.1:5353\"\n\
-                         public_addresses = [\"203.0.113.7\", \"2001:db8::7\"]\n");
+        let config = ok(
+            "[registration]\npolicy = \"open\"\n[check]\nresolver = \"127.0.0.1:5353\"\n\
+                         public_addresses = [\"203.0.113.7\", \"2001:db8::7\"]\n",
+        );
         assert_eq!(config.registration.policy, RegistrationPolicy::Open);
         assert_eq!(config.check.resolver, Some(addr("127.0.0.1:5353")));
         assert_eq!(config.check.public_addresses.len(), 2);

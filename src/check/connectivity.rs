@@ -154,6 +154,8 @@ fn stream_header_exchange(
         match stream.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => got.extend_from_slice(&buf[..n]),
+            // What came before a reset still tells who answered.
+            Err(_) if !got.is_empty() => break,
             Err(e) => return Err(format!("connected, but no XMPP answer: {e}")),
         }
         let text = String::from_utf8_lossy(&got);

@@ -16,6 +16,7 @@ pub mod server;
 pub mod services;
 pub mod session;
 pub mod sessions;
+pub mod setup;
 pub mod stanza;
 pub mod store;
 pub mod time;

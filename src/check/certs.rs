@@ -438,7 +438,11 @@ mod tests {
     fn each_problem_is_named() {
         // Expiring in 5 days, missing conference., untrusted.
         let c = cert(&["example.org", "upload.example.org"], 20_000, 20_015);
-        let v = verdicts(&[c.clone()], 20_010, Some(Err("unknown issuer".into())));
+        let v = verdicts(
+            std::slice::from_ref(&c),
+            20_010,
+            Some(Err("unknown issuer".into())),
+        );
         let problems: Vec<&str> = v
             .iter()
             .filter(|(s, _)| s.is_problem())

@@ -125,7 +125,8 @@ pub fn check(config: &Config, options: &Options) -> Vec<Finding> {
         Err(finding) => return vec![finding],
     };
     let services = services(config);
-    let answers = smol::block_on(ex.run(gather(&resolver, &config.domain, &services)));
+    let resolver = Arc::new(resolver);
+    let answers = smol::block_on(ex.run(gather(&ex, resolver, &config.domain, &services)));
     evaluate(&config.domain, &services, &answers, &host)
 }
 
@@ -158,13 +159,26 @@ pub fn resolver(
 }
 
 /// Fetches the SRV records of every service, then the addresses of the domain, its
-/// subdomains and every SRV target.
-pub async fn gather(resolver: &Resolver, domain: &str, services: &[Service]) -> Answers {
+/// subdomains and every SRV target. Lookups of one round run at once on `ex` (against an
+/// unreachable DNS server, the run takes two timeouts, not one per name).
+pub async fn gather(
+    ex: &Arc<Executor<'static>>,
+    resolver: Arc<Resolver>,
+    domain: &str,
+    services: &[Service],
+) -> Answers {
     let mut answers = Answers::default();
-    for s in services {
-        let name = format!("{}.{domain}", s.label);
-        let answer = resolver.srv_records(&name).await.map_err(|e| e.to_string());
-        answers.srv.insert(s.label, answer);
+    let srv_tasks: Vec<_> = services
+        .iter()
+        .map(|s| {
+            let (resolver, name) = (resolver.clone(), format!("{}.{domain}", s.label));
+            let task = ex
+                .spawn(async move { resolver.srv_records(&name).await.map_err(|e| e.to_string()) });
+            (s.label, task)
+        })
+        .collect();
+    for (label, task) in srv_tasks {
+        answers.srv.insert(label, task.await);
     }
     let mut names: Vec<String> = std::iter::once(domain.to_string())
         .chain(subdomains(domain))
@@ -176,15 +190,24 @@ pub async fn gather(resolver: &Resolver, domain: &str, services: &[Service]) -> 
             }
         }
     }
-    for name in names {
-        let v4 = resolver
-            .lookup_family(&name, Family::V4)
-            .await
-            .map_err(|e| e.to_string());
-        let v6 = resolver
-            .lookup_family(&name, Family::V6)
-            .await
-            .map_err(|e| e.to_string());
+    let host_tasks: Vec<_> = names
+        .into_iter()
+        .map(|name| {
+            let lookup = |family| {
+                let (resolver, name) = (resolver.clone(), name.clone());
+                ex.spawn(async move {
+                    resolver
+                        .lookup_family(&name, family)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            };
+            let (v4, v6) = (lookup(Family::V4), lookup(Family::V6));
+            (name, v4, v6)
+        })
+        .collect();
+    for (name, v4, v6) in host_tasks {
+        let (v4, v6) = (v4.await, v6.await);
         answers.hosts.insert(name, HostAnswer { v4, v6 });
     }
     answers

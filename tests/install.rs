@@ -71,17 +71,34 @@ fn install_into_a_scratch_root_and_upgrade_in_place() {
     let out = install(&args, "alice-secret\n");
     assert!(out.status.success(), "{}", describe_output(&out));
     let shown = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(shown.contains("Created the admin account alice@install.test"), "{shown}");
+    assert!(
+        shown.contains("Created the admin account alice@install.test"),
+        "{shown}"
+    );
 
     let kith = root.join("usr/local/bin/kith");
-    let version = Command::new(&kith).arg("--version").output().expect("run installed kith");
-    assert!(String::from_utf8_lossy(&version.stdout).starts_with("kith "), "{}", describe_output(&version));
+    let version = Command::new(&kith)
+        .arg("--version")
+        .output()
+        .expect("run installed kith");
+    assert!(
+        String::from_utf8_lossy(&version.stdout).starts_with("kith "),
+        "{}",
+        describe_output(&version)
+    );
     let config = std::fs::read_to_string(root.join("etc/kith/kith.toml")).expect("config");
     assert!(config.contains("domain = \"install.test\""), "{config}");
     let data = root.join("var/lib/kith");
-    assert!(config.contains(&format!("data_dir = \"{}\"", data.display())), "{config}");
+    assert!(
+        config.contains(&format!("data_dir = \"{}\"", data.display())),
+        "{config}"
+    );
     assert!(data.join("kith.redb").is_file());
-    let mode = std::fs::metadata(&data).expect("data dir").permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&data)
+        .expect("data dir")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o750);
     let unit = std::fs::read_to_string(root.join("etc/systemd/system/kith.service")).expect("unit");
     for line in [
@@ -91,9 +108,15 @@ fn install_into_a_scratch_root_and_upgrade_in_place() {
         "ReadWritePaths=/var/lib/kith",
         "WantedBy=multi-user.target",
     ] {
-        assert!(unit.lines().any(|l| l == line), "missing {line:?} in\n{unit}");
+        assert!(
+            unit.lines().any(|l| l == line),
+            "missing {line:?} in\n{unit}"
+        );
     }
-    assert!(!unit.contains(&root_arg), "the unit must not name the scratch root:\n{unit}");
+    assert!(
+        !unit.contains(&root_arg),
+        "the unit must not name the scratch root:\n{unit}"
+    );
     assert_eq!(users(&root), "alice@install.test");
 
     // Again: an upgrade keeps the config and the accounts and does not ask again.
@@ -101,15 +124,32 @@ fn install_into_a_scratch_root_and_upgrade_in_place() {
     assert!(out.status.success(), "{}", describe_output(&out));
     let shown = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(shown.contains("kith.toml exists; kept"), "{shown}");
-    assert_eq!(std::fs::read_to_string(root.join("etc/kith/kith.toml")).expect("config"), config);
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/kith/kith.toml")).expect("config"),
+        config
+    );
     assert_eq!(users(&root), "alice@install.test");
 
     // --prefix moves the binary and the unit's ExecStart; a bad binary is refused.
-    let out = install(&["--root", &root_arg, "--binary", KITH_BIN, "--prefix", "/opt/kith", "--no-setup"], "");
+    let out = install(
+        &[
+            "--root",
+            &root_arg,
+            "--binary",
+            KITH_BIN,
+            "--prefix",
+            "/opt/kith",
+            "--no-setup",
+        ],
+        "",
+    );
     assert!(out.status.success(), "{}", describe_output(&out));
     assert!(root.join("opt/kith/bin/kith").is_file());
     let unit = std::fs::read_to_string(root.join("etc/systemd/system/kith.service")).expect("unit");
-    assert!(unit.contains("ExecStart=/opt/kith/bin/kith --config"), "{unit}");
+    assert!(
+        unit.contains("ExecStart=/opt/kith/bin/kith --config"),
+        "{unit}"
+    );
     let out = install(&["--root", &root_arg, "--binary", "/nonexistent/kith"], "");
     assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
     let _ = std::fs::remove_dir_all(&root);

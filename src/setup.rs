@@ -136,6 +136,16 @@ fn setup(path: &Path, a: Answers, ui: &mut Ui) -> Result<(), String> {
 
     println!("\nChecking what can be checked now:");
     check_ports(&config);
+    if config.tls.cert.is_some() {
+        for f in check::certs::check(&config, &check::Options::default()) {
+            println!("  {:<8} {}: {}", f.severity.as_str(), f.subject, f.what);
+        }
+    }
+    if acme_email.is_some() {
+        println!(
+            "  note     automatic certificates (ACME) are not in this version yet: the e-mail is kept, commented out, in the config; until then kith uses a self-signed certificate"
+        );
+    }
 
     write_config(path, &config, acme_email.as_deref())?;
     println!("\nWrote {}", path.display());

@@ -230,6 +230,9 @@ fn verify_chain(
     domain: &str,
     ca_file: &Path,
 ) -> Result<(), String> {
+    if chain.len() == 1 && self_issued(chain[0].as_ref()) {
+        return Err("the certificate is self-signed (no CA vouches for it)".into());
+    }
     let cas = read_chain(ca_file).map_err(|e| format!("CA file {}: {e}", ca_file.display()))?;
     let mut roots = rustls::RootCertStore::empty();
     roots.add_parsable_certificates(cas);
@@ -256,6 +259,25 @@ fn verify_chain(
         ),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// Issuer equals subject: a self-signed certificate (or a CA's own).
+fn self_issued(der: &[u8]) -> bool {
+    let fields = || -> Option<bool> {
+        let (_, cert, _) = der_next(der)?;
+        let (_, tbs, _) = der_next(cert)?;
+        let mut r = tbs;
+        if r.first() == Some(&0xa0) {
+            r = der_next(r)?.2;
+        }
+        r = der_next(r)?.2; // serialNumber
+        r = der_next(r)?.2; // signature
+        let (_, issuer, r) = der_next(r)?;
+        let r = der_next(r)?.2; // validity
+        let (_, subject, _) = der_next(r)?;
+        Some(issuer == subject)
+    };
+    fields().unwrap_or(false)
 }
 
 /// notBefore and notAfter of a DER certificate, as Unix seconds (RFC 5280 §4.1.2.5).
@@ -467,6 +489,14 @@ mod tests {
             Some(Ok(())),
         );
         assert!(wrong.contains(&(Severity::Error, "does not cover example.org".into())));
+    }
+
+    #[test]
+    fn a_configured_self_signed_certificate_is_named_so() {
+        let c = cert(&["example.org"], 20_000, 20_090);
+        assert!(self_issued(c.as_ref()));
+        let err = verify_chain(&[c], "example.org", Path::new("/nonexistent")).unwrap_err();
+        assert!(err.contains("self-signed"), "{err}");
     }
 
     #[test]

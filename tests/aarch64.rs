@@ -51,7 +51,8 @@ fn aarch64_kith() -> Option<PathBuf> {
     }
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
+    let mut build = Command::new(cargo);
+    build
         .current_dir(manifest)
         .args([
             "build",
@@ -63,9 +64,15 @@ fn aarch64_kith() -> Option<PathBuf> {
             "--bin",
             "kith",
         ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run cargo build");
+        .stdin(Stdio::null());
+    // The variables cargo set for this test (CARGO_PKG_*, CARGO_MANIFEST_DIR, ...) would make
+    // the inner build's fingerprints differ from a build from the shell: both would rebuild.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CARGO_") && !matches!(key.as_str(), "CARGO_HOME" | "CARGO_TARGET_DIR") {
+            build.env_remove(key);
+        }
+    }
+    let out = build.output().expect("run cargo build");
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         if err.contains("target may not be installed")

@@ -2678,8 +2678,10 @@ allow_plain = true
         assert_eq!(acme.email.as_deref(), Some("Admin@example.org"));
         assert_eq!(acme.directory, LETS_ENCRYPT_PRODUCTION);
         assert_eq!(acme.challenge, AcmeChallenge::TlsAlpn01);
-        let acme = ok("[acme]\nemail = \"a@example.org\"\ndirectory = \"staging\"\n\
-                       challenge = \"http-01\"\ndirectory_ca = \"/x/ca.pem\"\n")
+        let acme = ok(
+            "[acme]\nemail = \"a@example.org\"\ndirectory = \"staging\"\n\
+                       challenge = \"http-01\"\ndirectory_ca = \"/x/ca.pem\"\n",
+        )
         .acme;
         assert_eq!(acme.directory, LETS_ENCRYPT_STAGING);
         assert_eq!(acme.challenge, AcmeChallenge::Http01);
@@ -2690,8 +2692,10 @@ allow_plain = true
 
         assert_eq!(
             problems("[acme]\ndirectory = \"staging\"\n"),
-            ["kith.toml:2:1: [acme] needs 'email' (ACME stays off without it) \
-              (add email = \"admin@example.org\" to [acme], or remove the section)"]
+            [
+                "kith.toml:2:1: [acme] needs 'email' (ACME stays off without it) \
+              (add email = \"admin@example.org\" to [acme], or remove the section)"
+            ]
         );
         assert_eq!(
             problems("[acme]\nemail = \"a@b\"\ndirectory = \"http://ca.example/dir\"\n"),
@@ -2703,7 +2707,10 @@ allow_plain = true
             ["kith.toml:3:13: unknown ACME challenge \"http01\" (did you mean \"http-01\"?)"]
         );
         let p = problems("[acme]\nemail = \"not an address\"\n");
-        assert!(p.len() == 1 && p[0].contains("not an email address"), "{p:?}");
+        assert!(
+            p.len() == 1 && p[0].contains("not an email address"),
+            "{p:?}"
+        );
         assert_eq!(
             problems("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n[acme]\nemail = \"a@b\"\n"),
             ["kith.toml:5:9: [acme] email and [tls] cert are both set: kith would not know which \

@@ -216,7 +216,7 @@ impl Driver {
             return String::new();
         };
         // rustls-acme starts renewing when two thirds of the lifetime have passed.
-        let renew = not_after - (not_after - not_before) / 3;
+        let renew = not_after - (not_after - not_before + 2) / 3;
         format!(
             ", valid until {}, renewal from {}",
             crate::time::rfc3339(not_after.max(0) as u64),

@@ -141,7 +141,7 @@ impl Driver {
     /// Drives ordering and renewal forever, one log line per event. Cancel the task to stop.
     pub async fn run(mut self) {
         log::info!(
-            "acme: certificate for {} from {} (cache {})",
+            "acme: certificate for {} from {} (cache {}); the self-signed one is served until it is deployed",
             self.names,
             self.directory,
             self.cache.path.display()

@@ -483,7 +483,7 @@ fn make_self_signed(domain: &str, cert_path: &Path, key_path: &Path) -> Result<(
     std::fs::write(cert_path, ck.cert.pem())
         .map_err(|e| TlsError(format!("tls: cannot write {}: {e}", cert_path.display())))?;
     log::info!(
-        "tls: generated a self-signed certificate for {domain} in {} (clients will warn; set [tls] cert and key for a real one)",
+        "tls: generated a self-signed certificate for {domain} in {} (clients will warn; set [acme] email, or [tls] cert and key, for a real one)",
         cert_path.display()
     );
     Ok(())

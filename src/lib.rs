@@ -12,6 +12,7 @@ pub mod roster;
 pub mod router;
 pub mod s2s;
 pub mod sasl;
+pub mod secrets;
 pub mod server;
 pub mod services;
 pub mod session;

@@ -12,7 +12,9 @@ use smol::Executor;
 
 use crate::config::Config;
 use crate::jid::BareJid;
-use crate::net::{listener, tls::TlsSetup};
+use crate::net::acme::Acme;
+use crate::net::listener;
+use crate::net::tls::{CertSource, TlsSetup};
 use crate::sessions::{self, Outbound, Sessions};
 use crate::store::Store;
 
@@ -41,6 +43,8 @@ pub struct Server {
     pub blocking: crate::services::blocking::State,
     /// Connected XEP-0114 components.
     pub components: crate::session::component::Registry,
+    /// Federation: links to other servers, incoming stream limits.
+    pub s2s: crate::session::s2s::S2s,
     /// Closed when the server shuts down; waiting tasks watch it.
     shutdown_tx: async_channel::Sender<()>,
     shutdown_rx: async_channel::Receiver<()>,
@@ -64,6 +68,7 @@ impl Server {
             account_locks: (0..64).map(|_| smol::lock::Mutex::new(())).collect(),
             blocking: Default::default(),
             components: Default::default(),
+            s2s: Default::default(),
             shutdown_tx,
             shutdown_rx,
         }
@@ -174,17 +179,13 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
             data_dir.join("kith.redb").display()
         ))
     })?;
-    let tls = TlsSetup::load(
-        config.tls.cert.as_deref(),
-        config.tls.key.as_deref(),
-        &config.domain,
-        &data_dir,
-    )
-    .map_err(|e| RunError(e.to_string()))?;
+    let (tls, acme) = certificates(&config)?;
 
     let turn = start_turn(&mut config)?;
     let c2s = bind_all(&config.listen.c2s, "c2s")?;
     let direct = bind_all(&config.listen.c2s_direct_tls, "c2s_direct_tls")?;
+    let s2s = bind_all(&config.listen.s2s, "s2s")?;
+    let s2s_direct = bind_all(&config.listen.s2s_direct_tls, "s2s_direct_tls")?;
     // The component port is opened only when a component may use it.
     let components = if config.components.is_empty() {
         Vec::new()
@@ -199,6 +200,9 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
     warn_reserved(&config);
 
     let srv = Arc::new(Server::new(config, store, tls));
+    srv.s2s
+        .start(&srv, ex.clone(), &srv.config, &srv.tls)
+        .map_err(|e| RunError(e.0))?;
     let admin = crate::admin::listen(&srv).map_err(|e| RunError(e.to_string()))?;
 
     let mut tasks = Vec::new();
@@ -218,6 +222,16 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
             listener::Mode::DirectTls,
         )));
     }
+    for (listeners, direct_tls) in [(s2s, false), (s2s_direct, true)] {
+        for l in listeners {
+            tasks.push(ex.spawn(crate::session::s2s::accept_loop(
+                ex.clone(),
+                srv.clone(),
+                l,
+                direct_tls,
+            )));
+        }
+    }
     for l in components {
         tasks.push(ex.spawn(crate::session::component::accept_loop(
             ex.clone(),
@@ -229,23 +243,36 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
         tasks.push(ex.spawn(crate::admin::serve(ex.clone(), srv.clone(), admin)));
     }
     tasks.push(ex.spawn(crate::services::mam::expire_loop(srv.clone())));
+    if let Some(acme) = acme {
+        tasks.push(ex.spawn(acme.run()));
+    }
+    if let CertSource::Configured { .. } = srv.tls.source {
+        let srv = srv.clone();
+        tasks.push(ex.spawn(async move { srv.tls.watch_files().await }));
+    }
     if let Some(bound) = turn {
         let (t, domain) = (srv.config.turn.clone(), srv.domain().to_string());
         tasks.push(ex.spawn(crate::turn::server::serve(ex.clone(), t, domain, bound)));
     }
     log::info!(
-        "kith {} serving {} ({} certificate {})",
+        "kith {} serving {} ({})",
         env!("CARGO_PKG_VERSION"),
         srv.domain(),
         match &srv.tls.source {
-            crate::net::tls::CertSource::Configured { .. } => "configured",
-            crate::net::tls::CertSource::SelfSigned { .. } => "self-signed",
-        },
-        match &srv.tls.source {
-            crate::net::tls::CertSource::Configured { cert } => cert.display().to_string(),
-            crate::net::tls::CertSource::SelfSigned { cert } => cert.display().to_string(),
+            CertSource::Configured { cert, .. } => format!("certificate {}", cert.display()),
+            CertSource::SelfSigned { cert } =>
+                format!("self-signed certificate {}", cert.display()),
+            CertSource::Acme { .. } => "ACME certificate".into(),
         }
     );
+    if let CertSource::SelfSigned { cert } = &srv.tls.source {
+        log::warn!(
+            "tls: WARNING: serving the SELF-SIGNED certificate {}: clients will refuse it or ask \
+             every user to trust it, and other servers will not federate. Set [acme] email = \
+             \"you@example.org\" for a free certificate from Let's Encrypt, or [tls] cert and key",
+            cert.display()
+        );
+    }
 
     let signal = wait_for_signal(signals).await;
     log::info!("received {signal}, shutting down");
@@ -261,6 +288,7 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
     for tx in srv.components.all() {
         let _ = tx.try_send(Outbound::Shutdown);
     }
+    srv.s2s.close_all();
     // Sessions waiting for resumption end now; what their clients never acknowledged goes
     // to offline storage.
     for st in srv.sm.drain_parked() {
@@ -285,6 +313,24 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
         Err(_) => log::info!("exiting with connections still open; the store is consistent"),
     }
     Ok(())
+}
+
+/// The TLS certificate source, and the ACME driver to run when `[acme]` is on.
+fn certificates(config: &Config) -> Result<(TlsSetup, Option<crate::net::acme::Driver>), RunError> {
+    if config.acme.enabled() {
+        let (acme, driver) = Acme::start(config).map_err(|e| RunError(e.to_string()))?;
+        let tls = TlsSetup::with_acme(acme, &config.domain, &config.data_dir)
+            .map_err(|e| RunError(e.to_string()))?;
+        return Ok((tls, Some(driver)));
+    }
+    let tls = TlsSetup::load(
+        config.tls.cert.as_deref(),
+        config.tls.key.as_deref(),
+        &config.domain,
+        &config.data_dir,
+    )
+    .map_err(|e| RunError(e.to_string()))?;
+    Ok((tls, None))
 }
 
 /// The built-in STUN/TURN server's secret (configured, or kept in `DATA/turn.secret`) and
@@ -364,12 +410,7 @@ fn warn_reserved(config: &Config) {
         );
     }
     let l = &config.listen;
-    for (name, addrs) in [
-        ("s2s", &l.s2s),
-        ("s2s_direct_tls", &l.s2s_direct_tls),
-        ("https", &l.https),
-        ("http", &l.http),
-    ] {
+    for (name, addrs) in [("https", &l.https), ("http", &l.http)] {
         if !addrs.is_empty() {
             log::debug!("[listen] {name} is not served by this version of kith yet");
         }

@@ -116,6 +116,7 @@ fn setup(path: &Path, a: Answers, ui: &mut Ui) -> Result<(), String> {
     };
 
     let acme_email = certificates(&mut config, &a, ui)?;
+    config.acme.email = acme_email.clone();
 
     let policy = ui.ask_valid(
         "Registration: closed (only admins add accounts), invite, or open",
@@ -143,11 +144,11 @@ fn setup(path: &Path, a: Answers, ui: &mut Ui) -> Result<(), String> {
     }
     if acme_email.is_some() {
         println!(
-            "  note     automatic certificates (ACME) are not in this version yet: the e-mail is kept, commented out, in the config; until then kith uses a self-signed certificate"
+            "  note     certificates come from Let's Encrypt once kith runs and ports 443 (or 80) are reachable from the internet"
         );
     }
 
-    write_config(path, &config, acme_email.as_deref())?;
+    write_config(path, &config)?;
     println!("\nWrote {}", path.display());
 
     match crate::cli::admin_or_store(
@@ -246,17 +247,9 @@ fn certificates(config: &mut Config, a: &Answers, ui: &mut Ui) -> Result<Option<
     }
 }
 
-/// Writes the config with only the changed keys; the ACME e-mail as a ready block.
-fn write_config(path: &Path, config: &Config, acme_email: Option<&str>) -> Result<(), String> {
-    let mut text = config.to_toml_changed();
-    if let Some(email) = acme_email {
-        // The [acme] section arrives with the ACME work of issue #4; until this build knows
-        // it, the answer is kept here, ready to enable.
-        text.push_str(&format!(
-            "\n# Certificates from Let's Encrypt: uncomment once this kith version supports [acme].\n\
-             # [acme]\n# email = {email:?}\n"
-        ));
-    }
+/// Writes the config with only the changed keys.
+fn write_config(path: &Path, config: &Config) -> Result<(), String> {
+    let text = config.to_toml_changed();
     // What we write must load: the same checks as start-up.
     config::parse(&text, path)
         .map_err(|e| format!("internal error: the config written would not load:\n{e}"))?;

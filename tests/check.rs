@@ -7,8 +7,6 @@
 //! `KITH_SKIP_INTEROP=1`, as in tests/dns.rs.
 
 mod common;
-#[path = "common/dnsmasq.rs"]
-mod dnsmasq;
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpListener;
@@ -110,6 +108,8 @@ fn kith_check_against_good_and_broken_setups() {
     let (cert, key) = pki.leaf(&dir, "good", &served, 90);
     let server = Options::default()
         .domain("good.test")
+        .listen("s2s")
+        .listen("s2s_direct_tls")
         .extra_toml(&format!(
             "[tls]\ncert = {}\nkey = {}",
             toml_path(&cert),
@@ -117,9 +117,7 @@ fn kith_check_against_good_and_broken_setups() {
         ))
         .start();
     let (c2s, c2s_tls) = (server.c2s_port, server.tls_port);
-    // Federation is configured but not served by this version: DNS is checked against these
-    // ports, connectivity only notes them.
-    let (s2s, s2s_tls) = (common::free_port(), common::free_port());
+    let (s2s, s2s_tls) = (server.port("s2s"), server.port("s2s_direct_tls"));
 
     let mut records: Vec<String> = vec![
         "--host-record=good.test,127.0.0.1".into(),
@@ -139,9 +137,10 @@ fn kith_check_against_good_and_broken_setups() {
         format!("--srv-host=_xmpps-client._tcp.bad.test,gone.bad.test,{c2s_tls},0,5"),
         "--srv-host=_xmpp-server._tcp.bad.test".into(),
     ]);
-    let Some(dns) = dnsmasq::start(&records) else {
+    if !common::dnsmasq::available() {
         return;
-    };
+    }
+    let dns = common::dnsmasq::Dnsmasq::start(&records);
 
     let write_config =
         |name: &str, domain: &str, cert: &Path, key: &Path, c2s: u16, c2s_tls: u16| {
@@ -177,6 +176,7 @@ fn kith_check_against_good_and_broken_setups() {
         "chain of 1 certificate(s) leads to a trusted CA",
         "covers good.test, upload.good.test, conference.good.test",
         "XMPP stream opened, STARTTLS offered",
+        &format!("s2s good.test 127.0.0.1:{s2s}: TCP connection accepted"),
     ] {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }

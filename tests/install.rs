@@ -4,8 +4,6 @@
 //! setup go to a local dnsmasq (missing: a failure unless `KITH_SKIP_INTEROP=1`).
 
 mod common;
-#[path = "common/dnsmasq.rs"]
-mod dnsmasq;
 
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
@@ -44,9 +42,10 @@ fn users(root: &Path) -> String {
 
 #[test]
 fn install_into_a_scratch_root_and_upgrade_in_place() {
-    let Some(dns) = dnsmasq::start(&[]) else {
+    if !common::dnsmasq::available() {
         return;
-    };
+    }
+    let dns = common::dnsmasq::Dnsmasq::start(&[]);
     let root = common::unique_temp_dir();
     std::fs::create_dir_all(&root).expect("root");
     let root_arg = root.display().to_string();

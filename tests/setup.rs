@@ -7,8 +7,6 @@
 //! tmux or dnsmasq missing is a failure unless `KITH_SKIP_INTEROP=1`.
 
 mod common;
-#[path = "common/dnsmasq.rs"]
-mod dnsmasq;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -40,9 +38,10 @@ fn text(out: &Output) -> String {
 
 #[test]
 fn unattended_setup_writes_a_config_creates_the_admin_and_prints_the_records() {
-    let Some(dns) = dnsmasq::start(&[]) else {
+    if !common::dnsmasq::available() {
         return;
-    };
+    }
+    let dns = common::dnsmasq::Dnsmasq::start(&[]);
     let dir = common::unique_temp_dir();
     let config = dir.join("etc/kith.toml");
     let data = dir.join("data");
@@ -277,9 +276,10 @@ fn setup_typed_into_a_terminal() {
     if !have_tmux() {
         return;
     }
-    let Some(dns) = dnsmasq::start(&[]) else {
+    if !common::dnsmasq::available() {
         return;
-    };
+    }
+    let dns = common::dnsmasq::Dnsmasq::start(&[]);
     let dir = common::unique_temp_dir();
     std::fs::create_dir_all(&dir).expect("dir");
     let config = dir.join("kith.toml");

@@ -2,8 +2,8 @@
 //! its key; a chain that leads to a trusted CA (rustls' webpki verifier over the system's CA
 //! bundle, or `--ca-file`); not expired and not expiring within 14 days; and valid (RFC 6125,
 //! through `s2s::names`) for every name kith serves: the domain, `upload.` and `conference.`
-//! under it. A self-signed certificate (kith's default) is reported as such; with ACME the
-//! certificates are the ACME client's business, and this says so.
+//! under it. A self-signed certificate (kith's default) is reported as such; with `[acme]` the
+//! certificates are the ACME client's business (`net::acme`), and this says so.
 //!
 //! The dates are read by a small DER walk here (only tbsCertificate → validity); the verdicts
 //! are in `evaluate`, pure over the chain, the time and the trust result.
@@ -42,12 +42,17 @@ pub fn check(config: &Config, options: &Options) -> Vec<Finding> {
             let dir = config.data_dir.join("tls");
             let cert = dir.join(format!("{}.selfsigned.crt", config.domain));
             let key = dir.join(format!("{}.selfsigned.key", config.domain));
-            if acme_dir.is_dir() {
+            if config.acme.enabled() {
+                let what = if acme_dir.is_dir() {
+                    "certificates for the domain, upload. and conference. are obtained and renewed by ACME (cached here); not checked further"
+                } else {
+                    "ACME is on but has no certificate yet: kith asks for one when it starts (ports 443 or 80 must be reachable)"
+                };
                 return vec![Finding::new(
                     Part::Certs,
                     Severity::Note,
                     acme_dir.display().to_string(),
-                    "certificates are obtained and renewed by ACME (cached here); not checked further",
+                    what,
                 )];
             }
             if !cert.exists() {

@@ -140,8 +140,11 @@ mod tests {
     use super::*;
 
     fn findings(text: &str) -> Vec<(Severity, String, String)> {
-        let path =
-            std::env::temp_dir().join(format!("kith-check-config-{}.toml", std::process::id()));
+        // Tests run in parallel in one process: one file each.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("kith-check-config-{}-{n}.toml", std::process::id());
+        let path = std::env::temp_dir().join(name);
         std::fs::write(&path, text).unwrap();
         let result = match crate::config::load(Some(&path)) {
             Ok(config) => check(&config),

@@ -20,9 +20,8 @@ use crate::config::Config;
 use crate::net::dns::Family;
 
 /// Listeners this version of kith does not serve yet; they are reported, not tested.
-// Federation (issue #3) and the HTTPS listener (issue #4) land separately: remove a name here
-// when its listener is served.
-pub const NOT_SERVED_YET: &[&str] = &["s2s", "s2s_direct_tls", "https", "http"];
+// The HTTPS listener (issue #4) lands separately: remove its names here when it is served.
+pub const NOT_SERVED_YET: &[&str] = &["https", "http"];
 
 /// `kith check connectivity`.
 pub fn check(config: &Config, options: &Options) -> Vec<Finding> {

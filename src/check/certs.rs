@@ -5,8 +5,8 @@
 //! under it. A self-signed certificate (kith's default) is reported as such; with `[acme]` the
 //! certificates are the ACME client's business (`net::acme`), and this says so.
 //!
-//! The dates are read by a small DER walk here (only tbsCertificate → validity); the verdicts
-//! are in `evaluate`, pure over the chain, the time and the trust result.
+//! The dates come from x509-parser; the verdicts are in `evaluate`, pure over the chain, the
+//! time and the trust result.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -77,9 +77,8 @@ pub fn check(config: &Config, options: &Options) -> Vec<Finding> {
         }
     };
     let mut out = Vec::new();
-    if let Err(e) =
-        crate::net::tls::TlsSetup::load(Some(&cert), Some(&key), &config.domain, &config.data_dir)
-    {
+    let provider = rustls::crypto::ring::default_provider();
+    if let Err(e) = crate::net::tls::load_pair(&cert, &key, &provider) {
         out.push(
             Finding::new(
                 Part::Certs,
@@ -268,125 +267,26 @@ fn verify_chain(
 
 /// Issuer equals subject: a self-signed certificate (or a CA's own).
 fn self_issued(der: &[u8]) -> bool {
-    let fields = || -> Option<bool> {
-        let (_, cert, _) = der_next(der)?;
-        let (_, tbs, _) = der_next(cert)?;
-        let mut r = tbs;
-        if r.first() == Some(&0xa0) {
-            r = der_next(r)?.2;
-        }
-        r = der_next(r)?.2; // serialNumber
-        r = der_next(r)?.2; // signature
-        let (_, issuer, r) = der_next(r)?;
-        let r = der_next(r)?.2; // validity
-        let (_, subject, _) = der_next(r)?;
-        Some(issuer == subject)
-    };
-    fields().unwrap_or(false)
+    x509_parser::parse_x509_certificate(der)
+        .is_ok_and(|(_, c)| c.issuer().as_raw() == c.subject().as_raw())
 }
 
 /// notBefore and notAfter of a DER certificate, as Unix seconds (RFC 5280 §4.1.2.5).
 pub fn validity(der: &[u8]) -> Option<(u64, u64)> {
-    let (tag, cert, _) = der_next(der)?;
-    if tag != 0x30 {
-        return None;
-    }
-    let (tag, tbs, _) = der_next(cert)?;
-    if tag != 0x30 {
-        return None;
-    }
-    let mut r = tbs;
-    if r.first() == Some(&0xa0) {
-        r = der_next(r)?.2; // version
-    }
-    r = der_next(r)?.2; // serialNumber
-    r = der_next(r)?.2; // signature
-    r = der_next(r)?.2; // issuer
-    let (tag, validity, _) = der_next(r)?;
-    if tag != 0x30 {
-        return None;
-    }
-    let (t1, nb, rest) = der_next(validity)?;
-    let (t2, na, _) = der_next(rest)?;
-    Some((der_time(t1, nb)?, der_time(t2, na)?))
-}
-
-/// UTCTime (`YYMMDDHHMMSSZ`, years 1950-2049) or GeneralizedTime (`YYYYMMDDHHMMSSZ`).
-fn der_time(tag: u8, body: &[u8]) -> Option<u64> {
-    let s = std::str::from_utf8(body).ok()?.strip_suffix('Z')?;
-    if !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let (year, rest) = match (tag, s.len()) {
-        (0x17, 12) => {
-            let yy: i64 = s[..2].parse().ok()?;
-            (if yy < 50 { 2000 + yy } else { 1900 + yy }, &s[2..])
-        }
-        (0x18, 14) => (s[..4].parse().ok()?, &s[4..]),
-        _ => return None,
-    };
-    let n = |i: usize| rest[i..i + 2].parse::<i64>().ok();
-    let (month, day, hour, minute, second) = (n(0)?, n(2)?, n(4)?, n(6)?, n(8)?);
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
-    u64::try_from(secs).ok()
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let v = cert.validity();
+    let secs = |t: i64| u64::try_from(t).ok();
+    Some((
+        secs(v.not_before.timestamp())?,
+        secs(v.not_after.timestamp())?,
+    ))
 }
 
 /// `2026-11-21` for Unix seconds.
 fn date(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    // Inverse of days_from_civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-/// One DER TLV: (tag, contents, remaining input).
-fn der_next(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, mut rest) = rest.split_first()?;
-    let len = if first < 0x80 {
-        first as usize
-    } else {
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, &b| (acc << 8) | b as usize);
-        rest = &rest[n..];
-        len
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some((tag, &rest[..len], &rest[len..]))
+    let mut text = crate::time::rfc3339(secs);
+    text.truncate(10);
+    text
 }
 
 #[cfg(test)]
@@ -440,9 +340,6 @@ mod tests {
         assert_eq!(validity(&[0x30, 0x03, 0x30, 0x01, 0x00]), None);
         assert_eq!(date(0), "1970-01-01");
         assert_eq!(date(20_413 * DAY), "2025-11-21");
-        assert_eq!(der_time(0x17, b"491231235959Z"), Some(2_524_607_999));
-        assert_eq!(der_time(0x18, b"20500101000000Z"), Some(2_524_608_000));
-        assert_eq!(der_time(0x17, b"4912312359Z"), None);
     }
 
     #[test]

@@ -89,6 +89,8 @@ pub struct Config {
     pub limits: Limits,
     pub auth: Auth,
     pub mam: Mam,
+    /// XEP-0363 HTTP File Upload at `upload.DOMAIN`.
+    pub upload: Upload,
     /// XEP-0157 contact addresses published in the server's disco#info.
     pub contact: Contact,
     /// XEP-0215 STUN/TURN: the built-in server, or an external one, with coturn-style
@@ -158,6 +160,19 @@ pub struct Auth {
 pub struct Mam {
     /// Archived messages older than this are deleted; `None` keeps them forever.
     pub archive_expires_after: Option<Duration>,
+}
+
+/// XEP-0363 HTTP File Upload: limits and retention of shared files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upload {
+    /// Offer the service (disco item `upload.DOMAIN`, slots, the HTTP handler).
+    pub enabled: bool,
+    /// Largest file one slot may be for, in bytes (advertised in disco#info).
+    pub max_file_size: u64,
+    /// Bytes one account may keep stored at once (files not yet expired).
+    pub quota: u64,
+    /// Files older than this are deleted; `None` keeps them until the account is deleted.
+    pub expire_after: Option<Duration>,
 }
 
 /// XEP-0157 contact addresses: URIs like `mailto:abuse@example.org` or
@@ -483,6 +498,14 @@ impl Config {
             mam: Mam {
                 archive_expires_after: Some(Duration::from_secs(365 * 86_400)),
             },
+            upload: Upload {
+                enabled: true,
+                // Snikket's 100 MiB plus 16 bytes: an XEP-0454 encrypted file carries a 16-byte
+                // GCM tag, so a 100 MiB file still fits once encrypted.
+                max_file_size: 100 * MIB as u64 + 16,
+                quota: 1024 * MIB as u64,
+                expire_after: Some(Duration::from_secs(30 * 86_400)),
+            },
             contact: Contact::default(),
             turn: Turn::default(),
             components: Vec::new(),
@@ -624,7 +647,6 @@ pub const RESERVED_SECTIONS: &[&str] = &[
     "s2s",
     "acme",
     "http",
-    "upload",
     "muc",
     "push",
     "registration",
@@ -937,6 +959,71 @@ const SECTIONS: &[Section] = &[
         }],
     },
     Section {
+        name: "upload",
+        doc: "File sharing (XEP-0363 HTTP File Upload) at upload.DOMAIN: clients upload a\n\
+              file over HTTPS ([listen] https) and send its link.",
+        check: |_, _| {},
+        keys: &[
+            Key {
+                name: "enabled",
+                doc: "Offer file sharing.",
+                read: |c, key, v, cfg| {
+                    if let Some(b) = c.boolean(key, v) {
+                        cfg.upload.enabled = b;
+                    }
+                },
+                show: |cfg| Some(cfg.upload.enabled.to_string()),
+                unset_example: "",
+            },
+            Key {
+                name: "max_file_size",
+                doc: "Largest file, from 1KiB to 2GiB.",
+                read: |c, key, v, cfg| {
+                    if let Some(n) = c.size(key, v, KIB, MAX_UPLOAD_SIZE) {
+                        cfg.upload.max_file_size = n as u64;
+                    }
+                },
+                show: |cfg| Some(show_size(cfg.upload.max_file_size as usize)),
+                unset_example: "",
+            },
+            Key {
+                name: "quota",
+                doc: "Bytes each account may keep stored, from 1KiB to 2GiB.",
+                read: |c, key, v, cfg| {
+                    if let Some(n) = c.size(key, v, KIB, MAX_UPLOAD_SIZE) {
+                        cfg.upload.quota = n as u64;
+                    }
+                },
+                show: |cfg| Some(show_size(cfg.upload.quota as usize)),
+                unset_example: "",
+            },
+            Key {
+                name: "expire_after",
+                doc: "How long shared files are kept, from 1h, or \"never\".\n\
+                      Units: s, m, h, d, w (weeks), y (365 days).",
+                read: |c, key, v, cfg| {
+                    if let DeValue::String(s) = v.get_ref() {
+                        if s.trim() == "never" {
+                            cfg.upload.expire_after = None;
+                            return;
+                        }
+                    }
+                    let range = Duration::from_secs(3600)..=Duration::from_secs(100 * 365 * 86_400);
+                    if let Some(d) = c.duration(key, v, range) {
+                        cfg.upload.expire_after = Some(d);
+                    }
+                },
+                show: |cfg| {
+                    Some(match cfg.upload.expire_after {
+                        None => quote("never"),
+                        Some(d) => show_duration(d),
+                    })
+                },
+                unset_example: "",
+            },
+        ],
+    },
+    Section {
         name: "contact",
         doc: "Contact addresses published to clients and other servers (XEP-0157), as URIs\n\
               like \"mailto:abuse@example.org\" or \"xmpp:admin@example.org\".",
@@ -1201,6 +1288,8 @@ const SECTIONS: &[Section] = &[
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
+/// The upper bound of upload sizes: 2 GiB - 1, which `usize` holds on 32-bit boards too.
+const MAX_UPLOAD_SIZE: usize = i32::MAX as usize;
 
 fn load_from(explicit: Option<&Path>, candidates: &[&Path]) -> Result<Config, ConfigErrors> {
     if let Some(path) = explicit {
@@ -2207,8 +2296,8 @@ allow_plain = true
         assert_eq!(
             problems("[s2ss]\n"),
             ["kith.toml:1:2: unknown section [s2ss] \
-                 (known sections: [listen], [tls], [limits], [auth], [mam], [contact], [turn], \
-                 [components])"]
+                 (known sections: [listen], [tls], [limits], [auth], [mam], [upload], [contact], \
+                 [turn], [components])"]
         );
         assert_eq!(
             problems("\n[limit]\n"),
@@ -2222,10 +2311,31 @@ allow_plain = true
             problems("[muc]\nenabled = true\n"),
             [
                 "kith.toml:1:2: section [muc] is not supported by this version of kith \
-                 (known sections: [listen], [tls], [limits], [auth], [mam], [contact], [turn], \
-                 [components])"
+                 (known sections: [listen], [tls], [limits], [auth], [mam], [upload], [contact], \
+                 [turn], [components])"
             ]
         );
+    }
+
+    #[test]
+    fn upload_limits_and_retention() {
+        let u = |text: &str| ok(text).upload;
+        let d = u("");
+        assert!(d.enabled);
+        assert_eq!(d.max_file_size, 100 * 1024 * 1024 + 16);
+        assert_eq!(d.quota, 1024 * 1024 * 1024);
+        assert_eq!(d.expire_after, Some(Duration::from_secs(30 * 86_400)));
+        let set = u("[upload]\nmax_file_size = \"10MiB\"\nquota = \"1GiB\"\nexpire_after = \"never\"\nenabled = false\n");
+        assert_eq!(set.max_file_size, 10 * 1024 * 1024);
+        assert_eq!(set.expire_after, None);
+        assert!(!set.enabled);
+        assert_eq!(
+            u("[upload]\nexpire_after = \"2d\"\n").expire_after,
+            Some(Duration::from_secs(2 * 86_400))
+        );
+        assert_eq!(problems("[upload]\nmax_file_size = \"3GiB\"\n").len(), 1);
+        assert_eq!(problems("[upload]\nexpire_after = \"1m\"\n").len(), 1);
+        assert_eq!(problems("[upload]\nquota = 10\n").len(), 1);
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct Server {
     pub blocking: crate::services::blocking::State,
     /// Connected XEP-0114 components.
     pub components: crate::session::component::Registry,
+    /// XEP-0363 upload slots handed out and not used yet.
+    pub upload: crate::services::upload::State,
     /// Closed when the server shuts down; waiting tasks watch it.
     shutdown_tx: async_channel::Sender<()>,
     shutdown_rx: async_channel::Receiver<()>,
@@ -64,6 +66,7 @@ impl Server {
             account_locks: (0..64).map(|_| smol::lock::Mutex::new(())).collect(),
             blocking: Default::default(),
             components: Default::default(),
+            upload: Default::default(),
             shutdown_tx,
             shutdown_rx,
         }
@@ -229,6 +232,7 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
         tasks.push(ex.spawn(crate::admin::serve(ex.clone(), srv.clone(), admin)));
     }
     tasks.push(ex.spawn(crate::services::mam::expire_loop(srv.clone())));
+    tasks.push(ex.spawn(crate::services::upload::expire_loop(srv.clone())));
     if let Some(bound) = turn {
         let (t, domain) = (srv.config.turn.clone(), srv.domain().to_string());
         tasks.push(ex.spawn(crate::turn::server::serve(ex.clone(), t, domain, bound)));

@@ -91,6 +91,8 @@ pub struct Config {
     pub mam: Mam,
     /// XEP-0363 HTTP File Upload at `upload.DOMAIN`.
     pub upload: Upload,
+    /// The web side on `[listen] https`: WebSocket, BOSH, host-meta.
+    pub http: Http,
     /// XEP-0157 contact addresses published in the server's disco#info.
     pub contact: Contact,
     /// XEP-0215 STUN/TURN: the built-in server, or an external one, with coturn-style
@@ -173,6 +175,14 @@ pub struct Upload {
     pub quota: u64,
     /// Files older than this are deleted; `None` keeps them until the account is deleted.
     pub expire_after: Option<Duration>,
+}
+
+/// The web endpoints (`[http]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Http {
+    /// The HTTPS address clients reach the web endpoints at, without a trailing `/`, when it
+    /// is not `https://DOMAIN[:port]` (behind a reverse proxy, another port forwarded).
+    pub public_url: Option<String>,
 }
 
 /// XEP-0157 contact addresses: URIs like `mailto:abuse@example.org` or
@@ -387,6 +397,26 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     }
 }
 
+/// `[http] public_url`: an absolute http(s) URL with a host, stored without a trailing `/`.
+fn normalize_public_url(s: &str) -> Result<String, String> {
+    let help = || {
+        "write a URL like \"https://xmpp.example.org\" or \"https://example.org/xmpp\"".to_string()
+    };
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .ok_or_else(help)?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty()
+        || s.chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "<>\"'`{}|\\^".contains(c))
+        || s.contains(['?', '#'])
+    {
+        return Err(help());
+    }
+    Ok(s.trim_end_matches('/').to_string())
+}
+
 /// Checks and normalizes an XMPP domain (lowercase; `localhost` or a dotted ASCII DNS name).
 /// Shared with `kith setup`, which asks for one. The error is a message plus a possible fix.
 pub fn normalize_domain(input: &str) -> Result<String, (String, Option<String>)> {
@@ -506,10 +536,29 @@ impl Config {
                 quota: 1024 * MIB as u64,
                 expire_after: Some(Duration::from_secs(30 * 86_400)),
             },
+            http: Http::default(),
             contact: Contact::default(),
             turn: Turn::default(),
             components: Vec::new(),
             source: ConfigSource::Defaults,
+        }
+    }
+
+    /// The base URL (no trailing `/`) of the web endpoints handed to clients: `[http]
+    /// public_url`, or `https://DOMAIN` plus the port of the first `[listen] https` address
+    /// when that is not 443.
+    pub fn public_url(&self) -> String {
+        if let Some(url) = &self.http.public_url {
+            return url.clone();
+        }
+        let host = if self.domain.contains(':') {
+            format!("[{}]", self.domain)
+        } else {
+            self.domain.clone()
+        };
+        match self.listen.https.first().map(|a| a.port()) {
+            Some(port) if port != 443 => format!("https://{host}:{port}"),
+            _ => format!("https://{host}"),
         }
     }
 
@@ -643,15 +692,7 @@ impl fmt::Display for Problem {
 
 /// Sections later versions will add. Rejected with a clear "not supported yet" message; remove a
 /// name from here when its section joins `SECTIONS`.
-pub const RESERVED_SECTIONS: &[&str] = &[
-    "s2s",
-    "acme",
-    "http",
-    "muc",
-    "push",
-    "registration",
-    "invites",
-];
+pub const RESERVED_SECTIONS: &[&str] = &["s2s", "acme", "muc", "push", "registration", "invites"];
 
 /// `[components]` maps names chosen by the operator to secrets, so it is not a table of
 /// fixed keys like the `SECTIONS`; `Checker::read_components` reads it.
@@ -1022,6 +1063,33 @@ const SECTIONS: &[Section] = &[
                 unset_example: "",
             },
         ],
+    },
+    Section {
+        name: "http",
+        doc: "The web endpoints on [listen] https: XMPP over WebSocket (RFC 7395) at\n\
+              /xmpp-websocket, BOSH (XEP-0206) at /http-bind, announced in\n\
+              /.well-known/host-meta (XEP-0156).",
+        check: |_, _| {},
+        keys: &[Key {
+            name: "public_url",
+            doc: "The address web clients use to reach this server, when it is not\n\
+                  https://DOMAIN (plus the port of the first [listen] https address when\n\
+                  that is not 443), e.g. behind a reverse proxy.",
+            read: |c, key, v, cfg| {
+                if let Some(s) = c.string(key, v, "a URL like \"https://example.org\"") {
+                    match normalize_public_url(s) {
+                        Ok(url) => cfg.http.public_url = Some(url),
+                        Err(help) => c.problem(
+                            v.span(),
+                            format!("'{key}': '{s}' is not an http(s) URL"),
+                            Some(help),
+                        ),
+                    }
+                }
+            },
+            show: |cfg| cfg.http.public_url.as_deref().map(quote),
+            unset_example: "\"https://xmpp.example.org\"",
+        }],
     },
     Section {
         name: "contact",
@@ -2296,8 +2364,8 @@ allow_plain = true
         assert_eq!(
             problems("[s2ss]\n"),
             ["kith.toml:1:2: unknown section [s2ss] \
-                 (known sections: [listen], [tls], [limits], [auth], [mam], [upload], [contact], \
-                 [turn], [components])"]
+                 (known sections: [listen], [tls], [limits], [auth], [mam], [upload], [http], \
+                 [contact], [turn], [components])"]
         );
         assert_eq!(
             problems("\n[limit]\n"),
@@ -2311,8 +2379,25 @@ allow_plain = true
             problems("[muc]\nenabled = true\n"),
             [
                 "kith.toml:1:2: section [muc] is not supported by this version of kith \
-                 (known sections: [listen], [tls], [limits], [auth], [mam], [upload], [contact], \
-                 [turn], [components])"
+                 (known sections: [listen], [tls], [limits], [auth], [mam], [upload], [http], \
+                 [contact], [turn], [components])"
+            ]
+        );
+    }
+
+    #[test]
+    fn http_public_url() {
+        let c = ok("domain = \"example.org\"\n");
+        assert_eq!(c.public_url(), "https://example.org");
+        let c = ok("domain = \"example.org\"\n[listen]\nhttps = [\"127.0.0.1:5443\"]\n");
+        assert_eq!(c.public_url(), "https://example.org:5443");
+        let c = ok("[http]\npublic_url = \"https://chat.example.org/xmpp/\"\n");
+        assert_eq!(c.public_url(), "https://chat.example.org/xmpp");
+        assert_eq!(
+            problems("[http]\npublic_url = \"chat.example.org\"\n"),
+            [
+                "kith.toml:2:14: 'public_url': 'chat.example.org' is not an http(s) URL \
+              (write a URL like \"https://xmpp.example.org\" or \"https://example.org/xmpp\")"
             ]
         );
     }

@@ -43,6 +43,8 @@ pub struct Server {
     pub components: crate::session::component::Registry,
     /// XEP-0363 upload slots handed out and not used yet.
     pub upload: crate::services::upload::State,
+    /// The ACME client's challenge answers for the web listeners, once it is running.
+    pub acme: std::sync::OnceLock<Arc<dyn crate::http::Acme>>,
     /// Closed when the server shuts down; waiting tasks watch it.
     shutdown_tx: async_channel::Sender<()>,
     shutdown_rx: async_channel::Receiver<()>,
@@ -67,6 +69,7 @@ impl Server {
             blocking: Default::default(),
             components: Default::default(),
             upload: Default::default(),
+            acme: std::sync::OnceLock::new(),
             shutdown_tx,
             shutdown_rx,
         }
@@ -199,6 +202,7 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
         }
         bind_all(&config.listen.components, "components")?
     };
+    let web = crate::http::bind(&config)?;
     warn_reserved(&config);
 
     let srv = Arc::new(Server::new(config, store, tls));
@@ -228,6 +232,7 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
             l,
         )));
     }
+    tasks.extend(crate::http::start(&ex, &srv, web));
     if let Some(admin) = admin {
         tasks.push(ex.spawn(crate::admin::serve(ex.clone(), srv.clone(), admin)));
     }
@@ -359,12 +364,7 @@ fn bind_with_v4_fallback(addr: SocketAddr) -> std::io::Result<std::net::TcpListe
 /// Listeners that later features will serve; say so instead of silently ignoring the keys.
 fn warn_reserved(config: &Config) {
     let l = &config.listen;
-    for (name, addrs) in [
-        ("s2s", &l.s2s),
-        ("s2s_direct_tls", &l.s2s_direct_tls),
-        ("https", &l.https),
-        ("http", &l.http),
-    ] {
+    for (name, addrs) in [("s2s", &l.s2s), ("s2s_direct_tls", &l.s2s_direct_tls)] {
         if !addrs.is_empty() {
             log::debug!("[listen] {name} is not served by this version of kith yet");
         }

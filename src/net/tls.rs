@@ -16,6 +16,12 @@ use crate::sasl::CbInfo;
 
 /// ALPN protocol id for direct-TLS client connections (XEP-0368).
 pub const ALPN_XMPP_CLIENT: &[u8] = b"xmpp-client";
+/// ALPN protocol id for direct-TLS server-to-server connections (XEP-0368).
+pub const ALPN_XMPP_SERVER: &[u8] = b"xmpp-server";
+/// ALPN protocol id of HTTP/1.1 (RFC 7301).
+pub const ALPN_HTTP11: &[u8] = b"http/1.1";
+/// ALPN protocol id of the ACME TLS-ALPN-01 challenge (RFC 8737).
+pub const ALPN_ACME_TLS: &[u8] = b"acme-tls/1";
 
 /// Where the certificate came from, for logs and `kith check`.
 #[derive(Clone, Debug)]
@@ -30,6 +36,9 @@ pub struct TlsSetup {
     pub starttls: Arc<ServerConfig>,
     /// For direct TLS on 5223: ALPN `xmpp-client`.
     pub direct: Arc<ServerConfig>,
+    /// For the HTTPS port (443): one port for everything, told apart by ALPN: direct-TLS
+    /// clients and servers (XEP-0368) and the web (`http/1.1`, also chosen without ALPN).
+    pub https: Arc<ServerConfig>,
     /// RFC 5929 `tls-server-end-point` data: the hash of our leaf certificate, when its
     /// signature algorithm makes the hash well-defined.
     pub server_end_point: Option<Vec<u8>>,
@@ -79,10 +88,24 @@ impl TlsSetup {
         };
         let server_end_point = certs.first().and_then(|leaf| end_point_hash(leaf));
         let starttls = server_config(certs.clone(), key.clone_key(), Vec::new())?;
-        let direct = server_config(certs, key, vec![ALPN_XMPP_CLIENT.to_vec()])?;
+        let direct = server_config(
+            certs.clone(),
+            key.clone_key(),
+            vec![ALPN_XMPP_CLIENT.to_vec()],
+        )?;
+        let https = server_config(
+            certs,
+            key,
+            vec![
+                ALPN_XMPP_CLIENT.to_vec(),
+                ALPN_XMPP_SERVER.to_vec(),
+                ALPN_HTTP11.to_vec(),
+            ],
+        )?;
         Ok(TlsSetup {
             starttls,
             direct,
+            https,
             server_end_point,
             source,
         })

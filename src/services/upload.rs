@@ -92,9 +92,13 @@ impl State {
         slots.remove(id).ok_or(Refused::Unknown)
     }
 
-    /// Whether slot `id` is handed out and waiting (for telling "used" from "never existed").
-    pub fn is_pending(&self, id: &str, now: Instant) -> bool {
-        lock(&self.slots).get(id).is_some_and(|s| s.expires > now)
+    /// Slot `id` if it is handed out and waiting: a PUT checks its request against it before
+    /// claiming it.
+    pub fn peek(&self, id: &str, now: Instant) -> Option<Slot> {
+        lock(&self.slots)
+            .get(id)
+            .filter(|s| s.expires > now)
+            .cloned()
     }
 
     /// Bytes and number of the owner's outstanding slots; forgets expired slots on the way.
@@ -117,10 +121,11 @@ impl State {
 }
 
 /// The service's address, `upload.DOMAIN`, when it is offered: enabled, and reachable over
-/// HTTPS (a `[listen] https` address).
+/// HTTPS (a `[listen] https` address, or a reverse proxy at `[http] public_url`).
 pub fn service_domain(srv: &Server) -> Option<String> {
     let cfg = &srv.config;
-    (cfg.upload.enabled && !cfg.listen.https.is_empty()).then(|| format!("upload.{}", cfg.domain))
+    let reachable = !cfg.listen.https.is_empty() || cfg.http.public_url.is_some();
+    (cfg.upload.enabled && reachable).then(|| format!("upload.{}", cfg.domain))
 }
 
 /// Whether `domain` is the upload service's address.
@@ -128,10 +133,14 @@ pub fn is_service(srv: &Server, domain: &str) -> bool {
     service_domain(srv).is_some_and(|d| d == domain)
 }
 
-/// The base of every upload URL: `https://upload.DOMAIN`, plus the port of the first
-/// `[listen] https` address when it is not 443.
-// TODO(web): `[http] public_url` overrides this once the `web` branch adds it.
+/// The base of every upload URL. With `[http] public_url` (a reverse proxy, or one DNS name
+/// only) files live under it, on the main domain; otherwise on their own host,
+/// `https://upload.DOMAIN` plus the port of the first `[listen] https` address when it is not
+/// 443, so a file can never share an origin with the web client.
 pub fn base_url(srv: &Server) -> String {
+    if let Some(url) = &srv.config.http.public_url {
+        return url.clone();
+    }
     let port = srv.config.listen.https.first().map_or(443, |a| a.port());
     default_base_url(&srv.config.domain, port)
 }
@@ -270,10 +279,11 @@ pub fn default_base_url(domain: &str, https_port: u16) -> String {
     }
 }
 
-/// The URL of an upload: `BASE/ID/NAME`, the name percent-encoded as one path segment.
+/// The URL of an upload: `BASE/upload/ID/NAME`, the name percent-encoded as one path
+/// segment (the HTTP router sends `/upload/` on either host here, see `http::router`).
 pub fn file_url(base: &str, id: &str, name: &str) -> String {
     format!(
-        "{}/{id}/{}",
+        "{}/upload/{id}/{}",
         base.trim_end_matches('/'),
         percent_encode_segment(name)
     )
@@ -396,7 +406,7 @@ fn random_id(n: usize) -> Option<String> {
 }
 
 /// Compares two secrets in time that depends only on their lengths.
-fn same_secret(a: &str, b: &str) -> bool {
+pub fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())
@@ -562,7 +572,7 @@ mod tests {
             "https://upload.example.org:8443"
         );
         assert_eq!(
-            file_url("https://h/upload/", "AbC_-9", "my cat (1).jpg"),
+            file_url("https://h/", "AbC_-9", "my cat (1).jpg"),
             "https://h/upload/AbC_-9/my%20cat%20%281%29.jpg"
         );
         assert_eq!(percent_encode_segment("ü/%"), "%C3%BC%2F%25");
@@ -617,10 +627,10 @@ mod tests {
         assert_eq!(st.pending(&owner, now), (30, 2));
         assert_eq!(st.claim("a", None, now), Err(Refused::BadToken));
         assert_eq!(st.claim("a", Some("secreT"), now), Err(Refused::BadToken));
-        assert!(st.is_pending("a", now));
+        assert!(st.peek("a", now).is_some());
         assert_eq!(st.claim("a", Some("secret"), now).unwrap().size, 10);
         assert_eq!(st.claim("a", Some("secret"), now), Err(Refused::Unknown));
-        assert!(!st.is_pending("a", now));
+        assert!(st.peek("a", now).is_none());
         assert_eq!(
             st.claim("b", Some("secret"), now + SLOT_LIFETIME),
             Err(Refused::Unknown)

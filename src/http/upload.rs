@@ -232,36 +232,16 @@ fn empty(status: StatusCode) -> Response<Body> {
 
 async fn put(srv: &Server, tag: &str, id: &str, mut req: Request<Incoming>) -> Response<Body> {
     let now = Instant::now();
-    let Some(slot) = srv.upload.peek(id, now) else {
-        // A used slot has a record; anything else never existed or expired.
-        return match srv.store.upload(id).await {
-            Ok(Some(_)) => body::status(StatusCode::CONFLICT),
-            _ => body::status(StatusCode::FORBIDDEN),
-        };
+    let slot = match check_put(srv, tag, id, req.headers(), now).await {
+        Ok(slot) => slot,
+        Err(status) => {
+            drain(&mut req, srv.config.upload.max_file_size).await;
+            return body::status(status);
+        }
     };
-    let headers = req.headers();
-    if !bearer(headers).is_some_and(|t| service::same_secret(t, &slot.token)) {
-        log::info!("{tag}: upload {id}: PUT without the slot's token");
-        return body::status(StatusCode::FORBIDDEN);
-    }
-    let length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    match length {
-        None => return body::status(StatusCode::LENGTH_REQUIRED),
-        Some(n) if n > slot.size => return body::status(StatusCode::PAYLOAD_TOO_LARGE),
-        Some(n) if n != slot.size => return body::status(StatusCode::BAD_REQUEST),
-        Some(_) => {}
-    }
-    let sent_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    if !same_media_type(sent_type, &slot.content_type) {
-        return body::status(StatusCode::BAD_REQUEST);
-    }
     let Ok(slot) = srv.upload.claim(id, Some(&slot.token), now) else {
         // Another PUT took it in the meantime.
+        drain(&mut req, srv.config.upload.max_file_size).await;
         return body::status(StatusCode::CONFLICT);
     };
     let dir = service::dir(srv);
@@ -303,6 +283,70 @@ async fn put(srv: &Server, tag: &str, id: &str, mut req: Request<Incoming>) -> R
             }
         }
     }
+}
+
+/// The slot a PUT may use, or why not: 403 without a valid slot and token, 409 when the
+/// upload is already done, 411/413/400 when its length or type does not match the slot.
+async fn check_put(
+    srv: &Server,
+    tag: &str,
+    id: &str,
+    headers: &HeaderMap,
+    now: Instant,
+) -> Result<Slot, StatusCode> {
+    let Some(slot) = srv.upload.peek(id, now) else {
+        // A used slot has a record; anything else never existed or expired.
+        return Err(match srv.store.upload(id).await {
+            Ok(Some(_)) => StatusCode::CONFLICT,
+            _ => StatusCode::FORBIDDEN,
+        });
+    };
+    if !bearer(headers).is_some_and(|t| service::same_secret(t, &slot.token)) {
+        log::info!("{tag}: upload {id}: PUT without the slot's token");
+        return Err(StatusCode::FORBIDDEN);
+    }
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match length {
+        None => return Err(StatusCode::LENGTH_REQUIRED),
+        Some(n) if n > slot.size => return Err(StatusCode::PAYLOAD_TOO_LARGE),
+        Some(n) if n != slot.size => return Err(StatusCode::BAD_REQUEST),
+        Some(_) => {}
+    }
+    let sent_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    if !same_media_type(sent_type, &slot.content_type) {
+        return Err(StatusCode::BAD_REQUEST);
+    }
+    Ok(slot)
+}
+
+/// Reads and drops the body of a refused PUT of at most `limit` bytes, so the client reads
+/// our answer instead of a connection reset: closing a socket with unread data makes the
+/// kernel send RST, which can destroy the response in flight. A client that sent `Expect:
+/// 100-continue` has sent nothing yet and is answered at once; so is a larger body.
+async fn drain(req: &mut Request<Incoming>, limit: u64) {
+    let expects = req
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if expects || !declared.is_some_and(|n| n <= limit) {
+        return;
+    }
+    let body = req.body_mut();
+    let reading = async { while let Some(Ok(_)) = body.frame().await {} };
+    let idle = async {
+        smol::Timer::after(BODY_IDLE_TIMEOUT).await;
+    };
+    futures_lite::future::or(reading, idle).await;
 }
 
 struct Failed(StatusCode, String);

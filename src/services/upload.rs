@@ -638,6 +638,72 @@ mod tests {
         assert_eq!(st.claim("nope", Some("secret"), now), Err(Refused::Unknown));
     }
 
+    /// Expired files and their records go; fresh ones stay; an old file without a record (its
+    /// account was deleted) and a stale partial file go; a young file without one stays (a PUT
+    /// between its rename and its record).
+    #[test]
+    fn the_sweep_deletes_expired_and_orphaned_files() {
+        use crate::store::{Store, Upload};
+        let dir = std::env::temp_dir().join(format!("kith-upload-sweep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("kith.redb")).unwrap();
+        let tls = crate::net::tls::TlsSetup::load(None, None, "localhost", &dir).unwrap();
+        let mut config = crate::config::Config::defaults();
+        config.data_dir = dir.clone();
+        config.upload.expire_after = Some(Duration::from_secs(86_400));
+        let srv = Server::new(config, store, tls);
+        let files = dir.join("upload");
+        std::fs::create_dir_all(&files).unwrap();
+        let now = 10 * 86_400;
+        let rec = |created_unix| Upload {
+            owner: "a@localhost".into(),
+            name: "f".into(),
+            content_type: "text/plain".into(),
+            size: 1,
+            created_unix,
+        };
+        let old = std::time::SystemTime::now() - 2 * ORPHAN_AGE;
+        let touch = |name: &str, aged: bool| {
+            let f = std::fs::File::create(files.join(name)).unwrap();
+            if aged {
+                f.set_modified(old).unwrap();
+            }
+        };
+        smol::block_on(async {
+            srv.store
+                .create_account("a@localhost", vec![])
+                .await
+                .unwrap();
+            srv.store
+                .upload_add("expired", rec(now - 2 * 86_400))
+                .await
+                .unwrap();
+            srv.store
+                .upload_add("fresh", rec(now - 3600))
+                .await
+                .unwrap();
+        });
+        touch("expired", false);
+        touch("fresh", true);
+        touch("orphan", true);
+        touch("young-orphan", false);
+        touch(&format!("{TEMP_PREFIX}stale"), true);
+        assert_eq!(smol::block_on(sweep(&srv, now)), 3);
+        let mut left: Vec<String> = std::fs::read_dir(&files)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["fresh", "young-orphan"]);
+        smol::block_on(async {
+            assert!(srv.store.upload("expired").await.unwrap().is_none());
+            assert!(srv.store.upload("fresh").await.unwrap().is_some());
+        });
+        drop(srv);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn ids_are_url_safe_and_distinct() {
         let a = random_id(18).unwrap();

@@ -36,9 +36,15 @@ fn alice(server: &TestServer) -> Client {
 
 /// A slot: (PUT URL, Authorization header value, GET URL), or the error reply.
 fn request_slot(c: &mut Client, name: &str, size: usize, ty: &str) -> Result<Slot, Element> {
+    // An empty `ty` leaves the optional content-type out.
+    let ty = if ty.is_empty() {
+        String::new()
+    } else {
+        format!(" content-type='{ty}'")
+    };
     let r = c.iq(&format!(
         "<iq type='get' id='ID' to='upload.localhost'><request xmlns='{NS_UPLOAD}' \
-         filename='{}' size='{size}' content-type='{ty}'/></iq>",
+         filename='{}' size='{size}'{ty}/></iq>",
         common::client::escape(name)
     ));
     if r.attr("type") != Some("result") {
@@ -294,6 +300,20 @@ fn a_file_goes_up_and_comes_down_byte_identical() {
     let same = curl(&server, &[], &main).unwrap();
     assert_eq!(same.status, 200);
     assert!(same.body == data);
+
+    // No declared type: the PUT's is kept. A page is served as a download, sandboxed.
+    let page = server.dir.join("page.html");
+    std::fs::write(&page, "<script>alert(1)</script>").unwrap();
+    let slot = request_slot(&mut c, "page.html", 25, "").unwrap();
+    assert_eq!(put(&server, &slot, &page, "text/html").unwrap().status, 201);
+    let got = curl(&server, &[], &slot.get).unwrap();
+    assert_eq!(got.header("content-type"), Some("text/html"));
+    assert!(got
+        .header("content-disposition")
+        .is_some_and(|d| d.starts_with("attachment;")));
+    assert!(got
+        .header("content-security-policy")
+        .is_some_and(|p| p.contains("sandbox") && p.contains("default-src 'none'")));
 
     // A made-up id is not there.
     let made_up = format!("https://upload.localhost:{port}/upload/AAAAAAAAAAAAAAAAAAAAAAAA/x");

@@ -232,8 +232,8 @@ fn empty(status: StatusCode) -> Response<Body> {
 
 async fn put(srv: &Server, tag: &str, id: &str, mut req: Request<Incoming>) -> Response<Body> {
     let now = Instant::now();
-    let slot = match check_put(srv, tag, id, req.headers(), now).await {
-        Ok(slot) => slot,
+    let (slot, content_type) = match check_put(srv, tag, id, req.headers(), now).await {
+        Ok(ok) => ok,
         Err(status) => {
             drain(&mut req, srv.config.upload.max_file_size).await;
             return body::status(status);
@@ -256,7 +256,7 @@ async fn put(srv: &Server, tag: &str, id: &str, mut req: Request<Incoming>) -> R
     let record = Upload {
         owner: slot.owner.to_string(),
         name: slot.name.clone(),
-        content_type: slot.content_type.clone(),
+        content_type,
         size: slot.size,
         created_unix: crate::time::now_unix(),
     };
@@ -285,15 +285,16 @@ async fn put(srv: &Server, tag: &str, id: &str, mut req: Request<Incoming>) -> R
     }
 }
 
-/// The slot a PUT may use, or why not: 403 without a valid slot and token, 409 when the
-/// upload is already done, 411/413/400 when its length or type does not match the slot.
+/// The slot a PUT may use and the media type to store, or why not: 403 without a valid slot
+/// and token, 409 when the upload is already done, 411/413/400 when its length or type does
+/// not match the slot.
 async fn check_put(
     srv: &Server,
     tag: &str,
     id: &str,
     headers: &HeaderMap,
     now: Instant,
-) -> Result<Slot, StatusCode> {
+) -> Result<(Slot, String), StatusCode> {
     let Some(slot) = srv.upload.peek(id, now) else {
         // A used slot has a record; anything else never existed or expired.
         return Err(match srv.store.upload(id).await {
@@ -318,10 +319,14 @@ async fn check_put(
     let sent_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    if !same_media_type(sent_type, &slot.content_type) {
-        return Err(StatusCode::BAD_REQUEST);
-    }
-    Ok(slot)
+    let content_type = match (&slot.content_type, sent_type) {
+        (Some(declared), sent) if same_media_type(sent, declared) => declared.clone(),
+        (Some(_), _) => return Err(StatusCode::BAD_REQUEST),
+        // The slot request named no type: the PUT's, if it is one.
+        (None, Some(sent)) if service::valid_content_type(sent.trim()) => sent.trim().to_string(),
+        (None, _) => "application/octet-stream".to_string(),
+    };
+    Ok((slot, content_type))
 }
 
 /// Reads and drops the body of a refused PUT of at most `limit` bytes, so the client reads

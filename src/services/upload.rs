@@ -54,7 +54,9 @@ pub const TEMP_PREFIX: &str = ".part-";
 pub struct Slot {
     pub owner: BareJid,
     pub name: String,
-    pub content_type: String,
+    /// The media type the client declared, which the PUT must match; `None`: the PUT's
+    /// `Content-Type` decides.
+    pub content_type: Option<String>,
     pub size: u64,
     /// The PUT's bearer token.
     pub token: String,
@@ -215,7 +217,7 @@ pub fn disco_info(query: &Element, max_file_size: u64) -> Element {
 pub struct Request {
     pub name: String,
     pub size: u64,
-    pub content_type: String,
+    pub content_type: Option<String>,
 }
 
 /// XEP-0363 §4 `<request filename size content-type/>`. A missing or unusable attribute is
@@ -235,8 +237,8 @@ pub fn parse_request(req: &Element) -> Result<Request, StanzaError> {
         .and_then(|s| s.trim().parse::<u64>().ok())
         .ok_or_else(|| bad("the request has no valid size"))?;
     let content_type = match req.attr("content-type").map(str::trim) {
-        None | Some("") => "application/octet-stream".to_string(),
-        Some(t) if valid_content_type(t) => t.to_string(),
+        None | Some("") => None,
+        Some(t) if valid_content_type(t) => Some(t.to_string()),
         Some(_) => return Err(bad("the content-type is not a media type like image/jpeg")),
     };
     Ok(Request {
@@ -353,7 +355,7 @@ async fn request_slot(srv: &Server, from: &FullJid, iq: &Element, payload: &Elem
     log::info!(
         "upload: slot {id} for {owner}: {} bytes of {}",
         req.size,
-        req.content_type
+        req.content_type.as_deref().unwrap_or("undeclared type")
     );
     srv.upload.insert(
         id,
@@ -532,11 +534,11 @@ mod tests {
             Request {
                 name: "Ünï cat.jpg".into(),
                 size: 1234,
-                content_type: "image/jpeg".into()
+                content_type: Some("image/jpeg".into())
             }
         );
         let untyped = request(&[("filename", "a"), ("size", "0")]).unwrap();
-        assert_eq!(untyped.content_type, "application/octet-stream");
+        assert_eq!(untyped.content_type, None);
         for bad in [
             vec![("size", "1")],
             vec![("filename", ""), ("size", "1")],
@@ -616,7 +618,7 @@ mod tests {
         let slot = |size, expires| Slot {
             owner: owner.clone(),
             name: "f".into(),
-            content_type: "text/plain".into(),
+            content_type: Some("text/plain".into()),
             size,
             token: "secret".into(),
             expires,

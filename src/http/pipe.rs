@@ -206,16 +206,18 @@ impl FromServer {
 
     /// Waits until a frame is ready or c2s closed its side.
     pub async fn wait(&self) {
-        futures_lite::future::poll_fn(|cx| {
-            let mut out = lock(&self.out);
-            if !out.frames.is_empty() || out.closed {
-                Poll::Ready(())
-            } else {
-                out.reader = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await
+        futures_lite::future::poll_fn(|cx| self.poll_ready(cx)).await
+    }
+
+    /// Ready when a frame is ready or c2s closed its side; otherwise wakes `cx` then.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut out = lock(&self.out);
+        if !out.frames.is_empty() || out.closed {
+            Poll::Ready(())
+        } else {
+            out.reader = Some(cx.waker().clone());
+            Poll::Pending
+        }
     }
 
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
@@ -284,12 +286,9 @@ pub fn stream_header<'a>(attrs: impl IntoIterator<Item = (&'a str, &'a str)>) ->
         "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'",
     );
     for (k, v) in attrs {
-        let name = match k {
-            "to" | "from" | "version" => k,
-            "{http://www.w3.org/XML/1998/namespace}lang" | "xml:lang" => "xml:lang",
-            _ => continue,
-        };
-        h.push_str(&format!(" {name}='{}'", escape_attr_value(v)));
+        if ["to", "from", "version", "xml:lang"].contains(&k) {
+            h.push_str(&format!(" {k}='{}'", escape_attr_value(v)));
+        }
     }
     h.push('>');
     h
@@ -338,7 +337,7 @@ mod tests {
         let h = stream_header([
             ("to", "example.org"),
             ("version", "1.0"),
-            ("{http://www.w3.org/XML/1998/namespace}lang", "en"),
+            ("xml:lang", "en"),
             ("xmlns:evil", "x"),
             ("from", "a'b"),
         ]);

@@ -88,24 +88,33 @@ pub struct Listeners {
 /// warning line saying how to fix it; an address the admin configured is a start-up error.
 pub fn bind(config: &crate::config::Config) -> Result<Listeners, RunError> {
     let defaults = crate::config::Config::defaults();
-    Ok(Listeners {
-        https: bind_kind(
-            &config.listen.https,
-            config.listen.https == defaults.listen.https,
-            "https",
-        )?,
-        http: bind_kind(
-            &config.listen.http,
-            config.listen.http == defaults.listen.http,
-            "http",
-        )?,
-    })
+    let mut skipped = Vec::new();
+    let https = bind_kind(
+        &config.listen.https,
+        config.listen.https == defaults.listen.https,
+        "https",
+        &mut skipped,
+    )?;
+    let http = bind_kind(
+        &config.listen.http,
+        config.listen.http == defaults.listen.http,
+        "http",
+        &mut skipped,
+    )?;
+    if !skipped.is_empty() {
+        log::warn!(
+            "not listening for {}: permission denied; web clients (WebSocket, BOSH) cannot connect. Ports below 1024 need privileges: run kith through its systemd unit, grant it CAP_NET_BIND_SERVICE (setcap cap_net_bind_service=+ep kith), or set [listen] https and http to ports above 1024",
+            skipped.join(" and ")
+        );
+    }
+    Ok(Listeners { https, http })
 }
 
 fn bind_kind(
     addrs: &[SocketAddr],
     default: bool,
     what: &str,
+    skipped: &mut Vec<String>,
 ) -> Result<Vec<TcpListener>, RunError> {
     let mut out = Vec::new();
     for addr in addrs {
@@ -116,9 +125,7 @@ fn bind_kind(
                 out.push(l);
             }
             Err(e) if default && e.kind() == std::io::ErrorKind::PermissionDenied => {
-                log::warn!(
-                    "not listening for {what} on {addr}: {e} (ports below 1024 need privileges: run kith through its systemd unit, grant it CAP_NET_BIND_SERVICE, or set [listen] {what} to a port above 1024); web clients cannot connect until then"
-                );
+                skipped.push(format!("{what} on {addr}"));
             }
             Err(e) => {
                 return Err(RunError(format!(

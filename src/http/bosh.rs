@@ -415,6 +415,7 @@ async fn create(
     let deadline = Instant::now() + srv.config.limits.auth_timeout;
     web.ex
         .spawn(super::guarded(conn.clone(), move |_| async move {
+            let _open = super::OpenSession::new(&c2s_srv);
             Box::pin(crate::session::c2s::serve_secure(
                 c2s_srv,
                 duplex,

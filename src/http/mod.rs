@@ -191,14 +191,13 @@ async fn accept_loop(web: Arc<Web>, listener: TcpListener, tls: bool) {
 
 /// Counts the connection open while `run` goes, and catches a panic in it: a bug takes down
 /// this connection only.
-async fn guarded<F, Fut>(conn: Arc<Conn>, run: F)
+pub(crate) async fn guarded<F, Fut>(conn: Arc<Conn>, run: F)
 where
     F: FnOnce(Arc<Conn>) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     let web = conn.web.clone();
     web.open.fetch_add(1, Ordering::Relaxed);
-    web.srv.open_conns.fetch_add(1, Ordering::SeqCst);
     let tag = conn.tag.clone();
     if let Err(panic) = AssertUnwindSafe(run(conn)).catch_unwind().await {
         let msg = panic
@@ -208,8 +207,25 @@ where
             .unwrap_or_else(|| "unknown panic".into());
         log::error!("{tag}: bug: connection task panicked: {msg}; the connection was dropped");
     }
-    web.srv.open_conns.fetch_sub(1, Ordering::SeqCst);
     web.open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Counts an XMPP session (direct TLS, WebSocket or BOSH) in `Server::open_conns` while it
+/// lives, so shutdown waits for it to close its stream. Plain HTTP connections are not
+/// counted: an idle keep-alive connection has nothing to say goodbye to.
+pub(crate) struct OpenSession(Arc<Server>);
+
+impl OpenSession {
+    pub(crate) fn new(srv: &Arc<Server>) -> OpenSession {
+        srv.open_conns.fetch_add(1, Ordering::SeqCst);
+        OpenSession(srv.clone())
+    }
+}
+
+impl Drop for OpenSession {
+    fn drop(&mut self) {
+        self.0.open_conns.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 async fn connection(conn: Arc<Conn>, tcp: TcpStream, tls: bool, id: u64) {
@@ -252,6 +268,7 @@ async fn connection(conn: Arc<Conn>, tcp: TcpStream, tls: bool, id: u64) {
             );
             let cb = conn.web.srv.tls.channel_binding(tls.get_ref().1);
             let srv = conn.web.srv.clone();
+            let _open = OpenSession::new(&srv);
             let deadline = Instant::now() + srv.config.limits.auth_timeout;
             Box::pin(crate::session::c2s::serve_secure(
                 srv,

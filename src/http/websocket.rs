@@ -142,6 +142,7 @@ pub async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<Bod
 /// One WebSocket XMPP session: c2s on one side of a pipe, the two pumps on the other.
 async fn session(conn: Arc<Conn>, io: Upgraded, id: u64) {
     let srv = conn.web.srv.clone();
+    let _open = super::OpenSession::new(&srv);
     let limits = Limits {
         max_stanza_bytes: srv.config.limits.max_stanza_size,
         ..Limits::default()

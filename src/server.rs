@@ -349,7 +349,8 @@ fn bind_with_v4_fallback(addr: SocketAddr) -> std::io::Result<std::net::TcpListe
     match std::net::TcpListener::bind(addr) {
         Err(e)
             if addr.ip() == std::net::Ipv6Addr::UNSPECIFIED
-                && e.kind() != std::io::ErrorKind::AddrInUse =>
+                && e.kind() != std::io::ErrorKind::AddrInUse
+                && e.kind() != std::io::ErrorKind::PermissionDenied =>
         {
             let v4 = SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, addr.port()));
             log::warn!(

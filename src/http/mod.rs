@@ -88,24 +88,33 @@ pub struct Listeners {
 /// warning line saying how to fix it; an address the admin configured is a start-up error.
 pub fn bind(config: &crate::config::Config) -> Result<Listeners, RunError> {
     let defaults = crate::config::Config::defaults();
-    Ok(Listeners {
-        https: bind_kind(
-            &config.listen.https,
-            config.listen.https == defaults.listen.https,
-            "https",
-        )?,
-        http: bind_kind(
-            &config.listen.http,
-            config.listen.http == defaults.listen.http,
-            "http",
-        )?,
-    })
+    let mut skipped = Vec::new();
+    let https = bind_kind(
+        &config.listen.https,
+        config.listen.https == defaults.listen.https,
+        "https",
+        &mut skipped,
+    )?;
+    let http = bind_kind(
+        &config.listen.http,
+        config.listen.http == defaults.listen.http,
+        "http",
+        &mut skipped,
+    )?;
+    if !skipped.is_empty() {
+        log::warn!(
+            "not listening for {}: permission denied; web clients (WebSocket, BOSH) cannot connect. Ports below 1024 need privileges: run kith through its systemd unit, grant it CAP_NET_BIND_SERVICE (setcap cap_net_bind_service=+ep kith), or set [listen] https and http to ports above 1024",
+            skipped.join(" and ")
+        );
+    }
+    Ok(Listeners { https, http })
 }
 
 fn bind_kind(
     addrs: &[SocketAddr],
     default: bool,
     what: &str,
+    skipped: &mut Vec<String>,
 ) -> Result<Vec<TcpListener>, RunError> {
     let mut out = Vec::new();
     for addr in addrs {
@@ -116,9 +125,7 @@ fn bind_kind(
                 out.push(l);
             }
             Err(e) if default && e.kind() == std::io::ErrorKind::PermissionDenied => {
-                log::warn!(
-                    "not listening for {what} on {addr}: {e} (ports below 1024 need privileges: run kith through its systemd unit, grant it CAP_NET_BIND_SERVICE, or set [listen] {what} to a port above 1024); web clients cannot connect until then"
-                );
+                skipped.push(format!("{what} on {addr}"));
             }
             Err(e) => {
                 return Err(RunError(format!(
@@ -184,14 +191,13 @@ async fn accept_loop(web: Arc<Web>, listener: TcpListener, tls: bool) {
 
 /// Counts the connection open while `run` goes, and catches a panic in it: a bug takes down
 /// this connection only.
-async fn guarded<F, Fut>(conn: Arc<Conn>, run: F)
+pub(crate) async fn guarded<F, Fut>(conn: Arc<Conn>, run: F)
 where
     F: FnOnce(Arc<Conn>) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     let web = conn.web.clone();
     web.open.fetch_add(1, Ordering::Relaxed);
-    web.srv.open_conns.fetch_add(1, Ordering::SeqCst);
     let tag = conn.tag.clone();
     if let Err(panic) = AssertUnwindSafe(run(conn)).catch_unwind().await {
         let msg = panic
@@ -201,8 +207,25 @@ where
             .unwrap_or_else(|| "unknown panic".into());
         log::error!("{tag}: bug: connection task panicked: {msg}; the connection was dropped");
     }
-    web.srv.open_conns.fetch_sub(1, Ordering::SeqCst);
     web.open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Counts an XMPP session (direct TLS, WebSocket or BOSH) in `Server::open_conns` while it
+/// lives, so shutdown waits for it to close its stream. Plain HTTP connections are not
+/// counted: an idle keep-alive connection has nothing to say goodbye to.
+pub(crate) struct OpenSession(Arc<Server>);
+
+impl OpenSession {
+    pub(crate) fn new(srv: &Arc<Server>) -> OpenSession {
+        srv.open_conns.fetch_add(1, Ordering::SeqCst);
+        OpenSession(srv.clone())
+    }
+}
+
+impl Drop for OpenSession {
+    fn drop(&mut self) {
+        self.0.open_conns.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 async fn connection(conn: Arc<Conn>, tcp: TcpStream, tls: bool, id: u64) {
@@ -245,6 +268,7 @@ async fn connection(conn: Arc<Conn>, tcp: TcpStream, tls: bool, id: u64) {
             );
             let cb = conn.web.srv.tls.channel_binding(tls.get_ref().1);
             let srv = conn.web.srv.clone();
+            let _open = OpenSession::new(&srv);
             let deadline = Instant::now() + srv.config.limits.auth_timeout;
             Box::pin(crate::session::c2s::serve_secure(
                 srv,

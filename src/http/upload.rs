@@ -239,14 +239,15 @@ async fn put(srv: &Server, tag: &str, id: &str, mut req: Request<Incoming>) -> R
             return body::status(status);
         }
     };
-    let Ok(slot) = srv.upload.claim(id, Some(&slot.token), now) else {
+    let Ok(claimed) = srv.upload.claim(id, Some(&slot.token), now) else {
         // Another PUT took it in the meantime.
         drain(&mut req, srv.config.upload.max_file_size).await;
         return body::status(StatusCode::CONFLICT);
     };
+    let slot = &claimed.slot;
     let dir = service::dir(srv);
     let started = Instant::now();
-    match receive(&dir, id, &slot, req.body_mut()).await {
+    match receive(&dir, id, slot, req.body_mut()).await {
         Ok(()) => {}
         Err(Failed(status, why)) => {
             log::info!("{tag}: upload {id} of {}: {why}", slot.owner);

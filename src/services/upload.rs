@@ -63,10 +63,25 @@ pub struct Slot {
     pub expires: Instant,
 }
 
-/// Outstanding slots, by id.
+/// Outstanding slots by id: waiting for their PUT, or in the middle of it (`true`). A slot
+/// being uploaded still counts against its owner's quota until its record exists.
 #[derive(Default)]
 pub struct State {
-    slots: Mutex<HashMap<String, Slot>>,
+    slots: Mutex<HashMap<String, (Slot, bool)>>,
+}
+
+/// A slot taken by a PUT. It stays counted against the quota while the PUT runs, and is
+/// gone when this is dropped, however the PUT ends (success, refusal, dropped connection).
+pub struct Claimed<'a> {
+    state: &'a State,
+    id: String,
+    pub slot: Slot,
+}
+
+impl Drop for Claimed<'_> {
+    fn drop(&mut self) {
+        lock(&self.state.slots).remove(&self.id);
+    }
 }
 
 /// Why a PUT may not use a slot.
@@ -79,19 +94,29 @@ pub enum Refused {
 }
 
 impl State {
-    /// Takes slot `id` for its one PUT if `token` is its token; the slot is gone afterwards.
-    /// A wrong token leaves the slot in place, so a stranger cannot spoil it.
-    pub fn claim(&self, id: &str, token: Option<&str>, now: Instant) -> Result<Slot, Refused> {
+    /// Takes waiting slot `id` for its one PUT if `token` is its token; the slot is gone
+    /// when the returned guard drops. A wrong token leaves the slot waiting, so a stranger
+    /// cannot spoil it.
+    pub fn claim(
+        &self,
+        id: &str,
+        token: Option<&str>,
+        now: Instant,
+    ) -> Result<Claimed<'_>, Refused> {
         let mut slots = lock(&self.slots);
-        let slot = slots.get(id).ok_or(Refused::Unknown)?;
-        if slot.expires <= now {
-            slots.remove(id);
+        let (slot, uploading) = slots.get_mut(id).ok_or(Refused::Unknown)?;
+        if *uploading || slot.expires <= now {
             return Err(Refused::Unknown);
         }
         if !token.is_some_and(|t| same_secret(t, &slot.token)) {
             return Err(Refused::BadToken);
         }
-        slots.remove(id).ok_or(Refused::Unknown)
+        *uploading = true;
+        Ok(Claimed {
+            state: self,
+            id: id.to_string(),
+            slot: slot.clone(),
+        })
     }
 
     /// Slot `id` if it is handed out and waiting: a PUT checks its request against it before
@@ -99,26 +124,26 @@ impl State {
     pub fn peek(&self, id: &str, now: Instant) -> Option<Slot> {
         lock(&self.slots)
             .get(id)
-            .filter(|s| s.expires > now)
-            .cloned()
+            .filter(|(s, uploading)| !uploading && s.expires > now)
+            .map(|(s, _)| s.clone())
     }
 
     /// Bytes and number of the owner's outstanding slots; forgets expired slots on the way.
     fn pending(&self, owner: &BareJid, now: Instant) -> (u64, usize) {
         let mut slots = lock(&self.slots);
-        slots.retain(|_, s| s.expires > now);
+        slots.retain(|_, (s, uploading)| *uploading || s.expires > now);
         slots
             .values()
-            .filter(|s| &s.owner == owner)
-            .fold((0, 0), |(b, n), s| (b.saturating_add(s.size), n + 1))
+            .filter(|(s, _)| &s.owner == owner)
+            .fold((0, 0), |(b, n), (s, _)| (b.saturating_add(s.size), n + 1))
     }
 
     fn insert(&self, id: String, slot: Slot) {
-        lock(&self.slots).insert(id, slot);
+        lock(&self.slots).insert(id, (slot, false));
     }
 
     fn prune(&self, now: Instant) {
-        lock(&self.slots).retain(|_, s| s.expires > now);
+        lock(&self.slots).retain(|_, (s, uploading)| *uploading || s.expires > now);
     }
 }
 
@@ -627,17 +652,34 @@ mod tests {
         st.insert("b".into(), slot(20, now + SLOT_LIFETIME));
         st.insert("old".into(), slot(5, now));
         assert_eq!(st.pending(&owner, now), (30, 2));
-        assert_eq!(st.claim("a", None, now), Err(Refused::BadToken));
-        assert_eq!(st.claim("a", Some("secreT"), now), Err(Refused::BadToken));
+        let refused = |r: Result<Claimed<'_>, Refused>| r.err();
+        assert_eq!(refused(st.claim("a", None, now)), Some(Refused::BadToken));
+        assert_eq!(
+            refused(st.claim("a", Some("secreT"), now)),
+            Some(Refused::BadToken)
+        );
         assert!(st.peek("a", now).is_some());
-        assert_eq!(st.claim("a", Some("secret"), now).unwrap().size, 10);
-        assert_eq!(st.claim("a", Some("secret"), now), Err(Refused::Unknown));
+        let claimed = st.claim("a", Some("secret"), now).unwrap();
+        assert_eq!(claimed.slot.size, 10);
+        assert_eq!(
+            refused(st.claim("a", Some("secret"), now)),
+            Some(Refused::Unknown)
+        );
         assert!(st.peek("a", now).is_none());
         assert_eq!(
-            st.claim("b", Some("secret"), now + SLOT_LIFETIME),
-            Err(Refused::Unknown)
+            refused(st.claim("b", Some("secret"), now + SLOT_LIFETIME)),
+            Some(Refused::Unknown)
         );
-        assert_eq!(st.claim("nope", Some("secret"), now), Err(Refused::Unknown));
+        // While the PUT runs, even past the slot's lifetime, it counts against the quota.
+        assert_eq!(st.pending(&owner, now), (30, 2));
+        let later = now + 2 * SLOT_LIFETIME;
+        assert_eq!(st.pending(&owner, later), (10, 1));
+        drop(claimed);
+        assert_eq!(st.pending(&owner, later), (0, 0));
+        assert_eq!(
+            refused(st.claim("nope", Some("secret"), now)),
+            Some(Refused::Unknown)
+        );
     }
 
     /// Expired files and their records go; fresh ones stay; an old file without a record (its

@@ -56,6 +56,8 @@
 //! - `[components]` lines map a quoted component domain (checked like `domain`, not
 //!   `domain` itself) to its non-empty XEP-0114 secret; the `[listen] components` listener is
 //!   opened only when at least one is configured, and by default only on 127.0.0.1.
+//! - `[upload]` sizes are 1 KiB ..= 2 GiB - 1 (so they fit a `usize` on 32-bit boards);
+//!   `expire_after` is at least 1 h or `"never"`.
 //! - Whether certificate files exist is not checked here (that is I/O and belongs to start-up
 //!   and `kith check`).
 

@@ -344,7 +344,7 @@ async fn drain(req: &mut Request<Incoming>, limit: u64) {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if expects || !declared.is_some_and(|n| n <= limit) {
+    if expects || declared.is_none_or(|n| n > limit) {
         return;
     }
     let body = req.body_mut();

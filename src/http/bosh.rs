@@ -671,9 +671,8 @@ fn finish(web: &Web, session: &Session, end: Bytes) {
             st.ended = Some(end);
         }
     }
-    if let Some(mut tx) = session.to_server.try_lock() {
-        *tx = None;
-    }
+    // c2s sees EOF now, even if a request still holds the writer.
+    lock(&session.from_server).abort();
     web.bosh.remove(&session.sid);
     session.changed.notify(usize::MAX);
 }
@@ -703,8 +702,6 @@ pub async fn expire_loop(web: Arc<Web>) {
                 );
                 let end = terminate_body(Some(Condition::ItemNotFound), b"");
                 finish(&web, &s, end);
-                // `finish` could not take the writer if a request held it; it is gone by now.
-                *s.to_server.lock().await = None;
             }
         }
     }

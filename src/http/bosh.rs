@@ -537,7 +537,10 @@ async fn in_session_inner(
             pipe::stream_header([("to", web.srv.domain()), ("version", "1.0")]).as_bytes(),
         );
     }
-    for el in &payload {
+    for mut el in payload {
+        // A stanza that does not declare `jabber:client` (XEP-0206 §6 says it must) has
+        // inherited the body's namespace; it can only have meant the stream's.
+        el.replace_ns(ns::HTTPBIND, ns::CLIENT);
         el.write_to(&mut bytes, ns::CLIENT);
     }
     if op == Op::Terminate {

@@ -426,6 +426,14 @@ fn bosh_login_and_message_with_long_polling() {
         "<presence xmlns='jabber:client' type='unavailable'/>",
     );
     assert_eq!(resp.attr("type"), Some("terminate"), "{resp}");
+    // c2s saw a closed stream, not a dropped connection (which would park an SM session).
+    assert!(
+        server.wait_for_log(
+            "BOSH session terminated by the client",
+            Duration::from_secs(5)
+        ) && server.wait_for_log("stream closed by the client", Duration::from_secs(5)),
+        "the BOSH terminate did not close the c2s stream cleanly"
+    );
     let resp = bosh.send("", "");
     assert_eq!(resp.attr("type"), Some("terminate"), "{resp}");
     assert_eq!(resp.attr("condition"), Some("item-not-found"), "{resp}");

@@ -537,7 +537,10 @@ async fn in_session_inner(
             pipe::stream_header([("to", web.srv.domain()), ("version", "1.0")]).as_bytes(),
         );
     }
-    for el in &payload {
+    for mut el in payload {
+        // A stanza that does not declare `jabber:client` (XEP-0206 §6 says it must) has
+        // inherited the body's namespace; it can only have meant the stream's.
+        el.replace_ns(ns::HTTPBIND, ns::CLIENT);
         el.write_to(&mut bytes, ns::CLIENT);
     }
     if op == Op::Terminate {
@@ -671,9 +674,8 @@ fn finish(web: &Web, session: &Session, end: Bytes) {
             st.ended = Some(end);
         }
     }
-    if let Some(mut tx) = session.to_server.try_lock() {
-        *tx = None;
-    }
+    // c2s sees EOF now, even if a request still holds the writer.
+    lock(&session.from_server).abort();
     web.bosh.remove(&session.sid);
     session.changed.notify(usize::MAX);
 }
@@ -703,8 +705,6 @@ pub async fn expire_loop(web: Arc<Web>) {
                 );
                 let end = terminate_body(Some(Condition::ItemNotFound), b"");
                 finish(&web, &s, end);
-                // `finish` could not take the writer if a request held it; it is gone by now.
-                *s.to_server.lock().await = None;
             }
         }
     }

@@ -24,7 +24,7 @@ pub mod websocket;
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,6 +67,8 @@ pub struct Web {
     pub bosh: bosh::Sessions,
     /// Open HTTP(S) connections (see `MAX_CONNECTIONS`).
     open: AtomicUsize,
+    /// New connections are being refused (for logging once per episode).
+    full: AtomicBool,
 }
 
 /// One HTTP connection: what a handler knows about where a request came from.
@@ -148,6 +150,7 @@ pub fn start(
         ex: ex.clone(),
         bosh: bosh::Sessions::default(),
         open: AtomicUsize::new(0),
+        full: AtomicBool::new(false),
     });
     let mut tasks = Vec::new();
     for l in listeners.https {
@@ -167,8 +170,15 @@ async fn accept_loop(web: Arc<Web>, listener: TcpListener, tls: bool) {
         match listener.accept().await {
             Ok((tcp, peer)) => {
                 if web.open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-                    log::warn!("web: {MAX_CONNECTIONS} connections open; refusing {peer}");
+                    // One line per episode, not per refused connection (a flood would
+                    // otherwise fill the log).
+                    if !web.full.swap(true, Ordering::Relaxed) {
+                        log::warn!("web: {MAX_CONNECTIONS} connections open; refusing new ones (first: {peer})");
+                    }
                     continue;
+                }
+                if web.full.swap(false, Ordering::Relaxed) {
+                    log::info!("web: accepting connections again");
                 }
                 let id = web.srv.next_conn_id();
                 let tag = format!("{}#{id}", if tls { "https" } else { "http" });

@@ -56,8 +56,10 @@ pub fn pipe() -> (Duplex, ToServer, FromServer) {
         frames: VecDeque::new(),
         queued_bytes: 0,
         closed: false,
+        aborted: false,
         reader: None,
         writer: None,
+        c2s_reader: None,
     }));
     (
         Duplex {
@@ -76,8 +78,15 @@ struct Out {
     queued_bytes: usize,
     /// c2s closed its side, or the transport dropped `FromServer`.
     closed: bool,
+    /// The transport is gone (`FromServer` dropped or aborted): c2s reads EOF even while a
+    /// `ToServer` still exists.
+    aborted: bool,
+    /// The transport side waiting for frames.
     reader: Option<Waker>,
+    /// c2s waiting to write.
     writer: Option<Waker>,
+    /// c2s waiting to read (woken by an abort).
+    c2s_reader: Option<Waker>,
 }
 
 fn new_server_framer() -> Framer {
@@ -99,7 +108,16 @@ impl AsyncRead for Duplex {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.rx).poll_read(cx, buf)
+        // What the client sent before the abort (a final `</stream:stream>`) is still read.
+        let aborted = {
+            let mut out = lock(&self.out);
+            out.c2s_reader = Some(cx.waker().clone());
+            out.aborted
+        };
+        match Pin::new(&mut self.rx).poll_read(cx, buf) {
+            Poll::Pending if aborted => Poll::Ready(Ok(0)),
+            other => other,
+        }
     }
 }
 
@@ -239,9 +257,25 @@ impl FromServer {
     }
 }
 
+impl FromServer {
+    /// Ends the client's side of the stream now, as a dropped connection would: c2s reads
+    /// EOF, whoever holds the `ToServer`.
+    pub fn abort(&self) {
+        let mut out = lock(&self.out);
+        out.aborted = true;
+        out.closed = true;
+        for w in [out.c2s_reader.take(), out.writer.take(), out.reader.take()]
+            .into_iter()
+            .flatten()
+        {
+            w.wake();
+        }
+    }
+}
+
 impl Drop for FromServer {
     fn drop(&mut self) {
-        close(&self.out);
+        self.abort();
     }
 }
 
@@ -382,6 +416,25 @@ mod tests {
                 });
             }
             assert_eq!(kinds, ["open 1", "success", "open 2", "features", "close"]);
+        });
+    }
+
+    #[test]
+    fn abort_is_eof_for_c2s_while_the_writer_lives() {
+        use futures_lite::AsyncReadExt as _;
+        smol::block_on(async {
+            let (mut duplex, mut to, from) = pipe();
+            to.send(b"<a/>").await.unwrap();
+            let mut buf = [0u8; 16];
+            assert_eq!(duplex.read(&mut buf).await.unwrap(), 4);
+            let reader = smol::spawn(async move {
+                let mut buf = [0u8; 16];
+                duplex.read(&mut buf).await.unwrap()
+            });
+            smol::Timer::after(std::time::Duration::from_millis(20)).await;
+            from.abort();
+            assert_eq!(reader.await, 0);
+            drop(to);
         });
     }
 

@@ -361,3 +361,48 @@ fn limits_file_too_large_quota_and_bad_names() {
     // Small files still fit.
     request_slot(&mut c, "d.bin", 1000, "application/octet-stream").unwrap();
 }
+
+/// Behind a reverse proxy or with one DNS name: `[http] public_url` is the base of the upload
+/// URLs, whatever `Host` the request then carries.
+#[test]
+fn public_url_is_the_base_of_upload_urls() {
+    let server = Options::default()
+        .listen("https")
+        .extra_toml("[http]\npublic_url = \"https://files.example.test\"\n")
+        .start();
+    server.add_user("alice", "alice-secret");
+    let mut c = alice(&server);
+    let (file, data) = file_of(&server, "f.txt", 1234);
+    let slot = request_slot(&mut c, "f.txt", data.len(), "text/plain").unwrap();
+    assert!(
+        slot.put.starts_with("https://files.example.test/upload/"),
+        "{}",
+        slot.put
+    );
+    let to = format!("files.example.test:443:127.0.0.1:{}", server.port("https"));
+    let data_arg = format!("@{}", file.display());
+    let auth = format!("Authorization: {}", slot.auth);
+    let Some(up) = curl(
+        &server,
+        &[
+            "--connect-to",
+            &to,
+            "-X",
+            "PUT",
+            "--data-binary",
+            &data_arg,
+            "-H",
+            &auth,
+            "-H",
+            "Content-Type: text/plain",
+        ],
+        &slot.put,
+    ) else {
+        return;
+    };
+    assert_eq!(up.status, 201);
+    let got = curl(&server, &["--connect-to", &to], &slot.get).unwrap();
+    assert_eq!(got.status, 200);
+    assert!(got.body == data);
+    assert_eq!(got.header("content-type"), Some("text/plain"));
+}

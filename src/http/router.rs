@@ -17,7 +17,9 @@ pub const WEBSOCKET_PATH: &str = "/xmpp-websocket";
 pub const BOSH_PATH: &str = "/http-bind";
 pub const HOST_META_PATH: &str = "/.well-known/host-meta";
 pub const HOST_META_JSON_PATH: &str = "/.well-known/host-meta.json";
-/// XEP-0363 uploads and downloads live under this prefix on the `upload.DOMAIN` host.
+/// XEP-0363 uploads and downloads live under this prefix, on any host: `upload.DOMAIN`, the
+/// domain, or whatever name a reverse proxy at `[http] public_url` forwards (many send their
+/// upstream's address as `Host`).
 pub const UPLOAD_PREFIX: &str = "/upload/";
 
 /// What a request is for.
@@ -39,13 +41,9 @@ pub enum Route {
     MethodNotAllowed,
 }
 
-/// Routes by path (and by host for the upload service, so `upload.DOMAIN` serves only
-/// uploads). `host` is the request's host without port, lowercased.
-pub fn classify(method: &Method, host: &str, path: &str, domain: &str) -> Route {
-    let upload_host = host
-        .strip_prefix("upload.")
-        .is_some_and(|rest| rest == domain);
-    if path.starts_with(UPLOAD_PREFIX) && (upload_host || host == domain || host.is_empty()) {
+/// Routes by path. `host` is the request's host without port, lowercased.
+pub fn classify(method: &Method, _host: &str, path: &str, _domain: &str) -> Route {
+    if path.starts_with(UPLOAD_PREFIX) {
         return Route::Upload;
     }
     let get = method == Method::GET || method == Method::HEAD;
@@ -202,12 +200,7 @@ mod tests {
                 "/upload/abc/f.jpg",
                 Route::Upload,
             ),
-            (
-                Method::GET,
-                "upload.other.org",
-                "/upload/abc/f.jpg",
-                Route::NotFound,
-            ),
+            (Method::GET, "127.0.0.1", "/upload/abc/f.jpg", Route::Upload),
             (Method::GET, "example.org", "/", Route::NotFound),
             (
                 Method::GET,

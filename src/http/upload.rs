@@ -250,7 +250,11 @@ async fn put(srv: &Server, tag: &str, id: &str, mut req: Request<Incoming>) -> R
     match receive(&dir, id, slot, req.body_mut()).await {
         Ok(()) => {}
         Err(Failed(status, why)) => {
-            log::info!("{tag}: upload {id} of {}: {why}", slot.owner);
+            log::info!(
+                "{tag}: upload {}… of {}: {why}",
+                service::log_id(id),
+                slot.owner
+            );
             return body::status(status);
         }
     }
@@ -264,7 +268,8 @@ async fn put(srv: &Server, tag: &str, id: &str, mut req: Request<Incoming>) -> R
     match srv.store.upload_add(id, record).await {
         Ok(()) => {
             log::info!(
-                "{tag}: upload {id}: {} stored {} bytes in {} ms",
+                "{tag}: upload {}…: {} stored {} bytes in {} ms",
+                service::log_id(id),
                 slot.owner,
                 slot.size,
                 started.elapsed().as_millis()
@@ -278,7 +283,10 @@ async fn put(srv: &Server, tag: &str, id: &str, mut req: Request<Incoming>) -> R
                 StoreError::NotFound => body::status(StatusCode::FORBIDDEN),
                 StoreError::AlreadyExists(_) => body::status(StatusCode::CONFLICT),
                 e => {
-                    log::error!("{tag}: upload {id}: cannot record it: {e}");
+                    log::error!(
+                        "{tag}: upload {}…: cannot record it: {e}",
+                        service::log_id(id)
+                    );
                     body::status(StatusCode::INTERNAL_SERVER_ERROR)
                 }
             }
@@ -304,7 +312,10 @@ async fn check_put(
         });
     };
     if !bearer(headers).is_some_and(|t| service::same_secret(t, &slot.token)) {
-        log::info!("{tag}: upload {id}: PUT without the slot's token");
+        log::info!(
+            "{tag}: upload {}…: PUT without the slot's token",
+            service::log_id(id)
+        );
         return Err(StatusCode::FORBIDDEN);
     }
     let length = headers
@@ -460,7 +471,10 @@ async fn get(srv: &Server, tag: &str, id: &str, req: &Request<Incoming>) -> Resp
         Ok(Some(r)) => r,
         Ok(None) => return body::status(StatusCode::NOT_FOUND),
         Err(e) => {
-            log::error!("{tag}: upload {id}: cannot read its record: {e}");
+            log::error!(
+                "{tag}: upload {}…: cannot read its record: {e}",
+                service::log_id(id)
+            );
             return body::status(StatusCode::INTERNAL_SERVER_ERROR);
         }
     };
@@ -499,7 +513,10 @@ async fn get(srv: &Server, tag: &str, id: &str, req: &Request<Incoming>) -> Resp
                     match file_body(&service::dir(srv).join(id), start, len).await {
                         Ok(b) => b,
                         Err(e) => {
-                            log::error!("{tag}: upload {id}: recorded but unreadable: {e}");
+                            log::error!(
+                                "{tag}: upload {}…: recorded but unreadable: {e}",
+                                service::log_id(id)
+                            );
                             return with_cors(body::status(StatusCode::NOT_FOUND));
                         }
                     }

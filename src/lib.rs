@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod http;
 pub mod jid;
 pub mod logging;
 pub mod net;

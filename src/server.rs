@@ -45,6 +45,8 @@ pub struct Server {
     pub components: crate::session::component::Registry,
     /// Federation: links to other servers, incoming stream limits.
     pub s2s: crate::session::s2s::S2s,
+    /// XEP-0363 upload slots handed out and not used yet.
+    pub upload: crate::services::upload::State,
     /// Closed when the server shuts down; waiting tasks watch it.
     shutdown_tx: async_channel::Sender<()>,
     shutdown_rx: async_channel::Receiver<()>,
@@ -69,6 +71,7 @@ impl Server {
             blocking: Default::default(),
             components: Default::default(),
             s2s: Default::default(),
+            upload: Default::default(),
             shutdown_tx,
             shutdown_rx,
         }
@@ -197,7 +200,7 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
         }
         bind_all(&config.listen.components, "components")?
     };
-    warn_reserved(&config);
+    let web = crate::http::bind(&config)?;
 
     let srv = Arc::new(Server::new(config, store, tls));
     srv.s2s
@@ -239,6 +242,7 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
             l,
         )));
     }
+    tasks.extend(crate::http::start(&ex, &srv, web));
     if let Some(admin) = admin {
         tasks.push(ex.spawn(crate::admin::serve(ex.clone(), srv.clone(), admin)));
     }
@@ -250,6 +254,7 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
         let srv = srv.clone();
         tasks.push(ex.spawn(async move { srv.tls.watch_files().await }));
     }
+    tasks.push(ex.spawn(crate::services::upload::expire_loop(srv.clone())));
     if let Some(bound) = turn {
         let (t, domain) = (srv.config.turn.clone(), srv.domain().to_string());
         tasks.push(ex.spawn(crate::turn::server::serve(ex.clone(), t, domain, bound)));
@@ -386,7 +391,8 @@ fn bind_with_v4_fallback(addr: SocketAddr) -> std::io::Result<std::net::TcpListe
     match std::net::TcpListener::bind(addr) {
         Err(e)
             if addr.ip() == std::net::Ipv6Addr::UNSPECIFIED
-                && e.kind() != std::io::ErrorKind::AddrInUse =>
+                && e.kind() != std::io::ErrorKind::AddrInUse
+                && e.kind() != std::io::ErrorKind::PermissionDenied =>
         {
             let v4 = SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, addr.port()));
             log::warn!(
@@ -395,16 +401,6 @@ fn bind_with_v4_fallback(addr: SocketAddr) -> std::io::Result<std::net::TcpListe
             std::net::TcpListener::bind(v4)
         }
         r => r,
-    }
-}
-
-/// Listeners that later features will serve; say so instead of silently ignoring the keys.
-fn warn_reserved(config: &Config) {
-    let l = &config.listen;
-    for (name, addrs) in [("https", &l.https), ("http", &l.http)] {
-        if !addrs.is_empty() {
-            log::debug!("[listen] {name} is not served by this version of kith yet");
-        }
     }
 }
 

@@ -41,7 +41,7 @@ use crate::session::stream::{End, XmlStream};
 use crate::stanza::{ns, Condition, StanzaError, StreamError};
 use crate::xml::Element;
 
-pub use incoming::accept_loop;
+pub use incoming::{accept_loop, serve_started};
 
 /// Stanzas waiting for one remote domain, connected or not. Beyond this, new ones bounce.
 const QUEUE: usize = 1000;
@@ -157,7 +157,10 @@ impl S2s {
         // peer close the stream (`invalid-from`) for everyone using it.
         let from = stanza.attr("from").and_then(|f| Jid::parse(f).ok());
         if from.is_some_and(|f| !srv.is_local_domain(f.domain())) {
-            log::debug!("s2s: not sending a {} from a component to {domain}", stanza.name());
+            log::debug!(
+                "s2s: not sending a {} from a component to {domain}",
+                stanza.name()
+            );
             bounce(
                 srv,
                 &stanza,

@@ -289,6 +289,34 @@ struct State {
     ended: Option<Bytes>,
 }
 
+impl Session {
+    /// A session whose request `rid` (the session request) is in flight.
+    fn new(
+        sid: String,
+        tag: String,
+        wait: Duration,
+        rid: u64,
+        to_server: ToServer,
+        from_server: FromServer,
+    ) -> Arc<Session> {
+        Arc::new(Session {
+            sid,
+            tag,
+            wait,
+            state: Mutex::new(State {
+                window: Window::new(rid),
+                waiting: BTreeSet::new(),
+                in_flight: 1,
+                last_seen: Instant::now(),
+                ended: None,
+            }),
+            changed: event_listener::Event::new(),
+            to_server: smol::lock::Mutex::new(Some(to_server)),
+            from_server: Mutex::new(from_server),
+        })
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -393,21 +421,14 @@ async fn create(
     {
         return terminate_body(Some(Condition::RemoteStreamError), b"");
     }
-    let session = Arc::new(Session {
-        sid: sid.clone(),
-        tag: format!("c2s#{id}"),
-        wait: Duration::from_secs(wait),
-        state: Mutex::new(State {
-            window: Window::new(rid),
-            waiting: BTreeSet::new(),
-            in_flight: 1,
-            last_seen: Instant::now(),
-            ended: None,
-        }),
-        changed: event_listener::Event::new(),
-        to_server: smol::lock::Mutex::new(Some(to_server)),
-        from_server: Mutex::new(from_server),
-    });
+    let session = Session::new(
+        sid.clone(),
+        format!("c2s#{id}"),
+        Duration::from_secs(wait),
+        rid,
+        to_server,
+        from_server,
+    );
     lock(&web.bosh.map).insert(sid.clone(), session.clone());
     log::info!("c2s#{id}: BOSH session from {}", conn.peer);
     let c2s_srv = srv.clone();
@@ -427,7 +448,7 @@ async fn create(
             .await
         }))
         .detach();
-    let content = collect(web, &session, rid).await;
+    let content = collect(&web.bosh, &session, rid).await;
     let ended = {
         let mut st = lock(&session.state);
         st.in_flight -= 1;
@@ -515,14 +536,14 @@ async fn in_session_inner(
                         "{}: BOSH rid {rid} waited for a request that never came; ending",
                         session.tag
                     );
-                    return end_session(web, session, Condition::ItemNotFound);
+                    return end_session(&web.bosh, session, Condition::ItemNotFound);
                 }
             }
             RidCheck::Repeat(resp) => return resp,
             RidCheck::Stale => return response_body(&[], b""),
             RidCheck::OutOfWindow => {
                 log::info!("{}: BOSH rid {rid} outside the window; ending", session.tag);
-                return end_session(web, session, Condition::ItemNotFound);
+                return end_session(&web.bosh, session, Condition::ItemNotFound);
             }
         }
     }
@@ -553,7 +574,7 @@ async fn in_session_inner(
         };
         if !sent {
             drop(to_server);
-            return end_session(web, session, Condition::RemoteStreamError);
+            return end_session(&web.bosh, session, Condition::RemoteStreamError);
         }
     }
     if op == Op::Terminate {
@@ -562,11 +583,11 @@ async fn in_session_inner(
         drop(to_server);
         log::info!("{}: BOSH session terminated by the client", session.tag);
         let resp = terminate_body(None, b"");
-        finish(web, session, resp.clone());
+        finish(&web.bosh, session, resp.clone());
         return resp;
     }
     drop(to_server);
-    let content = collect(web, session, rid).await;
+    let content = collect(&web.bosh, session, rid).await;
     let mut st = lock(&session.state);
     if let Some(end) = &st.ended {
         return end.clone();
@@ -579,7 +600,7 @@ async fn in_session_inner(
 /// Waits until request `rid` should answer, and returns what it answers with: everything c2s
 /// wrote meanwhile, or nothing after `wait`, or nothing at once when a newer request arrived
 /// and this one must make room (`hold`). Ends the session when c2s closed the stream.
-async fn collect(web: &Web, session: &Arc<Session>, rid: u64) -> Vec<u8> {
+async fn collect(sessions: &Sessions, session: &Arc<Session>, rid: u64) -> Vec<u8> {
     let deadline = Instant::now() + session.wait;
     lock(&session.state).waiting.insert(rid);
     session.changed.notify(usize::MAX);
@@ -605,10 +626,16 @@ async fn collect(web: &Web, session: &Arc<Session>, rid: u64) -> Vec<u8> {
                 let (content, closed) = render(session, frames);
                 if closed || finished {
                     let end = terminate_body(closed_condition(&content), &content);
-                    finish(web, session, end);
+                    finish(sessions, session, end);
                     break Vec::new();
                 }
-                break content;
+                // A restarted stream's header alone is nothing to answer with: the
+                // response to a restart must carry the features (XEP-0206 §5), and they
+                // follow at once.
+                if !content.is_empty() {
+                    break content;
+                }
+                continue;
             }
             if crowded || Instant::now() >= deadline {
                 break Vec::new();
@@ -667,7 +694,7 @@ fn closed_condition(content: &[u8]) -> Option<Condition> {
 }
 
 /// Ends the session: c2s sees the end of its input; every request gets `end`.
-fn finish(web: &Web, session: &Session, end: Bytes) {
+fn finish(sessions: &Sessions, session: &Session, end: Bytes) {
     {
         let mut st = lock(&session.state);
         if st.ended.is_none() {
@@ -676,13 +703,13 @@ fn finish(web: &Web, session: &Session, end: Bytes) {
     }
     // c2s sees EOF now, even if a request still holds the writer.
     lock(&session.from_server).abort();
-    web.bosh.remove(&session.sid);
+    sessions.remove(&session.sid);
     session.changed.notify(usize::MAX);
 }
 
-fn end_session(web: &Web, session: &Session, c: Condition) -> Bytes {
+fn end_session(sessions: &Sessions, session: &Session, c: Condition) -> Bytes {
     let end = terminate_body(Some(c), b"");
-    finish(web, session, end.clone());
+    finish(sessions, session, end.clone());
     end
 }
 
@@ -704,7 +731,7 @@ pub async fn expire_loop(web: Arc<Web>) {
                     s.tag
                 );
                 let end = terminate_body(Some(Condition::ItemNotFound), b"");
-                finish(&web, &s, end);
+                finish(&web.bosh, &s, end);
             }
         }
     }
@@ -821,6 +848,44 @@ mod tests {
         );
         assert_eq!(w.check(1), RidCheck::OutOfWindow);
         assert_eq!(w.check(u64::MAX), RidCheck::OutOfWindow);
+    }
+
+    /// Regression: after a restart c2s writes the new stream header and the features in two
+    /// writes; a response must not go out with only the (invisible) header in it, or a client
+    /// that waits for the features in the restart's response (Strophe.js) hangs.
+    #[test]
+    fn a_restart_response_waits_for_the_features() {
+        use futures_lite::AsyncWriteExt as _;
+        smol::block_on(async {
+            let (mut duplex, to_server, from_server) = pipe::pipe();
+            let sessions = Sessions::default();
+            let session = Session::new(
+                "sid".into(),
+                "test".into(),
+                Duration::from_secs(5),
+                1,
+                to_server,
+                from_server,
+            );
+            duplex
+                .write_all(b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='s2'>")
+                .await
+                .unwrap();
+            let s2 = session.clone();
+            let waiting = smol::spawn(async move { collect(&Sessions::default(), &s2, 2).await });
+            smol::Timer::after(Duration::from_millis(50)).await;
+            duplex
+                .write_all(b"<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></stream:features>")
+                .await
+                .unwrap();
+            let content = String::from_utf8(waiting.await).unwrap();
+            assert!(content.contains("<stream:features"), "{content:?}");
+            // c2s closing ends the session with a terminate body.
+            duplex.write_all(b"</stream:stream>").await.unwrap();
+            assert!(collect(&sessions, &session, 3).await.is_empty());
+            let ended = lock(&session.state).ended.clone().unwrap();
+            assert_eq!(&ended[..], &terminate_body(None, b"")[..]);
+        });
     }
 
     #[test]

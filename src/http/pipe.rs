@@ -23,8 +23,10 @@ use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use crate::stanza::ns;
 use crate::xml::{escape_attr_value, Element, Frame, Framer, Limits};
 
-/// Bytes of client XML that may wait for c2s to read them.
-const TO_SERVER_BYTES: usize = 64 * 1024;
+/// Bytes of client XML that may wait for c2s to read them (the ring buffer is allocated up
+/// front and gets touched as data passes, so it counts per idle session; a bigger stanza
+/// just passes in several turns).
+const TO_SERVER_BYTES: usize = 4 * 1024;
 /// Bytes of server output (as written) that may wait for the client to take them.
 const FROM_SERVER_BYTES: usize = 256 * 1024;
 /// The server's own output is trusted, but one element (a big roster, an archive page) can

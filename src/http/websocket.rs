@@ -150,7 +150,7 @@ async fn session(conn: Arc<Conn>, io: Upgraded, id: u64) {
     // The read buffer is allocated eagerly per connection; 128 KiB by default is a lot for
     // an idle chat client.
     let config = WebSocketConfig::default()
-        .read_buffer_size(8 * 1024)
+        .read_buffer_size(4 * 1024)
         .max_message_size(Some(limits.max_stanza_bytes + 4096))
         .max_frame_size(Some(limits.max_stanza_bytes + 4096));
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;

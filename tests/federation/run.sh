@@ -21,7 +21,7 @@
 #
 # Exit status: 0 all scenarios passed; 1 a scenario failed (the servers' logs are printed);
 # 3 the environment is missing something (not root, no `ip netns`, a package missing).
-set -euo pipefail
+set -eEuo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 python="${KITH_PYTHON:-/usr/bin/python3}"
@@ -106,6 +106,8 @@ cleanup() {
     exit "$status"
 }
 trap cleanup EXIT
+# set -e alone would end the run without saying where.
+trap 'say "FAIL line $LINENO: $BASH_COMMAND (exit $?)"' ERR
 trap 'status=130; exit' INT TERM
 
 # --- network -------------------------------------------------------------------------------

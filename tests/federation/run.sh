@@ -9,7 +9,8 @@
 #   trusts only that second CA, so both s2s streams must authenticate with XEP-0220 dialback
 #   (kith: [s2s] require_valid_certs = false; prosody: s2s_secure_auth = false).
 # Environment: KITH_BIN (the kith binary, when kith takes part), KITH_PYTHON (default
-#   /usr/bin/python3, which must import slixmpp), KITH_FED_KEEP=1 keeps the work directory.
+#   /usr/bin/python3, which must import slixmpp), KITH_FED_KEEP=1 keeps the work directory,
+#   KITH_FED_LOG sets kith's KITH_LOG (default debug), KITH_FED_VERBOSE=1 adds slixmpp's XML.
 #
 # Owns: for one run, a work directory, a test CA and certificates (openssl), the network
 # namespaces "kf<PID>-*" (a hub with a bridge, one namespace per server, one for dnsmasq and
@@ -238,7 +239,7 @@ EOF
         >>"$dir/kith.log" 2>&1
 }
 start_kith() {
-    spawn kith "$dir/kith.log" env RUST_LOG="${KITH_FED_LOG:-debug}" "$KITH_BIN" \
+    spawn kith "$dir/kith.log" env KITH_LOG="${KITH_FED_LOG:-debug}" "$KITH_BIN" \
         --config "$dir/kith/kith.toml" run
     wait_port kith 5222
     wait_port kith 5269

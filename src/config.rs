@@ -89,6 +89,8 @@ pub struct Config {
     pub limits: Limits,
     pub auth: Auth,
     pub mam: Mam,
+    /// Federation with other servers.
+    pub s2s: S2s,
     /// XEP-0157 contact addresses published in the server's disco#info.
     pub contact: Contact,
     /// XEP-0215 STUN/TURN: the built-in server, or an external one, with coturn-style
@@ -158,6 +160,23 @@ pub struct Auth {
 pub struct Mam {
     /// Archived messages older than this are deleted; `None` keeps them forever.
     pub archive_expires_after: Option<Duration>,
+}
+
+/// Federation (RFC 6120 server-to-server streams).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S2s {
+    /// Refuse peers whose certificate does not verify for their domain, instead of falling
+    /// back to dialback (XEP-0220).
+    pub require_valid_certs: bool,
+    /// Extra trust roots (PEM) beside the compiled-in public ones, for private federations.
+    pub extra_ca: Option<PathBuf>,
+    /// How long an attempt to reach another server may take before what waits for it
+    /// bounces with `remote-server-timeout`.
+    pub connect_timeout: Duration,
+    /// An outgoing connection with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// Ask this DNS server instead of the ones in `/etc/resolv.conf`.
+    pub resolver: Option<SocketAddr>,
 }
 
 /// XEP-0157 contact addresses: URIs like `mailto:abuse@example.org` or
@@ -483,6 +502,13 @@ impl Config {
             mam: Mam {
                 archive_expires_after: Some(Duration::from_secs(365 * 86_400)),
             },
+            s2s: S2s {
+                require_valid_certs: true,
+                extra_ca: None,
+                connect_timeout: Duration::from_secs(30),
+                idle_timeout: Duration::from_secs(600),
+                resolver: None,
+            },
             contact: Contact::default(),
             turn: Turn::default(),
             components: Vec::new(),
@@ -621,7 +647,6 @@ impl fmt::Display for Problem {
 /// Sections later versions will add. Rejected with a clear "not supported yet" message; remove a
 /// name from here when its section joins `SECTIONS`.
 pub const RESERVED_SECTIONS: &[&str] = &[
-    "s2s",
     "acme",
     "http",
     "upload",
@@ -935,6 +960,82 @@ const SECTIONS: &[Section] = &[
             },
             unset_example: "",
         }],
+    },
+    Section {
+        name: "s2s",
+        doc: "Federation: chatting with people on other XMPP servers.",
+        check: |_, _| {},
+        keys: &[
+            Key {
+                name: "require_valid_certs",
+                doc: "Only federate with servers whose certificate is valid for their domain.\n\
+                      false also accepts servers proven by dialback (XEP-0220) alone, which\n\
+                      trusts DNS.",
+                read: |c, key, v, cfg| {
+                    if let Some(b) = c.boolean(key, v) {
+                        cfg.s2s.require_valid_certs = b;
+                    }
+                },
+                show: |cfg| Some(cfg.s2s.require_valid_certs.to_string()),
+                unset_example: "",
+            },
+            Key {
+                name: "extra_ca",
+                doc: "A PEM file of certificate authorities to trust besides the public ones,\n\
+                      for a private federation.",
+                read: |c, key, v, cfg| {
+                    if let Some(path) = c.path(key, v) {
+                        cfg.s2s.extra_ca = Some(path);
+                    }
+                },
+                show: |cfg| cfg.s2s.extra_ca.as_ref().map(|p| quote(&p.to_string_lossy())),
+                unset_example: "\"/etc/kith/private-ca.pem\"",
+            },
+            Key {
+                name: "connect_timeout",
+                doc: "How long reaching another server may take before waiting messages\n\
+                      bounce, from 1s to 10m.",
+                read: |c, key, v, cfg| {
+                    let range = Duration::from_secs(1)..=Duration::from_secs(600);
+                    if let Some(d) = c.duration(key, v, range) {
+                        cfg.s2s.connect_timeout = d;
+                    }
+                },
+                show: |cfg| Some(show_duration(cfg.s2s.connect_timeout)),
+                unset_example: "",
+            },
+            Key {
+                name: "idle_timeout",
+                doc: "Close a connection to another server after this long without traffic,\n\
+                      from 10s to 1d.",
+                read: |c, key, v, cfg| {
+                    let range = Duration::from_secs(10)..=Duration::from_secs(86_400);
+                    if let Some(d) = c.duration(key, v, range) {
+                        cfg.s2s.idle_timeout = d;
+                    }
+                },
+                show: |cfg| Some(show_duration(cfg.s2s.idle_timeout)),
+                unset_example: "",
+            },
+            Key {
+                name: "resolver",
+                doc: "A DNS server to ask, as \"IP:PORT\", instead of those in /etc/resolv.conf.",
+                read: |c, key, v, cfg| {
+                    if let Some(s) = c.string(key, v, "an address like \"127.0.0.1:53\"") {
+                        match s.trim().parse::<SocketAddr>() {
+                            Ok(addr) => cfg.s2s.resolver = Some(addr),
+                            Err(_) => c.problem(
+                                v.span(),
+                                format!("'{s}' is not an IP address and port"),
+                                Some("write it like \"127.0.0.1:53\" or \"[::1]:53\"".into()),
+                            ),
+                        }
+                    }
+                },
+                show: |cfg| cfg.s2s.resolver.map(|a| quote(&a.to_string())),
+                unset_example: "\"127.0.0.1:53\"",
+            },
+        ],
     },
     Section {
         name: "contact",
@@ -1457,18 +1558,19 @@ impl<'t> Checker<'t> {
             )
         };
         candidates.splice(0..0, section.keys.iter().map(|k| k.name));
-        let help = if let Some(near) = suggest(name, &candidates) {
-            format!("did you mean '{near}'?")
-        } else if let Some(home) = std::iter::once(&ROOT)
+        // A key that exists elsewhere is a misplaced key, not a typo of a similar name here.
+        let home = std::iter::once(&ROOT)
             .chain(SECTIONS)
-            .find(|s| s.keys.iter().any(|k| k.name == name))
-        {
+            .find(|s| s.name != section.name && s.keys.iter().any(|k| k.name == name));
+        let help = if let Some(home) = home {
             if home.name.is_empty() {
                 // The classic TOML trap: a top-level key written below a [section] header.
                 format!("'{name}' is a top-level key: move it above the first [section] header")
             } else {
                 format!("'{name}' belongs in the [{}] section", home.name)
             }
+        } else if let Some(near) = suggest(name, &candidates) {
+            format!("did you mean '{near}'?")
         } else {
             let names: Vec<&str> = section.keys.iter().map(|k| k.name).collect();
             format!("known keys here: {}", names.join(", "))
@@ -2206,8 +2308,12 @@ allow_plain = true
     fn unknown_section_suggests_only_existing_sections() {
         assert_eq!(
             problems("[s2ss]\n"),
-            ["kith.toml:1:2: unknown section [s2ss] \
-                 (known sections: [listen], [tls], [limits], [auth], [mam], [contact], [turn], \
+            ["kith.toml:1:2: unknown section [s2ss] (did you mean [s2s]?)"]
+        );
+        assert_eq!(
+            problems("[zzz]\n"),
+            ["kith.toml:1:2: unknown section [zzz] \
+                 (known sections: [listen], [tls], [limits], [auth], [mam], [s2s], [contact], [turn], \
                  [components])"]
         );
         assert_eq!(
@@ -2222,7 +2328,7 @@ allow_plain = true
             problems("[muc]\nenabled = true\n"),
             [
                 "kith.toml:1:2: section [muc] is not supported by this version of kith \
-                 (known sections: [listen], [tls], [limits], [auth], [mam], [contact], [turn], \
+                 (known sections: [listen], [tls], [limits], [auth], [mam], [s2s], [contact], [turn], \
                  [components])"
             ]
         );

@@ -11,6 +11,7 @@ pub mod roster;
 pub mod router;
 pub mod s2s;
 pub mod sasl;
+pub mod secrets;
 pub mod server;
 pub mod services;
 pub mod session;

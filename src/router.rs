@@ -20,8 +20,8 @@ enum To {
     Full(FullJid),
     /// A domain served by an XEP-0114 component (the domain itself or any JID at it).
     Component,
-    /// Another domain: federation, which this version does not do yet.
-    Remote(Jid),
+    /// Another domain: federation.
+    Remote,
 }
 
 /// Routes a stanza sent by a local user (`from`, already stamped). Stanzas without `to` are
@@ -58,13 +58,14 @@ pub async fn route(srv: &Server, from: &FullJid, stanza: Element) {
     }
 }
 
-/// Routes a stanza sent by an XEP-0114 component (`from` checked to be at its domain by the
-/// component session). The component is a remote entity to local users: messages get the
-/// usual inbound processing (offline storage, carbons, archive), presence the RFC 6121
-/// inbound rules, iq goes to the addressed resource; the server answers its stateless queries
-/// (disco, ping, version, time, uptime). An account's iq handlers need a full sender JID: an
-/// iq to a bare account JID from a bare component JID gets `service-unavailable`.
-pub async fn route_from_component(srv: &Server, from: &Jid, stanza: Element) {
+/// Routes a stanza from a remote entity: a user or service on another server (`from` checked
+/// to be at a domain the s2s stream authenticated) or an XEP-0114 component (`from` checked to
+/// be at its domain). To local users it is all the same: messages get the usual inbound
+/// processing (offline storage, carbons, archive), presence the RFC 6121 inbound rules, iq
+/// goes to the addressed resource; the server answers its stateless queries (disco, ping,
+/// version, time, uptime). An account's iq handlers need a full sender JID: an iq to a bare
+/// account JID from a bare JID gets `service-unavailable`.
+pub async fn route_from_remote(srv: &Server, from: &Jid, stanza: Element) {
     let Some(kind) = Kind::of(&stanza) else {
         return;
     };
@@ -132,7 +133,7 @@ async fn deliver(srv: &Server, kind: Kind, to: To, stanza: Element) {
         (_, To::Component) => {
             to_component(srv, stanza);
         }
-        (_, To::Remote(jid)) => remote(srv, &jid, stanza),
+        (_, To::Remote) => srv.s2s.send(srv, stanza),
     }
 }
 
@@ -166,7 +167,7 @@ fn classify(srv: &Server, jid: Jid) -> To {
         return To::Component;
     }
     if !srv.is_local_domain(jid.domain()) {
-        return To::Remote(jid);
+        return To::Remote;
     }
     match (jid.node(), jid.resource()) {
         // A JID like `example.org/res` addresses the server too (RFC 6120 §10.5.1).
@@ -189,15 +190,17 @@ pub fn bounce(srv: &Server, stanza: &Element, err: StanzaError) {
 }
 
 /// Delivers a server-generated reply (iq result, error) to the local full JID in its `to`,
-/// or to the component it is addressed to.
+/// or to the component or other server it is addressed to.
 pub fn deliver_reply(srv: &Server, reply: Element) {
-    if reply
-        .attr("to")
-        .and_then(|t| Jid::parse(t).ok())
-        .is_some_and(|j| srv.is_component(j.domain()))
-    {
-        to_component(srv, reply);
-        return;
+    if let Some(to) = reply.attr("to").and_then(|t| Jid::parse(t).ok()) {
+        if srv.is_component(to.domain()) {
+            to_component(srv, reply);
+            return;
+        }
+        if !srv.is_local_domain(to.domain()) {
+            srv.s2s.send(srv, reply);
+            return;
+        }
     }
     let Some(Ok(to)) = reply.attr("to").map(FullJid::parse) else {
         return;
@@ -291,20 +294,17 @@ async fn message_to_full(srv: &Server, to: &FullJid, stanza: Element) {
     }
 }
 
-/// Until federation lands, stanzas for other domains bounce instead of vanishing.
-fn remote(srv: &Server, to: &Jid, stanza: Element) {
-    log::debug!(
-        "router: no federation yet, bouncing {} to {}",
-        stanza.name(),
-        to.domain()
-    );
-    if stanza.name() != "presence" {
-        bounce(
-            srv,
-            &stanza,
-            StanzaError::new(Condition::RemoteServerNotFound)
-                .with_text("this server does not federate with other servers yet"),
-        );
+/// Sends a stanza to a JID that is not a local account: a component's, or another server's
+/// (connected on first use; what can't be delivered there bounces). Anything else addressed to
+/// the local domain is dropped: callers handle local accounts themselves.
+pub fn to_elsewhere(srv: &Server, stanza: Element) {
+    let Some(to) = stanza.attr("to").and_then(|t| Jid::parse(t).ok()) else {
+        return;
+    };
+    if srv.is_component(to.domain()) {
+        to_component(srv, stanza);
+    } else if !srv.is_local_domain(to.domain()) {
+        srv.s2s.send(srv, stanza);
     }
 }
 

@@ -41,6 +41,8 @@ pub struct Server {
     pub blocking: crate::services::blocking::State,
     /// Connected XEP-0114 components.
     pub components: crate::session::component::Registry,
+    /// Federation: links to other servers, incoming stream limits.
+    pub s2s: crate::session::s2s::S2s,
     /// Closed when the server shuts down; waiting tasks watch it.
     shutdown_tx: async_channel::Sender<()>,
     shutdown_rx: async_channel::Receiver<()>,
@@ -64,6 +66,7 @@ impl Server {
             account_locks: (0..64).map(|_| smol::lock::Mutex::new(())).collect(),
             blocking: Default::default(),
             components: Default::default(),
+            s2s: Default::default(),
             shutdown_tx,
             shutdown_rx,
         }
@@ -185,6 +188,8 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
     let turn = start_turn(&mut config)?;
     let c2s = bind_all(&config.listen.c2s, "c2s")?;
     let direct = bind_all(&config.listen.c2s_direct_tls, "c2s_direct_tls")?;
+    let s2s = bind_all(&config.listen.s2s, "s2s")?;
+    let s2s_direct = bind_all(&config.listen.s2s_direct_tls, "s2s_direct_tls")?;
     // The component port is opened only when a component may use it.
     let components = if config.components.is_empty() {
         Vec::new()
@@ -199,6 +204,9 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
     warn_reserved(&config);
 
     let srv = Arc::new(Server::new(config, store, tls));
+    srv.s2s
+        .start(&srv, ex.clone(), &srv.config, &srv.tls)
+        .map_err(|e| RunError(e.0))?;
     let admin = crate::admin::listen(&srv).map_err(|e| RunError(e.to_string()))?;
 
     let mut tasks = Vec::new();
@@ -217,6 +225,16 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
             l,
             listener::Mode::DirectTls,
         )));
+    }
+    for (listeners, direct_tls) in [(s2s, false), (s2s_direct, true)] {
+        for l in listeners {
+            tasks.push(ex.spawn(crate::session::s2s::accept_loop(
+                ex.clone(),
+                srv.clone(),
+                l,
+                direct_tls,
+            )));
+        }
     }
     for l in components {
         tasks.push(ex.spawn(crate::session::component::accept_loop(
@@ -261,6 +279,7 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
     for tx in srv.components.all() {
         let _ = tx.try_send(Outbound::Shutdown);
     }
+    srv.s2s.close_all();
     // Sessions waiting for resumption end now; what their clients never acknowledged goes
     // to offline storage.
     for st in srv.sm.drain_parked() {
@@ -355,12 +374,7 @@ fn bind_with_v4_fallback(addr: SocketAddr) -> std::io::Result<std::net::TcpListe
 /// Listeners that later features will serve; say so instead of silently ignoring the keys.
 fn warn_reserved(config: &Config) {
     let l = &config.listen;
-    for (name, addrs) in [
-        ("s2s", &l.s2s),
-        ("s2s_direct_tls", &l.s2s_direct_tls),
-        ("https", &l.https),
-        ("http", &l.http),
-    ] {
+    for (name, addrs) in [("https", &l.https), ("http", &l.http)] {
         if !addrs.is_empty() {
             log::debug!("[listen] {name} is not served by this version of kith yet");
         }

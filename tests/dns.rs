@@ -7,16 +7,17 @@
 //! A missing dnsmasq is a test failure unless `KITH_SKIP_INTEROP=1` says to skip, as in the
 //! other interop tests.
 
-use std::io::Write as _;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kith::net::dns::{DnsError, Resolver, Target};
 use smol::Executor;
 
-const DNSMASQ: &str = "/usr/sbin/dnsmasq";
+#[path = "common/dnsmasq.rs"]
+#[allow(dead_code)]
+mod dnsmasq;
+use dnsmasq::{free_dns_port, Dnsmasq};
 
 /// The records dnsmasq serves (`--srv-host=NAME,TARGET,PORT,PRIORITY,WEIGHT`).
 const RECORDS: &[&str] = &[
@@ -33,99 +34,13 @@ const RECORDS: &[&str] = &[
     "--host-record=plain.test,127.0.0.3",
 ];
 
-/// dnsmasq, killed by its PID when dropped.
-struct Dnsmasq {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port free on 127.0.0.1 for both UDP and TCP at the time of asking.
-fn free_port() -> u16 {
-    loop {
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind a TCP port");
-        let port = tcp.local_addr().expect("local addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 /// Starts dnsmasq with `RECORDS`, or returns None when it is missing and KITH_SKIP_INTEROP=1.
 fn start_dnsmasq() -> Option<Dnsmasq> {
-    if !std::path::Path::new(DNSMASQ).exists() {
-        let why = format!("{DNSMASQ} is missing; install it with `apt-get install dnsmasq-base`");
-        if std::env::var("KITH_SKIP_INTEROP").as_deref() == Ok("1") {
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n!!!!! SKIPPED dnsmasq test (KITH_SKIP_INTEROP=1): {why}\n"
-            );
-            return None;
-        }
-        panic!("{why} (or set KITH_SKIP_INTEROP=1 to skip)");
+    if !dnsmasq::available() {
+        return None;
     }
-    // A port that was free a moment ago can be taken in between: try a few.
-    for _ in 0..5 {
-        let port = free_port();
-        let mut cmd = Command::new(DNSMASQ);
-        cmd.args([
-            "--no-resolv",
-            "--no-hosts",
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--pid-file=",
-            "--bind-interfaces",
-            "--listen-address=127.0.0.1",
-            // Answer NXDOMAIN for unknown names under .test instead of REFUSED.
-            "--local=/test/",
-        ])
-        .arg(format!("--port={port}"))
-        .args(RECORDS)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-        // As root dnsmasq drops privileges to the 'dnsmasq' user, which dnsmasq-base alone
-        // does not create; stay root in that (CI) case.
-        if is_root() {
-            cmd.arg("--user=root");
-        }
-        let mut child = cmd.spawn().expect("start dnsmasq");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = child.try_wait().expect("dnsmasq status") {
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
-                }
-                eprintln!("dnsmasq on port {port} exited ({status}): {err}");
-                break;
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Some(Dnsmasq { child, addr });
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("dnsmasq did not listen on {addr} within 10 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    panic!("dnsmasq did not start on any of 5 free ports");
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    let records: Vec<String> = RECORDS.iter().map(|r| r.to_string()).collect();
+    Some(Dnsmasq::start(&records))
 }
 
 fn target(host: &str, port: u16, direct_tls: bool) -> Target {
@@ -225,7 +140,7 @@ fn kith_resolves_xmpp_server_targets_through_dnsmasq() {
 #[test]
 fn a_nameserver_that_never_answers_times_out_with_the_name() {
     // Bound but never read (UDP) and never served (TCP: the kernel accepts, nobody answers).
-    let port = free_port();
+    let port = free_dns_port();
     let _udp = UdpSocket::bind(("127.0.0.1", port)).expect("bind udp");
     let _tcp = TcpListener::bind(("127.0.0.1", port)).expect("bind tcp");
     let ex = Arc::new(Executor::new());

@@ -4,3 +4,4 @@
 pub mod dns;
 pub mod listener;
 pub mod tls;
+pub mod trust;

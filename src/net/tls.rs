@@ -34,6 +34,9 @@ pub struct TlsSetup {
     /// signature algorithm makes the hash well-defined.
     pub server_end_point: Option<Vec<u8>>,
     pub source: CertSource,
+    /// The certificate and its signing key, for configs built elsewhere (federation presents
+    /// it on both sides of its handshakes).
+    pub certified: Arc<rustls::sign::CertifiedKey>,
 }
 
 /// A TLS setup problem for the operator: says which file and what to do.
@@ -78,6 +81,12 @@ impl TlsSetup {
             }
         };
         let server_end_point = certs.first().and_then(|leaf| end_point_hash(leaf));
+        let provider = rustls::crypto::ring::default_provider();
+        let signing = provider
+            .key_provider
+            .load_private_key(key.clone_key())
+            .map_err(|e| TlsError(format!("tls: unusable private key: {e}")))?;
+        let certified = Arc::new(rustls::sign::CertifiedKey::new(certs.clone(), signing));
         let starttls = server_config(certs.clone(), key.clone_key(), Vec::new())?;
         let direct = server_config(certs, key, vec![ALPN_XMPP_CLIENT.to_vec()])?;
         Ok(TlsSetup {
@@ -85,6 +94,7 @@ impl TlsSetup {
             direct,
             server_end_point,
             source,
+            certified,
         })
     }
 

@@ -105,7 +105,7 @@ impl Header {
 pub struct Facts<'a> {
     pub tls: bool,
     /// Is the peer's certificate (chain already checked) valid for this domain?
-    pub peer_cert_valid_for: &'a dyn Fn(&str) -> bool,
+    pub peer_cert_valid_for: &'a (dyn Fn(&str) -> bool + Sync),
 }
 
 /// Settings shared by both directions.
@@ -211,6 +211,32 @@ impl Outgoing {
     /// True once stanzas may be sent.
     pub fn is_ready(&self) -> bool {
         matches!(self, Outgoing::Ready(_))
+    }
+
+    /// A `<db:verify/>` to send on this stream: we are the receiving server of another stream
+    /// and this peer is its authoritative server (XEP-0220 §2.3). Possible once our own
+    /// `<db:result/>` is sent, before it is answered: two servers that each wait for their
+    /// own dialback before verifying the other's would wait for each other forever.
+    /// `None` in the phases before that (the driver keeps the request until then).
+    pub fn verify_request(
+        &self,
+        originating_key: &str,
+        receiving: &str,
+        id: &str,
+    ) -> Option<Action> {
+        let remote = match self {
+            Outgoing::ExpectDialbackResult(OutExpectDialbackResult(ctx))
+            | Outgoing::Ready(OutReady(ctx)) => &ctx.remote,
+            _ => return None,
+        };
+        Some(Action::Send(
+            Dialback::verify_request(receiving, remote, id, originating_key).to_element(),
+        ))
+    }
+
+    /// Whether [`Outgoing::verify_request`] gives a request in this phase.
+    pub fn can_verify(&self) -> bool {
+        matches!(self, Outgoing::ExpectDialbackResult(_) | Outgoing::Ready(_))
     }
 }
 
@@ -339,6 +365,16 @@ impl OutExpectDialbackResult {
         let Ok(db) = Dialback::parse(e) else {
             return close_out(StreamError::NotAuthorized);
         };
+        if db.kind == DbKind::Verify {
+            // The answer to a `<db:verify/>` sent while our own dialback is pending.
+            return match verify_answer(db) {
+                Ok(answer) => (
+                    Outgoing::ExpectDialbackResult(OutExpectDialbackResult(ctx)),
+                    vec![answer],
+                ),
+                Err(e) => close_out(e),
+            };
+        }
         if db.kind != DbKind::Result || db.from != ctx.remote || db.to != ctx.policy.local {
             return close_out(StreamError::InvalidFrom);
         }
@@ -354,34 +390,35 @@ impl OutExpectDialbackResult {
 }
 
 impl OutReady {
-    /// A `<db:verify/>` to send on this stream (we are the receiving server of
-    /// another stream and this peer is the authoritative server).
-    pub fn verify_request(&self, originating_key: &str, receiving: &str, id: &str) -> Action {
-        Action::Send(
-            Dialback::verify_request(receiving, &self.0.remote, id, originating_key).to_element(),
-        )
-    }
-
     fn on_element(self, e: &Element) -> OutStep {
         // Streams are one-way; only answers to our `<db:verify/>` come back.
         match Dialback::parse(e) {
-            Ok(db) if db.kind == DbKind::Verify && db.id.is_some() => {
-                let valid = match db.body {
-                    DbBody::Valid => true,
-                    DbBody::Invalid | DbBody::Error(_) => false,
-                    DbBody::Key(_) => return close_out(StreamError::UnsupportedStanzaType),
-                };
-                let answer = Action::VerifyAnswer {
-                    from: db.from,
-                    to: db.to,
-                    id: db.id.unwrap_or_default(),
-                    valid,
-                };
-                (Outgoing::Ready(self), vec![answer])
-            }
+            Ok(db) if db.kind == DbKind::Verify => match verify_answer(db) {
+                Ok(answer) => (Outgoing::Ready(self), vec![answer]),
+                Err(e) => close_out(e),
+            },
             _ => close_out(StreamError::UnsupportedStanzaType),
         }
     }
+}
+
+/// A `<db:verify type='valid|invalid|error'/>` answer as an action, or the stream error to
+/// close with.
+fn verify_answer(db: Dialback) -> Result<Action, StreamError> {
+    let valid = match db.body {
+        DbBody::Valid => true,
+        DbBody::Invalid | DbBody::Error(_) => false,
+        DbBody::Key(_) => return Err(StreamError::UnsupportedStanzaType),
+    };
+    let Some(id) = db.id else {
+        return Err(StreamError::InvalidXml);
+    };
+    Ok(Action::VerifyAnswer {
+        from: db.from,
+        to: db.to,
+        id,
+        valid,
+    })
 }
 
 fn out_header(ctx: &OutCtx) -> Header {
@@ -865,7 +902,7 @@ mod tests {
         }
     }
 
-    fn facts(tls: bool, valid: &dyn Fn(&str) -> bool) -> Facts<'_> {
+    fn facts(tls: bool, valid: &(dyn Fn(&str) -> bool + Sync)) -> Facts<'_> {
         Facts {
             tls,
             peer_cert_valid_for: valid,
@@ -918,7 +955,7 @@ mod tests {
     /// Drives an outgoing stream through a transcript: (tls, frame, expected actions).
     fn out_run(
         mut s: Outgoing,
-        valid: &dyn Fn(&str) -> bool,
+        valid: &(dyn Fn(&str) -> bool + Sync),
         steps: Vec<(bool, Frame, Vec<&str>)>,
     ) -> Outgoing {
         for (i, (tls, frame, want)) in steps.into_iter().enumerate() {
@@ -930,7 +967,7 @@ mod tests {
     }
 
     /// Up to the post-TLS header.
-    fn out_to_tls(require: bool, valid: &dyn Fn(&str) -> bool) -> (Outgoing, Peer) {
+    fn out_to_tls(require: bool, valid: &(dyn Fn(&str) -> bool + Sync)) -> (Outgoing, Peer) {
         let (s, actions) = Outgoing::start(policy(require), B);
         assert_eq!(show(&actions), ["header from=a.example to=b.example id=-"]);
         let mut p = Peer::new();
@@ -1030,6 +1067,44 @@ mod tests {
         );
         assert_eq!(show(&actions), ["verify-answer b.example x1 false"]);
         assert!(s.is_ready());
+    }
+
+    /// Two servers whose certificates don't verify, each waiting for its own dialback: each
+    /// must be able to verify the other's key on its pending stream, or neither finishes.
+    #[test]
+    fn outgoing_verifies_while_its_own_dialback_is_pending() {
+        let invalid = |_: &str| false;
+        let (s, mut p) = out_to_tls(false, &invalid);
+        assert!(
+            s.verify_request("k", A, "id0").is_none(),
+            "before db:result"
+        );
+        let (s, _) = s.handle(p.el(DB_FEATURES), facts(true, &invalid));
+        let Some(req) = s.verify_request("k1", A, "in-7") else {
+            panic!("no verify request while dialback is pending")
+        };
+        assert_eq!(
+            show(&[req]),
+            ["send <verify xmlns='jabber:server:dialback' from='a.example' to='b.example' id='in-7'>k1</verify>"]
+        );
+        let s = out_run(
+            s,
+            &invalid,
+            vec![
+                (
+                    true,
+                    p.el("<db:verify from='b.example' to='a.example' id='in-7' type='valid'/>"),
+                    vec!["verify-answer b.example in-7 true"],
+                ),
+                (
+                    true,
+                    p.el("<db:result from='b.example' to='a.example' type='valid'/>"),
+                    vec!["authenticated b.example->a.example"],
+                ),
+            ],
+        );
+        assert!(s.is_ready());
+        assert!(s.verify_request("k2", A, "in-8").is_some());
     }
 
     #[test]
@@ -1162,7 +1237,7 @@ mod tests {
 
     fn in_run(
         mut s: Incoming,
-        valid: &dyn Fn(&str) -> bool,
+        valid: &(dyn Fn(&str) -> bool + Sync),
         steps: Vec<(bool, Frame, Vec<&str>)>,
     ) -> Incoming {
         for (i, (tls, frame, want)) in steps.into_iter().enumerate() {
@@ -1183,7 +1258,7 @@ mod tests {
         <dialback xmlns='urn:xmpp:features:dialback'><errors/></dialback></features>";
     const MSG: &str = "<message from='alice@b.example/x' to='bob@a.example' type='chat'><body>hi</body></message>";
 
-    fn in_to_tls(require: bool, valid: &dyn Fn(&str) -> bool) -> (Incoming, Peer) {
+    fn in_to_tls(require: bool, valid: &(dyn Fn(&str) -> bool + Sync)) -> (Incoming, Peer) {
         let mut p = Peer::new();
         let s = in_run(
             Incoming::new(policy(require)),
@@ -1419,7 +1494,7 @@ mod tests {
         }
 
         // After TLS, unauthenticated.
-        let after_tls = |require: bool, v: &dyn Fn(&str) -> bool| {
+        let after_tls = |require: bool, v: &(dyn Fn(&str) -> bool + Sync)| {
             let (s, mut p) = in_to_tls(require, v);
             let (s, _) = s.handle(p.header(HDR), facts(true, v));
             (s, p)

@@ -4,10 +4,10 @@
 //! querying resource (in order, then the iq result, all on its one queue), and retention.
 //!
 //! Where messages are archived (hooked from `services::message`):
-//! - outgoing, in the sender's archive, when the message goes to an existing account on this
-//!   server (the sender's own account, the server's domain and unknown accounts excluded). Messages to other domains are not
-//!   archived while they bounce (no federation yet): an archive must not show as sent what
-//!   was never routed. Messages to one's own bare JID are archived once, as incoming.
+//! - outgoing, in the sender's archive, when the message goes to an account: an existing one
+//!   on this server, a component's JID, or a JID on another server (the sender's own account,
+//!   bare domains and unknown local accounts excluded: an archive must not show as sent what
+//!   bounced at once). Messages to one's own bare JID are archived once, as incoming.
 //! - incoming, in the recipient's archive, before delivery or offline storage; the delivered
 //!   copy carries `<stanza-id by='recipient' id='archive id'/>`, and any stanza-id the sender
 //!   put in claiming to be by the recipient is removed first (XEP-0359 §5).
@@ -63,19 +63,17 @@ pub async fn outbound(srv: &Server, from: &FullJid, stanza: &Element) -> Option<
     // No `to`: addressed to the sender's own account, archived as incoming.
     let to = stanza::jid_attr(stanza, "to").ok()??;
     let own = from.to_bare();
-    // Messages to a gateway's contacts (XEP-0114 components) are history too.
-    let component = srv.is_component(to.domain());
-    if !(srv.is_local_domain(to.domain()) || component)
-        || to.node().is_none()
-        || to.to_bare() == own
-    {
+    // Messages to a gateway's contacts (XEP-0114 components) and to other servers' users are
+    // history too.
+    let local = srv.is_local_domain(to.domain());
+    if to.node().is_none() || to.to_bare() == own {
         return None;
     }
     if !p::should_archive(stanza) || !wanted(srv, &own, &to.to_bare()).await {
         return None;
     }
     // A message to a made-up account bounces; it was never sent, so it isn't history.
-    if !component && !crate::services::iq::account_exists(srv, &to.to_bare()).await {
+    if local && !crate::services::iq::account_exists(srv, &to.to_bare()).await {
         return None;
     }
     let bytes = stanza.to_bytes_in("");

@@ -3,9 +3,9 @@
 //! sender's account, inbound at the recipient's); availability is broadcast to contacts that
 //! may see it, probes are answered for contacts that may ask.
 //!
-//! Every account is local until federation lands, so "route to the contact's server" is a
-//! direct call to the inbound half; stanzas for other domains are dropped here (presence is
-//! never bounced, RFC 6121 §4.3.2 and §3.1.3 leave that to the sender's patience).
+//! "Route to the contact's server" is a direct call to the inbound half for local accounts;
+//! stanzas for components and other domains go out through `router::to_elsewhere` (presence
+//! is never bounced by us, RFC 6121 §4.3.2 and §3.1.3 leave that to the sender's patience).
 
 use std::collections::HashSet;
 
@@ -215,17 +215,10 @@ pub async fn inbound(srv: &Server, to: &BareJid, full: Option<&FullJid>, stanza:
     }
 }
 
-/// Delivers presence to a JID, local or not (remote domains have no route yet).
+/// Delivers presence to a JID, local or not.
 async fn deliver(srv: &Server, to: &Jid, stanza: Element) {
-    if srv.is_component(to.domain()) {
-        router::to_component(srv, stanza);
-        return;
-    }
     if !srv.is_local_domain(to.domain()) {
-        log::debug!(
-            "presence: no federation yet, dropping presence for {}",
-            to.domain()
-        );
+        router::to_elsewhere(srv, stanza);
         return;
     }
     if to.node().is_none() {
@@ -303,16 +296,12 @@ pub async fn send_subscription(srv: &Server, from: &BareJid, to: &BareJid, kind:
     if crate::services::blocking::presence_blocked(srv, &from.clone().into(), to).await {
         return;
     }
-    if srv.is_local_domain(to.domain()) && to.node().is_some() {
-        Box::pin(subscription_in(srv, to, from, kind)).await;
-    } else if srv.is_component(to.domain()) {
-        router::to_component(srv, subscription_stanza(from, to, kind));
+    if srv.is_local_domain(to.domain()) {
+        if to.node().is_some() {
+            Box::pin(subscription_in(srv, to, from, kind)).await;
+        }
     } else {
-        log::debug!(
-            "presence: no federation yet, dropping {} for {}",
-            kind.as_str(),
-            to.domain()
-        );
+        router::to_elsewhere(srv, subscription_stanza(from, to, kind));
     }
 }
 
@@ -350,8 +339,8 @@ pub fn send_unavailable_to(srv: &Server, owner: &BareJid, contact: &BareJid) {
 /// to every available resource. No store access needed.
 fn deliver_local_sync(srv: &Server, to: &BareJid, full: Option<&FullJid>, p: Element) {
     if !srv.is_local_user(to) {
-        // An XEP-0114 component is a remote entity with its own presence handling.
-        router::to_component(srv, p);
+        // Components and other servers handle presence for their own JIDs.
+        router::to_elsewhere(srv, p);
         return;
     }
     match full {
@@ -408,17 +397,12 @@ pub async fn probe(srv: &Server, me: &FullJid, contact: &BareJid) {
     }
     if srv.is_local_user(contact) {
         answer_probe(srv, contact, &Jid::from(me.clone())).await;
-    } else if srv.is_component(contact.domain()) {
+    } else {
         let p = Element::new("presence", ns::CLIENT)
             .with_attr("type", "probe")
             .with_attr("from", me.to_bare().to_string())
             .with_attr("to", contact.to_string());
-        router::to_component(srv, p);
-    } else {
-        log::debug!(
-            "presence: no federation yet, not probing {}",
-            contact.domain()
-        );
+        router::to_elsewhere(srv, p);
     }
 }
 

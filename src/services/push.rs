@@ -231,14 +231,11 @@ fn publish(
         .with_child(pubsub)
 }
 
-/// Routes a publish: to a local resource when the app server is one (tests, a local bot),
-/// otherwise nowhere yet (remote app servers need federation).
+/// Routes a publish: to the app server's own server (usually a public push service such as
+/// Conversations'), or to a local resource when the app server is one (tests, a local bot).
 fn send(srv: &Server, to: &Jid, iq: Element) {
     if !srv.is_local_domain(to.domain()) {
-        log::debug!(
-            "push: no federation yet, cannot notify app server {}",
-            to.domain()
-        );
+        crate::router::to_elsewhere(srv, iq);
         return;
     }
     let delivered = to

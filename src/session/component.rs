@@ -1,7 +1,7 @@
 //! XEP-0114 Jabber Component Protocol: a gateway or bot (Slidge, Biboumi, Spectrum2) connects
 //! to `[listen] components`, names its domain in the stream header's `to`, and proves it knows
 //! the shared secret from `[components]` with `<handshake>hex(SHA-1(stream id + secret))`.
-//! After that, stanzas from the component go to the router (`router::route_from_component`)
+//! After that, stanzas from the component go to the router (`router::route_from_remote`)
 //! and stanzas for its domain come back through the registry's queue.
 //!
 //! One connection per component: a new authenticated connection replaces the old one (which
@@ -301,7 +301,7 @@ async fn stanza(srv: &Server, domain: &str, mut el: Element) -> Result<(), End> 
             return Ok(());
         }
     }
-    router::route_from_component(srv, &from, el).await;
+    router::route_from_remote(srv, &from, el).await;
     Ok(())
 }
 

@@ -35,34 +35,9 @@ const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 /// use. `kith check turn` reads the same file.
 pub fn secret_file(data_dir: &Path) -> io::Result<String> {
     use base64::Engine as _;
-    use ring::rand::SecureRandom as _;
-    let path = data_dir.join("turn.secret");
-    match std::fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let mut raw = [0u8; 32];
-    ring::rand::SystemRandom::new()
-        .fill(&mut raw)
-        .map_err(|_| io::Error::other("the system random number generator failed"))?;
-    let secret = base64::engine::general_purpose::STANDARD.encode(raw);
-    std::fs::create_dir_all(data_dir)?;
-    let tmp = data_dir.join("turn.secret.tmp");
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        io::Write::write_all(&mut f, format!("{secret}\n").as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, &path)?;
-    Ok(secret)
+    crate::secrets::load_or_create(data_dir, "turn.secret", |raw| {
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    })
 }
 
 /// The sockets of `[turn] listen`, bound at start-up so a port in use stops the server with a

@@ -20,6 +20,8 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod dnsmasq;
+
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::fs::{self, OpenOptions};

@@ -366,6 +366,7 @@ fn describe_end(end: &End) -> String {
         End::Eof => "the peer closed the connection".into(),
         End::Closed => "closed".into(),
         End::Error(e, _) => format!("stream error {e}"),
+        End::PeerError(cond) => format!("the peer sent stream error {cond}"),
         End::Io(e) => format!("connection lost: {e}"),
         End::Shutdown => "shutting down".into(),
         End::Takeover(_) => "taken over".into(),

@@ -52,13 +52,11 @@ fn reference_prosody_with_ejabberd_dialback_only() {
 }
 
 #[test]
-#[ignore = "kith's s2s drivers have not landed yet (issue #3)"]
 fn kith_with_prosody() {
     federate("kith", "prosody", false);
 }
 
 #[test]
-#[ignore = "kith's s2s drivers have not landed yet (issue #3)"]
 fn kith_with_ejabberd() {
     federate("kith", "ejabberd", false);
 }
@@ -67,14 +65,12 @@ fn kith_with_ejabberd() {
 /// (`[s2s] require_valid_certs = false`), and trusts only that CA itself: both streams
 /// must authenticate with dialback.
 #[test]
-#[ignore = "kith's s2s drivers have not landed yet (issue #3)"]
 fn kith_with_prosody_dialback_only() {
     federate("kith", "prosody", true);
 }
 
 /// As `kith_with_prosody_dialback_only`, with ejabberd.
 #[test]
-#[ignore = "kith's s2s drivers have not landed yet (issue #3)"]
 fn kith_with_ejabberd_dialback_only() {
     federate("kith", "ejabberd", true);
 }
@@ -98,7 +94,10 @@ fn federate(home: &str, peer: &str, dialback: bool) {
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err));
-    let shown = format!("{SCRIPT} {home} {peer}{}", if dialback { " --dialback" } else { "" });
+    let shown = format!(
+        "{SCRIPT} {home} {peer}{}",
+        if dialback { " --dialback" } else { "" }
+    );
     let started = Instant::now();
     let mut child = cmd
         .spawn()
@@ -167,8 +166,5 @@ fn terminate(child: &mut std::process::Child) {
 }
 
 fn output_path(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "kith-federation-{name}-{}.out",
-        std::process::id()
-    ))
+    std::env::temp_dir().join(format!("kith-federation-{name}-{}.out", std::process::id()))
 }

@@ -360,33 +360,52 @@ say "$home stopped"
 client bounce --sender bob
 
 # --- how the s2s streams authenticated -----------------------------------------------------
-# The clients cannot tell certificates from dialback; Prosody's and ejabberd's logs can, for
-# both directions (their incoming stream is the other server's outgoing one).
+# The clients cannot tell certificates from dialback; the servers' logs can, for both
+# directions (one's incoming stream is the other's outgoing one). Patterns are grep -E.
 check_auth() { # SERVER OTHER: fail unless SERVER's log shows the expected method both ways
     local s="$1" o="$2.example" log ext=() db=()
     case "$s" in
+        kith)
+            log="$dir/kith.log"
+            ext=("$o authenticated from .* \(certificate\)" "connected to $o at .*certificate verified\)")
+            db=("$o authenticated from .* \(dialback\)" "connected to $o at .*dialback") ;;
         prosody)
             log="$dir/prosody.log"
             ext=("SASL EXTERNAL with $o succeeded" "Accepting SASL EXTERNAL identity from $o")
-            db=("falling back to dialback" "verified dialback key") ;;
+            db=("sent dialback key on outgoing s2s stream" "asking $o if key") ;;
         ejabberd)
             log="$dir/ejabberd/ejabberd.log"
             ext=("Accepted inbound s2s EXTERNAL authentication $o" "Accepted outbound s2s EXTERNAL authentication ejabberd.example -> $o")
             db=("Accepted inbound s2s dialback authentication $o" "Accepted outbound s2s dialback authentication ejabberd.example -> $o") ;;
-        *) return 0 ;;
     esac
     local want=("${ext[@]}") never=("${db[@]}") how=certificates
     if $dialback; then want=("${db[@]}") never=("${ext[@]}") how=dialback; fi
     for line in "${want[@]}"; do
-        grep -qF "$line" "$log" || { say "FAIL $s's log lacks '$line': s2s did not use $how"; exit 1; }
+        grep -qE "$line" "$log" || { say "FAIL $s's log lacks '$line': s2s did not use $how"; exit 1; }
     done
     for line in "${never[@]}"; do
-        if grep -qF "$line" "$log"; then say "FAIL $s's log has '$line': s2s did not use $how only"; exit 1; fi
+        if grep -qE "$line" "$log"; then say "FAIL $s's log has '$line': s2s did not use $how only"; exit 1; fi
     done
     say "ok $s: s2s with $2 authenticated by $how both ways"
 }
 check_auth "$home" "$peer"
 check_auth "$peer" "$home"
+
+# Which way kith reached the peer and was reached: SRV to a non-default port (prosody), the
+# _xmpps-server record to direct TLS (ejabberd), and both peers to kith's direct TLS port.
+if [ "$home" = kith ] || [ "$peer" = kith ]; then
+    other="$home"
+    [ "$other" = kith ] && other="$peer"
+    case "$other" in
+        prosody) port=5299 how=STARTTLS ;;
+        ejabberd) port=5270 how="direct TLS" ;;
+    esac
+    route="connected to $other.example at ${addr[$other]}:$port \($how"
+    grep -qE "$route" "$dir/kith.log" || { say "FAIL kith's log lacks '$route': SRV not followed"; exit 1; }
+    back="connection from ${addr[$other]}:[0-9]+ \(direct TLS\)"
+    grep -qE "$back" "$dir/kith.log" || { say "FAIL kith's log lacks '$back'"; exit 1; }
+    say "ok kith reached $other by SRV (port $port, $how); $other reached kith by direct TLS"
+fi
 
 status=0
 say "PASS $home <-> $peer$($dialback && echo ' (dialback)')"

@@ -82,6 +82,7 @@ class Client(slixmpp.ClientXMPP):
         self.messages = []  # (from full JID, body)
         self.errors = []  # (kind, from, condition, text, id)
         self.presence = {}  # bare JID -> (type, show, status) of the last presence seen
+        self.presence_log = []  # every presence, in order, for failure messages
         self.sub_requests = []  # bare JIDs that asked to subscribe
         self.roster_items = {}  # bare JID -> subscription, from the server's pushes
 
@@ -132,6 +133,8 @@ class Client(slixmpp.ClientXMPP):
             self.messages.append((str(msg["from"]), msg["body"]))
 
     def _presence(self, pres):
+        self.presence_log.append(f"{pres['type']} from {pres['from']}"
+                                 + (f" ({pres['status']})" if pres["status"] else ""))
         if pres["type"] == "error":
             self.errors.append(("presence", str(pres["from"]), pres["error"]["condition"],
                                 pres["error"]["text"], pres["id"]))
@@ -179,7 +182,8 @@ async def subscription(a, b, timeout):
                      f"{a.name}'s roster push for {bj} with subscription to/both "
                      f"(now {a.roster_items.get(bj)!r})")
     await wait_until(lambda: a.presence.get(bj, ("",))[0] == "available", timeout,
-                     f"{b.name}'s presence at {a.name} (saw {a.presence})")
+                     f"{b.name}'s presence at {a.name} (presence seen in order: "
+                     f"{a.presence_log})")
     ok(f"{a.name}'s roster: {bj} subscription={a.roster_items[bj]!r}, presence available")
 
 
@@ -189,7 +193,8 @@ async def presence_change(a, b, timeout):
     step(f"{a.name} changes presence; {b.name} sees it")
     a.send_presence(pshow="away", pstatus=status)
     await wait_until(lambda: b.presence.get(aj) == ("available", "away", status), timeout,
-                     f"show=away status={status!r} at {b.name} (saw {b.presence.get(aj)})")
+                     f"show=away status={status!r} at {b.name} (presence seen in order: "
+                     f"{b.presence_log})")
     ok(f"show=away status={status!r}")
 
 

@@ -338,12 +338,18 @@ done
 # --- scenarios -----------------------------------------------------------------------------
 acct() { echo "${user[$1]}@$1.example:${password[$1]}@${addr[$1]}"; }
 client() { # MODE ARGS...: fed_client.py in the clients' namespace
-    local mode="$1"
+    local mode="$1" rc=0
     shift
     say "fed_client.py $mode $*"
-    if ! inns cli env PYTHONUNBUFFERED=1 "$python" "$here/fed_client.py" "$mode" \
-        --alice "$(acct "$home")" --bob "$(acct "$peer")" "$@" ${KITH_FED_VERBOSE:+--verbose}; then
-        say "FAIL fed_client.py $mode $*"
+    # In the background with `wait`, so a SIGTERM (the test's watchdog) is handled at once
+    # and cleanup stops the client too.
+    ip netns exec "$(ns cli)" env PYTHONUNBUFFERED=1 "$python" "$here/fed_client.py" "$mode" \
+        --alice "$(acct "$home")" --bob "$(acct "$peer")" "$@" ${KITH_FED_VERBOSE:+--verbose} &
+    pid[client]=$!
+    wait "${pid[client]}" || rc=$?
+    pid[client]=""
+    if [ "$rc" -ne 0 ]; then
+        say "FAIL fed_client.py $mode $* (exit $rc)"
         exit 1
     fi
 }

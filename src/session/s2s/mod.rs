@@ -153,6 +153,19 @@ impl S2s {
         let Some(domain) = to_domain(&stanza) else {
             return;
         };
+        // Links authenticate our main domain only; a component's stanza on one would make the
+        // peer close the stream (`invalid-from`) for everyone using it.
+        let from = stanza.attr("from").and_then(|f| Jid::parse(f).ok());
+        if from.is_some_and(|f| !srv.is_local_domain(f.domain())) {
+            log::debug!("s2s: not sending a {} from a component to {domain}", stanza.name());
+            bounce(
+                srv,
+                &stanza,
+                StanzaError::new(Condition::RemoteServerNotFound)
+                    .with_text("components cannot reach other servers yet"),
+            );
+            return;
+        }
         if let Err(Cmd::Stanza(stanza)) = self.enqueue(&domain, Cmd::Stanza(Box::new(stanza))) {
             let err = match self.running.get() {
                 Some(_) => StanzaError::new(Condition::ResourceConstraint)

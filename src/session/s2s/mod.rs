@@ -157,7 +157,10 @@ impl S2s {
         // peer close the stream (`invalid-from`) for everyone using it.
         let from = stanza.attr("from").and_then(|f| Jid::parse(f).ok());
         if from.is_some_and(|f| !srv.is_local_domain(f.domain())) {
-            log::debug!("s2s: not sending a {} from a component to {domain}", stanza.name());
+            log::debug!(
+                "s2s: not sending a {} from a component to {domain}",
+                stanza.name()
+            );
             bounce(
                 srv,
                 &stanza,

@@ -24,7 +24,7 @@
 //! checks the two lists are disjoint). Checks between keys of one section (a certificate needs
 //! its key) live in the section's `check` function.
 //!
-//! Sections that later work will add (`s2s`, `acme`, `mam`, ...) are listed in
+//! Sections that later work will add (`s2s`, `upload`, `muc`, ...) are listed in
 //! [`RESERVED_SECTIONS`] and rejected with "not supported by this version of kith" rather than a
 //! spelling suggestion.
 //!
@@ -56,6 +56,10 @@
 //! - `[components]` lines map a quoted component domain (checked like `domain`, not
 //!   `domain` itself) to its non-empty XEP-0114 secret; the `[listen] components` listener is
 //!   opened only when at least one is configured, and by default only on 127.0.0.1.
+//! - `[acme]` is on when `email` is set; any other `[acme]` key without it is an error (so
+//!   a half-written section does not silently leave ACME off), and so is `[acme] email`
+//!   together with `[tls] cert`. `directory` takes the words `production` (the default) and
+//!   `staging` for Let's Encrypt, or any `https://` URL.
 //! - Whether certificate files exist is not checked here (that is I/O and belongs to start-up
 //!   and `kith check`).
 
@@ -86,6 +90,8 @@ pub struct Config {
     pub admins: Vec<String>,
     pub listen: Listen,
     pub tls: Tls,
+    /// Certificates from an ACME CA (Let's Encrypt by default); on when `email` is set.
+    pub acme: Acme,
     pub limits: Limits,
     pub auth: Auth,
     pub mam: Mam,
@@ -135,6 +141,62 @@ pub struct Listen {
 pub struct Tls {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+}
+
+/// Let's Encrypt's production directory, the default ACME server.
+pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory (untrusted certificates, generous rate limits).
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+/// ACME (RFC 8555) certificates for the domain and its `upload.` and `conference.` names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Acme {
+    /// The account's contact address (without `mailto:`); ACME is on when it is set.
+    pub email: Option<String>,
+    /// The ACME directory URL (https).
+    pub directory: String,
+    /// A PEM file of CA certificates to trust for the ACME server's own HTTPS instead of the
+    /// built-in web roots (a private or test CA such as pebble).
+    pub directory_ca: Option<PathBuf>,
+    pub challenge: AcmeChallenge,
+}
+
+/// How the CA checks that we control the names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// RFC 8737 TLS-ALPN-01, answered on the TLS listeners (port 443).
+    TlsAlpn01,
+    /// RFC 8555 §8.3 HTTP-01, answered by the plain HTTP listener (port 80).
+    Http01,
+}
+
+impl Default for Acme {
+    fn default() -> Acme {
+        Acme {
+            email: None,
+            directory: LETS_ENCRYPT_PRODUCTION.into(),
+            directory_ca: None,
+            challenge: AcmeChallenge::TlsAlpn01,
+        }
+    }
+}
+
+impl Acme {
+    pub fn enabled(&self) -> bool {
+        self.email.is_some()
+    }
+}
+
+impl AcmeChallenge {
+    pub const ALL: [AcmeChallenge; 2] = [AcmeChallenge::TlsAlpn01, AcmeChallenge::Http01];
+
+    /// The name used in the config file and by RFC 8555's challenge types.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
+            AcmeChallenge::Http01 => "http-01",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -492,6 +554,7 @@ impl Config {
                 components: vec![SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 5347))],
             },
             tls: Tls::default(),
+            acme: Acme::default(),
             limits: Limits {
                 max_stanza_size: 256 * KIB,
                 auth_timeout: Duration::from_secs(30),
@@ -647,7 +710,6 @@ impl fmt::Display for Problem {
 /// Sections later versions will add. Rejected with a clear "not supported yet" message; remove a
 /// name from here when its section joins `SECTIONS`.
 pub const RESERVED_SECTIONS: &[&str] = &[
-    "acme",
     "http",
     "upload",
     "muc",
@@ -689,7 +751,22 @@ struct Section {
 const ROOT: Section = Section {
     name: "",
     doc: "",
-    check: |_, _| {},
+    check: |c, root| {
+        // Two certificate sources would leave it unclear which one clients get.
+        let has = |section: &str, key: &str| {
+            root.iter().find_map(|(k, v)| match v.get_ref() {
+                DeValue::Table(t) if k.get_ref() == section => t.get(key).map(|v| v.span()),
+                _ => None,
+            })
+        };
+        if let (Some(email), Some(_)) = (has("acme", "email"), has("tls", "cert")) {
+            c.problem(
+                email,
+                "[acme] email and [tls] cert are both set: kith would not know which certificate to use",
+                Some("remove [tls] cert and key to let kith obtain certificates, or remove [acme] to use your own".into()),
+            );
+        }
+    },
     keys: &[
         Key {
             name: "domain",
@@ -860,6 +937,116 @@ const SECTIONS: &[Section] = &[
                 },
                 show: |cfg| cfg.tls.key.as_ref().map(|p| quote(&p.to_string_lossy())),
                 unset_example: "\"/etc/kith/privkey.pem\"",
+            },
+        ],
+    },
+    Section {
+        name: "acme",
+        doc: "Certificates from Let's Encrypt (or another ACME CA), obtained and renewed\n\
+              automatically for the domain, upload.DOMAIN and conference.DOMAIN. On when\n\
+              email is set; needs port 443 (or 80 with challenge = \"http-01\") reachable\n\
+              from the internet for all three names. Not together with [tls] cert.",
+        check: |c, table| {
+            if table.get("email").is_none() {
+                if let Some((key, _)) = table.iter().next() {
+                    c.problem(
+                        key.span(),
+                        "[acme] needs 'email' (ACME stays off without it)",
+                        Some("add email = \"admin@example.org\" to [acme], or remove the section".into()),
+                    );
+                }
+            }
+        },
+        keys: &[
+            Key {
+                name: "email",
+                doc: "Where the CA may send notices about the certificates.",
+                read: |c, key, v, cfg| {
+                    if let Some(s) = c.string(key, v, "an email address like \"admin@example.org\"") {
+                        let address = s.trim().strip_prefix("mailto:").unwrap_or(s.trim());
+                        let valid = address.split_once('@').is_some_and(|(local, domain)| {
+                            !local.is_empty()
+                                && !domain.is_empty()
+                                && !domain.contains('@')
+                                && !address.contains(|ch: char| ch.is_whitespace() || ch == ',')
+                        });
+                        if valid {
+                            cfg.acme.email = Some(address.to_string());
+                        } else {
+                            c.problem(
+                                v.span(),
+                                format!("'{key}' is not an email address"),
+                                Some("write email = \"admin@example.org\"".into()),
+                            );
+                        }
+                    }
+                },
+                show: |cfg| cfg.acme.email.as_deref().map(quote),
+                unset_example: "\"admin@example.org\"",
+            },
+            Key {
+                name: "directory",
+                doc: "The ACME server: \"production\" (Let's Encrypt, the default), \"staging\"\n\
+                      (Let's Encrypt's test CA) or the https URL of any ACME directory.",
+                read: |c, key, v, cfg| {
+                    if let Some(s) = c.string(key, v, "\"production\", \"staging\" or an https URL") {
+                        match s.trim() {
+                            "production" => cfg.acme.directory = LETS_ENCRYPT_PRODUCTION.into(),
+                            "staging" => cfg.acme.directory = LETS_ENCRYPT_STAGING.into(),
+                            url if url.strip_prefix("https://").is_some_and(|rest| {
+                                !rest.is_empty() && !rest.starts_with('/') && !rest.contains(char::is_whitespace)
+                            }) => cfg.acme.directory = url.to_string(),
+                            _ => c.problem(
+                                v.span(),
+                                format!("'{key}' must be \"production\", \"staging\" or an https:// URL"),
+                                Some("for example directory = \"https://acme.example.net/directory\"".into()),
+                            ),
+                        }
+                    }
+                },
+                show: |cfg| match cfg.acme.directory.as_str() {
+                    LETS_ENCRYPT_PRODUCTION => None,
+                    LETS_ENCRYPT_STAGING => Some(quote("staging")),
+                    url => Some(quote(url)),
+                },
+                unset_example: "\"production\"",
+            },
+            Key {
+                name: "directory_ca",
+                doc: "A PEM file with the CA certificate(s) to trust for the ACME server's own\n\
+                      HTTPS, for a private CA. Default: the usual web roots.",
+                read: |c, key, v, cfg| {
+                    if let Some(path) = c.path(key, v) {
+                        cfg.acme.directory_ca = Some(path);
+                    }
+                },
+                show: |cfg| cfg.acme.directory_ca.as_ref().map(|p| quote(&p.to_string_lossy())),
+                unset_example: "\"/etc/kith/acme-ca.pem\"",
+            },
+            Key {
+                name: "challenge",
+                doc: "\"tls-alpn-01\" (port 443, the default) or \"http-01\" (port 80, when\n\
+                      another program owns 443).",
+                read: |c, key, v, cfg| {
+                    if let Some(s) = c.string(key, v, "\"tls-alpn-01\" or \"http-01\"") {
+                        match AcmeChallenge::ALL.into_iter().find(|ch| ch.as_str() == s.trim()) {
+                            Some(ch) => cfg.acme.challenge = ch,
+                            None => {
+                                let names = AcmeChallenge::ALL.map(AcmeChallenge::as_str);
+                                let help = match suggest(s, &names) {
+                                    Some(near) => format!("did you mean \"{near}\"?"),
+                                    None => format!("use one of: {}", names.join(", ")),
+                                };
+                                c.problem(v.span(), format!("unknown ACME challenge \"{s}\""), Some(help));
+                            }
+                        }
+                    }
+                },
+                show: |cfg| match cfg.acme.challenge {
+                    AcmeChallenge::TlsAlpn01 => None,
+                    ch => Some(quote(ch.as_str())),
+                },
+                unset_example: "\"tls-alpn-01\"",
             },
         ],
     },
@@ -2312,9 +2499,10 @@ allow_plain = true
         );
         assert_eq!(
             problems("[zzz]\n"),
-            ["kith.toml:1:2: unknown section [zzz] \
-                 (known sections: [listen], [tls], [limits], [auth], [mam], [s2s], [contact], [turn], \
-                 [components])"]
+            [format!(
+                "kith.toml:1:2: unknown section [zzz] (known sections: {})",
+                known_sections()
+            )]
         );
         assert_eq!(
             problems("\n[limit]\n"),
@@ -2326,12 +2514,22 @@ allow_plain = true
     fn reserved_section_is_not_supported_yet() {
         assert_eq!(
             problems("[muc]\nenabled = true\n"),
-            [
+            [format!(
                 "kith.toml:1:2: section [muc] is not supported by this version of kith \
-                 (known sections: [listen], [tls], [limits], [auth], [mam], [s2s], [contact], [turn], \
-                 [components])"
-            ]
+                 (known sections: {})",
+                known_sections()
+            )]
         );
+    }
+
+    /// The list the "known sections" hint gives, in schema order.
+    fn known_sections() -> String {
+        let names: Vec<String> = SECTIONS
+            .iter()
+            .map(|s| format!("[{}]", s.name))
+            .chain(["[components]".to_string()])
+            .collect();
+        names.join(", ")
     }
 
     #[test]
@@ -2587,6 +2785,61 @@ allow_plain = true
             ["kith.toml:2:7: 'key' is set but 'cert' is not \
                  (add cert = \"/path/to/fullchain.pem\" to [tls], or remove 'key')"]
         );
+    }
+
+    #[test]
+    fn acme_section() {
+        assert!(!ok("").acme.enabled());
+        let acme = ok("[acme]\nemail = \"mailto:Admin@example.org\"\n").acme;
+        assert!(acme.enabled());
+        assert_eq!(acme.email.as_deref(), Some("Admin@example.org"));
+        assert_eq!(acme.directory, LETS_ENCRYPT_PRODUCTION);
+        assert_eq!(acme.challenge, AcmeChallenge::TlsAlpn01);
+        let acme = ok(
+            "[acme]\nemail = \"a@example.org\"\ndirectory = \"staging\"\n\
+                       challenge = \"http-01\"\ndirectory_ca = \"/x/ca.pem\"\n",
+        )
+        .acme;
+        assert_eq!(acme.directory, LETS_ENCRYPT_STAGING);
+        assert_eq!(acme.challenge, AcmeChallenge::Http01);
+        assert_eq!(acme.directory_ca.as_deref(), Some(Path::new("/x/ca.pem")));
+        let url = "https://127.0.0.1:14000/dir";
+        let acme = ok(&format!("[acme]\nemail = \"a@b\"\ndirectory = \"{url}\"\n")).acme;
+        assert_eq!(acme.directory, url);
+
+        assert_eq!(
+            problems("[acme]\ndirectory = \"staging\"\n"),
+            [
+                "kith.toml:2:1: [acme] needs 'email' (ACME stays off without it) \
+              (add email = \"admin@example.org\" to [acme], or remove the section)"
+            ]
+        );
+        assert_eq!(
+            problems("[acme]\nemail = \"a@b\"\ndirectory = \"http://ca.example/dir\"\n"),
+            ["kith.toml:3:13: 'directory' must be \"production\", \"staging\" or an https:// URL \
+              (for example directory = \"https://acme.example.net/directory\")"]
+        );
+        assert_eq!(
+            problems("[acme]\nemail = \"a@b\"\nchallenge = \"http01\"\n"),
+            ["kith.toml:3:13: unknown ACME challenge \"http01\" (did you mean \"http-01\"?)"]
+        );
+        let p = problems("[acme]\nemail = \"not an address\"\n");
+        assert!(
+            p.len() == 1 && p[0].contains("not an email address"),
+            "{p:?}"
+        );
+        assert_eq!(
+            problems("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n[acme]\nemail = \"a@b\"\n"),
+            ["kith.toml:5:9: [acme] email and [tls] cert are both set: kith would not know which \
+              certificate to use (remove [tls] cert and key to let kith obtain certificates, or \
+              remove [acme] to use your own)"]
+        );
+
+        let mut custom = Config::defaults();
+        custom.acme.email = Some("a@example.org".into());
+        custom.acme.directory = LETS_ENCRYPT_STAGING.into();
+        custom.acme.challenge = AcmeChallenge::Http01;
+        assert_eq!(ok(&custom.to_toml_example()).acme, custom.acme);
     }
 
     #[test]

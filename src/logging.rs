@@ -14,8 +14,15 @@ struct StderrLogger {
 
 impl Log for StderrLogger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        // Dependencies' debug chatter (rustls, redb) is not what an admin wants to read.
-        metadata.level() <= Level::Info || metadata.target().starts_with("kith")
+        // Dependencies' debug chatter (rustls, redb) is not what an admin wants to read, nor
+        // rustls-acme's narration of each order step at info: net::acme logs the events.
+        let target = metadata.target();
+        let quiet = if target.starts_with("rustls_acme") {
+            Level::Warn
+        } else {
+            Level::Info
+        };
+        metadata.level() <= quiet || target.starts_with("kith")
     }
 
     fn log(&self, record: &Record<'_>) {

@@ -12,7 +12,9 @@ use smol::Executor;
 
 use crate::config::Config;
 use crate::jid::BareJid;
-use crate::net::{listener, tls::TlsSetup};
+use crate::net::acme::Acme;
+use crate::net::listener;
+use crate::net::tls::{CertSource, TlsSetup};
 use crate::sessions::{self, Outbound, Sessions};
 use crate::store::Store;
 
@@ -177,13 +179,7 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
             data_dir.join("kith.redb").display()
         ))
     })?;
-    let tls = TlsSetup::load(
-        config.tls.cert.as_deref(),
-        config.tls.key.as_deref(),
-        &config.domain,
-        &data_dir,
-    )
-    .map_err(|e| RunError(e.to_string()))?;
+    let (tls, acme) = certificates(&config)?;
 
     let turn = start_turn(&mut config)?;
     let c2s = bind_all(&config.listen.c2s, "c2s")?;
@@ -247,23 +243,36 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
         tasks.push(ex.spawn(crate::admin::serve(ex.clone(), srv.clone(), admin)));
     }
     tasks.push(ex.spawn(crate::services::mam::expire_loop(srv.clone())));
+    if let Some(acme) = acme {
+        tasks.push(ex.spawn(acme.run()));
+    }
+    if let CertSource::Configured { .. } = srv.tls.source {
+        let srv = srv.clone();
+        tasks.push(ex.spawn(async move { srv.tls.watch_files().await }));
+    }
     if let Some(bound) = turn {
         let (t, domain) = (srv.config.turn.clone(), srv.domain().to_string());
         tasks.push(ex.spawn(crate::turn::server::serve(ex.clone(), t, domain, bound)));
     }
     log::info!(
-        "kith {} serving {} ({} certificate {})",
+        "kith {} serving {} ({})",
         env!("CARGO_PKG_VERSION"),
         srv.domain(),
         match &srv.tls.source {
-            crate::net::tls::CertSource::Configured { .. } => "configured",
-            crate::net::tls::CertSource::SelfSigned { .. } => "self-signed",
-        },
-        match &srv.tls.source {
-            crate::net::tls::CertSource::Configured { cert } => cert.display().to_string(),
-            crate::net::tls::CertSource::SelfSigned { cert } => cert.display().to_string(),
+            CertSource::Configured { cert, .. } => format!("certificate {}", cert.display()),
+            CertSource::SelfSigned { cert } =>
+                format!("self-signed certificate {}", cert.display()),
+            CertSource::Acme { .. } => "ACME certificate".into(),
         }
     );
+    if let CertSource::SelfSigned { cert } = &srv.tls.source {
+        log::warn!(
+            "tls: WARNING: serving the SELF-SIGNED certificate {}: clients will refuse it or ask \
+             every user to trust it, and other servers will not federate. Set [acme] email = \
+             \"you@example.org\" for a free certificate from Let's Encrypt, or [tls] cert and key",
+            cert.display()
+        );
+    }
 
     let signal = wait_for_signal(signals).await;
     log::info!("received {signal}, shutting down");
@@ -304,6 +313,24 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
         Err(_) => log::info!("exiting with connections still open; the store is consistent"),
     }
     Ok(())
+}
+
+/// The TLS certificate source, and the ACME driver to run when `[acme]` is on.
+fn certificates(config: &Config) -> Result<(TlsSetup, Option<crate::net::acme::Driver>), RunError> {
+    if config.acme.enabled() {
+        let (acme, driver) = Acme::start(config).map_err(|e| RunError(e.to_string()))?;
+        let tls = TlsSetup::with_acme(acme, &config.domain, &config.data_dir)
+            .map_err(|e| RunError(e.to_string()))?;
+        return Ok((tls, Some(driver)));
+    }
+    let tls = TlsSetup::load(
+        config.tls.cert.as_deref(),
+        config.tls.key.as_deref(),
+        &config.domain,
+        &config.data_dir,
+    )
+    .map_err(|e| RunError(e.to_string()))?;
+    Ok((tls, None))
 }
 
 /// The built-in STUN/TURN server's secret (configured, or kept in `DATA/turn.secret`) and

@@ -1,42 +1,71 @@
-//! TLS configuration: certificates from the config or a self-signed default kept in the data
-//! directory, the rustls server configs (STARTTLS and direct TLS differ only in ALPN), and the
-//! channel-binding data SCRAM-PLUS needs.
+//! TLS: the one certificate source every TLS listener shares, the server configs built on it,
+//! the accept step that answers ACME TLS-ALPN-01 challenges, and the channel-binding data
+//! SCRAM-PLUS needs.
+//!
+//! The certificate comes from `[tls]` files (re-read when they change on disk), from ACME
+//! (`net::acme`, with the self-signed one until the first issuance), or is self-signed and kept
+//! in the data directory. [`Certs`] is the `ResolvesServerCert` all of them feed; listeners
+//! differ only in ALPN ([`TlsSetup::server_config`]). [`TlsSetup::accept`] picks the
+//! certificate itself for each handshake, so `tls-server-end-point` always hashes the
+//! certificate that handshake presented, even across a renewal.
 //!
 //! Only rustls with the `ring` provider, TLS 1.2 and 1.3 (RFC 7590 forbids older versions).
+//! Knows nothing about XMPP beyond ALPN names.
 
 use std::fmt;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
+use futures_rustls::rustls::crypto::CryptoProvider;
+use futures_rustls::rustls::server::{Acceptor, ClientHello, ResolvesServerCert};
+use futures_rustls::rustls::sign::CertifiedKey;
 use futures_rustls::rustls::{self, ServerConfig, ServerConnection};
+use futures_rustls::server::TlsStream;
+use futures_rustls::LazyConfigAcceptor;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::net::acme::Acme;
 use crate::sasl::CbInfo;
 
 /// ALPN protocol id for direct-TLS client connections (XEP-0368).
 pub const ALPN_XMPP_CLIENT: &[u8] = b"xmpp-client";
 
-/// Where the certificate came from, for logs and `kith check`.
+/// How often `[tls]` files are checked for changes. A `stat` of two files costs nothing, and a
+/// renewed certificate (certbot's deploy, a copy by hand) is served within seconds.
+pub const FILE_POLL: Duration = Duration::from_secs(5);
+
+/// Where the certificate comes from, for logs and `kith check`.
 #[derive(Clone, Debug)]
 pub enum CertSource {
-    Configured { cert: PathBuf },
+    /// `[tls]` files, re-read when they change.
+    Configured { cert: PathBuf, key: PathBuf },
+    /// Generated once into the data directory.
     SelfSigned { cert: PathBuf },
+    /// `[acme]`; the self-signed certificate at `fallback` until the first issuance.
+    Acme { fallback: PathBuf },
 }
 
-/// Everything a listener needs to run TLS.
+/// Everything a listener needs to run TLS. Owned by `Server`; listeners borrow it.
 pub struct TlsSetup {
-    /// For STARTTLS on 5222: no ALPN, since a client may offer any and must not be refused.
-    pub starttls: Arc<ServerConfig>,
-    /// For direct TLS on 5223: ALPN `xmpp-client`.
-    pub direct: Arc<ServerConfig>,
-    /// RFC 5929 `tls-server-end-point` data: the hash of our leaf certificate, when its
-    /// signature algorithm makes the hash well-defined.
-    pub server_end_point: Option<Vec<u8>>,
+    certs: Arc<Certs>,
+    acme: Option<Arc<Acme>>,
+    provider: Arc<CryptoProvider>,
+    /// Per-ALPN configs whose resolver is fixed to one certificate (see `accept`), kept while
+    /// that certificate is current so connections share them.
+    pinned: Mutex<Vec<Pinned>>,
     pub source: CertSource,
-    /// The certificate and its signing key, for configs built elsewhere (federation presents
-    /// it on both sides of its handshakes).
-    pub certified: Arc<rustls::sign::CertifiedKey>,
+}
+
+/// A finished server handshake and what channel binding needs from it.
+pub struct Accepted<S> {
+    pub stream: TlsStream<S>,
+    /// RFC 5929 `tls-server-end-point`: the hash of the leaf certificate this handshake
+    /// presented, when its signature algorithm makes the hash well-defined.
+    pub server_end_point: Option<Vec<u8>>,
 }
 
 /// A TLS setup problem for the operator: says which file and what to do.
@@ -60,78 +89,356 @@ impl TlsSetup {
         domain: &str,
         data_dir: &Path,
     ) -> Result<TlsSetup, TlsError> {
-        let (certs, key, source) = match (cert, key) {
-            (Some(c), Some(k)) => {
-                let (certs, key) = read_pem_pair(c, k)?;
-                (
-                    certs,
-                    key,
-                    CertSource::Configured {
-                        cert: c.to_path_buf(),
-                    },
-                )
-            }
+        let provider = provider();
+        let (current, source) = match (cert, key) {
+            (Some(c), Some(k)) => (
+                load_pair(c, k, &provider)?,
+                CertSource::Configured {
+                    cert: c.to_path_buf(),
+                    key: k.to_path_buf(),
+                },
+            ),
             _ => {
-                let (c, k) = self_signed_paths(data_dir, domain);
-                if !c.exists() || !k.exists() {
-                    make_self_signed(domain, &c, &k)?;
-                }
-                let (certs, key) = read_pem_pair(&c, &k)?;
-                (certs, key, CertSource::SelfSigned { cert: c })
+                let (current, cert) = self_signed(domain, data_dir, &provider)?;
+                (current, CertSource::SelfSigned { cert })
             }
         };
-        let server_end_point = certs.first().and_then(|leaf| end_point_hash(leaf));
-        let provider = rustls::crypto::ring::default_provider();
-        let signing = provider
-            .key_provider
-            .load_private_key(key.clone_key())
-            .map_err(|e| TlsError(format!("tls: unusable private key: {e}")))?;
-        let certified = Arc::new(rustls::sign::CertifiedKey::new(certs.clone(), signing));
-        let starttls = server_config(certs.clone(), key.clone_key(), Vec::new())?;
-        let direct = server_config(certs, key, vec![ALPN_XMPP_CLIENT.to_vec()])?;
-        Ok(TlsSetup {
-            starttls,
-            direct,
-            server_end_point,
-            source,
-            certified,
-        })
+        Ok(TlsSetup::new(current, None, provider, source))
     }
 
-    /// Channel-binding data for one finished handshake.
+    /// Certificates from ACME; the self-signed one until the first is issued, so clients that
+    /// accept it (and the ACME server's own checks) are not refused meanwhile.
+    pub fn with_acme(acme: Arc<Acme>, domain: &str, data_dir: &Path) -> Result<TlsSetup, TlsError> {
+        let provider = provider();
+        let (current, fallback) = self_signed(domain, data_dir, &provider)?;
+        Ok(TlsSetup::new(
+            current,
+            Some(acme),
+            provider,
+            CertSource::Acme { fallback },
+        ))
+    }
+
+    fn new(
+        current: CertifiedKey,
+        acme: Option<Arc<Acme>>,
+        provider: Arc<CryptoProvider>,
+        source: CertSource,
+    ) -> TlsSetup {
+        TlsSetup {
+            certs: Arc::new(Certs {
+                current: RwLock::new(Arc::new(current)),
+                acme: acme.as_ref().map(|a| a.resolver()),
+            }),
+            acme,
+            provider,
+            pinned: Mutex::new(Vec::new()),
+            source,
+        }
+    }
+
+    /// A server config on the shared certificate source, offering `alpn` (empty: no ALPN, so
+    /// a client offering any protocol is not refused). For listeners that need no channel
+    /// binding; they should still accept through [`TlsSetup::accept`] so ACME challenges
+    /// reaching them are answered.
+    pub fn server_config(&self, alpn: &[&[u8]]) -> Arc<ServerConfig> {
+        let mut config = self.builder().with_cert_resolver(self.certs.clone());
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
+
+    /// The shared certificate source, for code that builds its own `ServerConfig`.
+    pub fn resolver(&self) -> Arc<Certs> {
+        self.certs.clone()
+    }
+
+    /// The ACME side, when `[acme]` is on.
+    pub fn acme(&self) -> Option<&Arc<Acme>> {
+        self.acme.as_ref()
+    }
+
+    /// The key authorization to serve at `/.well-known/acme-challenge/TOKEN` (HTTP-01), if an
+    /// ACME challenge for `token` is in progress.
+    pub fn http01_key_auth(&self, token: &str) -> Option<String> {
+        self.acme.as_ref()?.http01_key_auth(token)
+    }
+
+    /// Server side of a TLS handshake on `io`, offering `alpn`. A TLS-ALPN-01 challenge
+    /// (RFC 8737: ALPN `acme-tls/1` only) is answered with the challenge certificate and the
+    /// connection closed: `Ok(None)`. Any other client gets the current certificate.
+    pub async fn accept<S>(&self, io: S, alpn: &[&[u8]]) -> io::Result<Option<Accepted<S>>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let start = LazyConfigAcceptor::new(Acceptor::default(), io).await?;
+        if rustls_acme::is_tls_alpn_challenge(&start.client_hello()) {
+            let Some(acme) = &self.acme else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "ACME challenge (acme-tls/1) while [acme] is off",
+                ));
+            };
+            let sni = start.client_hello().server_name().map(str::to_owned);
+            let mut tls = start.into_stream(acme.challenge_config()).await?;
+            let _ = tls.close().await;
+            log::info!(
+                "acme: answered a TLS-ALPN-01 challenge for {}",
+                sni.as_deref().unwrap_or("(no name)")
+            );
+            return Ok(None);
+        }
+        let Some(key) = self.certs.resolve(start.client_hello()) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "no certificate for this client",
+            ));
+        };
+        let (config, server_end_point) = self.pinned(alpn, key);
+        let stream = start.into_stream(config).await?;
+        Ok(Some(Accepted {
+            stream,
+            server_end_point,
+        }))
+    }
+
+    /// Replaces the current certificate (a changed `[tls]` file). New handshakes get it;
+    /// established connections keep theirs.
+    pub fn set_certificate(&self, key: CertifiedKey) {
+        self.certs.set(Arc::new(key));
+    }
+
+    /// Re-reads `[tls]` files whenever they change on disk, until the future is dropped.
+    /// A file that does not load (a half-written copy, a key that does not fit) keeps the
+    /// previous certificate in service; it is reported once it stayed bad for one poll.
+    /// Returns at once for other certificate sources.
+    pub async fn watch_files(&self) {
+        self.watch_files_every(FILE_POLL).await
+    }
+
+    async fn watch_files_every(&self, poll: Duration) {
+        let CertSource::Configured { cert, key } = &self.source else {
+            return;
+        };
+        let stamp_of = || {
+            let (c, k) = (cert.clone(), key.clone());
+            smol::unblock(move || (file_stamp(&c), file_stamp(&k)))
+        };
+        let mut loaded = stamp_of().await;
+        let mut failed_once = None;
+        loop {
+            smol::Timer::after(poll).await;
+            let now = stamp_of().await;
+            if now == loaded {
+                continue;
+            }
+            let (c, k, p) = (cert.clone(), key.clone(), self.provider.clone());
+            match smol::unblock(move || load_pair(&c, &k, &p)).await {
+                Ok(new) => {
+                    let expires = new.cert.first().and_then(|c| not_after(c));
+                    self.set_certificate(new);
+                    log::info!(
+                        "tls: reloaded {} (changed on disk){}; new connections get it",
+                        cert.display(),
+                        expires.map_or(String::new(), |t| format!(", valid until {t}"))
+                    );
+                    loaded = now;
+                    failed_once = None;
+                }
+                // Writing cert and key is not atomic: give a pair one poll to settle.
+                Err(e) if failed_once.as_ref() != Some(&now) => {
+                    log::debug!("tls: changed certificate files do not load yet: {e}");
+                    failed_once = Some(now);
+                }
+                Err(e) => {
+                    log::error!("{e}; still serving the previous certificate");
+                    loaded = now;
+                    failed_once = None;
+                }
+            }
+        }
+    }
+
+    /// A config whose resolver always returns `key`, with `key`'s end-point hash; cached per
+    /// ALPN list while `key` is current.
+    fn pinned(
+        &self,
+        alpn: &[&[u8]],
+        key: Arc<CertifiedKey>,
+    ) -> (Arc<ServerConfig>, Option<Vec<u8>>) {
+        let mut pinned = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = pinned.iter().find(|p| {
+            Arc::ptr_eq(&p.key, &key) && p.alpn.iter().map(Vec::as_slice).eq(alpn.iter().copied())
+        }) {
+            return (p.config.clone(), p.end_point.clone());
+        }
+        let end_point = key.cert.first().and_then(|leaf| end_point_hash(leaf));
+        let mut config = self
+            .builder()
+            .with_cert_resolver(Arc::new(Fixed(key.clone())));
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let config = Arc::new(config);
+        // Entries for a replaced certificate are dropped; one per ALPN list remains.
+        pinned.retain(|p| {
+            Arc::ptr_eq(&p.key, &key) || !p.alpn.iter().map(Vec::as_slice).eq(alpn.iter().copied())
+        });
+        pinned.push(Pinned {
+            alpn: alpn.iter().map(|p| p.to_vec()).collect(),
+            key,
+            config: config.clone(),
+            end_point: end_point.clone(),
+        });
+        (config, end_point)
+    }
+
+    fn builder(&self) -> rustls::ConfigBuilder<ServerConfig, rustls::server::WantsServerCert> {
+        ServerConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .expect("ring supports TLS 1.2 and 1.3")
+            .with_no_client_auth()
+    }
+}
+
+impl<S> Accepted<S> {
+    /// Channel-binding data for this handshake.
     ///
     /// `tls-exporter` (RFC 9266) is offered only on TLS 1.3: on 1.2 it is safe only with the
     /// extended master secret, which we cannot confirm through rustls' API.
-    pub fn channel_binding(&self, conn: &ServerConnection) -> CbInfo {
-        let exporter = if conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
-            let mut out = vec![0u8; 32];
-            conn.export_keying_material(&mut out, b"EXPORTER-Channel-Binding", None)
-                .is_ok()
-                .then_some(out)
-        } else {
-            None
+    pub fn channel_binding(&self) -> CbInfo {
+        channel_binding(self.stream.get_ref().1, self.server_end_point.clone())
+    }
+}
+
+/// Channel-binding data of a server connection whose leaf certificate hashes to
+/// `server_end_point`.
+pub fn channel_binding(conn: &ServerConnection, server_end_point: Option<Vec<u8>>) -> CbInfo {
+    let exporter = if conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
+        let mut out = vec![0u8; 32];
+        conn.export_keying_material(&mut out, b"EXPORTER-Channel-Binding", None)
+            .is_ok()
+            .then_some(out)
+    } else {
+        None
+    };
+    CbInfo {
+        exporter,
+        server_end_point,
+    }
+}
+
+/// The certificate source every TLS config shares: the current `[tls]` or self-signed
+/// certificate, or ACME's (falling back to the self-signed one before the first issuance).
+#[derive(Debug)]
+pub struct Certs {
+    current: RwLock<Arc<CertifiedKey>>,
+    acme: Option<Arc<rustls_acme::ResolvesServerCertAcme>>,
+}
+
+impl Certs {
+    fn set(&self, key: Arc<CertifiedKey>) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = key;
+    }
+
+    fn current(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Our certificate as a TLS client (outgoing federation, for the peer's SASL EXTERNAL).
+/// With ACME this is the self-signed fallback: rustls-acme hands its certificate only to a
+/// ClientHello, so peers authenticate us by dialback against the ACME certificate our
+/// listeners present.
+impl rustls::client::ResolvesClientCert for Certs {
+    fn resolve(&self, _: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+impl ResolvesServerCert for Certs {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let Some(acme) = &self.acme else {
+            return Some(self.current());
         };
-        CbInfo {
-            exporter,
-            server_end_point: self.server_end_point.clone(),
+        let challenge = rustls_acme::is_tls_alpn_challenge(&hello);
+        match acme.resolve(hello) {
+            Some(key) => Some(key),
+            // A challenge gets the challenge certificate or nothing, never a normal one.
+            None if challenge => None,
+            None => Some(self.current()),
         }
     }
 }
 
-fn server_config(
-    certs: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+/// A resolver that always presents one certificate (see `TlsSetup::pinned`).
+#[derive(Debug)]
+struct Fixed(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for Fixed {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+struct Pinned {
     alpn: Vec<Vec<u8>>,
-) -> Result<Arc<ServerConfig>, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsError(format!("tls: cannot build configuration: {e}")))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError(format!("tls: certificate and key do not fit together: {e}")))?;
-    config.alpn_protocols = alpn;
-    Ok(Arc::new(config))
+    key: Arc<CertifiedKey>,
+    config: Arc<ServerConfig>,
+    end_point: Option<Vec<u8>>,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// What identifies one version of a file: a replaced or rewritten file changes at least one.
+type Stamp = Option<(std::time::SystemTime, u64, u64)>;
+
+fn file_stamp(path: &Path) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len(), m.ino()))
+}
+
+/// A `[tls]` pair as rustls wants it; the key must belong to the leaf certificate.
+pub fn load_pair(
+    cert: &Path,
+    key: &Path,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, TlsError> {
+    let (certs, key_der) = read_pem_pair(cert, key)?;
+    CertifiedKey::from_der(certs, key_der, provider).map_err(|e| {
+        TlsError(format!(
+            "tls: certificate {} and key {} do not fit together: {e}",
+            cert.display(),
+            key.display()
+        ))
+    })
+}
+
+/// The self-signed certificate for `domain` (made once, then reused), and its path.
+fn self_signed(
+    domain: &str,
+    data_dir: &Path,
+    provider: &CryptoProvider,
+) -> Result<(CertifiedKey, PathBuf), TlsError> {
+    let (c, k) = self_signed_paths(data_dir, domain);
+    if !c.exists() || !k.exists() {
+        make_self_signed(domain, &c, &k)?;
+    }
+    Ok((load_pair(&c, &k, provider)?, c))
+}
+
+/// The end of a certificate's validity (`notAfter`) as an RFC 3339 time, for logs.
+pub fn not_after(cert: &[u8]) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
+    let t = parsed.validity().not_after.timestamp();
+    Some(crate::time::rfc3339(t.max(0) as u64))
 }
 
 fn read_pem_pair(
@@ -190,7 +497,7 @@ fn make_self_signed(domain: &str, cert_path: &Path, key_path: &Path) -> Result<(
     std::fs::write(cert_path, ck.cert.pem())
         .map_err(|e| TlsError(format!("tls: cannot write {}: {e}", cert_path.display())))?;
     log::info!(
-        "tls: generated a self-signed certificate for {domain} in {} (clients will warn; set [tls] cert and key for a real one)",
+        "tls: generated a self-signed certificate for {domain} in {} (clients will warn; set [acme] email, or [tls] cert and key, for a real one)",
         cert_path.display()
     );
     Ok(())
@@ -286,9 +593,177 @@ mod tests {
         let first = std::fs::read(cert).expect("cert file");
         let b = TlsSetup::load(None, None, "localhost", &dir).expect("second load");
         assert_eq!(first, std::fs::read(cert).expect("cert file"));
-        // rcgen signs with ecdsa-with-SHA256, so the end-point hash is SHA-256 sized.
-        assert_eq!(a.server_end_point.as_ref().map(Vec::len), Some(32));
-        assert_eq!(a.server_end_point, b.server_end_point);
+        assert_eq!(a.certs.current().cert, b.certs.current().cert);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A handshake through `TlsSetup::accept` over a socket pair: what the client saw (the
+    /// leaf certificate, the negotiated ALPN) and what the server reports for channel binding.
+    fn handshake(setup: &TlsSetup, alpn: &[&[u8]]) -> (Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>) {
+        use futures_rustls::rustls::client::danger::{
+            HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+        };
+        use futures_rustls::rustls::pki_types::{ServerName, UnixTime};
+        use futures_rustls::rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+        /// The test only looks at the certificate, so any is accepted.
+        #[derive(Debug)]
+        struct AnyCert(Arc<CryptoProvider>);
+        impl ServerCertVerifier for AnyCert {
+            fn verify_server_cert(
+                &self,
+                _: &CertificateDer<'_>,
+                _: &[CertificateDer<'_>],
+                _: &ServerName<'_>,
+                _: &[u8],
+                _: UnixTime,
+            ) -> Result<ServerCertVerified, rustls::Error> {
+                Ok(ServerCertVerified::assertion())
+            }
+            fn verify_tls12_signature(
+                &self,
+                m: &[u8],
+                c: &CertificateDer<'_>,
+                d: &DigitallySignedStruct,
+            ) -> Result<HandshakeSignatureValid, rustls::Error> {
+                rustls::crypto::verify_tls12_signature(
+                    m,
+                    c,
+                    d,
+                    &self.0.signature_verification_algorithms,
+                )
+            }
+            fn verify_tls13_signature(
+                &self,
+                m: &[u8],
+                c: &CertificateDer<'_>,
+                d: &DigitallySignedStruct,
+            ) -> Result<HandshakeSignatureValid, rustls::Error> {
+                rustls::crypto::verify_tls13_signature(
+                    m,
+                    c,
+                    d,
+                    &self.0.signature_verification_algorithms,
+                )
+            }
+            fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+                self.0.signature_verification_algorithms.supported_schemes()
+            }
+        }
+        let p = provider();
+        let mut client = ClientConfig::builder_with_provider(p.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert(p)))
+            .with_no_client_auth();
+        client.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+        let (a, b) = smol::net::unix::UnixStream::pair().unwrap();
+        smol::block_on(async {
+            let connector = futures_rustls::TlsConnector::from(Arc::new(client));
+            let name = ServerName::try_from("localhost").unwrap();
+            let (c, s) =
+                futures_lite::future::zip(connector.connect(name, a), setup.accept(b, alpn)).await;
+            let c = c.expect("client handshake");
+            let s = s.expect("server handshake").expect("not a challenge");
+            let leaf = c.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+            let negotiated = s.stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+            (leaf, s.channel_binding().server_end_point, negotiated)
+        })
+    }
+
+    #[test]
+    fn end_point_follows_the_certificate_each_handshake_presented() {
+        let dir = temp_dir("rotate");
+        let setup = TlsSetup::load(None, None, "localhost", &dir).expect("load");
+        let (leaf, end_point, alpn) = handshake(&setup, &[ALPN_XMPP_CLIENT]);
+        assert_eq!(alpn.as_deref(), Some(ALPN_XMPP_CLIENT));
+        // rcgen signs with ecdsa-with-SHA256, so the end-point hash is SHA-256 of the leaf.
+        assert_eq!(
+            end_point,
+            Some(
+                ring::digest::digest(&ring::digest::SHA256, &leaf)
+                    .as_ref()
+                    .to_vec()
+            )
+        );
+
+        // A new certificate (a reloaded file, a renewal): the next handshake presents it and
+        // channel binding hashes it, not the one the setup started with.
+        let (c, k) = (dir.join("new.crt"), dir.join("new.key"));
+        make_self_signed("localhost", &c, &k).expect("second certificate");
+        setup.set_certificate(load_pair(&c, &k, &provider()).expect("load"));
+        let (leaf2, end_point2, _) = handshake(&setup, &[ALPN_XMPP_CLIENT]);
+        assert_ne!(leaf, leaf2);
+        assert_eq!(
+            end_point2,
+            Some(
+                ring::digest::digest(&ring::digest::SHA256, &leaf2)
+                    .as_ref()
+                    .to_vec()
+            )
+        );
+        // No ALPN (STARTTLS) shares the certificate but not the config.
+        let (leaf3, _, alpn3) = handshake(&setup, &[]);
+        assert_eq!((leaf3, alpn3), (leaf2, None));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_key_of_another_certificate_is_refused() {
+        let dir = temp_dir("mismatch");
+        let (c1, k1) = (dir.join("a.crt"), dir.join("a.key"));
+        let (c2, k2) = (dir.join("b.crt"), dir.join("b.key"));
+        make_self_signed("localhost", &c1, &k1).unwrap();
+        make_self_signed("localhost", &c2, &k2).unwrap();
+        let err = load_pair(&c1, &k2, &provider()).expect_err("must fail");
+        assert!(err.to_string().contains("do not fit together"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn changed_files_are_reloaded_and_bad_ones_keep_the_old_certificate() {
+        let dir = temp_dir("watch");
+        let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+        make_self_signed("localhost", &c, &k).unwrap();
+        let setup = TlsSetup::load(Some(&c), Some(&k), "localhost", &dir).unwrap();
+        let first = setup.certs.current().cert.clone();
+        smol::block_on(async {
+            let poll = Duration::from_millis(100);
+            let watching = setup.watch_files_every(poll);
+            let test = async {
+                // A key that does not fit: two polls later the old certificate is still served.
+                let (c2, k2) = (dir.join("other.crt"), dir.join("other.key"));
+                make_self_signed("localhost", &c2, &k2).unwrap();
+                std::fs::copy(&k2, &k).unwrap();
+                smol::Timer::after(poll * 3).await;
+                assert_eq!(setup.certs.current().cert, first);
+                // Its certificate arrives: the pair loads at the next poll.
+                std::fs::copy(&c2, &c).unwrap();
+                smol::Timer::after(poll * 3).await;
+                let now = setup.certs.current().cert.clone();
+                assert_ne!(now, first);
+                assert_eq!(
+                    now[0].as_ref(),
+                    &std::fs::read(&c2)
+                        .map(|pem| {
+                            CertificateDer::pem_slice_iter(&pem)
+                                .next()
+                                .unwrap()
+                                .unwrap()
+                                .to_vec()
+                        })
+                        .unwrap()[..]
+                );
+            };
+            futures_lite::future::or(
+                async {
+                    watching.await;
+                    panic!("watch ended")
+                },
+                test,
+            )
+            .await;
+        });
         let _ = std::fs::remove_dir_all(&dir);
     }
 

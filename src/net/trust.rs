@@ -17,16 +17,15 @@ use std::sync::Arc;
 use futures_rustls::rustls::{
     self,
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-    client::ResolvesClientCert,
     crypto::CryptoProvider,
     pki_types::{CertificateDer, ServerName, UnixTime},
     server::danger::{ClientCertVerified, ClientCertVerifier},
-    server::{ClientHello, ResolvesServerCert},
-    sign::CertifiedKey,
     ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::TrustAnchor;
+
+use crate::net::tls::Certs;
 
 /// ALPN protocol id of direct-TLS server-to-server connections (XEP-0368).
 pub const ALPN_XMPP_SERVER: &[u8] = b"xmpp-server";
@@ -112,13 +111,13 @@ impl Trust {
 
     /// The client side of outgoing streams: presents our certificate (for the peer's SASL
     /// EXTERNAL) and accepts any server certificate at the TLS level (see the module docs).
-    pub fn client_config(&self, ours: Arc<CertifiedKey>, alpn: &[&[u8]]) -> Arc<ClientConfig> {
+    pub fn client_config(&self, ours: Arc<Certs>, alpn: &[&[u8]]) -> Arc<ClientConfig> {
         let mut config = ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .expect("ring supports TLS 1.2 and 1.3")
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Deferred(self.provider.clone())))
-            .with_client_cert_resolver(Arc::new(OurCert(ours)));
+            .with_client_cert_resolver(ours);
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         config.enable_sni = true;
         Arc::new(config)
@@ -126,34 +125,14 @@ impl Trust {
 
     /// The server side of incoming streams: asks for (but doesn't require) the peer's
     /// certificate, for SASL EXTERNAL.
-    pub fn server_config(&self, ours: Arc<CertifiedKey>, alpn: &[&[u8]]) -> Arc<ServerConfig> {
+    pub fn server_config(&self, ours: Arc<Certs>, alpn: &[&[u8]]) -> Arc<ServerConfig> {
         let mut config = ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .expect("ring supports TLS 1.2 and 1.3")
             .with_client_cert_verifier(Arc::new(Deferred(self.provider.clone())))
-            .with_cert_resolver(Arc::new(OurCert(ours)));
+            .with_cert_resolver(ours);
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Arc::new(config)
-    }
-}
-
-/// Our certificate, for both sides of a handshake.
-#[derive(Debug)]
-struct OurCert(Arc<CertifiedKey>);
-
-impl ResolvesServerCert for OurCert {
-    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
-    }
-}
-
-impl ResolvesClientCert for OurCert {
-    fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
-    }
-
-    fn has_certs(&self) -> bool {
-        true
     }
 }
 

@@ -14,11 +14,11 @@ use async_channel::Receiver;
 use base64::Engine as _;
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt as _};
 use futures_rustls::server::TlsStream;
-use futures_rustls::TlsAcceptor;
 use smol::net::TcpStream;
 
 use crate::jid::{BareJid, FullJid, Jid};
 use crate::net::listener::Mode;
+use crate::net::tls::ALPN_XMPP_CLIENT;
 use crate::router;
 use crate::sasl::ht::Ht;
 use crate::sasl::{self, CbInfo, Mechanism};
@@ -57,10 +57,11 @@ pub async fn serve(srv: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: Mod
     };
     let tls = match mode {
         Mode::StartTls => Box::pin(starttls(&srv, tcp, &tag, deadline, limits)).await,
-        Mode::DirectTls => Box::pin(handshake(srv.tls.direct.clone(), tcp, &tag, deadline)).await,
+        Mode::DirectTls => {
+            Box::pin(handshake(&srv, &[ALPN_XMPP_CLIENT], tcp, &tag, deadline)).await
+        }
     };
-    let Some(tls) = tls else { return };
-    let cb = srv.tls.channel_binding(tls.get_ref().1);
+    let Some((tls, cb)) = tls else { return };
     let mut xs = XmlStream::new(tls, limits);
     let mut id = new_id();
     let auth = Box::pin(authenticate(
@@ -206,7 +207,7 @@ async fn starttls(
     tag: &str,
     deadline: Instant,
     limits: Limits,
-) -> Option<Box<TlsStream<TcpStream>>> {
+) -> Option<(Box<TlsStream<TcpStream>>, CbInfo)> {
     let mut xs = XmlStream::new(tcp, limits);
     let id = new_id();
     let r: Result<(), End> = async {
@@ -239,24 +240,32 @@ async fn starttls(
         log::warn!("{tag}: {buffered} bytes sent after <starttls/> before the TLS handshake (injection attempt?); dropping the connection");
         return None;
     }
-    handshake(srv.tls.starttls.clone(), tcp, tag, deadline).await
+    // No ALPN on STARTTLS: a client may offer any and must not be refused.
+    handshake(srv, &[], tcp, tag, deadline).await
 }
 
+/// The TLS handshake, and the channel-binding data of the certificate it presented. An ACME
+/// TLS-ALPN-01 check reaching this port is answered and closed (`None`).
 async fn handshake(
-    config: Arc<futures_rustls::rustls::ServerConfig>,
+    srv: &Server,
+    alpn: &[&[u8]],
     tcp: TcpStream,
     tag: &str,
     deadline: Instant,
-) -> Option<Box<TlsStream<TcpStream>>> {
-    let accept = TlsAcceptor::from(config).accept(tcp);
-    let r = accept
+) -> Option<(Box<TlsStream<TcpStream>>, CbInfo)> {
+    let r = srv
+        .tls
+        .accept(tcp, alpn)
         .or(async {
             smol::Timer::at(deadline).await;
             Err(std::io::ErrorKind::TimedOut.into())
         })
         .await;
     match r {
-        Ok(tls) => {
+        Ok(None) => None,
+        Ok(Some(accepted)) => {
+            let cb = accepted.channel_binding();
+            let tls = accepted.stream;
             let c = tls.get_ref().1;
             log::debug!(
                 "{tag}: TLS established ({:?}, {:?}, sni {:?})",
@@ -264,7 +273,7 @@ async fn handshake(
                 c.negotiated_cipher_suite().map(|s| s.suite()),
                 c.server_name()
             );
-            Some(Box::new(tls))
+            Some((Box::new(tls), cb))
         }
         Err(e) => {
             log::info!("{tag}: TLS handshake failed: {e}");

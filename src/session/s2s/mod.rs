@@ -128,7 +128,7 @@ impl S2s {
                 None
             }
         };
-        let ours = tls.certified.clone();
+        let ours = tls.resolver();
         let running = Running {
             srv: Arc::downgrade(srv),
             ex,

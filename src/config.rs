@@ -709,14 +709,8 @@ impl fmt::Display for Problem {
 
 /// Sections later versions will add. Rejected with a clear "not supported yet" message; remove a
 /// name from here when its section joins `SECTIONS`.
-pub const RESERVED_SECTIONS: &[&str] = &[
-    "http",
-    "upload",
-    "muc",
-    "push",
-    "registration",
-    "invites",
-];
+pub const RESERVED_SECTIONS: &[&str] =
+    &["http", "upload", "muc", "push", "registration", "invites"];
 
 /// `[components]` maps names chosen by the operator to secrets, so it is not a table of
 /// fixed keys like the `SECTIONS`; `Checker::read_components` reads it.

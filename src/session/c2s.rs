@@ -208,6 +208,10 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
             log::info!("{tag}: closing for server shutdown");
             xs.close().await;
         }
+        End::PeerError(cond) => {
+            log::info!("{tag}: the client sent stream error {cond}");
+            xs.close().await;
+        }
         End::Eof => log::info!("{tag}: connection closed by the client"),
         End::Io(e) => log::info!("{tag}: connection lost: {e}"),
         End::Takeover(_) => {}

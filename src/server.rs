@@ -203,10 +203,12 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
     let web = crate::http::bind(&config)?;
 
     let srv = Arc::new(Server::new(config, store, tls));
+    // The admin socket first: from the moment the store is locked, `kith user ...` must find
+    // the running server instead of failing on the lock.
+    let admin = crate::admin::listen(&srv).map_err(|e| RunError(e.to_string()))?;
     srv.s2s
         .start(&srv, ex.clone(), &srv.config, &srv.tls)
         .map_err(|e| RunError(e.0))?;
-    let admin = crate::admin::listen(&srv).map_err(|e| RunError(e.to_string()))?;
 
     let mut tasks = Vec::new();
     for l in c2s {

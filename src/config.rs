@@ -60,6 +60,8 @@
 //!   a half-written section does not silently leave ACME off), and so is `[acme] email`
 //!   together with `[tls] cert`. `directory` takes the words `production` (the default) and
 //!   `staging` for Let's Encrypt, or any `https://` URL.
+//! - `[upload]` sizes are 1 KiB ..= 2 GiB - 1 (so they fit a `usize` on 32-bit boards);
+//!   `expire_after` is at least 1 h or `"never"`.
 //! - Whether certificate files exist is not checked here (that is I/O and belongs to start-up
 //!   and `kith check`).
 
@@ -97,6 +99,10 @@ pub struct Config {
     pub mam: Mam,
     /// Federation with other servers.
     pub s2s: S2s,
+    /// XEP-0363 HTTP File Upload at `upload.DOMAIN`.
+    pub upload: Upload,
+    /// The web side on `[listen] https`: WebSocket, BOSH, host-meta.
+    pub http: Http,
     /// XEP-0157 contact addresses published in the server's disco#info.
     pub contact: Contact,
     /// XEP-0215 STUN/TURN: the built-in server, or an external one, with coturn-style
@@ -243,6 +249,27 @@ pub struct S2s {
     pub idle_timeout: Duration,
     /// Ask this DNS server instead of the ones in `/etc/resolv.conf`.
     pub resolver: Option<SocketAddr>,
+}
+
+/// XEP-0363 HTTP File Upload: limits and retention of shared files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upload {
+    /// Offer the service (disco item `upload.DOMAIN`, slots, the HTTP handler).
+    pub enabled: bool,
+    /// Largest file one slot may be for, in bytes (advertised in disco#info).
+    pub max_file_size: u64,
+    /// Bytes one account may keep stored at once (files not yet expired).
+    pub quota: u64,
+    /// Files older than this are deleted; `None` keeps them until the account is deleted.
+    pub expire_after: Option<Duration>,
+}
+
+/// The web endpoints (`[http]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Http {
+    /// The HTTPS address clients reach the web endpoints at, without a trailing `/`, when it
+    /// is not `https://DOMAIN[:port]` (behind a reverse proxy, another port forwarded).
+    pub public_url: Option<String>,
 }
 
 /// XEP-0157 contact addresses: URIs like `mailto:abuse@example.org` or
@@ -505,6 +532,26 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     }
 }
 
+/// `[http] public_url`: an absolute http(s) URL with a host, stored without a trailing `/`.
+fn normalize_public_url(s: &str) -> Result<String, String> {
+    let help = || {
+        "write a URL like \"https://xmpp.example.org\" or \"https://example.org/xmpp\"".to_string()
+    };
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .ok_or_else(help)?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty()
+        || s.chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "<>\"'`{}|\\^".contains(c))
+        || s.contains(['?', '#'])
+    {
+        return Err(help());
+    }
+    Ok(s.trim_end_matches('/').to_string())
+}
+
 /// Checks and normalizes an XMPP domain (lowercase; `localhost` or a dotted ASCII DNS name).
 /// Shared with `kith setup`, which asks for one. The error is a message plus a possible fix.
 pub fn normalize_domain(input: &str) -> Result<String, (String, Option<String>)> {
@@ -624,12 +671,39 @@ impl Config {
                 idle_timeout: Duration::from_secs(600),
                 resolver: None,
             },
+            upload: Upload {
+                enabled: true,
+                // Snikket's 100 MiB plus 16 bytes: an XEP-0454 encrypted file carries a 16-byte
+                // GCM tag, so a 100 MiB file still fits once encrypted.
+                max_file_size: 100 * MIB as u64 + 16,
+                quota: 1024 * MIB as u64,
+                expire_after: Some(Duration::from_secs(30 * 86_400)),
+            },
+            http: Http::default(),
             contact: Contact::default(),
             turn: Turn::default(),
             components: Vec::new(),
             registration: Registration::default(),
             check: Check::default(),
             source: ConfigSource::Defaults,
+        }
+    }
+
+    /// The base URL (no trailing `/`) of the web endpoints handed to clients: `[http]
+    /// public_url`, or `https://DOMAIN` plus the port of the first `[listen] https` address
+    /// when that is not 443.
+    pub fn public_url(&self) -> String {
+        if let Some(url) = &self.http.public_url {
+            return url.clone();
+        }
+        let host = if self.domain.contains(':') {
+            format!("[{}]", self.domain)
+        } else {
+            self.domain.clone()
+        };
+        match self.listen.https.first().map(|a| a.port()) {
+            Some(port) if port != 443 => format!("https://{host}:{port}"),
+            _ => format!("https://{host}"),
         }
     }
 
@@ -791,7 +865,7 @@ impl fmt::Display for Problem {
 
 /// Sections later versions will add. Rejected with a clear "not supported yet" message; remove a
 /// name from here when its section joins `SECTIONS`.
-pub const RESERVED_SECTIONS: &[&str] = &["http", "upload", "muc", "push", "invites"];
+pub const RESERVED_SECTIONS: &[&str] = &["muc", "push", "invites"];
 
 /// `[components]` maps names chosen by the operator to secrets, so it is not a table of
 /// fixed keys like the `SECTIONS`; `Checker::read_components` reads it.
@@ -1300,6 +1374,98 @@ const SECTIONS: &[Section] = &[
         ],
     },
     Section {
+        name: "upload",
+        doc: "File sharing (XEP-0363 HTTP File Upload) at upload.DOMAIN: clients upload a\n\
+              file over HTTPS ([listen] https) and send its link.",
+        check: |_, _| {},
+        keys: &[
+            Key {
+                name: "enabled",
+                doc: "Offer file sharing.",
+                read: |c, key, v, cfg| {
+                    if let Some(b) = c.boolean(key, v) {
+                        cfg.upload.enabled = b;
+                    }
+                },
+                show: |cfg| Some(cfg.upload.enabled.to_string()),
+                unset_example: "",
+            },
+            Key {
+                name: "max_file_size",
+                doc: "Largest file, from 1KiB to 2GiB.",
+                read: |c, key, v, cfg| {
+                    if let Some(n) = c.size(key, v, KIB, MAX_UPLOAD_SIZE) {
+                        cfg.upload.max_file_size = n as u64;
+                    }
+                },
+                show: |cfg| Some(show_size(cfg.upload.max_file_size as usize)),
+                unset_example: "",
+            },
+            Key {
+                name: "quota",
+                doc: "Bytes each account may keep stored, from 1KiB to 2GiB.",
+                read: |c, key, v, cfg| {
+                    if let Some(n) = c.size(key, v, KIB, MAX_UPLOAD_SIZE) {
+                        cfg.upload.quota = n as u64;
+                    }
+                },
+                show: |cfg| Some(show_size(cfg.upload.quota as usize)),
+                unset_example: "",
+            },
+            Key {
+                name: "expire_after",
+                doc: "How long shared files are kept, from 1h, or \"never\".\n\
+                      Units: s, m, h, d, w (weeks), y (365 days).",
+                read: |c, key, v, cfg| {
+                    if let DeValue::String(s) = v.get_ref() {
+                        if s.trim() == "never" {
+                            cfg.upload.expire_after = None;
+                            return;
+                        }
+                    }
+                    let range = Duration::from_secs(3600)..=Duration::from_secs(100 * 365 * 86_400);
+                    if let Some(d) = c.duration(key, v, range) {
+                        cfg.upload.expire_after = Some(d);
+                    }
+                },
+                show: |cfg| {
+                    Some(match cfg.upload.expire_after {
+                        None => quote("never"),
+                        Some(d) => show_duration(d),
+                    })
+                },
+                unset_example: "",
+            },
+        ],
+    },
+    Section {
+        name: "http",
+        doc: "The web endpoints on [listen] https: XMPP over WebSocket (RFC 7395) at\n\
+              /xmpp-websocket, BOSH (XEP-0206) at /http-bind, announced in\n\
+              /.well-known/host-meta (XEP-0156).",
+        check: |_, _| {},
+        keys: &[Key {
+            name: "public_url",
+            doc: "The address web clients use to reach this server, when it is not\n\
+                  https://DOMAIN (plus the port of the first [listen] https address when\n\
+                  that is not 443), e.g. behind a reverse proxy.",
+            read: |c, key, v, cfg| {
+                if let Some(s) = c.string(key, v, "a URL like \"https://example.org\"") {
+                    match normalize_public_url(s) {
+                        Ok(url) => cfg.http.public_url = Some(url),
+                        Err(help) => c.problem(
+                            v.span(),
+                            format!("'{key}': '{s}' is not an http(s) URL"),
+                            Some(help),
+                        ),
+                    }
+                }
+            },
+            show: |cfg| cfg.http.public_url.as_deref().map(quote),
+            unset_example: "\"https://xmpp.example.org\"",
+        }],
+    },
+    Section {
         name: "contact",
         doc: "Contact addresses published to clients and other servers (XEP-0157), as URIs\n\
               like \"mailto:abuse@example.org\" or \"xmpp:admin@example.org\".",
@@ -1644,6 +1810,8 @@ const SECTIONS: &[Section] = &[
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
+/// The upper bound of upload sizes: 2 GiB - 1, which `usize` holds on 32-bit boards too.
+const MAX_UPLOAD_SIZE: usize = i32::MAX as usize;
 
 fn load_from(explicit: Option<&Path>, candidates: &[&Path]) -> Result<Config, ConfigErrors> {
     if let Some(path) = explicit {
@@ -2700,6 +2868,44 @@ allow_plain = true
             .chain(["[components]".to_string()])
             .collect();
         names.join(", ")
+    }
+
+    #[test]
+    fn http_public_url() {
+        let c = ok("domain = \"example.org\"\n");
+        assert_eq!(c.public_url(), "https://example.org");
+        let c = ok("domain = \"example.org\"\n[listen]\nhttps = [\"127.0.0.1:5443\"]\n");
+        assert_eq!(c.public_url(), "https://example.org:5443");
+        let c = ok("[http]\npublic_url = \"https://chat.example.org/xmpp/\"\n");
+        assert_eq!(c.public_url(), "https://chat.example.org/xmpp");
+        assert_eq!(
+            problems("[http]\npublic_url = \"chat.example.org\"\n"),
+            [
+                "kith.toml:2:14: 'public_url': 'chat.example.org' is not an http(s) URL \
+              (write a URL like \"https://xmpp.example.org\" or \"https://example.org/xmpp\")"
+            ]
+        );
+    }
+
+    #[test]
+    fn upload_limits_and_retention() {
+        let u = |text: &str| ok(text).upload;
+        let d = u("");
+        assert!(d.enabled);
+        assert_eq!(d.max_file_size, 100 * 1024 * 1024 + 16);
+        assert_eq!(d.quota, 1024 * 1024 * 1024);
+        assert_eq!(d.expire_after, Some(Duration::from_secs(30 * 86_400)));
+        let set = u("[upload]\nmax_file_size = \"10MiB\"\nquota = \"1GiB\"\nexpire_after = \"never\"\nenabled = false\n");
+        assert_eq!(set.max_file_size, 10 * 1024 * 1024);
+        assert_eq!(set.expire_after, None);
+        assert!(!set.enabled);
+        assert_eq!(
+            u("[upload]\nexpire_after = \"2d\"\n").expire_after,
+            Some(Duration::from_secs(2 * 86_400))
+        );
+        assert_eq!(problems("[upload]\nmax_file_size = \"3GiB\"\n").len(), 1);
+        assert_eq!(problems("[upload]\nexpire_after = \"1m\"\n").len(), 1);
+        assert_eq!(problems("[upload]\nquota = 10\n").len(), 1);
     }
 
     #[test]

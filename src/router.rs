@@ -20,6 +20,8 @@ enum To {
     Full(FullJid),
     /// A domain served by an XEP-0114 component (the domain itself or any JID at it).
     Component,
+    /// The built-in XEP-0363 upload service at `upload.DOMAIN` (any JID at it).
+    Upload,
     /// Another domain: federation.
     Remote,
 }
@@ -54,6 +56,7 @@ pub async fn route(srv: &Server, from: &FullJid, stanza: Element) {
     match (kind, to) {
         (Kind::Iq, To::Server) => services::iq::to_server(srv, from, stanza).await,
         (Kind::Iq, To::Bare(bare)) => services::iq::to_account(srv, from, &bare, stanza).await,
+        (Kind::Iq, To::Upload) => services::upload::handle_iq(srv, Some(from), stanza).await,
         (kind, to) => deliver(srv, kind, to, stanza).await,
     }
 }
@@ -84,6 +87,8 @@ pub async fn route_from_remote(srv: &Server, from: &Jid, stanza: Element) {
             Some(f) => services::iq::to_account(srv, &f, &bare, stanza).await,
             None => bounce(srv, &stanza, Condition::ServiceUnavailable.into()),
         },
+        // A component is not a local user: it may discover the service, not upload.
+        (Kind::Iq, To::Upload) => services::upload::handle_iq(srv, None, stanza).await,
         (kind, to) => deliver(srv, kind, to, stanza).await,
     }
 }
@@ -108,11 +113,11 @@ async fn iq_past_recipient_blocklist(
 async fn deliver(srv: &Server, kind: Kind, to: To, stanza: Element) {
     match (kind, to) {
         // The entry points handle these; a request nobody handles is still answered.
-        (Kind::Iq, To::Server | To::Bare(_)) => {
+        (Kind::Iq, To::Server | To::Bare(_) | To::Upload) => {
             bounce(srv, &stanza, Condition::ServiceUnavailable.into())
         }
         (Kind::Iq, To::Full(full)) => iq_to_full(srv, &full, stanza),
-        (Kind::Message, To::Server) => message_to_server(srv, stanza),
+        (Kind::Message, To::Server | To::Upload) => message_to_server(srv, stanza),
         (Kind::Message, To::Bare(bare)) => {
             if let Some(stanza) = services::message::inbound(srv, &bare, stanza).await {
                 message_to_bare(srv, &bare, stanza).await
@@ -123,7 +128,7 @@ async fn deliver(srv: &Server, kind: Kind, to: To, stanza: Element) {
                 message_to_full(srv, &full, stanza).await
             }
         }
-        (Kind::Presence, To::Server) => {}
+        (Kind::Presence, To::Server | To::Upload) => {}
         (Kind::Presence, To::Bare(bare)) => {
             services::presence::inbound(srv, &bare, None, stanza).await
         }
@@ -165,6 +170,9 @@ pub fn to_component(srv: &Server, stanza: Element) -> bool {
 fn classify(srv: &Server, jid: Jid) -> To {
     if srv.is_component(jid.domain()) {
         return To::Component;
+    }
+    if services::upload::is_service(srv, jid.domain()) {
+        return To::Upload;
     }
     if !srv.is_local_domain(jid.domain()) {
         return To::Remote;

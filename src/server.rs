@@ -45,6 +45,8 @@ pub struct Server {
     pub components: crate::session::component::Registry,
     /// Federation: links to other servers, incoming stream limits.
     pub s2s: crate::session::s2s::S2s,
+    /// XEP-0363 upload slots handed out and not used yet.
+    pub upload: crate::services::upload::State,
     /// Closed when the server shuts down; waiting tasks watch it.
     shutdown_tx: async_channel::Sender<()>,
     shutdown_rx: async_channel::Receiver<()>,
@@ -69,6 +71,7 @@ impl Server {
             blocking: Default::default(),
             components: Default::default(),
             s2s: Default::default(),
+            upload: Default::default(),
             shutdown_tx,
             shutdown_rx,
         }
@@ -197,13 +200,16 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
         }
         bind_all(&config.listen.components, "components")?
     };
-    warn_reserved(&config);
+    let web = crate::http::bind(&config)?;
 
+    warn_registration(&config);
     let srv = Arc::new(Server::new(config, store, tls));
+    // The admin socket first: from the moment the store is locked, `kith user ...` must find
+    // the running server instead of failing on the lock.
+    let admin = crate::admin::listen(&srv).map_err(|e| RunError(e.to_string()))?;
     srv.s2s
         .start(&srv, ex.clone(), &srv.config, &srv.tls)
         .map_err(|e| RunError(e.0))?;
-    let admin = crate::admin::listen(&srv).map_err(|e| RunError(e.to_string()))?;
 
     let mut tasks = Vec::new();
     for l in c2s {
@@ -239,6 +245,7 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
             l,
         )));
     }
+    tasks.extend(crate::http::start(&ex, &srv, web));
     if let Some(admin) = admin {
         tasks.push(ex.spawn(crate::admin::serve(ex.clone(), srv.clone(), admin)));
     }
@@ -250,6 +257,7 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
         let srv = srv.clone();
         tasks.push(ex.spawn(async move { srv.tls.watch_files().await }));
     }
+    tasks.push(ex.spawn(crate::services::upload::expire_loop(srv.clone())));
     if let Some(bound) = turn {
         let (t, domain) = (srv.config.turn.clone(), srv.domain().to_string());
         tasks.push(ex.spawn(crate::turn::server::serve(ex.clone(), t, domain, bound)));
@@ -386,7 +394,8 @@ fn bind_with_v4_fallback(addr: SocketAddr) -> std::io::Result<std::net::TcpListe
     match std::net::TcpListener::bind(addr) {
         Err(e)
             if addr.ip() == std::net::Ipv6Addr::UNSPECIFIED
-                && e.kind() != std::io::ErrorKind::AddrInUse =>
+                && e.kind() != std::io::ErrorKind::AddrInUse
+                && e.kind() != std::io::ErrorKind::PermissionDenied =>
         {
             let v4 = SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, addr.port()));
             log::warn!(
@@ -398,22 +407,15 @@ fn bind_with_v4_fallback(addr: SocketAddr) -> std::io::Result<std::net::TcpListe
     }
 }
 
-/// Listeners that later features will serve; say so instead of silently ignoring the keys.
-fn warn_reserved(config: &Config) {
-    // The policy is read and validated now so a config written by `kith setup` stays valid;
-    // in-band registration itself comes with issue #6.
+/// The registration policy is read and validated now, so a config written by `kith setup`
+/// stays valid; in-band registration itself comes with issue #6.
+fn warn_registration(config: &Config) {
     let policy = config.registration.policy;
     if policy != crate::config::RegistrationPolicy::Closed {
         log::warn!(
             "[registration] policy = \"{}\" needs in-band registration, which this version of kith does not offer yet: registration stays closed (create accounts with 'kith user add')",
             policy.as_str()
         );
-    }
-    let l = &config.listen;
-    for (name, addrs) in [("https", &l.https), ("http", &l.http)] {
-        if !addrs.is_empty() {
-            log::debug!("[listen] {name} is not served by this version of kith yet");
-        }
     }
 }
 

@@ -23,6 +23,24 @@ pub fn rfc3339(unix: u64) -> String {
     )
 }
 
+/// RFC 9110 §5.6.7 IMF-fixdate, `Sat, 21 Nov 2026 10:04:05 GMT`, for HTTP headers.
+pub fn http_date(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    // 1970-01-01 was a Thursday.
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][(m as usize).saturating_sub(1) % 12];
+    format!(
+        "{weekday}, {d:02} {month} {y:04} {:02}:{:02}:{:02} GMT",
+        secs / 3600,
+        (secs % 3600) / 60,
+        secs % 60
+    )
+}
+
 /// `2026-11-21T10:04:05.123Z` for a time in microseconds, milliseconds shown when not zero.
 pub fn rfc3339_micros(micros: u64) -> String {
     let secs = rfc3339(micros / 1_000_000);
@@ -135,6 +153,13 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(http_date(1_795_255_445), "Sat, 21 Nov 2026 10:04:05 GMT");
+    }
 
     #[test]
     fn known_dates() {

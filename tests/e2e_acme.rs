@@ -16,7 +16,6 @@ mod common;
 
 use std::io::{Read as _, Write as _};
 
-use futures_rustls::rustls::client::danger::ServerCertVerifier as _;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -56,11 +55,13 @@ fn acme_certificate_from_pebble_for_all_names_cached_and_renewed() {
     let ca = test_ca(&dir);
     let (_dns, dns_port) = start_dnsmasq();
 
-    // kith first: pebble's TLS-ALPN-01 checks must reach its direct-TLS port, which the
-    // harness picks. Its first order fails (pebble is not up yet) and is retried in 1 s.
+    // kith first: pebble's TLS-ALPN-01 checks must reach its HTTPS port (443 in real life),
+    // which the harness picks. Its first order fails (pebble is not up yet) and is retried
+    // in 1 s.
     let acme_port = free_port();
     let mut server = Options::default()
         .domain(DOMAIN)
+        .listen("https")
         .extra_toml(&format!(
             "[acme]\nemail = \"admin@{DOMAIN}\"\ndirectory = \"https://127.0.0.1:{acme_port}/dir\"\n\
              directory_ca = \"{}\"\n",
@@ -68,7 +69,7 @@ fn acme_certificate_from_pebble_for_all_names_cached_and_renewed() {
         ))
         .start();
     let (_pebble, mgmt_port) =
-        start_pebble(&dir, acme_port, dns_port, free_port(), server.tls_port);
+        start_pebble(&dir, acme_port, dns_port, free_port(), server.port("https"));
     let root = pebble_root(&ca, mgmt_port);
 
     assert!(
@@ -211,11 +212,10 @@ fn tls_files_are_reloaded_when_they_change() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// HTTP-01 through the hook the plain HTTP listener calls (`TlsSetup::http01_key_auth`): the
-/// library's ACME driver runs in this process against pebble, and a minimal HTTP responder
-/// here stands in for kith's port-80 listener.
+/// HTTP-01 (`[acme] challenge = "http-01"`) through kith's own plain HTTP listener (port 80
+/// in real life): pebble fetches `/.well-known/acme-challenge/TOKEN` from it for each name.
 #[test]
-fn acme_http01_answers_through_the_key_auth_hook() {
+fn acme_http01_through_the_plain_http_listener() {
     if !tools_present() {
         return;
     }
@@ -223,103 +223,36 @@ fn acme_http01_answers_through_the_key_auth_hook() {
     let ca = test_ca(&dir);
     let (_dns, dns_port) = start_dnsmasq();
     let acme_port = free_port();
-    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let http_port = http.local_addr().unwrap().port();
-    let (_pebble, mgmt_port) = start_pebble(&dir, acme_port, dns_port, http_port, free_port());
+    let mut server = Options::default()
+        .domain(DOMAIN)
+        .listen("http")
+        .extra_toml(&format!(
+            "[acme]\nemail = \"admin@{DOMAIN}\"\ndirectory = \"https://127.0.0.1:{acme_port}/dir\"\n\
+             directory_ca = \"{}\"\nchallenge = \"http-01\"\n",
+            ca.display()
+        ))
+        .start();
+    let (_pebble, mgmt_port) =
+        start_pebble(&dir, acme_port, dns_port, server.port("http"), free_port());
     let root = pebble_root(&ca, mgmt_port);
-
-    let mut config = kith::config::Config::defaults();
-    config.domain = DOMAIN.into();
-    config.data_dir = dir.join("data");
-    config.acme.email = Some(format!("admin@{DOMAIN}"));
-    config.acme.directory = format!("https://127.0.0.1:{acme_port}/dir");
-    config.acme.directory_ca = Some(ca.clone());
-    config.acme.challenge = kith::config::AcmeChallenge::Http01;
-    let (acme, driver) = kith::net::acme::Acme::start(&config).expect("acme");
-    let tls =
-        Arc::new(kith::net::tls::TlsSetup::with_acme(acme, DOMAIN, &config.data_dir).expect("tls"));
-
-    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    {
-        let (tls, answered) = (tls.clone(), answered.clone());
-        std::thread::spawn(move || {
-            for conn in http.incoming() {
-                let Ok(mut conn) = conn else { continue };
-                let mut request = [0u8; 2048];
-                let n = conn.read(&mut request).unwrap_or(0);
-                let request = String::from_utf8_lossy(&request[..n]);
-                let path = request.split_whitespace().nth(1).unwrap_or("");
-                let answer = path
-                    .strip_prefix("/.well-known/acme-challenge/")
-                    .and_then(|token| tls.http01_key_auth(token));
-                let response = match answer {
-                    Some(body) => {
-                        answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        format!(
-                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                            body.len()
-                        )
-                    }
-                    None => {
-                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                            .into()
-                    }
-                };
-                let _ = conn.write_all(response.as_bytes());
-            }
-        });
-    }
-    // No pending challenge, no answer.
-    assert_eq!(tls.http01_key_auth("nothing-pending"), None);
-
-    let cache = config.data_dir.join("acme");
-    let issued = smol::block_on(futures_lite::future::or(
-        async {
-            driver.run().await;
-            None
-        },
-        async {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                let cert = std::fs::read_dir(&cache).ok().and_then(|entries| {
-                    entries
-                        .flatten()
-                        .find(|e| e.file_name().to_string_lossy().starts_with("cached_cert_"))
-                });
-                if let Some(entry) = cert {
-                    return std::fs::read(entry.path()).ok();
-                }
-                smol::Timer::after(Duration::from_millis(100)).await;
-            }
-            None
-        },
-    ))
-    .expect("no certificate by HTTP-01 within 30 s");
     assert!(
-        answered.load(std::sync::atomic::Ordering::SeqCst) >= 3,
-        "one answer per name"
+        server.wait_for_log("acme: new certificate for", Duration::from_secs(30)),
+        "no certificate from pebble by HTTP-01 within 30 s\n{}",
+        server.log_report()
     );
-    // The cached file: the key, then the chain; it verifies for every name.
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&issued)
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(root),
-        Arc::new(rustls::crypto::ring::default_provider()),
-    )
-    .build()
-    .unwrap();
     for name in NAMES {
-        verifier
-            .verify_server_cert(
-                &chain[0],
-                &chain[1..],
-                &ServerName::try_from(name).unwrap(),
-                &[],
-                rustls_pki_types::UnixTime::now(),
-            )
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        served_leaf(&server, &root, name)
+            .unwrap_or_else(|e| panic!("{name}: {e}\n{}", server.log_report()));
     }
+    // Without a pending challenge the path is just not found.
+    let mut tcp = TcpStream::connect(("127.0.0.1", server.port("http"))).unwrap();
+    tcp.write_all(b"GET /.well-known/acme-challenge/nothing HTTP/1.1\r\nHost: kith.test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = tcp.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    let status = server.stop();
+    assert!(status.success(), "{}", server.log_report());
     let _ = std::fs::remove_dir_all(&dir);
 }
 

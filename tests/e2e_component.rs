@@ -265,3 +265,32 @@ fn subscription_to_a_component_contact_reaches_it_and_its_answer_reaches_the_use
     });
     assert_eq!(p.attr("type"), None, "{p}");
 }
+
+/// XEP-0363: a component is not a local user; it may discover the upload service (as a
+/// remote entity could) but gets no slot.
+#[test]
+fn a_component_may_discover_the_upload_service_but_gets_no_slot() {
+    let server = TestServer::start_opts(
+        Options::default()
+            .listen("components")
+            .listen("https")
+            .extra_toml(&format!("[components]\n\"{BOT}\" = \"{SECRET}\"\n")),
+    );
+    let mut c = component(&server);
+    let info = c.iq(&format!(
+        "<iq type='get' id='ID' from='{BOT}' to='upload.localhost'>\
+         <query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+    ));
+    assert_eq!(info.attr("type"), Some("result"), "{info}");
+    let slot = c.iq(&format!(
+        "<iq type='get' id='ID' from='{BOT}' to='upload.localhost'>\
+         <request xmlns='urn:xmpp:http:upload:0' filename='a.txt' size='1'/></iq>"
+    ));
+    assert_eq!(slot.attr("type"), Some("error"), "{slot}");
+    let condition = slot
+        .children()
+        .find(|e| e.name() == "error")
+        .and_then(|e| e.children().next())
+        .map(|c| c.name().to_string());
+    assert_eq!(condition.as_deref(), Some("forbidden"), "{slot}");
+}

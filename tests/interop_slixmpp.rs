@@ -30,6 +30,10 @@ const COMPONENT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/interop/slixmpp_component.py"
 );
+const UPLOAD: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/interop/slixmpp_upload.py"
+);
 const MODERN: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/interop/slixmpp_modern.py"
@@ -119,6 +123,46 @@ fn slixmpp_plugins_modern_client_features() {
         MODERN_WATCHDOG,
     );
     stop_cleanly(server);
+}
+
+/// XEP-0363: slixmpp's `xep_0363` plugin finds the upload service, uploads a file with
+/// aiohttp and gets it back byte-identical; a file over the advertised limit is refused.
+#[test]
+fn slixmpp_http_upload_round_trip() {
+    let Some(python) = python_with_slixmpp() else {
+        return;
+    };
+    if !python_can_import(&python, "aiohttp") {
+        let why = "aiohttp is not importable (apt-get install python3-aiohttp)";
+        if std::env::var("KITH_SKIP_INTEROP").as_deref() == Ok("1") {
+            let _ = writeln!(std::io::stderr(), "\n!!!!! SKIPPED: {why}\n");
+            return;
+        }
+        panic!("{why}\nSet KITH_SKIP_INTEROP=1 to skip this test instead.");
+    }
+    let server = TestServer::start_opts(
+        Options::default()
+            .listen("https")
+            .extra_toml("[upload]\nmax_file_size = \"64KiB\"\n"),
+    );
+    server.add_user(ALICE.0, ALICE.1);
+    let port = server.c2s_port.to_string();
+    run(
+        &server,
+        &python,
+        UPLOAD,
+        &["--port", &port, "--timeout", "30"],
+        SCRIPT_WATCHDOG,
+    );
+    stop_cleanly(server);
+}
+
+fn python_can_import(python: &str, module: &str) -> bool {
+    Command::new(python)
+        .args(["-c", &format!("import {module}")])
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// XEP-0114: slixmpp's ComponentXMPP connects with its secret and echoes a message from alice

@@ -19,10 +19,6 @@ use super::{Finding, Options, Part, Severity};
 use crate::config::Config;
 use crate::net::dns::Family;
 
-/// Listeners this version of kith does not serve yet; they are reported, not tested.
-// The HTTPS listener (issue #4) lands separately: remove its names here when it is served.
-pub const NOT_SERVED_YET: &[&str] = &["https", "http"];
-
 /// `kith check connectivity`.
 pub fn check(config: &Config, options: &Options) -> Vec<Finding> {
     let timeout = options.timeout.unwrap_or(Duration::from_secs(5));
@@ -68,15 +64,6 @@ pub fn check(config: &Config, options: &Options) -> Vec<Finding> {
         let mut ports: Vec<u16> = addrs.iter().map(SocketAddr::port).collect();
         ports.dedup();
         if ports.is_empty() {
-            continue;
-        }
-        if NOT_SERVED_YET.contains(&kind) {
-            out.push(Finding::new(
-                Part::Connectivity,
-                Severity::Note,
-                format!("[listen] {kind}"),
-                "not served by this version of kith yet; not tested",
-            ));
             continue;
         }
         for port in ports {

@@ -33,6 +33,12 @@ use crate::sasl::CbInfo;
 
 /// ALPN protocol id for direct-TLS client connections (XEP-0368).
 pub const ALPN_XMPP_CLIENT: &[u8] = b"xmpp-client";
+/// ALPN protocol id for direct-TLS server-to-server connections (XEP-0368).
+pub const ALPN_XMPP_SERVER: &[u8] = b"xmpp-server";
+/// ALPN protocol id of HTTP/1.1 (RFC 7301).
+pub const ALPN_HTTP11: &[u8] = b"http/1.1";
+/// ALPN protocol id of the ACME TLS-ALPN-01 challenge (RFC 8737).
+pub const ALPN_ACME_TLS: &[u8] = b"acme-tls/1";
 
 /// How often `[tls]` files are checked for changes. A `stat` of two files costs nothing, and a
 /// renewed certificate (certbot's deploy, a copy by hand) is served within seconds.
@@ -171,6 +177,19 @@ impl TlsSetup {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let start = LazyConfigAcceptor::new(Acceptor::default(), io).await?;
+        self.accept_started(start, alpn).await
+    }
+
+    /// [`TlsSetup::accept`] for a handshake whose ClientHello the caller already read (the
+    /// HTTPS port looks at the ALPN offer first, to send `xmpp-server` to federation).
+    pub async fn accept_started<S>(
+        &self,
+        start: futures_rustls::StartHandshake<S>,
+        alpn: &[&[u8]],
+    ) -> io::Result<Option<Accepted<S>>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         if rustls_acme::is_tls_alpn_challenge(&start.client_hello()) {
             let Some(acme) = &self.acme else {
                 return Err(io::Error::new(

@@ -26,9 +26,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::TrustAnchor;
 
 use crate::net::tls::Certs;
-
-/// ALPN protocol id of direct-TLS server-to-server connections (XEP-0368).
-pub const ALPN_XMPP_SERVER: &[u8] = b"xmpp-server";
+pub use crate::net::tls::ALPN_XMPP_SERVER;
 
 /// The trust roots for other servers' certificates.
 pub struct Trust {

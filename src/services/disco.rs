@@ -109,10 +109,14 @@ fn contact_form(srv: &Server) -> Option<Element> {
     Some(form)
 }
 
-/// The server's items: the configured XEP-0114 components (so clients find gateways).
+/// The server's items: the upload service and the configured XEP-0114 components (so
+/// clients find them).
 pub fn server_items(srv: &Server, query: &Element) -> Element {
     let mut reply = query_reply(query, ns::DISCO_ITEMS);
     if query.attr("node").is_none() {
+        if let Some(upload) = crate::services::upload::service_domain(srv) {
+            reply.push_child(Element::new("item", ns::DISCO_ITEMS).with_attr("jid", upload));
+        }
         for c in &srv.config.components {
             reply.push_child(
                 Element::new("item", ns::DISCO_ITEMS).with_attr("jid", c.domain.clone()),

@@ -20,4 +20,5 @@ pub mod private;
 pub mod push;
 pub mod register;
 pub mod roster;
+pub mod upload;
 pub mod vcard;

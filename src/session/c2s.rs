@@ -62,7 +62,27 @@ pub async fn serve(srv: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: Mod
         }
     };
     let Some((tls, cb)) = tls else { return };
-    let mut xs = XmlStream::new(tls, limits);
+    serve_secure(srv, tls, peer, cb, conn, deadline).await
+}
+
+/// A client stream over a transport that is already secure: TLS accepted by this module or
+/// by the HTTPS listener (ALPN `xmpp-client` on 443), or a WebSocket or BOSH session inside
+/// HTTPS (`http::pipe`). No STARTTLS is offered; `cb` is the channel-binding data the
+/// transport can prove (none for the web transports, so no SCRAM-PLUS there).
+pub async fn serve_secure<S: AsyncRead + AsyncWrite + Unpin>(
+    srv: Arc<Server>,
+    io: S,
+    peer: SocketAddr,
+    cb: CbInfo,
+    conn: u64,
+    deadline: Instant,
+) {
+    let tag = format!("c2s#{conn}");
+    let limits = Limits {
+        max_stanza_bytes: srv.config.limits.max_stanza_size,
+        ..Limits::default()
+    };
+    let mut xs = XmlStream::new(io, limits);
     let mut id = new_id();
     let auth = Box::pin(authenticate(
         &srv, &mut xs, &tag, &cb, deadline, &id, peer, conn,
@@ -186,6 +206,10 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
         }
         End::Shutdown => {
             log::info!("{tag}: closing for server shutdown");
+            xs.close().await;
+        }
+        End::PeerError(cond) => {
+            log::info!("{tag}: the client sent stream error {cond}");
             xs.close().await;
         }
         End::Eof => log::info!("{tag}: connection closed by the client"),

@@ -357,6 +357,10 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
             xs.close().await;
         }
         End::Shutdown => xs.close().await,
+        End::PeerError(cond) => {
+            log::info!("{tag}: {who}: the component sent stream error {cond}");
+            xs.close().await;
+        }
         End::Eof => log::info!("{tag}: {who}: connection closed by the component"),
         End::Io(e) => log::info!("{tag}: {who}: connection lost: {e}"),
         End::Takeover(_) => {}

@@ -18,6 +18,9 @@ pub enum End {
     Closed,
     /// We must send this stream error and close.
     Error(StreamError, Option<&'static str>),
+    /// The peer sent `<stream:error/>` with this condition (RFC 6120 §4.9): its stream is
+    /// over; we close ours without an error of our own.
+    PeerError(String),
     Io(io::Error),
     /// Our side decided to close cleanly (shutdown).
     Shutdown,
@@ -53,6 +56,23 @@ pub struct XmlStream<S> {
     pub header_sent: bool,
 }
 
+/// A `<stream:error/>` from the peer ends its stream in any phase (RFC 6120 §4.9.1.1), so it
+/// never reaches a session's state machine, which would take it for an unknown stanza and
+/// answer with a stream error of its own.
+fn peer_error(frame: Frame) -> Result<Frame, End> {
+    match frame {
+        Frame::Element(el) if el.name() == "error" && el.ns() == ns::STREAM => {
+            // The condition is the child in the streams namespace other than <text/>.
+            let cond = el
+                .children()
+                .find(|c| c.ns() == ns::STREAMS_ERR && c.name() != "text")
+                .map_or("undefined-condition", |c| c.name());
+            Err(End::PeerError(cond.to_owned()))
+        }
+        frame => Ok(frame),
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> XmlStream<S> {
     pub fn new(io: S, limits: Limits) -> XmlStream<S> {
         XmlStream {
@@ -78,7 +98,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmlStream<S> {
     pub async fn next_frame(&mut self, deadline: Instant) -> Result<Frame, End> {
         loop {
             if let Some(frame) = self.framer.next_frame()? {
-                return Ok(frame);
+                return peer_error(frame);
             }
             let n = self
                 .fill()
@@ -117,7 +137,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmlStream<S> {
     }
 
     pub fn ready_frame(&mut self) -> Result<Option<Frame>, End> {
-        Ok(self.framer.next_frame()?)
+        self.framer.next_frame()?.map(peer_error).transpose()
     }
 
     pub async fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -192,5 +212,49 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmlStream<S> {
     pub async fn close(&mut self) {
         let _ = self.send_raw(b"</stream:stream>").await;
         let _ = self.io.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream_error(children: Vec<Element>) -> Frame {
+        let mut el = Element::new("error", ns::STREAM);
+        for c in children {
+            el = el.with_child(c);
+        }
+        Frame::Element(el)
+    }
+
+    #[test]
+    fn a_peer_stream_error_ends_the_stream_with_its_condition() {
+        // Prosody's on SIGTERM, <text/> after the condition; and <text/> first.
+        let text = || Element::new("text", ns::STREAMS_ERR).with_text("Received SIGTERM");
+        let shutdown = || Element::new("system-shutdown", ns::STREAMS_ERR);
+        for frame in [
+            stream_error(vec![shutdown(), text()]),
+            stream_error(vec![text(), shutdown()]),
+        ] {
+            match peer_error(frame) {
+                Err(End::PeerError(cond)) => assert_eq!(cond, "system-shutdown"),
+                other => panic!("expected PeerError, got {other:?}"),
+            }
+        }
+        match peer_error(stream_error(vec![])) {
+            Err(End::PeerError(cond)) => assert_eq!(cond, "undefined-condition"),
+            other => panic!("expected PeerError, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn stanzas_and_other_stream_elements_pass() {
+        let message = Frame::Element(Element::new("message", ns::CLIENT));
+        assert!(peer_error(message).is_ok());
+        let features = Frame::Element(Element::new("features", ns::STREAM));
+        assert!(peer_error(features).is_ok());
+        // An <error/> that is not in the streams namespace is a stanza-level matter.
+        let error = Frame::Element(Element::new("error", ns::CLIENT));
+        assert!(peer_error(error).is_ok());
     }
 }

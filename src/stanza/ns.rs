@@ -55,3 +55,9 @@ pub const SASL2: &str = "urn:xmpp:sasl:2";
 pub const BIND2: &str = "urn:xmpp:bind:0";
 /// XEP-0484 Fast Authentication Streamlining Tokens.
 pub const FAST: &str = "urn:xmpp:fast:0";
+/// RFC 7395 §3.3: `<open/>` and `<close/>` framing of XMPP over WebSocket.
+pub const FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
+/// XEP-0124: the BOSH `<body/>` wrapper.
+pub const HTTPBIND: &str = "http://jabber.org/protocol/httpbind";
+/// XEP-0206: the `xmpp:` attributes of XMPP over BOSH.
+pub const XBOSH: &str = "urn:xmpp:xbosh";

@@ -93,12 +93,28 @@ pub struct RosterItem {
     pub groups: Vec<String>,
 }
 
+/// A file shared through XEP-0363 HTTP File Upload. The bytes live in a file named by the
+/// upload id; this is what serving and accounting need to know about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    /// The bare JID that requested the slot.
+    pub owner: String,
+    /// The file name the client gave (already checked by the caller).
+    pub name: String,
+    /// The media type the client declared; served back as `Content-Type`.
+    pub content_type: String,
+    pub size: u64,
+    /// When the upload completed (seconds since the Unix epoch).
+    pub created_unix: u64,
+}
+
 /// What is wrong with a value; the caller adds the table and key.
 pub(crate) type DecodeError = String;
 
 const ACCOUNT_V1: u8 = 1;
 const ROSTER_ITEM_V1: u8 = 1;
 const LAST_V1: u8 = 1;
+const UPLOAD_V1: u8 = 1;
 
 const ITEM_ASK: u8 = 1;
 const ITEM_APPROVED: u8 = 2;
@@ -223,6 +239,36 @@ fn len_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+pub(crate) fn encode_upload(u: &Upload) -> Vec<u8> {
+    let mut w =
+        Writer::with_capacity(1 + 8 + 8 + 12 + u.owner.len() + u.name.len() + u.content_type.len());
+    w.u8(UPLOAD_V1);
+    w.u64(u.size);
+    w.u64(u.created_unix);
+    w.bytes(u.owner.as_bytes());
+    w.bytes(u.name.as_bytes());
+    w.bytes(u.content_type.as_bytes());
+    w.0
+}
+
+pub(crate) fn decode_upload(buf: &[u8]) -> Result<Upload, DecodeError> {
+    let mut r = Reader::new(buf);
+    r.version(UPLOAD_V1)?;
+    let size = r.u64()?;
+    let created_unix = r.u64()?;
+    let owner = r.string()?;
+    let name = r.string()?;
+    let content_type = r.string()?;
+    r.finish()?;
+    Ok(Upload {
+        owner,
+        name,
+        content_type,
+        size,
+        created_unix,
+    })
+}
+
 struct Writer(Vec<u8>);
 
 impl Writer {
@@ -344,6 +390,25 @@ mod tests {
             (42, "gone fishing".to_string())
         );
         assert_eq!(decode_u64(&encode_u64(u64::MAX)).unwrap(), u64::MAX);
+        let u = upload();
+        assert_eq!(decode_upload(&encode_upload(&u)).unwrap(), u);
+        let enc = encode_upload(&u);
+        for cut in 0..enc.len() {
+            assert!(decode_upload(&enc[..cut]).is_err());
+        }
+        let mut trailing = enc.clone();
+        trailing.push(0);
+        assert!(decode_upload(&trailing).is_err());
+    }
+
+    fn upload() -> Upload {
+        Upload {
+            owner: "alice@example.org".into(),
+            name: "Ünï cat.jpg".into(),
+            content_type: "image/jpeg".into(),
+            size: 5 << 32,
+            created_unix: 1_700_000_000,
+        }
     }
 
     #[test]

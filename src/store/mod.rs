@@ -28,8 +28,9 @@ mod error;
 mod mam;
 mod pep;
 mod schema;
+mod upload;
 
-pub use codec::{Account, RosterItem, Subscription};
+pub use codec::{Account, RosterItem, Subscription, Upload};
 pub use error::StoreError;
 pub use mam::{now_micros, ArchiveEntry, ArchivePage, ArchiveQuery, WithFilter};
 pub use pep::{PepItem, PepNode};
@@ -51,6 +52,7 @@ use codec::{
 use schema::{
     next_seq, owner_end, Migration, ACCOUNTS, KEY_OFFLINE_SEQ, KEY_ROSTER_SEQ, KV, LAST, MAM, META,
     MIGRATIONS, OFFLINE, PENDING_IN, PEP_ITEMS, PEP_NODES, RESERVED_META_KEYS, ROSTER, ROSTER_VER,
+    UPLOADS, UPLOADS_BY_OWNER, UPLOADS_BY_TIME,
 };
 
 /// redb's page cache limit. Its default of 1 GiB is far more than a family server needs and
@@ -161,7 +163,7 @@ impl Store {
     }
 
     /// Deletes an account and, in the same transaction, its roster, roster version, pending
-    /// subscriptions, offline messages, last activity, kv rows and message archive. Returns whether the account
+    /// subscriptions, offline messages, last activity, kv rows, message archive and upload records (the files are the caller's). Returns whether the account
     /// existed. Other users' roster items that point at this JID are the caller's business
     /// (they need presence sent to them, RFC 6121 §3.2.1).
     pub async fn delete_account(&self, jid: &str) -> Result<bool, StoreError> {
@@ -187,6 +189,7 @@ impl Store {
                 .retain_in((jid.as_str(), 0)..=(jid.as_str(), u64::MAX), |_, _| false)?;
             txn.open_table(ROSTER_VER)?.remove(jid.as_str())?;
             txn.open_table(LAST)?.remove(jid.as_str())?;
+            upload::delete_owner(txn, &jid)?;
             Ok(existed)
         })
         .await
@@ -531,7 +534,10 @@ impl Store {
             copy_table(&src, &txn, KV)?;
             copy_table(&src, &txn, MAM)?;
             copy_table(&src, &txn, PEP_NODES)?;
-            copy_table(&src, &txn, PEP_ITEMS)
+            copy_table(&src, &txn, PEP_ITEMS)?;
+            copy_table(&src, &txn, UPLOADS)?;
+            copy_table(&src, &txn, UPLOADS_BY_OWNER)?;
+            copy_table(&src, &txn, UPLOADS_BY_TIME)
         })();
         match copied {
             Ok(()) => txn.commit().map_err(|e| StoreError::from(e).at(dest)),

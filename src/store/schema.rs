@@ -45,6 +45,15 @@ pub(crate) const PEP_NODES: TableDefinition<(&str, &str), &[u8]> =
 pub(crate) const PEP_ITEMS: TableDefinition<(&str, &str, u64), &[u8]> =
     TableDefinition::new("pep_items_v1");
 
+/// Upload id → encoded [`super::Upload`]: the files shared through XEP-0363 (see `upload.rs`).
+pub(crate) const UPLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("uploads_v1");
+/// (owner, upload id) → size in bytes: an account's files, summed for its quota.
+pub(crate) const UPLOADS_BY_OWNER: TableDefinition<(&str, &str), u64> =
+    TableDefinition::new("uploads_by_owner_v1");
+/// (created unix seconds, upload id) → (): uploads in age order, for expiry.
+pub(crate) const UPLOADS_BY_TIME: TableDefinition<(u64, &str), ()> =
+    TableDefinition::new("uploads_by_time_v1");
+
 /// Keys of `meta` that the store owns; [`super::Store::meta_set`] refuses them.
 pub(crate) const KEY_SCHEMA_VERSION: &str = "schema_version";
 /// Last offline sequence number handed out. Store-wide and never reused, so a stale
@@ -145,6 +154,9 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(PEP_NODES)?;
     txn.open_table(MAM)?;
     txn.open_table(PEP_ITEMS)?;
+    txn.open_table(UPLOADS)?;
+    txn.open_table(UPLOADS_BY_OWNER)?;
+    txn.open_table(UPLOADS_BY_TIME)?;
     Ok(())
 }
 

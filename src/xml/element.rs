@@ -304,6 +304,33 @@ impl Element {
         out.push(b'>');
     }
 
+    /// Writes this element as `<PREFIX:name>`, for a prefix the stream header declared for
+    /// this element's namespace (`stream:`, `db:`). The default namespace stays
+    /// `default_ns` (the stream's) inside it, so children are written against that.
+    pub fn write_prefixed(&self, out: &mut Vec<u8>, prefix: &str, default_ns: &str) {
+        out.push(b'<');
+        out.extend_from_slice(prefix.as_bytes());
+        out.push(b':');
+        out.extend_from_slice(self.name.as_bytes());
+        self.write_attrs(out);
+        if self.children.is_empty() {
+            out.extend_from_slice(b"/>");
+            return;
+        }
+        out.push(b'>');
+        for node in &self.children {
+            match node {
+                Node::Element(e) => e.write_to(out, default_ns),
+                Node::Text(t) => escape_text(t, out),
+            }
+        }
+        out.extend_from_slice(b"</");
+        out.extend_from_slice(prefix.as_bytes());
+        out.push(b':');
+        out.extend_from_slice(self.name.as_bytes());
+        out.push(b'>');
+    }
+
     /// This element's XML as written inside default namespace `parent_ns`.
     pub fn to_bytes_in(&self, parent_ns: &str) -> Vec<u8> {
         let mut out = Vec::new();

@@ -448,6 +448,26 @@ impl TestServer {
                 thread::sleep(Duration::from_millis(50));
             }
         }
+        // The TCP listeners are bound before the admin socket, so a port that accepts does
+        // not yet mean `kith user ...` reaches the server: without the socket the CLI opens
+        // the store itself and fails with "in use by another process" (seen under load).
+        let admin = self.data_dir.join("admin.sock");
+        while std::os::unix::net::UnixStream::connect(&admin).is_err() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                self.child = None;
+                panic!(
+                    "kith exited with {status} before opening {}\n{FOLLOWS}",
+                    admin.display()
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "kith did not open {} within {START_TIMEOUT:?}\n{FOLLOWS}",
+                    admin.display()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// A harness line in the log, so restarts and stops can be told apart when reading it.

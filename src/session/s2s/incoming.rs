@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt as _};
 use futures_rustls::rustls::pki_types::CertificateDer;
+use futures_rustls::server::TlsStream;
 use futures_rustls::TlsAcceptor;
 use smol::net::{TcpListener, TcpStream};
 use smol::Executor;
@@ -45,7 +46,13 @@ pub async fn accept_loop(
         match listener.accept().await {
             Ok((tcp, peer)) => {
                 let id = srv.next_conn_id();
-                ex.spawn(connection(srv.clone(), tcp, peer, direct_tls, id))
+                let _ = tcp.set_nodelay(true);
+                let transport = if direct_tls {
+                    Transport::Direct(tcp)
+                } else {
+                    Transport::StartTls(tcp)
+                };
+                ex.spawn(connection(srv.clone(), transport, peer, id))
                     .detach();
             }
             Err(e) => {
@@ -56,15 +63,35 @@ pub async fn accept_loop(
     }
 }
 
-async fn connection(srv: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct: bool, id: u64) {
+/// How an incoming connection arrived.
+enum Transport {
+    /// `[listen] s2s`: plaintext until `<starttls/>`.
+    StartTls(TcpStream),
+    /// `[listen] s2s_direct_tls`: TLS from the first byte.
+    Direct(TcpStream),
+    /// The HTTPS port, which read the ClientHello to see the ALPN `xmpp-server`.
+    Started(Box<futures_rustls::StartHandshake<TcpStream>>),
+}
+
+/// Incoming federation over direct TLS on the HTTPS port (XEP-0368 with ALPN
+/// `xmpp-server`), whose ClientHello `http` already read.
+pub async fn serve_started(
+    srv: Arc<Server>,
+    start: futures_rustls::StartHandshake<TcpStream>,
+    peer: SocketAddr,
+    id: u64,
+) {
+    connection(srv, Transport::Started(Box::new(start)), peer, id).await
+}
+
+async fn connection(srv: Arc<Server>, transport: Transport, peer: SocketAddr, id: u64) {
     let tag = format!("s2sin#{id}");
     let Some(_slot) = srv.s2s.admit(peer.ip()) else {
         log::warn!("{tag}: too many connections from {}; refused", peer.ip());
         return;
     };
     srv.open_conns.fetch_add(1, Ordering::SeqCst);
-    let _ = tcp.set_nodelay(true);
-    let task = AssertUnwindSafe(serve(&srv, tcp, peer, direct, id, &tag)).catch_unwind();
+    let task = AssertUnwindSafe(serve(&srv, transport, peer, id, &tag)).catch_unwind();
     if task.await.is_err() {
         log::error!("{tag}: bug: task panicked; the connection was dropped");
     }
@@ -72,13 +99,17 @@ async fn connection(srv: Arc<Server>, tcp: TcpStream, peer: SocketAddr, direct: 
     srv.open_conns.fetch_sub(1, Ordering::SeqCst);
 }
 
-async fn serve(srv: &Server, tcp: TcpStream, peer: SocketAddr, direct: bool, id: u64, tag: &str) {
+async fn serve(srv: &Server, transport: Transport, peer: SocketAddr, id: u64, tag: &str) {
     let Some(running) = srv.s2s.running() else {
         return;
     };
     log::debug!(
         "{tag}: connection from {peer} ({})",
-        if direct { "direct TLS" } else { "STARTTLS" }
+        match transport {
+            Transport::StartTls(_) => "STARTTLS",
+            Transport::Direct(_) => "direct TLS",
+            Transport::Started(_) => "direct TLS on the https port",
+        }
     );
     let deadline = Instant::now() + srv.config.limits.auth_timeout;
     let limits = Limits {
@@ -87,28 +118,39 @@ async fn serve(srv: &Server, tcp: TcpStream, peer: SocketAddr, direct: bool, id:
     };
     let local = running.policy.local.as_str();
     let mut state = Incoming::new(running.policy.clone());
-    let (tcp, pending, config) = if direct {
-        (tcp, VecDeque::new(), running.server_direct.clone())
-    } else {
-        let mut xs = XmlStream::new(tcp, limits);
-        match before_tls(&mut xs, state, deadline, local).await {
-            Ok((s, rest)) => {
-                state = s;
-                let (tcp, buffered) = xs.into_parts();
-                if buffered > 0 {
-                    log::info!("{tag}: {peer} sent data after <starttls/>; closed");
+    type Handshake = std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<TlsStream<TcpStream>>> + Send>,
+    >;
+    let (handshake, pending): (Handshake, _) = match transport {
+        Transport::Direct(tcp) => (
+            Box::pin(TlsAcceptor::from(running.server_direct.clone()).accept(tcp)),
+            VecDeque::new(),
+        ),
+        Transport::Started(start) => (
+            Box::pin((*start).into_stream(running.server_direct.clone())),
+            VecDeque::new(),
+        ),
+        Transport::StartTls(tcp) => {
+            let mut xs = XmlStream::new(tcp, limits);
+            match before_tls(&mut xs, state, deadline, local).await {
+                Ok((s, rest)) => {
+                    state = s;
+                    let (tcp, buffered) = xs.into_parts();
+                    if buffered > 0 {
+                        log::info!("{tag}: {peer} sent data after <starttls/>; closed");
+                        return;
+                    }
+                    let config = running.server_starttls.clone();
+                    (Box::pin(TlsAcceptor::from(config).accept(tcp)), rest)
+                }
+                Err(end) => {
+                    log::info!("{tag}: {peer} before TLS: {}", super::describe_end(&end));
                     return;
                 }
-                (tcp, rest, running.server_starttls.clone())
-            }
-            Err(end) => {
-                log::info!("{tag}: {peer} before TLS: {}", super::describe_end(&end));
-                return;
             }
         }
     };
-    let handshake = TlsAcceptor::from(config)
-        .accept(tcp)
+    let handshake = handshake
         .or(async {
             smol::Timer::at(deadline).await;
             Err(std::io::ErrorKind::TimedOut.into())

@@ -33,7 +33,7 @@ use crate::net::dns::Resolver;
 use crate::net::tls::TlsSetup;
 use crate::net::trust::{Trust, ALPN_XMPP_SERVER};
 use crate::router;
-use crate::s2s::dialback::Secret;
+use crate::s2s::dialback::{Secret, NS_DIALBACK};
 use crate::s2s::stream::{Header, Policy};
 use crate::s2s::NS_SERVER;
 use crate::server::Server;
@@ -41,7 +41,7 @@ use crate::session::stream::{End, XmlStream};
 use crate::stanza::{ns, Condition, StanzaError, StreamError};
 use crate::xml::Element;
 
-pub use incoming::accept_loop;
+pub use incoming::{accept_loop, serve_started};
 
 /// Stanzas waiting for one remote domain, connected or not. Beyond this, new ones bounce.
 const QUEUE: usize = 1000;
@@ -355,18 +355,17 @@ fn bounce(srv: &Server, stanza: &Element, err: StanzaError) {
 }
 
 /// Writes an element on a server-to-server stream: stanzas from inside kith (`jabber:client`)
-/// go out in `jabber:server`; stream-level elements get the `stream:` prefix.
+/// go out in `jabber:server`; stream-level elements get the `stream:` prefix and dialback
+/// elements the `db:` prefix, both declared in our stream header.
 fn write_element(out: &mut Vec<u8>, el: &Element) {
     if el.ns() == ns::STREAM {
-        out.extend_from_slice(b"<stream:");
-        out.extend_from_slice(el.name().as_bytes());
-        out.push(b'>');
-        for c in el.children() {
-            c.write_to(out, NS_SERVER);
-        }
-        out.extend_from_slice(b"</stream:");
-        out.extend_from_slice(el.name().as_bytes());
-        out.push(b'>');
+        el.write_prefixed(out, "stream", NS_SERVER);
+    } else if el.ns() == NS_DIALBACK {
+        // COMPAT: ejabberd (23.01) matches dialback elements by the literal name
+        // `db:result`/`db:verify`: an unprefixed `<result xmlns='jabber:server:dialback'/>`
+        // is ignored and the peer's dialback never completes. XEP-0220's examples and
+        // Prosody use the prefix too. Tested by tests/interop_federation.rs (ejabberd).
+        el.write_prefixed(out, "db", NS_SERVER);
     } else if el.ns() == ns::CLIENT {
         let mut el = el.clone();
         el.replace_ns(ns::CLIENT, NS_SERVER);
@@ -382,6 +381,7 @@ fn describe_end(end: &End) -> String {
         End::Eof => "the peer closed the connection".into(),
         End::Closed => "closed".into(),
         End::Error(e, _) => format!("stream error {e}"),
+        End::PeerError(cond) => format!("the peer sent stream error {cond}"),
         End::Io(e) => format!("connection lost: {e}"),
         End::Shutdown => "shutting down".into(),
         End::Takeover(_) => "taken over".into(),
@@ -449,5 +449,33 @@ mod tests {
         write_element(&mut out, &features);
         let s = String::from_utf8(out).unwrap();
         assert!(s.starts_with("<stream:features><starttls xmlns="), "{s}");
+    }
+
+    fn written(el: &Element) -> String {
+        let mut out = Vec::new();
+        write_element(&mut out, el);
+        String::from_utf8(out).unwrap()
+    }
+
+    /// ejabberd ignores `<result xmlns='jabber:server:dialback'/>` (kith's dialback to it
+    /// never completed): dialback elements carry the `db:` prefix our header declares.
+    #[test]
+    fn dialback_elements_go_out_with_the_db_prefix() {
+        use crate::s2s::dialback::{DbBody, DbError, Dialback};
+        let request = Dialback::result_request("a.example", "b.example", "k3y");
+        assert_eq!(
+            written(&request.to_element()),
+            "<db:result from='a.example' to='b.example'>k3y</db:result>"
+        );
+        let verify = Dialback::verify_request("a.example", "b.example", "s1", "k3y");
+        assert_eq!(
+            written(&verify.answer(DbBody::Valid).to_element()),
+            "<db:verify from='b.example' to='a.example' id='s1' type='valid'/>"
+        );
+        // The <error/> child stays in the stream's default namespace, unprefixed.
+        let refused = request.answer(DbBody::Error(DbError::ItemNotFound));
+        let s = written(&refused.to_element());
+        assert!(s.starts_with("<db:result from='b.example' to='a.example' type='error'><error type='cancel'><item-not-found xmlns="), "{s}");
+        assert!(s.ends_with("</error></db:result>"), "{s}");
     }
 }

@@ -25,7 +25,7 @@ use crate::s2s::stream::{Action, Facts, Outgoing};
 use crate::server::Server;
 use crate::session::stream::{End, XmlStream};
 use crate::stanza::{Condition, StanzaError, StreamError};
-use crate::xml::{Frame, Limits};
+use crate::xml::Limits;
 
 /// One TCP connect attempt; the next address is tried after this.
 const CONNECT_ATTEMPT: Duration = Duration::from_secs(10);
@@ -391,14 +391,6 @@ impl Link<'_> {
                     continue;
                 }
             };
-            if let Frame::Element(el) = &frame {
-                if el.name() == "error" && el.ns() == crate::stanza::ns::STREAM {
-                    let cond = el.children().next().map_or("?", |c| c.name()).to_owned();
-                    return Err(Failure::Refused(format!(
-                        "the peer sent stream error {cond}"
-                    )));
-                }
-            }
             let (next, actions) = state.handle(frame, facts);
             state = next;
             pending.extend(actions);

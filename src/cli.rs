@@ -1,4 +1,4 @@
-//! The command line: `kith run`, `kith user …`, `kith check …`, `kith --version`. Parses
+//! The command line: `kith setup`, `kith run`, `kith user …`, `kith check …`, `kith --version`. Parses
 //! arguments (argh), loads the config and dispatches; everything it prints is for a person at a
 //! terminal.
 //!
@@ -28,34 +28,93 @@ struct Kith {
 #[derive(FromArgs)]
 #[argh(subcommand)]
 enum Command {
+    Setup(Setup),
     Run(Run),
     User(User),
     Check(Check),
 }
 
-/// Check that a part of the setup works, and say what to fix when it does not.
+/// Check the setup and say what to fix: config, dns, certs, connectivity, all (the default),
+/// or turn. One line per finding, a summary, exit code 1 when there are problems.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "check")]
 struct Check {
-    #[argh(subcommand)]
-    target: CheckTarget,
-}
-
-#[derive(FromArgs)]
-#[argh(subcommand)]
-enum CheckTarget {
-    Turn(CheckTurn),
-}
-
-/// Check the STUN/TURN server for calls: STUN binding, an allocation with credentials from
-/// the shared secret, a permission, and a datagram relayed to a local echo socket and back.
-#[derive(FromArgs)]
-#[argh(subcommand, name = "turn")]
-struct CheckTurn {
-    /// the server to check as HOST:PORT (default: the built-in server where it listens, or
-    /// the external [turn] host)
+    /// what to check: config, dns, certs, connectivity, all (default), or turn (a relayed
+    /// round trip through the STUN/TURN server)
+    #[argh(positional, default = "String::from(\"all\")")]
+    target: String,
+    /// print the findings as JSON, for scripts
+    #[argh(switch)]
+    json: bool,
+    /// the DNS server to ask, IP or IP:PORT (default: [check] resolver, else the system's)
+    #[argh(option)]
+    resolver: Option<String>,
+    /// this server's public IP address, when it is behind NAT (repeat for several; default:
+    /// [check] public_addresses, else the interfaces' addresses)
+    #[argh(option)]
+    public_ip: Vec<String>,
+    /// CA certificates (PEM) to trust in the certificate check (default: the system's)
+    #[argh(option)]
+    ca_file: Option<PathBuf>,
+    /// seconds to wait for each connection and DNS lookup (default 5)
+    #[argh(option)]
+    timeout: Option<u64>,
+    /// for 'turn': the server to check as HOST:PORT (default: the built-in server where it
+    /// listens, or the external [turn] host)
     #[argh(option)]
     server: Option<String>,
+}
+
+/// The guided first run: asks for the domain, the admin account, certificates and who may
+/// register, checks ports and DNS, writes the config (default /etc/kith/kith.toml, or
+/// --config), creates the admin and offers to start the service. Every question has a flag;
+/// with --yes nothing is asked.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "setup")]
+struct Setup {
+    /// the XMPP domain, e.g. example.org
+    #[argh(option)]
+    domain: Option<String>,
+    /// the admin account, e.g. alice or alice@example.org (default: admin@DOMAIN)
+    #[argh(option)]
+    admin: Option<String>,
+    /// the admin's password (visible in your shell history; without it, asked, or one line
+    /// of stdin)
+    #[argh(option)]
+    admin_password: Option<String>,
+    /// get certificates from Let's Encrypt with this contact e-mail
+    #[argh(option)]
+    acme_email: Option<String>,
+    /// use this certificate chain (PEM), with --key
+    #[argh(option)]
+    cert: Option<PathBuf>,
+    /// the private key of --cert (PEM)
+    #[argh(option)]
+    key: Option<PathBuf>,
+    /// who may create accounts: closed (default), invite or open
+    #[argh(option)]
+    registration: Option<String>,
+    /// where kith keeps its data (default: /var/lib/kith for a config under /etc)
+    #[argh(option)]
+    data_dir: Option<PathBuf>,
+    /// ask nothing: defaults for every question not answered by a flag
+    #[argh(switch, short = 'y')]
+    yes: bool,
+    /// start the service (systemctl enable --now kith) without asking
+    #[argh(switch)]
+    start: bool,
+    /// do not start the service
+    #[argh(switch)]
+    no_start: bool,
+    /// replace an existing config file
+    #[argh(switch)]
+    force: bool,
+    /// the DNS server for the checks, IP or IP:PORT (default: the system's)
+    #[argh(option)]
+    resolver: Option<String>,
+    /// this server's public IP address, when it is behind NAT (repeatable)
+    #[argh(option)]
+    public_ip: Vec<String>,
 }
 
 /// Run the server in the foreground (logs to stderr; SIGTERM or SIGINT stop it cleanly).
@@ -128,6 +187,12 @@ pub fn main() -> ExitCode {
         eprintln!("kith: no command given. Try `kith run` to start the server, or `kith --help`.");
         return ExitCode::from(2);
     };
+    if let Command::Check(c) = &cmd {
+        return check(args.config.as_deref(), c);
+    }
+    if let Command::Setup(s) = cmd {
+        return setup(args.config.as_deref(), s);
+    }
     let config = match config::load(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -138,12 +203,119 @@ pub fn main() -> ExitCode {
     match cmd {
         Command::Run(_) => run(config),
         Command::User(u) => user(config, u.op),
-        Command::Check(c) => match c.target {
-            CheckTarget::Turn(t) => match crate::turn::check::run(&config, t.server.as_deref()) {
-                true => ExitCode::SUCCESS,
-                false => ExitCode::FAILURE,
-            },
+        // Loads the config itself, so that a broken one becomes its findings.
+        Command::Check(c) => check(args.config.as_deref(), &c),
+        // Writes the config rather than reading it.
+        Command::Setup(s) => setup(args.config.as_deref(), s),
+    }
+}
+
+fn setup(path: Option<&std::path::Path>, s: Setup) -> ExitCode {
+    let usage = |message: String| {
+        eprintln!("kith setup: {message}");
+        ExitCode::from(2)
+    };
+    let resolver = match s
+        .resolver
+        .as_deref()
+        .map(|r| (r, config::parse_resolver(r)))
+    {
+        None => None,
+        Some((_, Some(addr))) => Some(addr),
+        Some((r, None)) => return usage(format!("--resolver '{r}' is not IP or IP:PORT")),
+    };
+    let mut public_addresses = Vec::new();
+    for ip in &s.public_ip {
+        match ip.parse() {
+            Ok(ip) => public_addresses.push(ip),
+            Err(_) => return usage(format!("--public-ip '{ip}' is not an IP address")),
+        }
+    }
+    if s.start && s.no_start {
+        return usage("--start and --no-start contradict each other".into());
+    }
+    crate::setup::run(
+        path,
+        crate::setup::Answers {
+            domain: s.domain,
+            admin: s.admin,
+            admin_password: s.admin_password,
+            acme_email: s.acme_email,
+            cert: s.cert,
+            key: s.key,
+            registration: s.registration,
+            data_dir: s.data_dir,
+            yes: s.yes,
+            start: (s.start || s.no_start).then_some(s.start),
+            force: s.force,
+            resolver,
+            public_addresses,
         },
+    )
+}
+
+/// `kith check`: a config that does not load is itself the finding (exit 2), as in `run`.
+fn check(path: Option<&std::path::Path>, c: &Check) -> ExitCode {
+    use crate::check::{self as doctor, Part};
+    let usage = |message: String| {
+        eprintln!("kith check: {message}");
+        ExitCode::from(2)
+    };
+    let parts = match c.target.as_str() {
+        "turn" => None,
+        target => match Part::parse_target(target) {
+            Some(parts) => Some(parts),
+            None => {
+                return usage(format!(
+                    "don't know how to check '{target}'; try one of: config, dns, certs, connectivity, all, turn"
+                ))
+            }
+        },
+    };
+    let mut options = doctor::Options {
+        ca_file: c.ca_file.clone(),
+        timeout: c.timeout.map(std::time::Duration::from_secs),
+        ..Default::default()
+    };
+    if let Some(r) = &c.resolver {
+        match config::parse_resolver(r) {
+            Some(addr) => options.resolver = Some(addr),
+            None => return usage(format!("--resolver '{r}' is not IP or IP:PORT")),
+        }
+    }
+    for ip in &c.public_ip {
+        match ip.parse() {
+            Ok(ip) => options.public_addresses.push(ip),
+            Err(_) => return usage(format!("--public-ip '{ip}' is not an IP address")),
+        }
+    }
+    let render = |findings: &[doctor::Finding]| {
+        let out = if c.json {
+            doctor::render_json(findings)
+        } else {
+            doctor::render_text(findings)
+        };
+        print!("{out}");
+    };
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            render(&doctor::config::from_errors(&e));
+            return ExitCode::from(2);
+        }
+    };
+    let Some(parts) = parts else {
+        return match crate::turn::check::run(&config, c.server.as_deref()) {
+            true => ExitCode::SUCCESS,
+            false => ExitCode::FAILURE,
+        };
+    };
+    let findings = doctor::run(&config, &parts, &options);
+    render(&findings);
+    if doctor::has_problems(&findings) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -204,7 +376,7 @@ fn display_jid(jid: &str, config: &Config) -> String {
 
 /// Asks the running server over the admin socket; with no server running, opens the store
 /// itself and performs the same request.
-fn admin_or_store(config: &Config, fields: &[&str]) -> Result<Vec<String>, String> {
+pub(crate) fn admin_or_store(config: &Config, fields: &[&str]) -> Result<Vec<String>, String> {
     match crate::admin::request(&config.data_dir, fields) {
         Ok(Some(r)) => r,
         Ok(None) => offline(config, fields),
@@ -263,7 +435,11 @@ fn offline(config: &Config, fields: &[&str]) -> Result<Vec<String>, String> {
 }
 
 /// The password from `--password`, a no-echo prompt on a terminal, or one line of stdin.
-fn read_password(given: Option<String>, jid: &str, confirm: bool) -> Result<String, String> {
+pub(crate) fn read_password(
+    given: Option<String>,
+    jid: &str,
+    confirm: bool,
+) -> Result<String, String> {
     if let Some(p) = given {
         return Ok(p);
     }

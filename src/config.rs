@@ -111,6 +111,10 @@ pub struct Config {
     /// XEP-0114 external components: subdomains served by a gateway or bot that connects to
     /// `[listen] components` with a shared secret.
     pub components: Vec<Component>,
+    /// Who may create an account (XEP-0077 in-band registration, invitations).
+    pub registration: Registration,
+    /// `kith check`: which DNS server to ask and what this host's public addresses are.
+    pub check: Check,
     /// Where this configuration came from, for the start-up log line.
     pub source: ConfigSource,
 }
@@ -400,6 +404,54 @@ impl fmt::Debug for Turn {
     }
 }
 
+/// `[registration]`: who may create an account.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Registration {
+    pub policy: RegistrationPolicy,
+}
+
+/// Whether strangers, invited people or nobody may register (only admins create accounts).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RegistrationPolicy {
+    Open,
+    Invite,
+    #[default]
+    Closed,
+}
+
+impl RegistrationPolicy {
+    pub const ALL: [RegistrationPolicy; 3] = [
+        RegistrationPolicy::Open,
+        RegistrationPolicy::Invite,
+        RegistrationPolicy::Closed,
+    ];
+
+    /// The name used in the config file and by `kith setup --registration`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegistrationPolicy::Open => "open",
+            RegistrationPolicy::Invite => "invite",
+            RegistrationPolicy::Closed => "closed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RegistrationPolicy> {
+        RegistrationPolicy::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+    }
+}
+
+/// `[check]`: settings of `kith check` only; the server ignores them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Check {
+    /// The DNS server to ask instead of the system's (`/etc/resolv.conf`).
+    pub resolver: Option<SocketAddr>,
+    /// This host's public addresses, for a machine behind NAT whose interfaces only have
+    /// private ones. Empty: the interfaces' addresses.
+    pub public_addresses: Vec<IpAddr>,
+}
+
 /// One `[components]` entry: the component's domain and its shared secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Component {
@@ -631,6 +683,8 @@ impl Config {
             contact: Contact::default(),
             turn: Turn::default(),
             components: Vec::new(),
+            registration: Registration::default(),
+            check: Check::default(),
             source: ConfigSource::Defaults,
         }
     }
@@ -654,29 +708,54 @@ impl Config {
     }
 
     /// This configuration as a commented TOML file with every key, noting each default.
-    /// `Config::defaults().to_toml_example()` is the example config; `kith setup` sets the
-    /// domain first. Parsing the result gives back this config (paths as written).
+    /// `Config::defaults().to_toml_example()` is the example config. Parsing the result gives
+    /// back this config (paths as written).
     pub fn to_toml_example(&self) -> String {
+        self.to_toml(false)
+    }
+
+    /// Only the keys whose value differs from the default, each with its comment: what
+    /// `kith setup` writes, so a later change of a default reaches the keys left alone.
+    /// Parsing the result gives back this config (paths as written).
+    pub fn to_toml_changed(&self) -> String {
+        self.to_toml(true)
+    }
+
+    fn to_toml(&self, only_changed: bool) -> String {
         let defaults = Config::defaults();
         let mut out = String::new();
-        out.push_str(
-            "# kith configuration.\n\
-             # Every key is optional. The values below are the defaults, except where a\n\
-             # \"Default:\" line says otherwise.\n\
-             # Durations: whole seconds, or strings like \"30s\", \"5m\", \"2h\", \"7d\".\n\
-             # Sizes: bytes, or strings like \"256KiB\", \"1MiB\".\n\
-             # Relative paths are relative to this file's directory.\n",
-        );
+        if only_changed {
+            out.push_str(
+                "# kith configuration. Only settings that differ from the defaults are listed;\n\
+                 # see the example config (kith's README) for every key.\n",
+            );
+        } else {
+            out.push_str(
+                "# kith configuration.\n\
+                 # Every key is optional. The values below are the defaults, except where a\n\
+                 # \"Default:\" line says otherwise.\n\
+                 # Durations: whole seconds, or strings like \"30s\", \"5m\", \"2h\", \"7d\".\n\
+                 # Sizes: bytes, or strings like \"256KiB\", \"1MiB\".\n\
+                 # Relative paths are relative to this file's directory.\n",
+            );
+        }
         for (index, section) in std::iter::once(&ROOT).chain(SECTIONS).enumerate() {
+            let changed = |key: &Key| (key.show)(self) != (key.show)(&defaults);
+            if only_changed && !section.keys.iter().any(changed) {
+                continue;
+            }
             out.push('\n');
             if index > 0 {
                 push_comment(&mut out, section.doc);
                 out.push_str(&format!("[{}]\n", section.name));
             }
             for key in section.keys {
-                push_comment(&mut out, key.doc);
                 let value = (key.show)(self);
                 let default = (key.show)(&defaults);
+                if only_changed && value == default {
+                    continue;
+                }
+                push_comment(&mut out, key.doc);
                 if value != default {
                     let default = default.as_deref().unwrap_or("unset");
                     out.push_str(&format!("# Default: {default}\n"));
@@ -686,6 +765,9 @@ impl Config {
                     None => out.push_str(&format!("# {} = {}\n", key.name, key.unset_example)),
                 }
             }
+        }
+        if only_changed && self.components.is_empty() {
+            return out;
         }
         out.push('\n');
         push_comment(&mut out, COMPONENTS_DOC);
@@ -783,7 +865,7 @@ impl fmt::Display for Problem {
 
 /// Sections later versions will add. Rejected with a clear "not supported yet" message; remove a
 /// name from here when its section joins `SECTIONS`.
-pub const RESERVED_SECTIONS: &[&str] = &["muc", "push", "registration", "invites"];
+pub const RESERVED_SECTIONS: &[&str] = &["muc", "push", "invites"];
 
 /// `[components]` maps names chosen by the operator to secrets, so it is not a table of
 /// fixed keys like the `SECTIONS`; `Checker::read_components` reads it.
@@ -1641,6 +1723,86 @@ const SECTIONS: &[Section] = &[
             },
         ],
     },
+    Section {
+        name: "registration",
+        doc: "Who may create an account on this server.",
+        check: |_, _| {},
+        keys: &[Key {
+            name: "policy",
+            doc: "\"closed\": only admins create accounts (kith user add); \"invite\": people\n\
+                  with an invitation; \"open\": anyone (attracts spammers). Open and invite\n\
+                  need in-band registration, which this version does not offer yet: until\n\
+                  then every policy behaves as \"closed\".",
+            read: |c, key, v, cfg| {
+                if let Some(s) = c.string(key, v, "\"closed\", \"invite\" or \"open\"") {
+                    match RegistrationPolicy::parse(s) {
+                        Some(p) => cfg.registration.policy = p,
+                        None => {
+                            let names = RegistrationPolicy::ALL.map(RegistrationPolicy::as_str);
+                            let help = match suggest(s, &names) {
+                                Some(near) => format!("did you mean \"{near}\"?"),
+                                None => format!("use one of: {}", names.join(", ")),
+                            };
+                            let message = format!("unknown registration policy \"{s}\"");
+                            c.problem(v.span(), message, Some(help));
+                        }
+                    }
+                }
+            },
+            show: |cfg| Some(quote(cfg.registration.policy.as_str())),
+            unset_example: "",
+        }],
+    },
+    Section {
+        name: "check",
+        doc: "Settings of 'kith check' (the server itself ignores them).",
+        check: |_, _| {},
+        keys: &[
+            Key {
+                name: "resolver",
+                doc: "The DNS server to ask, as \"IP\" or \"IP:PORT\" (default: the system's).",
+                read: |c, key, v, cfg| {
+                    if let Some(s) = c.string(key, v, "an address like \"192.0.2.53:53\"") {
+                        match parse_resolver(s) {
+                            Some(addr) => cfg.check.resolver = Some(addr),
+                            None => c.problem(
+                                v.span(),
+                                format!("'{key}' is not an IP address with an optional port"),
+                                Some("write \"192.0.2.53\", \"192.0.2.53:5353\" or \"[2001:db8::53]:53\"".into()),
+                            ),
+                        }
+                    }
+                },
+                show: |cfg| cfg.check.resolver.map(|a| quote(&a.to_string())),
+                unset_example: "\"127.0.0.1:53\"",
+            },
+            Key {
+                name: "public_addresses",
+                doc: "This server's public IP addresses, when it is behind NAT (a home router)\n\
+                      and its own interfaces only have private ones.",
+                read: |c, key, v, cfg| {
+                    let expected = "a list of IP addresses like [\"203.0.113.7\"]";
+                    let Some(items) = c.string_list(key, v, expected, "\"203.0.113.7\"", |s| s) else {
+                        return;
+                    };
+                    let mut out = Vec::new();
+                    for (text, span) in items {
+                        match text.trim().parse::<IpAddr>() {
+                            Ok(ip) => out.push(ip),
+                            Err(_) => c.problem(
+                                span,
+                                format!("'{text}' is not an IP address"),
+                                Some("write an address like \"203.0.113.7\" or \"2001:db8::7\"".into()),
+                            ),
+                        }
+                    }
+                    cfg.check.public_addresses = out;
+                },
+                show: |cfg| Some(list(cfg.check.public_addresses.iter().map(|a| quote(&a.to_string())))),
+                unset_example: "",
+            },
+        ],
+    },
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -2247,6 +2409,21 @@ impl<'t> Checker<'t> {
 
 // ---------------------------------------------------------------------------------------------
 // Values.
+
+/// `"192.0.2.53"` (port 53), `"192.0.2.53:5353"`, `"2001:db8::53"`, `"[2001:db8::53]:53"`.
+pub fn parse_resolver(text: &str) -> Option<SocketAddr> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Some(addr);
+    }
+    let bare = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    bare.parse::<IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, 53))
+}
 
 /// `"[::]:5222"`, `"0.0.0.0:5222"`, `"127.0.0.1:5222"`; `"*:5222"` means `"[::]:5222"`.
 fn parse_listen_address(text: &str, port: u16) -> Result<SocketAddr, (String, Option<String>)> {
@@ -3188,6 +3365,60 @@ auth_timeout = \"soon\"
                 source: parsed.source.clone(),
                 ..custom
             }
+        );
+    }
+
+    #[test]
+    fn changed_keys_only_parse_back_to_the_same_config() {
+        assert!(!Config::defaults().to_toml_changed().contains(" = "));
+        let mut custom = Config::defaults();
+        custom.domain = "example.org".into();
+        custom.data_dir = "/var/lib/kith".into();
+        custom.admins = vec!["me@example.org".into()];
+        custom.registration.policy = RegistrationPolicy::Invite;
+        custom.tls.cert = Some("/etc/kith/fullchain.pem".into());
+        custom.tls.key = Some("/etc/kith/privkey.pem".into());
+        let text = custom.to_toml_changed();
+        assert!(
+            text.contains("# Default: \"localhost\"\ndomain = \"example.org\"\n"),
+            "{text}"
+        );
+        assert!(text.contains("[registration]\n") && text.contains("policy = \"invite\""));
+        assert!(
+            !text.contains("[limits]") && !text.contains("c2s ="),
+            "{text}"
+        );
+        let parsed = parse(&text, Path::new("/etc/kith/kith.toml")).unwrap();
+        assert_eq!(
+            parsed,
+            Config {
+                source: parsed.source.clone(),
+                ..custom
+            }
+        );
+    }
+
+    #[test]
+    fn registration_and_check_sections() {
+        let config = ok(
+            "[registration]\npolicy = \"open\"\n[check]\nresolver = \"127.0.0.1:5353\"\n\
+                         public_addresses = [\"203.0.113.7\", \"2001:db8::7\"]\n",
+        );
+        assert_eq!(config.registration.policy, RegistrationPolicy::Open);
+        assert_eq!(config.check.resolver, Some(addr("127.0.0.1:5353")));
+        assert_eq!(config.check.public_addresses.len(), 2);
+        assert_eq!(ok("").registration.policy, RegistrationPolicy::Closed);
+        assert_eq!(
+            ok("[check]\nresolver = \"::1\"\n").check.resolver,
+            Some(addr("[::1]:53"))
+        );
+        assert_eq!(
+            problems("[registration]\npolicy = \"invites\"\n[check]\nresolver = \"dns.example\"\n"),
+            [
+                "kith.toml:2:10: unknown registration policy \"invites\" (did you mean \"invite\"?)",
+                "kith.toml:4:12: 'resolver' is not an IP address with an optional port \
+                 (write \"192.0.2.53\", \"192.0.2.53:5353\" or \"[2001:db8::53]:53\")",
+            ]
         );
     }
 

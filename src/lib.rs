@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod http;
@@ -17,6 +18,7 @@ pub mod server;
 pub mod services;
 pub mod session;
 pub mod sessions;
+pub mod setup;
 pub mod stanza;
 pub mod store;
 pub mod time;

@@ -202,6 +202,7 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
     };
     let web = crate::http::bind(&config)?;
 
+    warn_registration(&config);
     let srv = Arc::new(Server::new(config, store, tls));
     // The admin socket first: from the moment the store is locked, `kith user ...` must find
     // the running server instead of failing on the lock.
@@ -403,6 +404,18 @@ fn bind_with_v4_fallback(addr: SocketAddr) -> std::io::Result<std::net::TcpListe
             std::net::TcpListener::bind(v4)
         }
         r => r,
+    }
+}
+
+/// The registration policy is read and validated now, so a config written by `kith setup`
+/// stays valid; in-band registration itself comes with issue #6.
+fn warn_registration(config: &Config) {
+    let policy = config.registration.policy;
+    if policy != crate::config::RegistrationPolicy::Closed {
+        log::warn!(
+            "[registration] policy = \"{}\" needs in-band registration, which this version of kith does not offer yet: registration stays closed (create accounts with 'kith user add')",
+            policy.as_str()
+        );
     }
 }
 

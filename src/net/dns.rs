@@ -1,5 +1,6 @@
 //! DNS for federation: where to connect to reach another XMPP server (RFC 6120 §3.2, XEP-0368)
-//! and the addresses of a host. The only user of hickory; hickory runs on kith's smol executor
+//! and the addresses of a host; for `kith check`, raw SRV answers and one record type at a
+//! time. The only user of hickory; hickory runs on kith's smol executor
 //! through the small `RuntimeProvider` at the bottom of this file (no second runtime, no extra
 //! thread).
 //!
@@ -21,7 +22,7 @@ use hickory_net::NetError;
 use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ProtocolConfig, ResolverConfig, ResolverOpts,
 };
-use hickory_resolver::proto::rr::RData;
+use hickory_resolver::proto::rr::{RData, RecordType};
 use smol::{Async, Executor, Timer};
 
 /// The port of `_xmpp-server._tcp` when a domain publishes no SRV records (RFC 6120 §3.2.2).
@@ -39,6 +40,15 @@ pub struct Target {
     /// From `_xmpps-server._tcp` (XEP-0368): TLS from the first byte, ALPN `xmpp-server`.
     /// Otherwise a plaintext stream that negotiates STARTTLS.
     pub direct_tls: bool,
+}
+
+/// An address family, for lookups of one record type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// A records.
+    V4,
+    /// AAAA records.
+    V6,
 }
 
 /// One SRV record as the ordering needs it: the I/O side converts hickory's records to this.
@@ -186,8 +196,36 @@ impl Resolver {
         Ok(ips)
     }
 
-    /// The SRV records at `name`; `None` when there are none (NXDOMAIN or no SRV records).
-    async fn srv_records(&self, name: &str) -> Result<Option<Vec<SrvRecord>>, DnsError> {
+    /// Only the A (`Family::V4`) or only the AAAA (`Family::V6`) records of `host`, in the
+    /// server's order; empty when there are none. For `kith check`, which reports each family.
+    pub async fn lookup_family(&self, host: &str, family: Family) -> Result<Vec<IpAddr>, DnsError> {
+        let host = host.trim_end_matches('.');
+        let name = fqdn(host)?;
+        let record_type = match family {
+            Family::V4 => RecordType::A,
+            Family::V6 => RecordType::AAAA,
+        };
+        match self
+            .with_timeout(host, self.inner.lookup(name, record_type))
+            .await?
+        {
+            Ok(lookup) => Ok(lookup
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::A(a) => Some(IpAddr::V4(a.0)),
+                    RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                    _ => None,
+                })
+                .collect()),
+            Err(e) if e.is_no_records_found() => Ok(Vec::new()),
+            Err(e) => Err(lookup_error(host, &e)),
+        }
+    }
+
+    /// The SRV records at `name` (like `_xmpp-client._tcp.example.org`), in answer order;
+    /// `None` when there are none (NXDOMAIN or no SRV records).
+    pub async fn srv_records(&self, name: &str) -> Result<Option<Vec<SrvRecord>>, DnsError> {
         let fq = fqdn(name)?;
         match self.with_timeout(name, self.inner.srv_lookup(fq)).await? {
             Ok(lookup) => {

@@ -72,6 +72,9 @@ pub struct Options {
     pub listen: Vec<String>,
     /// Extra environment for the server process (e.g. a log level variable).
     pub env: Vec<(String, String)>,
+    /// The program (and its first arguments) that stands for `kith`, for the server and the
+    /// CLI; default `KITH_BIN`. E.g. `["qemu-aarch64", "/path/to/aarch64/kith"]`.
+    pub exec: Vec<String>,
 }
 
 impl Default for Options {
@@ -81,6 +84,7 @@ impl Default for Options {
             extra_toml: String::new(),
             listen: Vec::new(),
             env: Vec::new(),
+            exec: vec![KITH_BIN.to_owned()],
         }
     }
 }
@@ -111,6 +115,15 @@ impl Options {
 
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Run `program args… --config PATH …` instead of the `kith` cargo built.
+    pub fn exec(mut self, program: &str, args: &[&str]) -> Self {
+        self.exec = std::iter::once(program)
+            .chain(args.iter().copied())
+            .map(str::to_owned)
+            .collect();
         self
     }
 
@@ -220,7 +233,8 @@ impl TestServer {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let mut cmd = Command::new(KITH_BIN);
+        let mut cmd = Command::new(&self.options.exec[0]);
+        cmd.args(&self.options.exec[1..]);
         cmd.arg("--config").arg(&self.config_path).args(args);
         cmd.stdin(Stdio::null());
         for (k, v) in &self.options.env {
@@ -397,8 +411,9 @@ impl TestServer {
             .open(&self.log_path)
             .unwrap_or_else(|e| panic!("opening {}: {e}", self.log_path.display()));
         let log_err = log.try_clone().expect("cloning the log file handle");
-        let mut cmd = Command::new(KITH_BIN);
-        cmd.arg("--config")
+        let mut cmd = Command::new(&self.options.exec[0]);
+        cmd.args(&self.options.exec[1..])
+            .arg("--config")
             .arg(&self.config_path)
             .arg("run")
             .stdin(Stdio::null())

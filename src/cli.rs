@@ -85,6 +85,12 @@ struct Setup {
     /// get certificates from Let's Encrypt with this contact e-mail
     #[argh(option)]
     acme_email: Option<String>,
+    /// the ACME server: production (Let's Encrypt, default), staging, or a directory URL
+    #[argh(option)]
+    acme_directory: Option<String>,
+    /// a PEM file to trust for the ACME server's own HTTPS (a private ACME server)
+    #[argh(option)]
+    acme_ca: Option<PathBuf>,
     /// use this certificate chain (PEM), with --key
     #[argh(option)]
     cert: Option<PathBuf>,
@@ -241,6 +247,8 @@ fn setup(path: Option<&std::path::Path>, s: Setup) -> ExitCode {
             admin: s.admin,
             admin_password: s.admin_password,
             acme_email: s.acme_email,
+            acme_directory: s.acme_directory,
+            acme_ca: s.acme_ca,
             cert: s.cert,
             key: s.key,
             registration: s.registration,

@@ -1139,13 +1139,9 @@ const SECTIONS: &[Section] = &[
                       (Let's Encrypt's test CA) or the https URL of any ACME directory.",
                 read: |c, key, v, cfg| {
                     if let Some(s) = c.string(key, v, "\"production\", \"staging\" or an https URL") {
-                        match s.trim() {
-                            "production" => cfg.acme.directory = LETS_ENCRYPT_PRODUCTION.into(),
-                            "staging" => cfg.acme.directory = LETS_ENCRYPT_STAGING.into(),
-                            url if url.strip_prefix("https://").is_some_and(|rest| {
-                                !rest.is_empty() && !rest.starts_with('/') && !rest.contains(char::is_whitespace)
-                            }) => cfg.acme.directory = url.to_string(),
-                            _ => c.problem(
+                        match acme_directory(s) {
+                            Some(url) => cfg.acme.directory = url,
+                            None => c.problem(
                                 v.span(),
                                 format!("'{key}' must be \"production\", \"staging\" or an https:// URL"),
                                 Some("for example directory = \"https://acme.example.net/directory\"".into()),
@@ -2409,6 +2405,22 @@ impl<'t> Checker<'t> {
 
 // ---------------------------------------------------------------------------------------------
 // Values.
+
+/// An `[acme] directory` value as a URL: the words `production` and `staging` (Let's
+/// Encrypt's), or an `https://` URL; `None` for anything else.
+pub fn acme_directory(s: &str) -> Option<String> {
+    match s.trim() {
+        "production" => Some(LETS_ENCRYPT_PRODUCTION.into()),
+        "staging" => Some(LETS_ENCRYPT_STAGING.into()),
+        url if url.strip_prefix("https://").is_some_and(|rest| {
+            !rest.is_empty() && !rest.starts_with('/') && !rest.contains(char::is_whitespace)
+        }) =>
+        {
+            Some(url.to_string())
+        }
+        _ => None,
+    }
+}
 
 /// `"192.0.2.53"` (port 53), `"192.0.2.53:5353"`, `"2001:db8::53"`, `"[2001:db8::53]:53"`.
 pub fn parse_resolver(text: &str) -> Option<SocketAddr> {

@@ -28,6 +28,10 @@ pub struct Answers {
     pub admin: Option<String>,
     pub admin_password: Option<String>,
     pub acme_email: Option<String>,
+    /// `production` (default), `staging` or an ACME directory URL.
+    pub acme_directory: Option<String>,
+    /// A PEM file to trust for the ACME server's own HTTPS (a private ACME server).
+    pub acme_ca: Option<PathBuf>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub registration: Option<String>,
@@ -117,6 +121,21 @@ fn setup(path: &Path, a: Answers, ui: &mut Ui) -> Result<(), String> {
 
     let acme_email = certificates(&mut config, &a, ui)?;
     config.acme.email = acme_email.clone();
+    if acme_email.is_some() {
+        if let Some(d) = &a.acme_directory {
+            config.acme.directory = config::acme_directory(d).ok_or_else(|| {
+                format!("--acme-directory '{d}' is not production, staging or an https:// URL")
+            })?;
+        }
+        if let Some(ca) = &a.acme_ca {
+            if !ca.is_file() {
+                return Err(format!("--acme-ca {}: no such file", ca.display()));
+            }
+            config.acme.directory_ca = Some(absolute(ca));
+        }
+    } else if a.acme_directory.is_some() || a.acme_ca.is_some() {
+        return Err("--acme-directory and --acme-ca need --acme-email".into());
+    }
 
     let policy = ui.ask_valid(
         "Registration: closed (only admins add accounts), invite, or open",

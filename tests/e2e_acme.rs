@@ -9,6 +9,10 @@
 //! without a new order, and that a renewal (pebble issues certificates valid for
 //! `LIFETIME`, renewed after two thirds of it) is served without a restart.
 //!
+//! `install_and_setup_lead_to_a_server_with_a_pebble_certificate` is the appliance path:
+//! `scripts/install.sh` into a scratch root, an unattended `kith setup` choosing ACME, the
+//! installed binary getting its certificate, the admin logging in.
+//!
 //! pebble and dnsmasq come from Debian (`apt-get install pebble dnsmasq-base`, as `.ci/run`
 //! does); missing, they fail the test unless `KITH_SKIP_INTEROP=1` turns that into a loud skip.
 
@@ -256,6 +260,120 @@ fn acme_http01_through_the_plain_http_listener() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The appliance path of issue #4 end to end: `scripts/install.sh` into a scratch root runs an
+/// unattended `kith setup` that chooses ACME (pointed at pebble); the installed binary then
+/// runs the written config and gets its certificate, and the admin setup created logs in.
+#[test]
+fn install_and_setup_lead_to_a_server_with_a_pebble_certificate() {
+    if !tools_present() {
+        return;
+    }
+    let dir = common::unique_temp_dir();
+    let ca = test_ca(&dir);
+    let (_dns, dns_port) = start_dnsmasq();
+    let acme_port = free_port();
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install.sh");
+    let mut install = Command::new("bash")
+        .arg(script)
+        .args([
+            "--root",
+            &root.display().to_string(),
+            "--binary",
+            common::KITH_BIN,
+            "--",
+        ])
+        .args([
+            "--domain",
+            DOMAIN,
+            "--admin",
+            "admin",
+            "--yes",
+            "--no-start",
+        ])
+        .args(["--acme-email", "admin@kith.test"])
+        .args([
+            "--acme-directory",
+            &format!("https://127.0.0.1:{acme_port}/dir"),
+        ])
+        .args(["--acme-ca", &ca.display().to_string()])
+        .args([
+            "--resolver",
+            &format!("127.0.0.1:{dns_port}"),
+            "--public-ip",
+            "127.0.0.1",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run install.sh");
+    install
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"admin-secret\n")
+        .unwrap();
+    let out = install.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", common::describe_output(&out));
+
+    // The written config, on free loopback ports instead of the real ones (other tests run
+    // beside this one). Setup writes only what differs from the defaults: no [listen].
+    let config_path = root.join("etc/kith/kith.toml");
+    let mut config = std::fs::read_to_string(&config_path).unwrap();
+    assert!(
+        config.contains("[acme]") && config.contains("admin@kith.test"),
+        "{config}"
+    );
+    assert!(
+        !config.contains("[listen]") && !config.contains("[turn]"),
+        "{config}"
+    );
+    let (c2s, direct, https) = (free_port(), free_port(), free_port());
+    config.push_str(&format!(
+        "\n[turn]\nenabled = false\n\n[listen]\nc2s = [\"127.0.0.1:{c2s}\"]\n\
+         c2s_direct_tls = [\"127.0.0.1:{direct}\"]\nhttps = [\"127.0.0.1:{https}\"]\n\
+         http = []\ns2s = []\ns2s_direct_tls = []\n"
+    ));
+    std::fs::write(&config_path, config).unwrap();
+
+    let (_pebble, mgmt_port) = start_pebble(&dir, acme_port, dns_port, free_port(), https);
+    let roots = pebble_root(&ca, mgmt_port);
+    let log_path = dir.join("kith.log");
+    let kith = Command::new(root.join("usr/local/bin/kith"))
+        .arg("--config")
+        .arg(&config_path)
+        .arg("run")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .expect("start the installed kith");
+    let kith = Proc(kith);
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !log().contains("acme: new certificate for") {
+        assert!(
+            Instant::now() < deadline,
+            "no certificate within 40 s\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for name in NAMES {
+        served_leaf_at(direct, &roots, name).unwrap_or_else(|e| panic!("{name}: {e}\n{}", log()));
+    }
+    // The admin account setup created logs in, over a certificate the client verifies.
+    let root_pem = dir.join("pebble-root.pem");
+    std::fs::write(&root_pem, pebble_root_pem(&ca, mgmt_port)).unwrap();
+    let mut admin = common::client::Client::connect_starttls(c2s, DOMAIN, &root_pem);
+    admin.login("admin", "admin-secret");
+    admin.bind(Some("setup"));
+    drop(kith);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Whether pebble and dnsmasq are installed; without them, fail unless KITH_SKIP_INTEROP=1.
 fn tools_present() -> bool {
     let missing: Vec<&str> = [PEBBLE, DNSMASQ]
@@ -404,6 +522,17 @@ fn start_pebble(
 
 /// pebble's issuing root (made fresh at each start), from its management API.
 fn pebble_root(ca: &Path, mgmt_port: u16) -> RootCertStore {
+    let pem = pebble_root_pem(ca, mgmt_port);
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    assert!(!roots.is_empty(), "no root from pebble: {pem}");
+    roots
+}
+
+/// pebble's issuing root as PEM, from its management port (HTTPS with the test CA).
+fn pebble_root_pem(ca: &Path, mgmt_port: u16) -> String {
     let mut trust = RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(ca).unwrap() {
         trust.add(c.unwrap()).unwrap();
@@ -420,21 +549,22 @@ fn pebble_root(ca: &Path, mgmt_port: u16) -> RootCertStore {
     // pebble closes without close_notify; what was read is complete for HTTP/1.0.
     let _ = tls.read_to_end(&mut response);
     let text = String::from_utf8_lossy(&response);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    let mut roots = RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(body.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    assert!(!roots.is_empty(), "no root from pebble: {text}");
-    roots
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
 }
 
 /// Connects to kith's direct-TLS port with SNI `name`, verifying the chain and the name
 /// against `roots`; returns the leaf certificate it presented.
 fn served_leaf(server: &TestServer, roots: &RootCertStore, name: &str) -> Result<Vec<u8>, String> {
+    served_leaf_at(server.tls_port, roots, name)
+}
+
+/// `served_leaf` on any direct-TLS client port.
+fn served_leaf_at(port: u16, roots: &RootCertStore, name: &str) -> Result<Vec<u8>, String> {
     let config = client_config(roots.clone(), &[b"xmpp-client"]);
-    let tcp = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], server.tls_port)))
-        .map_err(|e| e.to_string())?;
+    let tcp =
+        TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).map_err(|e| e.to_string())?;
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let server_name = ServerName::try_from(name.to_string()).map_err(|e| e.to_string())?;
     let mut conn = rustls::ClientConnection::new(config, server_name).map_err(|e| e.to_string())?;

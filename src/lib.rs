@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod jid;
+pub mod json;
 pub mod logging;
 pub mod net;
 pub mod roster;

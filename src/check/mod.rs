@@ -178,11 +178,13 @@ pub fn render_json(findings: &[Finding]) -> String {
         let _ = write!(
             out,
             "{{\"part\":{},\"severity\":{},\"subject\":{},\"what\":{},\"fix\":{}}}",
-            json_string(f.part.as_str()),
-            json_string(f.severity.as_str()),
-            json_string(&f.subject),
-            json_string(&f.what),
-            f.fix.as_deref().map_or("null".to_string(), json_string),
+            crate::json::string(f.part.as_str()),
+            crate::json::string(f.severity.as_str()),
+            crate::json::string(&f.subject),
+            crate::json::string(&f.what),
+            f.fix
+                .as_deref()
+                .map_or("null".to_string(), crate::json::string),
         );
     }
     let count = |s: Severity| findings.iter().filter(|f| f.severity == s).count();
@@ -223,27 +225,6 @@ fn summary(findings: &[Finding]) -> String {
             plural(notes, "note")
         )
     }
-}
-
-/// A JSON string literal (RFC 8259 §7).
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]
@@ -295,7 +276,6 @@ mod tests {
         assert!(json.contains(
             "\"summary\":{\"errors\":1,\"warnings\":0,\"notes\":0,\"ok\":1},\"ok\":false"
         ));
-        assert_eq!(json_string("a\u{1}\n"), "\"a\\u0001\\n\"");
     }
 
     #[test]

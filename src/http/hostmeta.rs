@@ -51,24 +51,9 @@ pub fn xrd(links: &Links) -> String {
 pub fn json(links: &Links) -> String {
     format!(
         "{{\n  \"links\": [\n    {{ \"rel\": \"{REL_WEBSOCKET}\", \"href\": {} }},\n    {{ \"rel\": \"{REL_BOSH}\", \"href\": {} }}\n  ]\n}}\n",
-        json_string(&links.websocket),
-        json_string(&links.bosh)
+        crate::json::string(&links.websocket),
+        crate::json::string(&links.bosh)
     )
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]

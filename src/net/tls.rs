@@ -619,61 +619,15 @@ mod tests {
     /// A handshake through `TlsSetup::accept` over a socket pair: what the client saw (the
     /// leaf certificate, the negotiated ALPN) and what the server reports for channel binding.
     fn handshake(setup: &TlsSetup, alpn: &[&[u8]]) -> (Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>) {
-        use futures_rustls::rustls::client::danger::{
-            HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
-        };
-        use futures_rustls::rustls::pki_types::{ServerName, UnixTime};
-        use futures_rustls::rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
-        /// The test only looks at the certificate, so any is accepted.
-        #[derive(Debug)]
-        struct AnyCert(Arc<CryptoProvider>);
-        impl ServerCertVerifier for AnyCert {
-            fn verify_server_cert(
-                &self,
-                _: &CertificateDer<'_>,
-                _: &[CertificateDer<'_>],
-                _: &ServerName<'_>,
-                _: &[u8],
-                _: UnixTime,
-            ) -> Result<ServerCertVerified, rustls::Error> {
-                Ok(ServerCertVerified::assertion())
-            }
-            fn verify_tls12_signature(
-                &self,
-                m: &[u8],
-                c: &CertificateDer<'_>,
-                d: &DigitallySignedStruct,
-            ) -> Result<HandshakeSignatureValid, rustls::Error> {
-                rustls::crypto::verify_tls12_signature(
-                    m,
-                    c,
-                    d,
-                    &self.0.signature_verification_algorithms,
-                )
-            }
-            fn verify_tls13_signature(
-                &self,
-                m: &[u8],
-                c: &CertificateDer<'_>,
-                d: &DigitallySignedStruct,
-            ) -> Result<HandshakeSignatureValid, rustls::Error> {
-                rustls::crypto::verify_tls13_signature(
-                    m,
-                    c,
-                    d,
-                    &self.0.signature_verification_algorithms,
-                )
-            }
-            fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-                self.0.signature_verification_algorithms.supported_schemes()
-            }
-        }
+        use futures_rustls::rustls::pki_types::ServerName;
+        use futures_rustls::rustls::ClientConfig;
         let p = provider();
         let mut client = ClientConfig::builder_with_provider(p.clone())
             .with_safe_default_protocol_versions()
             .unwrap()
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCert(p)))
+            // The test only looks at the certificate, so any is accepted.
+            .with_custom_certificate_verifier(crate::net::trust::deferred_server_verifier(p))
             .with_no_client_auth();
         client.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
         let (a, b) = smol::net::unix::UnixStream::pair().unwrap();

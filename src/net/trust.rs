@@ -134,6 +134,15 @@ impl Trust {
     }
 }
 
+/// The verifier of outgoing handshakes on its own: any certificate, signatures checked. For
+/// tests that look at the certificate a server presents.
+#[cfg(test)]
+pub(crate) fn deferred_server_verifier(
+    provider: Arc<CryptoProvider>,
+) -> Arc<dyn ServerCertVerifier> {
+    Arc::new(Deferred(provider))
+}
+
 /// Checks the handshake signatures, defers the judgement of the certificate to the stream.
 #[derive(Debug)]
 struct Deferred(Arc<CryptoProvider>);

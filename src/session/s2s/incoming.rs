@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt as _};
-use futures_rustls::rustls::pki_types::CertificateDer;
 use futures_rustls::server::TlsStream;
 use futures_rustls::TlsAcceptor;
 use smol::net::{TcpListener, TcpStream};
@@ -23,7 +22,6 @@ use smol::Executor;
 use super::{close, send_element, send_header, Running};
 use crate::jid::Jid;
 use crate::router;
-use crate::s2s::names;
 use crate::s2s::stream::{Action, Facts, Incoming};
 use crate::s2s::NS_SERVER;
 use crate::server::Server;
@@ -163,19 +161,8 @@ async fn serve(srv: &Server, transport: Transport, peer: SocketAddr, id: u64, ta
             return;
         }
     };
-    let chain: Vec<CertificateDer<'static>> = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
-        .unwrap_or_default();
-    let chain_ok = running.trust.chain_ok(&chain);
-    let valid_for = |domain: &str| {
-        chain_ok
-            && chain
-                .first()
-                .is_some_and(|leaf| names::cert_valid_for(leaf, domain))
-    };
+    let peer_cert = super::PeerCert::of(&running.trust, tls.get_ref().1);
+    let valid_for = |domain: &str| peer_cert.valid_for(domain);
     let mut xs = XmlStream::new(tls, limits);
     let mut stream = Stream {
         srv,

@@ -375,6 +375,34 @@ fn write_element(out: &mut Vec<u8>, el: &Element) {
     }
 }
 
+/// The peer's certificate as a TLS handshake left it, judged once: is its chain trusted, and
+/// (per domain, as dialback may authenticate several) does it name that domain (RFC 6125).
+struct PeerCert {
+    chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    chain_ok: bool,
+}
+
+impl PeerCert {
+    fn of(trust: &Trust, conn: &futures_rustls::rustls::CommonState) -> PeerCert {
+        let chain: Vec<_> = conn
+            .peer_certificates()
+            .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+            .unwrap_or_default();
+        PeerCert {
+            chain_ok: trust.chain_ok(&chain),
+            chain,
+        }
+    }
+
+    fn valid_for(&self, domain: &str) -> bool {
+        self.chain_ok
+            && self
+                .chain
+                .first()
+                .is_some_and(|leaf| crate::s2s::names::cert_valid_for(leaf, domain))
+    }
+}
+
 /// How a stream ended, for a log line.
 fn describe_end(end: &End) -> String {
     match end {

@@ -15,12 +15,11 @@ use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt as _};
-use futures_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use futures_rustls::rustls::pki_types::ServerName;
 use futures_rustls::TlsConnector;
 use smol::net::TcpStream;
 
 use super::{bounce, close, send_element, send_header, Cmd, Running};
-use crate::s2s::names;
 use crate::s2s::stream::{Action, Facts, Outgoing};
 use crate::server::Server;
 use crate::session::stream::{End, XmlStream};
@@ -282,19 +281,8 @@ impl Link<'_> {
             .connect(name, tcp)
             .await
             .map_err(|e| Failure::Refused(format!("TLS handshake failed: {e}")))?;
-        let chain: Vec<CertificateDer<'static>> = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
-            .unwrap_or_default();
-        let chain_ok = running.trust.chain_ok(&chain);
-        let valid_for = |domain: &str| {
-            chain_ok
-                && chain
-                    .first()
-                    .is_some_and(|leaf| names::cert_valid_for(leaf, domain))
-        };
+        let peer_cert = super::PeerCert::of(&running.trust, tls.get_ref().1);
+        let valid_for = |domain: &str| peer_cert.valid_for(domain);
         let mut xs = XmlStream::new(tls, limits);
         let facts = Facts {
             tls: true,

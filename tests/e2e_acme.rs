@@ -20,19 +20,19 @@ mod common;
 
 use std::io::{Read as _, Write as _};
 
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::dnsmasq::{Dnsmasq, DNSMASQ};
 use common::{free_port, Options, TestServer};
 use futures_rustls::rustls::{self, ClientConfig, RootCertStore};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 
 const PEBBLE: &str = "/usr/bin/pebble";
-const DNSMASQ: &str = "/usr/sbin/dnsmasq";
 const DOMAIN: &str = "kith.test";
 const NAMES: [&str; 3] = ["kith.test", "upload.kith.test", "conference.kith.test"];
 /// Certificate lifetime pebble is told to use; rustls-acme renews after two thirds of it. Long
@@ -429,39 +429,14 @@ fn test_ca(dir: &Path) -> PathBuf {
 }
 
 /// dnsmasq on a free loopback port answering the three names with 127.0.0.1.
-fn start_dnsmasq() -> (Proc, u16) {
-    for _ in 0..5 {
-        let port = free_port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_err() {
-            continue;
-        }
-        let mut cmd = Command::new(DNSMASQ);
-        cmd.args([
-            "--no-resolv",
-            "--no-hosts",
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--pid-file=",
-            "--bind-interfaces",
-            "--listen-address=127.0.0.1",
-            "--local=/test/",
-        ])
-        .arg(format!("--port={port}"))
-        .args(NAMES.map(|n| format!("--host-record={n},127.0.0.1")))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        // As root dnsmasq drops privileges to a 'dnsmasq' user that dnsmasq-base alone does
-        // not create; stay root in that (CI) case.
-        if is_root() {
-            cmd.arg("--user=root");
-        }
-        let proc = Proc(cmd.spawn().expect("start dnsmasq"));
-        if wait_listening(port, Duration::from_secs(10)) {
-            return (proc, port);
-        }
-    }
-    panic!("dnsmasq did not start on any of 5 free ports");
+fn start_dnsmasq() -> (Dnsmasq, u16) {
+    let records: Vec<String> = NAMES
+        .iter()
+        .map(|n| format!("--host-record={n},127.0.0.1"))
+        .collect();
+    let dns = Dnsmasq::start(&records);
+    let port = dns.addr.port();
+    (dns, port)
 }
 
 /// pebble on free loopback ports, validating TLS-ALPN-01 on `tls_port` and resolving names
@@ -600,11 +575,4 @@ fn wait_listening(port: u16, timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(25));
     }
     false
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }

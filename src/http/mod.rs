@@ -36,6 +36,7 @@ use smol::net::{TcpListener, TcpStream};
 use smol::{Executor, Task};
 
 use crate::net::tls::{ALPN_ACME_TLS, ALPN_HTTP11, ALPN_XMPP_CLIENT, ALPN_XMPP_SERVER};
+use crate::net::with_deadline;
 use crate::server::{RunError, Server};
 use body::Body;
 
@@ -376,17 +377,6 @@ pub fn redirect_target(config: &crate::config::Config, host: &str, path_query: &
     } else {
         format!("{}{path_query}", config.public_url())
     }
-}
-
-async fn with_deadline<T, F>(f: F, deadline: Instant) -> std::io::Result<T>
-where
-    F: std::future::Future<Output = std::io::Result<T>>,
-{
-    f.or(async {
-        smol::Timer::at(deadline).await;
-        Err(std::io::ErrorKind::TimedOut.into())
-    })
-    .await
 }
 
 #[cfg(test)]

@@ -273,14 +273,7 @@ async fn handshake(
     tag: &str,
     deadline: Instant,
 ) -> Option<(Box<TlsStream<TcpStream>>, CbInfo)> {
-    let r = srv
-        .tls
-        .accept(tcp, alpn)
-        .or(async {
-            smol::Timer::at(deadline).await;
-            Err(std::io::ErrorKind::TimedOut.into())
-        })
-        .await;
+    let r = crate::net::with_deadline(srv.tls.accept(tcp, alpn), deadline).await;
     match r {
         Ok(None) => None,
         Ok(Some(accepted)) => {

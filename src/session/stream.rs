@@ -4,7 +4,7 @@
 use std::io;
 use std::time::Instant;
 
-use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt, FutureExt as _};
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::stanza::{ns, StreamError};
 use crate::xml::{escape_attr_value, Element, Frame, FrameError, Framer, Limits};
@@ -100,13 +100,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmlStream<S> {
             if let Some(frame) = self.framer.next_frame()? {
                 return peer_error(frame);
             }
-            let n = self
-                .fill()
-                .or(async {
-                    smol::Timer::at(deadline).await;
-                    Err(io::ErrorKind::TimedOut.into())
-                })
-                .await;
+            let n = crate::net::with_deadline(self.fill(), deadline).await;
             match n {
                 Ok(0) => return Err(End::Eof),
                 Ok(_) => {}

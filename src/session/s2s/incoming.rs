@@ -148,12 +148,7 @@ async fn serve(srv: &Server, transport: Transport, peer: SocketAddr, id: u64, ta
             }
         }
     };
-    let handshake = handshake
-        .or(async {
-            smol::Timer::at(deadline).await;
-            Err(std::io::ErrorKind::TimedOut.into())
-        })
-        .await;
+    let handshake = crate::net::with_deadline(handshake, deadline).await;
     let tls = match handshake {
         Ok(tls) => tls,
         Err(e) => {

@@ -194,15 +194,8 @@ impl Link<'_> {
             };
             for ip in ips {
                 let addr = SocketAddr::new(ip, target.port);
-                let budget = deadline
-                    .saturating_duration_since(Instant::now())
-                    .min(CONNECT_ATTEMPT);
-                let tcp = TcpStream::connect(addr)
-                    .or(async {
-                        smol::Timer::after(budget).await;
-                        Err(std::io::ErrorKind::TimedOut.into())
-                    })
-                    .await;
+                let attempt = deadline.min(Instant::now() + CONNECT_ATTEMPT);
+                let tcp = crate::net::with_deadline(TcpStream::connect(addr), attempt).await;
                 let tcp = match tcp {
                     Ok(tcp) => tcp,
                     Err(e) => {

@@ -247,8 +247,8 @@ struct Stream<'a> {
         async_channel::Sender<Verified>,
         async_channel::Receiver<Verified>,
     ),
-    /// Closed by the registry when a newer stream of the same domain replaces this one, or
-    /// at shutdown.
+    /// Closed by the registry when a newer stream of the same domain replaces this one
+    /// (shutdown comes through `Server::shutdown_signal`).
     close: (async_channel::Sender<()>, async_channel::Receiver<()>),
     /// Remote domains authenticated on this stream.
     domains: Vec<String>,

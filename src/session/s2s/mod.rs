@@ -246,15 +246,12 @@ impl S2s {
         true
     }
 
-    /// Asks every outgoing link to close its stream (server shutdown).
+    /// Asks every outgoing link to close its stream (server shutdown). Incoming streams,
+    /// authenticated or not, watch `Server::shutdown_signal` themselves.
     pub fn close_all(&self) {
         let links = self.links.lock().unwrap_or_else(|e| e.into_inner());
         for link in links.values() {
             let _ = link.tx.force_send(Cmd::Close);
-        }
-        let per_domain = self.per_domain.lock().unwrap_or_else(|e| e.into_inner());
-        for (_, close) in per_domain.values().flatten() {
-            close.close();
         }
     }
 

@@ -164,15 +164,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> XmlStream<S> {
     /// namespace get the `stream:` prefix.
     pub fn write_element(out: &mut Vec<u8>, el: &Element) {
         if el.ns() == ns::STREAM {
-            out.extend_from_slice(b"<stream:");
-            out.extend_from_slice(el.name().as_bytes());
-            out.push(b'>');
-            for c in el.children() {
-                c.write_to(out, ns::CLIENT);
-            }
-            out.extend_from_slice(b"</stream:");
-            out.extend_from_slice(el.name().as_bytes());
-            out.push(b'>');
+            el.write_prefixed(out, "stream", ns::CLIENT);
         } else {
             el.write_to(out, ns::CLIENT);
         }

@@ -8,6 +8,10 @@ use crate::jid::BareJid;
 use crate::sasl;
 use crate::store::{Store, StoreError};
 
+/// Account flag: an admin besides those the config's `admins` names (set from the web
+/// admin or an admin invitation).
+pub const FLAG_ADMIN: u32 = 1;
+
 #[derive(Debug)]
 pub enum AccountError {
     /// The JID is not a valid account address of this server.
@@ -99,4 +103,43 @@ pub async fn delete(store: &Store, jid: &BareJid) -> Result<(), AccountError> {
 
 pub async fn list(store: &Store) -> Result<Vec<String>, AccountError> {
     Ok(store.list_accounts().await?)
+}
+
+/// Grants or withdraws the admin flag.
+pub async fn set_admin(store: &Store, jid: &BareJid, admin: bool) -> Result<(), AccountError> {
+    let flags = match store.account(jid.as_ref()).await? {
+        Some(a) => a.flags,
+        None => return Err(AccountError::NotFound(jid.to_string())),
+    };
+    let flags = if admin {
+        flags | FLAG_ADMIN
+    } else {
+        flags & !FLAG_ADMIN
+    };
+    match store.set_flags(jid.as_ref(), flags).await {
+        Err(StoreError::NotFound) => Err(AccountError::NotFound(jid.to_string())),
+        r => Ok(r?),
+    }
+}
+
+/// Whether `password` is `jid`'s, checked against the stored SCRAM-SHA-256 keys (a PBKDF2
+/// derivation, so it runs off the executor). A missing account is `false`, like a wrong
+/// password: callers must not tell the two apart to whoever typed them.
+pub async fn check_password(store: &Store, jid: &BareJid, password: &str) -> bool {
+    let account = match store.account(jid.as_ref()).await {
+        Ok(Some(a)) => a,
+        Ok(None) => return false,
+        Err(e) => {
+            log::error!("store: cannot read account {jid}: {e}");
+            return false;
+        }
+    };
+    let Some(creds) = sasl::decode_creds(&account.creds)
+        .ok()
+        .and_then(|c| c.into_iter().find(|c| c.hash == sasl::Hash::Sha256))
+    else {
+        return false;
+    };
+    let password = password.to_string();
+    smol::unblock(move || sasl::verify_password(&password, &creds)).await
 }

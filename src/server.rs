@@ -23,6 +23,8 @@ pub struct Server {
     pub config: Config,
     pub store: Store,
     pub sessions: Sessions,
+    /// Where each client connection came from (the web admin's session list).
+    pub origins: crate::sessions::Origins,
     pub tls: TlsSetup,
     pub started: Instant,
     next_conn: AtomicU64,
@@ -59,6 +61,7 @@ impl Server {
             config,
             store,
             sessions: Sessions::new(),
+            origins: Default::default(),
             tls,
             started: Instant::now(),
             next_conn: AtomicU64::new(1),
@@ -108,6 +111,18 @@ impl Server {
     }
 
     /// Whether `bare` names an account on this server (local domain, has a localpart).
+    /// Whether `bare` administers this server: listed in `admins`, or made an admin by
+    /// another admin (the account flag).
+    pub async fn is_admin(&self, bare: &BareJid) -> bool {
+        if self.config.admins.iter().any(|a| a == bare.as_ref()) {
+            return true;
+        }
+        match self.store.account(bare.as_ref()).await {
+            Ok(Some(a)) => a.flags & crate::accounts::FLAG_ADMIN != 0,
+            _ => false,
+        }
+    }
+
     pub fn is_local_user(&self, bare: &BareJid) -> bool {
         bare.node().is_some() && self.is_local_domain(bare.domain())
     }

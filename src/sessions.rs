@@ -200,6 +200,52 @@ impl Sessions {
     }
 }
 
+/// Where each client connection came from and since when, by connection id: what the web
+/// admin shows for a session. Kept beside the table rather than in `Resource`, because a
+/// resumed session moves to a new connection (and so a new origin) without rebinding.
+#[derive(Default)]
+pub struct Origins {
+    map: std::sync::Mutex<HashMap<u64, Origin>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub peer: std::net::SocketAddr,
+    /// Unix seconds when the connection was accepted.
+    pub since: u64,
+}
+
+/// Removes a connection's origin when the connection ends.
+pub struct OriginGuard<'a> {
+    origins: &'a Origins,
+    conn: u64,
+}
+
+impl Origins {
+    pub fn register(&self, conn: u64, peer: std::net::SocketAddr) -> OriginGuard<'_> {
+        let since = crate::time::now_unix();
+        lock(&self.map).insert(conn, Origin { peer, since });
+        OriginGuard {
+            origins: self,
+            conn,
+        }
+    }
+
+    pub fn get(&self, conn: u64) -> Option<Origin> {
+        lock(&self.map).get(&conn).copied()
+    }
+}
+
+impl Drop for OriginGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.origins.map).remove(&self.conn);
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Queues a stanza for a resource. A full queue means the client stopped reading: it is told
 /// to go away, and the stanza counts as not delivered (`false`) so the caller can fall back.
 pub fn send(r: &Resource, out: Outbound) -> bool {

@@ -8,16 +8,19 @@
 //! - `xmpp-server` → incoming federation (`session::s2s::serve_started`, with its own TLS
 //!   config, which asks for the peer's certificate);
 //! - `http/1.1` or none → hyper, routed by `router`: WebSocket (RFC 7395), BOSH
-//!   (XEP-0206), host-meta (XEP-0156), uploads (XEP-0363).
+//!   (XEP-0206), host-meta (XEP-0156), uploads (XEP-0363), the web admin (`admin`).
 //!
 //! The plain HTTP port answers ACME HTTP-01 challenges and redirects everything else to
 //! HTTPS. WebSocket and BOSH sessions are the real c2s session over an in-memory byte stream
 //! (`pipe`), so SASL, binding, stream management and everything else is the one
 //! implementation. HTTP parsing is hyper's (http1 only), run on smol through smol-hyper.
 
+pub mod admin;
 pub mod body;
 pub mod bosh;
+pub mod form;
 pub mod hostmeta;
+pub mod html;
 pub mod pipe;
 pub mod router;
 pub mod upload;
@@ -54,6 +57,8 @@ pub struct Web {
     pub ex: Arc<Executor<'static>>,
     /// Live BOSH sessions by `sid`.
     pub bosh: bosh::Sessions,
+    /// Signed-in web admin sessions.
+    pub admin: admin::State,
     /// Open HTTP(S) connections (see `MAX_CONNECTIONS`).
     open: AtomicUsize,
     /// New connections are being refused (for logging once per episode).
@@ -138,6 +143,7 @@ pub fn start(
         srv: srv.clone(),
         ex: ex.clone(),
         bosh: bosh::Sessions::default(),
+        admin: admin::State::default(),
         open: AtomicUsize::new(0),
         full: AtomicBool::new(false),
     });

@@ -35,6 +35,8 @@ pub enum Route {
     Bosh,
     /// XEP-0363 HTTP File Upload (PUT) and downloads (GET/HEAD), with CORS (OPTIONS).
     Upload,
+    /// The web admin's pages (`/admin`, `/admin/...`).
+    Admin,
     /// CORS preflight for the web endpoints.
     Preflight,
     NotFound,
@@ -45,6 +47,9 @@ pub enum Route {
 pub fn classify(method: &Method, _host: &str, path: &str, _domain: &str) -> Route {
     if path.starts_with(UPLOAD_PREFIX) {
         return Route::Upload;
+    }
+    if path == super::admin::PREFIX || path.starts_with("/admin/") {
+        return Route::Admin;
     }
     let get = method == Method::GET || method == Method::HEAD;
     let web = [
@@ -109,6 +114,7 @@ pub async fn dispatch(conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body>
         Route::WebSocket => super::websocket::handle(conn, req).await,
         Route::Bosh => super::bosh::handle(conn, req).await,
         Route::Upload => super::upload::handle(conn, req).await,
+        Route::Admin => super::admin::handle(conn, req).await,
         Route::Preflight => {
             let mut r = Response::new(body::empty());
             *r.status_mut() = StatusCode::NO_CONTENT;
@@ -202,6 +208,9 @@ mod tests {
             ),
             (Method::GET, "127.0.0.1", "/upload/abc/f.jpg", Route::Upload),
             (Method::GET, "example.org", "/", Route::NotFound),
+            (Method::GET, "example.org", "/admin", Route::Admin),
+            (Method::POST, "example.org", "/admin/users/add", Route::Admin),
+            (Method::GET, "example.org", "/administrator", Route::NotFound),
             (
                 Method::GET,
                 "example.org",

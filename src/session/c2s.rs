@@ -78,6 +78,7 @@ pub async fn serve_secure<S: AsyncRead + AsyncWrite + Unpin>(
     deadline: Instant,
 ) {
     let tag = format!("c2s#{conn}");
+    let _origin = srv.origins.register(conn, peer);
     let limits = Limits {
         max_stanza_bytes: srv.config.limits.max_stanza_size,
         ..Limits::default()
@@ -858,13 +859,7 @@ async fn plain(srv: &Server, msg: &[u8]) -> Result<BareJid, sasl::SaslFailure> {
     {
         return Err(sasl::SaslFailure::new("invalid-authzid"));
     }
-    let stored = load_creds(srv, &jid, Mechanism::ScramSha256).await;
-    let password = creds.password.clone();
-    let ok = match stored {
-        Some(c) => smol::unblock(move || sasl::verify_password(&password, &c)).await,
-        None => false,
-    };
-    if ok {
+    if crate::accounts::check_password(&srv.store, &jid, &creds.password).await {
         Ok(jid)
     } else {
         Err(sasl::SaslFailure::new("not-authorized"))

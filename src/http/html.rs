@@ -34,7 +34,9 @@ h1{font-size:1.4em;margin:.4em 0 .8em}h2{font-size:1.15em;margin:1.4em 0 .5em}\
 table{border-collapse:collapse;width:100%;background:#fff}\
 th,td{text-align:left;padding:.4em .5em;border-bottom:1px solid #dde1e6;vertical-align:top}\
 .scroll{overflow-x:auto}\
-form.inline{display:inline-flex;gap:.3em;margin:.1em 0}\
+form.inline{display:flex;flex-wrap:wrap;gap:.3em;margin:.4em 0}\
+form.inline input{flex:1 1 9em;min-width:0}\
+summary{cursor:pointer;color:#23395d;font-weight:600}\
 input,textarea,select,button{font:inherit;padding:.35em .5em;border:1px solid #b8bfc9;border-radius:4px}\
 button{background:#23395d;color:#fff;border-color:#23395d;cursor:pointer}\
 button.danger{background:#a4262c;border-color:#a4262c}\
@@ -45,6 +47,7 @@ button.danger{background:#a4262c;border-color:#a4262c}\
 .bar span{display:block;height:100%;background:#3b6fb6;border-radius:3px}\
 .ok{color:#1e7b34}.note{color:#555}.warning{color:#9a6700}.error{color:#a4262c}\
 .muted{color:#5b6472;font-size:.9em}\
+td,li{overflow-wrap:anywhere}ul.findings{list-style:none;padding:0}\
 label{display:block;margin:.5em 0 .2em}\
 ";
 

@@ -215,8 +215,8 @@ pub async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
         })
         .unwrap_or_default();
     let signed_in = format!(
-        "<p class=\"muted\">Signed in as {} · <form class=\"inline\" method=\"post\" \
-         action=\"/admin/logout\">{}<button>Sign out</button></form></p>",
+        "<form class=\"inline\" method=\"post\" action=\"/admin/logout\">{1}\
+         <span class=\"muted\">Signed in as {0}</span><button>Sign out</button></form>",
         esc(ctx.me.as_ref()),
         csrf_field(ctx.csrf)
     );
@@ -584,6 +584,7 @@ async fn users_page(ctx: &Ctx<'_>) -> (&'static str, String) {
         };
         rows.push_str(&format!(
             "<tr><td>{e}<br><span class=\"muted\">{role}</span></td><td>{seen}</td><td>\
+             <details><summary>Manage</summary>\
              <form class=\"inline\" method=\"post\" action=\"/admin/users/password\">{csrf}\
              <input type=\"hidden\" name=\"jid\" value=\"{e}\">\
              <input name=\"password\" type=\"password\" autocomplete=\"new-password\" \
@@ -594,12 +595,12 @@ async fn users_page(ctx: &Ctx<'_>) -> (&'static str, String) {
              <input type=\"hidden\" name=\"jid\" value=\"{e}\">\
              <input name=\"confirm\" placeholder=\"type {e} to confirm\" required \
               aria-label=\"confirm deletion of {e}\">\
-             <button class=\"danger\">Delete</button></form></td></tr>",
+             <button class=\"danger\">Delete</button></form></details></td></tr>",
         ));
     }
     let content = format!(
         "<h1>Users ({n})</h1><div class=\"scroll\"><table><tr><th>Account</th>\
-         <th>Last seen</th><th>Actions</th></tr>{rows}</table></div>\
+         <th>Last seen</th><th></th></tr>{rows}</table></div>\
          <h2>Add a user</h2><form class=\"card\" method=\"post\" action=\"/admin/users/add\">\
          {csrf}<label for=\"new-jid\">Address</label>\
          <input id=\"new-jid\" name=\"jid\" required placeholder=\"name@{d}\" size=\"30\">\
@@ -736,7 +737,8 @@ async fn findings_page(ctx: &Ctx<'_>, parts: &[crate::check::Part]) -> (&'static
             .map(|x| format!("<br><span class=\"muted\">Fix: {}</span>", esc(x)))
             .unwrap_or_default();
         items.push_str(&format!(
-            "<tr><td class=\"{sev}\">{sev}</td><td>{}</td><td>{}: {}{fix}</td></tr>",
+            "<li class=\"card\"><b class=\"{sev}\">{sev}</b> <span class=\"muted\">{}: \
+             {}</span><br>{}{fix}</li>",
             f.part.as_str(),
             esc(&f.subject),
             esc(&f.what),
@@ -751,8 +753,7 @@ async fn findings_page(ctx: &Ctx<'_>, parts: &[crate::check::Part]) -> (&'static
     };
     let title = if certs_only { "Certificate" } else { "Check" };
     let content = format!(
-        "<h1>{title}</h1>{summary}<div class=\"scroll\"><table><tr><th>Result</th>\
-         <th>Part</th><th>Finding</th></tr>{items}</table></div>\
+        "<h1>{title}</h1>{summary}<ul class=\"findings\">{items}</ul>\
          <p class=\"muted\">The same as <code>kith check{}</code> on the server.</p>",
         if certs_only { " certs" } else { "" }
     );

@@ -1,0 +1,105 @@
+// Drives kith's web admin in headless Chromium (Debian's /usr/bin/chromium through
+// playwright-core), the way an admin on a phone would: sign in, add a user, make them an
+// admin, look at every page, send an announcement, delete the user, sign out. Saves a
+// screenshot of each page into SHOTS. Exits non-zero with the reason on the first surprise.
+//
+// usage: node webadmin.mjs BASE_URL ADMIN_JID ADMIN_PASSWORD DOMAIN SHOTS_DIR
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+
+const [base, adminJid, adminPassword, domain, shots] = process.argv.slice(2);
+mkdirSync(shots, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: process.env.KITH_CHROMIUM || "/usr/bin/chromium",
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+  ],
+});
+let failed = false;
+try {
+  const context = await browser.newContext({
+    ignoreHTTPSErrors: true,
+    viewport: { width: 390, height: 844 }, // a phone
+  });
+  const page = await context.newPage();
+  const shot = (name) => page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
+  const expectText = async (text) => {
+    const body = await page.textContent("body");
+    if (!body.includes(text)) {
+      throw new Error(`expected "${text}" on ${page.url()}, page says: ${body.slice(0, 600)}`);
+    }
+  };
+  const signIn = async (jid, password) => {
+    await page.fill("#jid", jid);
+    await page.fill("#password", password);
+    await Promise.all([page.waitForNavigation(), page.click("button")]);
+  };
+
+  await page.goto(`${base}/admin`);
+  if (!page.url().endsWith("/admin/login")) throw new Error(`not sent to sign in: ${page.url()}`);
+  await shot("01-login");
+
+  await signIn(adminJid, "not-the-password");
+  await expectText("Wrong address or password.");
+
+  await signIn(adminJid, adminPassword);
+  if (!page.url().endsWith("/admin/users")) throw new Error(`after sign-in at ${page.url()}`);
+  await expectText(adminJid);
+  await shot("02-users");
+
+  const carol = `carol@${domain}`;
+  await page.fill("#new-jid", "carol");
+  await page.fill("#new-password", "carol-secret-1");
+  await Promise.all([page.waitForNavigation(), page.click("text=Add user")]);
+  await expectText(`Account ${carol} created.`);
+  const row = page.locator("tr", { hasText: carol });
+  await row.locator("summary").click();
+  await Promise.all([page.waitForNavigation(), row.locator("text=Make admin").click()]);
+  await expectText(`${carol} is now an admin.`);
+  await shot("03-user-added");
+
+  for (const [path, text] of [
+    ["sessions", "Online now"],
+    ["uploads", "Share of quota"],
+    ["certs", "Certificate"],
+    ["check", "kith check"],
+    ["announce", "A message to everyone online now"],
+  ]) {
+    await page.goto(`${base}/admin/${path}`, { timeout: 60000 });
+    await expectText(text);
+    await shot(`04-${path}`);
+  }
+  await page.fill("#text", "The server restarts tonight at 23:00.");
+  await Promise.all([page.waitForNavigation(), page.click("text=Send")]);
+  await expectText("Sent to 1 online session.");
+
+  await page.goto(`${base}/admin/users`);
+  const carolRow = page.locator("tr", { hasText: carol });
+  await carolRow.locator("summary").click();
+  await carolRow.locator("input[name=confirm]").fill(carol);
+  await Promise.all([page.waitForNavigation(), carolRow.locator("text=Delete").click()]);
+  await expectText(`Account ${carol} deleted.`);
+  if ((await page.locator("tr", { hasText: carol }).count()) !== 0) {
+    throw new Error("the deleted user is still listed");
+  }
+  await shot("05-user-deleted");
+
+  await Promise.all([page.waitForNavigation(), page.click("text=Sign out")]);
+  if (!page.url().endsWith("/admin/login")) throw new Error(`after sign-out at ${page.url()}`);
+  await page.goto(`${base}/admin/users`);
+  if (!page.url().endsWith("/admin/login")) throw new Error("the session outlived sign-out");
+  console.log("ok");
+} catch (e) {
+  console.error(`web admin in chromium: ${e.message}`);
+  failed = true;
+} finally {
+  await browser.close();
+}
+process.exit(failed ? 1 : 0);

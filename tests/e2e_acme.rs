@@ -495,6 +495,111 @@ fn start_pebble(
     (proc, mgmt_port)
 }
 
+/// With ACME, outgoing federation presents the issued certificate as the TLS client
+/// certificate, so a peer that trusts the CA authenticates kith by SASL EXTERNAL (XEP-0178)
+/// and needs no dialback (refused here: `require_valid_certs` is on by default).
+#[test]
+fn acme_certificate_authenticates_outgoing_federation() {
+    if !tools_present() {
+        return;
+    }
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    const PEER: &str = "peer.test";
+    let dir = common::unique_temp_dir();
+    let ca = test_ca(&dir);
+    // The peer's certificate comes from a CA of its own, which kith is told to trust.
+    let peer_ca_key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let peer_ca = params.self_signed(&peer_ca_key).unwrap();
+    let peer_key = KeyPair::generate().unwrap();
+    let peer_cert = CertificateParams::new(vec![PEER.to_string()])
+        .unwrap()
+        .signed_by(&peer_key, &peer_ca, &peer_ca_key)
+        .unwrap();
+    std::fs::write(dir.join("peer-ca.pem"), peer_ca.pem()).unwrap();
+    std::fs::write(dir.join("peer.crt"), peer_cert.pem()).unwrap();
+    std::fs::write(dir.join("peer.key"), peer_key.serialize_pem()).unwrap();
+
+    let dns_port = common::dnsmasq::free_dns_port();
+    let mut records: Vec<String> = NAMES
+        .iter()
+        .map(|n| format!("--host-record={n},127.0.0.1"))
+        .collect();
+    let dns = Dnsmasq::start_on(dns_port, &records);
+    let acme_port = free_port();
+    let kith = Options::default()
+        .domain(DOMAIN)
+        .listen("https")
+        .listen("s2s")
+        .extra_toml(&format!(
+            "[acme]\nemail = \"admin@{DOMAIN}\"\ndirectory = \"https://127.0.0.1:{acme_port}/dir\"\n\
+             directory_ca = \"{}\"\n[s2s]\nresolver = \"127.0.0.1:{dns_port}\"\n\
+             extra_ca = \"{}\"\n",
+            ca.display(),
+            dir.join("peer-ca.pem").display()
+        ))
+        .start();
+    kith.add_user("alice", "alice-secret");
+    let (_pebble, mgmt_port) =
+        start_pebble(&dir, acme_port, dns_port, free_port(), kith.port("https"));
+    assert!(
+        kith.wait_for_log("acme: new certificate for", Duration::from_secs(30)),
+        "no certificate from pebble within 30 s\n{}",
+        kith.log_report()
+    );
+    // The peer trusts pebble's root (fresh at each pebble start) and nothing else extra.
+    let root = dir.join("pebble-root.pem");
+    std::fs::write(&root, pebble_root_pem(&ca, mgmt_port)).unwrap();
+    let peer = Options::default()
+        .domain(PEER)
+        .listen("s2s")
+        .extra_toml(&format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[s2s]\nresolver = \"127.0.0.1:{dns_port}\"\n\
+             extra_ca = \"{}\"\n",
+            dir.join("peer.crt").display(),
+            dir.join("peer.key").display(),
+            root.display()
+        ))
+        .start();
+    peer.add_user("bob", "bob-secret");
+    // Now both servers' s2s ports are known: the same DNS port answers for both.
+    drop(dns);
+    for (domain, port) in [(DOMAIN, kith.port("s2s")), (PEER, peer.port("s2s"))] {
+        records.push(format!(
+            "--srv-host=_xmpp-server._tcp.{domain},xmpp.{domain},{port},0,0"
+        ));
+        records.push(format!("--host-record=xmpp.{domain},127.0.0.1"));
+    }
+    records.push(format!("--host-record={PEER},127.0.0.1"));
+    let _dns = Dnsmasq::start_on(dns_port, &records);
+
+    let mut bob = common::client::Client::connect_starttls(
+        peer.c2s_port,
+        PEER,
+        &dir.join("peer-ca.pem"),
+    );
+    bob.login("bob", "bob-secret");
+    bob.bind(Some("phone"));
+    bob.presence();
+    bob.clear_backlog();
+    let mut alice = common::client::Client::connect_starttls(kith.c2s_port, DOMAIN, &root);
+    alice.login("alice", "alice-secret");
+    alice.bind(Some("phone"));
+    alice.send(&format!(
+        "<message to='bob@{PEER}' type='chat' id='acme1'><body>signed by pebble</body></message>"
+    ));
+    let m = bob.recv_until(|e| e.name() == "message" && e.attr("id") == Some("acme1"));
+    assert_eq!(m.attr("from"), Some("alice@kith.test/phone"), "{m}");
+    let log = peer.log();
+    assert!(
+        log.contains(&format!("{DOMAIN} authenticated from")) && log.contains("(certificate)"),
+        "the peer did not authenticate kith by its ACME certificate\n{}",
+        peer.log_report()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// pebble's issuing root (made fresh at each start), from its management API.
 fn pebble_root(ca: &Path, mgmt_port: u16) -> RootCertStore {
     let pem = pebble_root_pem(ca, mgmt_port);

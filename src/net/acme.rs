@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_lite::StreamExt as _;
+use futures_rustls::rustls::sign::CertifiedKey;
 use futures_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
 use rustls_acme::caches::DirCache;
 use rustls_acme::{
@@ -22,7 +23,7 @@ use rustls_acme::{
     UseChallenge,
 };
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::{AcmeChallenge, Config};
 
@@ -33,11 +34,22 @@ const MAX_BACKOFF_EXPONENT: u32 = 16;
 /// The ACME side of the certificate source; `net::tls` and the HTTP listener use it.
 pub struct Acme {
     resolver: Arc<ResolvesServerCertAcme>,
+    /// The cache, which also holds the deployed certificate as a key ready for TLS clients.
+    seen: Arc<Seen>,
     challenge_config: Arc<ServerConfig>,
     /// The names on the certificate, the domain first.
     pub names: Vec<String>,
     pub directory: String,
     pub challenge: AcmeChallenge,
+}
+
+impl fmt::Debug for Acme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Acme")
+            .field("names", &self.names)
+            .field("directory", &self.directory)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The rustls-acme state machine, to be driven by [`Driver::run`] on the executor.
@@ -94,6 +106,8 @@ impl Acme {
             dir: DirCache::new(dir.clone()),
             path: dir,
             last_cert: Mutex::new(None),
+            key: Mutex::new(None),
+            provider: provider.clone(),
         });
         let state = base
             .directory(&acme.directory)
@@ -106,6 +120,7 @@ impl Acme {
             .state();
         let handle = Arc::new(Acme {
             resolver: state.resolver(),
+            seen: cache.clone(),
             challenge_config: state.challenge_rustls_config_with_provider(provider),
             names: names.clone(),
             directory: acme.directory.clone(),
@@ -123,6 +138,18 @@ impl Acme {
     /// The certificate resolver rustls-acme keeps current (and that answers challenges).
     pub fn resolver(&self) -> Arc<ResolvesServerCertAcme> {
         self.resolver.clone()
+    }
+
+    /// The deployed certificate with its key, for presenting as a TLS *client* (outgoing
+    /// federation: the peer's SASL EXTERNAL). rustls-acme hands its certificate only to a
+    /// ClientHello, so it is taken from the cache as it is loaded or stored; `None` until
+    /// the first issuance.
+    pub fn client_key(&self) -> Option<Arc<CertifiedKey>> {
+        self.seen
+            .key
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The server config for TLS-ALPN-01 challenge connections (ALPN `acme-tls/1`).
@@ -285,11 +312,20 @@ struct Seen {
     /// DirCache's directory (it does not expose it), for log lines.
     path: PathBuf,
     last_cert: Mutex<Option<Vec<u8>>>,
+    /// `last_cert` as a signing key and chain.
+    key: Mutex<Option<Arc<CertifiedKey>>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
 impl Seen {
     fn remember(&self, pem: &[u8]) {
         *self.last_cert.lock().unwrap_or_else(|e| e.into_inner()) = Some(pem.to_vec());
+        match certified_key(pem, &self.provider) {
+            Some(key) => *self.key.lock().unwrap_or_else(|e| e.into_inner()) = Some(key),
+            None => log::warn!(
+                "acme: cannot read the cached certificate's key; outgoing federation presents the previous certificate"
+            ),
+        }
     }
 
     /// notBefore and notAfter (Unix seconds) of the remembered certificate.
@@ -305,6 +341,22 @@ impl Seen {
         let v = cert.validity();
         Some((v.not_before.timestamp(), v.not_after.timestamp()))
     }
+}
+
+/// The cache file's key and chain (key first, then the chain, leaf first) as a CertifiedKey.
+fn certified_key(
+    pem: &[u8],
+    provider: &rustls::crypto::CryptoProvider,
+) -> Option<Arc<CertifiedKey>> {
+    let key = PrivateKeyDer::from_pem_slice(pem).ok()?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    if chain.is_empty() {
+        return None;
+    }
+    let signer = provider.key_provider.load_private_key(key).ok()?;
+    Some(Arc::new(CertifiedKey::new(chain, signer)))
 }
 
 /// rustls-acme takes its cache by value; this shares one `Seen` with the driver.

@@ -135,6 +135,7 @@ impl TlsSetup {
             certs: Arc::new(Certs {
                 current: RwLock::new(Arc::new(current)),
                 acme: acme.as_ref().map(|a| a.resolver()),
+                acme_client: acme.clone(),
             }),
             acme,
             provider,
@@ -350,6 +351,8 @@ pub fn channel_binding(conn: &ServerConnection, server_end_point: Option<Vec<u8>
 pub struct Certs {
     current: RwLock<Arc<CertifiedKey>>,
     acme: Option<Arc<rustls_acme::ResolvesServerCertAcme>>,
+    /// For the ACME certificate as a client certificate (see `Acme::client_key`).
+    acme_client: Option<Arc<Acme>>,
 }
 
 impl Certs {
@@ -365,13 +368,15 @@ impl Certs {
     }
 }
 
-/// Our certificate as a TLS client (outgoing federation, for the peer's SASL EXTERNAL).
-/// With ACME this is the self-signed fallback: rustls-acme hands its certificate only to a
-/// ClientHello, so peers authenticate us by dialback against the ACME certificate our
-/// listeners present.
+/// Our certificate as a TLS client (outgoing federation, for the peer's SASL EXTERNAL): the
+/// same one our listeners present — with ACME the issued one once there is one, the
+/// self-signed fallback before.
 impl rustls::client::ResolvesClientCert for Certs {
     fn resolve(&self, _: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
-        Some(self.current())
+        self.acme_client
+            .as_ref()
+            .and_then(|a| a.client_key())
+            .or_else(|| Some(self.current()))
     }
 
     fn has_certs(&self) -> bool {

@@ -2,6 +2,7 @@
 //! nothing about XML or stanzas.
 
 pub mod acme;
+pub mod connect;
 pub mod dns;
 pub mod listener;
 pub mod tls;

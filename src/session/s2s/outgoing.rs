@@ -1,6 +1,7 @@
-//! One outgoing link: find the peer (SRV, then A/AAAA), connect, negotiate (STARTTLS or
-//! direct TLS, then SASL EXTERNAL or dialback, as `s2s::stream::Outgoing` decides), then write
-//! the queued stanzas until the link is idle, the peer goes away or the server stops.
+//! One outgoing link: find the peer (SRV, then A/AAAA), connect (Happy Eyeballs over a
+//! target's addresses: `net::connect`), negotiate (STARTTLS or direct TLS, then SASL
+//! EXTERNAL or dialback, as `s2s::stream::Outgoing` decides), then write the queued stanzas
+//! until the link is idle, the peer goes away or the server stops.
 //!
 //! A link that can't be set up within `[s2s] connect_timeout` bounces everything queued. A
 //! link that drops while stanzas are still queued connects once more before giving up.
@@ -192,18 +193,31 @@ impl Link<'_> {
                     continue;
                 }
             };
-            for ip in ips {
-                let addr = SocketAddr::new(ip, target.port);
-                let attempt = deadline.min(Instant::now() + CONNECT_ATTEMPT);
-                let tcp = crate::net::with_deadline(TcpStream::connect(addr), attempt).await;
-                let tcp = match tcp {
-                    Ok(tcp) => tcp,
+            // Happy Eyeballs (RFC 8305) over this target's addresses; an address whose
+            // connection is made but whose negotiation fails is left out of the next race.
+            let mut addrs: Vec<SocketAddr> = crate::net::connect::interleave(&ips)
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, target.port))
+                .collect();
+            while !addrs.is_empty() {
+                let connected = crate::net::connect::race(
+                    &addrs,
+                    crate::net::connect::ATTEMPT_DELAY,
+                    |addr| {
+                        let attempt = deadline.min(Instant::now() + CONNECT_ATTEMPT);
+                        crate::net::with_deadline(TcpStream::connect(addr), attempt)
+                    },
+                )
+                .await;
+                let (tcp, addr) = match connected {
+                    Ok(c) => c,
                     Err(e) => {
-                        log::debug!("{tag}: connecting to {addr} for {remote}: {e}");
-                        last = Failure::NotFound(format!("connecting to {addr}: {e}"));
-                        continue;
+                        log::debug!("{tag}: connecting for {remote}: {e}");
+                        last = Failure::NotFound(format!("connecting to {e}"));
+                        break;
                     }
                 };
+                addrs.retain(|a| *a != addr);
                 let _ = tcp.set_nodelay(true);
                 let how = if target.direct_tls {
                     "direct TLS"

@@ -173,7 +173,7 @@ pub fn content_disposition(content_type: &str, name: &str) -> String {
         .collect();
     format!(
         "{kind}; filename=\"{fallback}\"; filename*=UTF-8''{}",
-        service::percent_encode_segment(name)
+        super::form::encode(name)
     )
 }
 

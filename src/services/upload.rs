@@ -312,21 +312,8 @@ pub fn file_url(base: &str, id: &str, name: &str) -> String {
     format!(
         "{}/upload/{id}/{}",
         base.trim_end_matches('/'),
-        percent_encode_segment(name)
+        crate::http::form::encode(name)
     )
-}
-
-/// Every byte but RFC 3986 unreserved characters is percent-encoded.
-pub fn percent_encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 async fn request_slot(srv: &Server, from: &FullJid, iq: &Element, payload: &Element) {
@@ -609,7 +596,7 @@ mod tests {
             file_url("https://h/", "AbC_-9", "my cat (1).jpg"),
             "https://h/upload/AbC_-9/my%20cat%20%281%29.jpg"
         );
-        assert_eq!(percent_encode_segment("ü/%"), "%C3%BC%2F%25");
+        assert_eq!(crate::http::form::encode("ü/%"), "%C3%BC%2F%25");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod acme;
 pub mod dns;
 pub mod listener;
+pub mod per_ip;
 pub mod tls;
 pub mod trust;
 

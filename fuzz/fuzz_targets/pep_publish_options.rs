@@ -26,7 +26,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(cfg) = node_config(None, &options) else {
         return;
     };
-    assert_eq!(Config::from_node(&cfg.to_node()), cfg, "config lost in the store");
+    assert_eq!(
+        Config::from_node(&cfg.to_node()),
+        cfg,
+        "config lost in the store"
+    );
     let vars: HashSet<&str> = options.iter().map(|(v, _)| v.as_str()).collect();
     if vars.len() == options.len() {
         assert!(

@@ -27,7 +27,11 @@ fn creds() -> &'static [ScramCreds; 3] {
 fuzz_target!(|data: &[u8]| {
     let _ = plain_parse(data);
     if let Ok(decoded) = decode_creds(data) {
-        assert_eq!(encode_creds(&decoded), data, "credential encoding is not canonical");
+        assert_eq!(
+            encode_creds(&decoded),
+            data,
+            "credential encoding is not canonical"
+        );
     }
 
     let Some((&control, rest)) = data.split_first() else {
@@ -51,7 +55,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(need) = scram_start(Mechanism::scram(hash, plus), control & 32 != 0, &cb, first) else {
         return;
     };
-    let creds = known.then(|| creds().iter().find(|c| c.hash == hash)).flatten();
+    let creds = known
+        .then(|| creds().iter().find(|c| c.hash == hash))
+        .flatten();
     let (wait, _server_first) = need.server_first_with_nonce(creds, "3rfcNHYJY1ZVvWVs7j");
     let outcome = wait.finish(fin);
     assert!(

@@ -27,7 +27,9 @@ fuzz_target!(|data: &[u8]| {
 
     if let Some(id) = parse_path(path) {
         assert!((16..=64).contains(&id.len()));
-        assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
     }
 
     let size = match control % 4 {
@@ -52,7 +54,9 @@ fuzz_target!(|data: &[u8]| {
     if valid_file_name(name) {
         let id = "abcdefghijklmnop_-0123456789";
         let url = file_url("https://upload.example.test", id, name);
-        let path = url.strip_prefix("https://upload.example.test").unwrap_or("");
+        let path = url
+            .strip_prefix("https://upload.example.test")
+            .unwrap_or("");
         assert_eq!(parse_path(path), Some(id), "{url}");
     }
 });

@@ -48,7 +48,8 @@
 //!   unit (`"256KiB"`, `"1MiB"`; `B`, `KiB`, `MiB`, `GiB`); decimal units (`KB`, `MB`) are
 //!   rejected because they are ambiguous.
 //! - Ranges: `max_stanza_size` 10 000 bytes ..= 16 MiB, `auth_timeout` 1 s ..= 1 h,
-//!   `max_offline_messages` 0 ..= 1 000 000 (0 keeps none).
+//!   `max_offline_messages` 0 ..= 1 000 000 (0 keeps none); `connections_per_ip` and
+//!   `stanzas_per_second` 0 ..= 1 000 000 (0 is no limit), `stanza_burst` 1 ..= 1 000 000.
 //! - `[contact]` values are URIs (`scheme:rest`); `admin` defaults to the `admins` as `xmpp:`
 //!   URIs. `[turn]` runs the built-in STUN/TURN server unless `enabled = false` or `host` names
 //!   an external server (which then needs `secret`); `port`/`tls_port` belong to an external
@@ -219,6 +220,12 @@ pub struct Limits {
     pub max_offline_messages: usize,
     /// How long a stream-management session waits for its client to resume (XEP-0198).
     pub resume_timeout: Duration,
+    /// Client connections one IP address may hold open at once; 0 is no limit.
+    pub connections_per_ip: usize,
+    /// Stanzas per second a client session may send on average; 0 is no limit.
+    pub stanzas_per_second: usize,
+    /// Stanzas a client session may send at once above that rate.
+    pub stanza_burst: usize,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -659,6 +666,12 @@ impl Config {
                 auth_timeout: Duration::from_secs(30),
                 max_offline_messages: 1000,
                 resume_timeout: Duration::from_secs(300),
+                // A family behind one NAT has a few dozen devices at most.
+                connections_per_ip: 100,
+                // A person's client sends a few stanzas a second; a reconnect with a
+                // large roster or a MAM catch-up sends a few hundred at once.
+                stanzas_per_second: 100,
+                stanza_burst: 1000,
             },
             auth: Auth::default(),
             mam: Mam {
@@ -1244,6 +1257,39 @@ const SECTIONS: &[Section] = &[
                     }
                 },
                 show: |cfg| Some(show_duration(cfg.limits.resume_timeout)),
+                unset_example: "",
+            },
+            Key {
+                name: "connections_per_ip",
+                doc: "Client connections one IP address may hold open at once, 0 for no limit.",
+                read: |c, key, v, cfg| {
+                    if let Some(n) = c.count(key, v, 0, 1_000_000) {
+                        cfg.limits.connections_per_ip = n;
+                    }
+                },
+                show: |cfg| Some(cfg.limits.connections_per_ip.to_string()),
+                unset_example: "",
+            },
+            Key {
+                name: "stanzas_per_second",
+                doc: "Stanzas per second a client may send on average before its session is closed for flooding, 0 for no limit.",
+                read: |c, key, v, cfg| {
+                    if let Some(n) = c.count(key, v, 0, 1_000_000) {
+                        cfg.limits.stanzas_per_second = n;
+                    }
+                },
+                show: |cfg| Some(cfg.limits.stanzas_per_second.to_string()),
+                unset_example: "",
+            },
+            Key {
+                name: "stanza_burst",
+                doc: "Stanzas a client may send at once beyond stanzas_per_second.",
+                read: |c, key, v, cfg| {
+                    if let Some(n) = c.count(key, v, 1, 1_000_000) {
+                        cfg.limits.stanza_burst = n;
+                    }
+                },
+                show: |cfg| Some(cfg.limits.stanza_burst.to_string()),
                 unset_example: "",
             },
         ],
@@ -2803,6 +2849,7 @@ allow_plain = true
                 auth_timeout: Duration::from_secs(60),
                 max_offline_messages: 50,
                 resume_timeout: Duration::from_secs(300),
+                ..Config::defaults().limits
             }
         );
         assert!(config.auth.allow_plain);

@@ -336,7 +336,7 @@ pub fn prepare_localpart(s: &str) -> Result<Cow<'_, str>, JidError> {
             Cow::Borrowed(s)
         }
     } else {
-        let out = UsernameCaseMapped::enforce(s).map_err(|e| precis_error(P, e))?;
+        let out = stable::<UsernameCaseMapped>(P, s)?;
         if let Some(c) = out.chars().find(|c| LOCAL_EXTRA_PROHIBITED.contains(c)) {
             return Err(JidError::BadChar(P, c));
         }
@@ -359,7 +359,7 @@ pub fn prepare_resource(s: &str) -> Result<Cow<'_, str>, JidError> {
     let out = if s.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
         Cow::Borrowed(s)
     } else {
-        OpaqueString::enforce(s).map_err(|e| precis_error(P, e))?
+        stable::<OpaqueString>(P, s)?
     };
     check_len(P, out)
 }
@@ -409,7 +409,7 @@ pub fn prepare_domain(s: &str) -> Result<Cow<'_, str>, JidError> {
                 check_ascii_labels(label)?;
                 out.push_str(&label.to_ascii_lowercase());
             } else {
-                let l = UsernameCaseMapped::enforce(label).map_err(|e| precis_error(P, e))?;
+                let l = stable::<UsernameCaseMapped>(P, label)?;
                 // IdentifierClass allows ASCII punctuation; host names do not.
                 if let Some(c) = l.chars().find(|c| c.is_ascii() && !is_host_char(*c)) {
                     return Err(JidError::BadChar(P, c));
@@ -561,6 +561,21 @@ fn check_ascii_labels(s: &str) -> Result<(), JidError> {
     Ok(())
 }
 
+/// A PRECIS result that enforcing again would not change (RFC 8264 §7 requires idempotence
+/// of a profile; precis-profiles checks contextual rules before normalizing, so a string
+/// whose normalized form breaks one, like U+0387 becoming a MIDDLE DOT outside `l·l`, comes
+/// out in a form it would then reject). Such a string is refused, so a prepared JID always
+/// parses to itself: the router and the store compare JIDs as strings.
+fn stable<Profile: PrecisFastInvocation>(part: JidPart, s: &str) -> Result<Cow<'_, str>, JidError> {
+    let out = Profile::enforce(s).map_err(|e| precis_error(part, e))?;
+    if let Cow::Owned(o) = &out {
+        if Profile::enforce(o.as_str()).ok().as_deref() != Some(o.as_str()) {
+            return Err(JidError::Invalid(part, "changes when prepared again"));
+        }
+    }
+    Ok(out)
+}
+
 fn precis_error(part: JidPart, e: precis_core::Error) -> JidError {
     match e {
         precis_core::Error::BadCodepoint(info) => match char::from_u32(info.cp) {
@@ -635,6 +650,28 @@ string_like!(Jid);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzz/fuzz_targets/jid.rs: U+0387 GREEK ANO TELEIA normalizes to U+00B7
+    /// MIDDLE DOT, which PRECIS then rejects outside `l·l`; the resource was accepted in a
+    /// form that did not parse again.
+    #[test]
+    fn fuzz_regression_prepared_forms_parse_again() {
+        let input = std::str::from_utf8(&[0xce, 0x87, 0xd9, 0x95, 0xd9, 0x92]).unwrap();
+        for prepare in [prepare_localpart, prepare_resource, prepare_domain] {
+            if let Ok(p) = prepare(input) {
+                assert_eq!(prepare(&p).ok(), Some(p.clone()), "{input:?} -> {p:?}");
+            }
+        }
+        for jid in [
+            format!("a@b/{input}"),
+            format!("{input}@b"),
+            format!("{input}.b"),
+        ] {
+            if let Ok(j) = Jid::parse(&jid) {
+                assert_eq!(Jid::parse(j.as_str()).ok(), Some(j));
+            }
+        }
+    }
 
     fn ok(input: &str, canonical: &str) {
         let j = Jid::parse(input).unwrap_or_else(|e| panic!("{input:?}: {e}"));

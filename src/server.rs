@@ -30,6 +30,8 @@ pub struct Server {
     next_conn: AtomicU64,
     /// Connections currently open (any phase), so shutdown can wait for them to close.
     pub open_conns: AtomicUsize,
+    /// Client connections open per IP address (`[limits] connections_per_ip`).
+    pub per_ip: crate::net::per_ip::PerIp,
     pub stopping: AtomicBool,
     /// Message archive state (cached preferences).
     pub mam: crate::services::mam::State,
@@ -66,6 +68,7 @@ impl Server {
             started: Instant::now(),
             next_conn: AtomicU64::new(1),
             open_conns: AtomicUsize::new(0),
+            per_ip: Default::default(),
             stopping: AtomicBool::new(false),
             mam: Default::default(),
             caps: Default::default(),

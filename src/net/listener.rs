@@ -46,6 +46,15 @@ pub async fn accept_loop(
 }
 
 async fn connection(srv: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: Mode, id: u64) {
+    let max = srv.config.limits.connections_per_ip;
+    let Some(_place) = srv.per_ip.enter(peer.ip(), max) else {
+        log::warn!(
+            "c2s#{id}: refused a connection from {}: it already has {max} open ([limits] connections_per_ip)",
+            peer.ip()
+        );
+        refuse(tcp, mode).await;
+        return;
+    };
     srv.open_conns.fetch_add(1, Ordering::SeqCst);
     let _ = tcp.set_nodelay(true);
     if let Err(e) = keepalive(&tcp) {
@@ -61,6 +70,27 @@ async fn connection(srv: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: Mo
         log::error!("c2s#{id}: bug: session task panicked: {msg}; the connection was dropped");
     }
     srv.open_conns.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Tells a client over the limit why, where that is possible without TLS: on the STARTTLS
+/// port a stream error (RFC 6120 §4.9.1.1 lets it come before the client's header); the
+/// direct TLS port is simply closed.
+async fn refuse(mut tcp: TcpStream, mode: Mode) {
+    use futures_lite::AsyncWriteExt as _;
+    if mode == Mode::StartTls {
+        let refusal = b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+            xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>\
+            <stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
+            <text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>too many connections from your address</text>\
+            </stream:error></stream:stream>";
+        let write = async {
+            let _ = tcp.write_all(refusal).await;
+            let _ = tcp.close().await;
+            Ok(())
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let _ = crate::net::with_deadline(write, deadline).await;
+    }
 }
 
 /// TCP keepalive finds clients that vanished without closing (a phone that lost its network),

@@ -5,6 +5,7 @@ pub mod acme;
 pub mod connect;
 pub mod dns;
 pub mod listener;
+pub mod per_ip;
 pub mod tls;
 pub mod trust;
 

@@ -54,7 +54,9 @@ pub async fn store_or_bounce(srv: &Server, to: &BareJid, mut stanza: Element) {
                 StanzaError::new(Condition::ResourceConstraint)
                     .with_text("the server's disk is full")
             } else {
-                Condition::InternalServerError.into()
+                // Usually a write that failed earlier (redb refuses more until a restart).
+                StanzaError::new(Condition::InternalServerError)
+                    .with_text("the server cannot store messages right now")
             };
             bounce(srv, &stanza, err);
         }

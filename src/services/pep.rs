@@ -505,7 +505,7 @@ fn new_item_id() -> String {
 }
 
 /// The options of a `<publish-options/>` form, if any.
-fn publish_options(pubsub: &Element) -> Vec<(String, String)> {
+pub fn publish_options(pubsub: &Element) -> Vec<(String, String)> {
     pubsub
         .get_child("publish-options", NS_PUBSUB)
         .and_then(|po| po.get_child("x", NS_DATA))
@@ -555,6 +555,32 @@ async fn publish(srv: &Server, owner: &BareJid, pubsub: &Element, op: &Element) 
     )))
 }
 
+/// The configuration a publish with `options` gets: a new node's, made from them, or the
+/// stored node's, when every option already holds (XEP-0060 §7.1.5 preconditions).
+pub fn node_config(
+    existing: Option<&PepNode>,
+    options: &[(String, String)],
+) -> Result<Config, PubsubError> {
+    let not_met = || PubsubError::new(Condition::Conflict, Some("precondition-not-met"));
+    match existing {
+        Some(stored) => {
+            let cfg = Config::from_node(stored);
+            if cfg.satisfies(options) {
+                Ok(cfg)
+            } else {
+                Err(not_met())
+            }
+        }
+        None => {
+            let mut cfg = Config::default();
+            for (var, value) in options {
+                cfg.set(var, value).map_err(|_| not_met())?;
+            }
+            Ok(cfg)
+        }
+    }
+}
+
 /// Publishes one item (creating the node with `options` when missing, checking them as
 /// preconditions otherwise) and notifies. Also used by the vcard-temp conversion.
 pub async fn publish_item(
@@ -566,30 +592,7 @@ pub async fn publish_item(
     payload: Option<Element>,
 ) -> Result<Config, PubsubError> {
     let existing = srv.store.pep_node(owner.as_ref(), node).await?;
-    let cfg = match &existing {
-        Some(stored) => {
-            let cfg = Config::from_node(stored);
-            if !cfg.satisfies(options) {
-                return Err(PubsubError::new(
-                    Condition::Conflict,
-                    Some("precondition-not-met"),
-                ));
-            }
-            cfg
-        }
-        None => {
-            let mut cfg = Config::default();
-            for (var, value) in options {
-                if cfg.set(var, value).is_err() {
-                    return Err(PubsubError::new(
-                        Condition::Conflict,
-                        Some("precondition-not-met"),
-                    ));
-                }
-            }
-            cfg
-        }
-    };
+    let cfg = node_config(existing.as_ref(), options)?;
     let bytes = payload
         .as_ref()
         .map(|p| p.to_bytes_in(""))

@@ -26,6 +26,7 @@ use crate::server::Server;
 use crate::services::fast;
 use crate::services::{offline, presence};
 use crate::session::csi::Csi;
+use crate::session::rate::Bucket;
 use crate::session::sasl2;
 use crate::session::sm::{self, BoundState, Sm};
 use crate::session::stream::{End, XmlStream};
@@ -151,12 +152,19 @@ async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
         .map(|sid| srv.sm.live(sid, user.clone()));
     let mut csi = Csi::default();
     csi.set_inactive(inactive, &mut Vec::new());
+    let limits = &srv.config.limits;
+    let rate = Bucket::new(
+        u32::try_from(limits.stanzas_per_second).unwrap_or(u32::MAX),
+        u32::try_from(limits.stanza_burst).unwrap_or(u32::MAX),
+        Instant::now(),
+    );
     let mut session = Session {
         srv,
         st: state,
         csi,
         takeover,
         tag,
+        rate,
     };
     let end = if resumed {
         // What the client missed is already written; ask for an ack.
@@ -1034,6 +1042,8 @@ struct Session<'a> {
     /// Takeover requests from a connection resuming this session (resumable sessions only).
     takeover: Option<Receiver<async_channel::Sender<BoundState>>>,
     tag: &'a str,
+    /// `[limits] stanzas_per_second`: a client that floods loses its session.
+    rate: Bucket,
 }
 
 enum Event {
@@ -1082,6 +1092,17 @@ impl Session<'_> {
     ) -> Result<(), End> {
         while let Some(frame) = xs.ready_frame()? {
             match frame {
+                Frame::Element(_) if !self.rate.take(Instant::now()) => {
+                    log::warn!(
+                        "{}: closing: the client sends more than {} stanzas per second ([limits] stanzas_per_second)",
+                        self.tag,
+                        self.srv.config.limits.stanzas_per_second
+                    );
+                    return Err(End::Error(
+                        StreamError::PolicyViolation,
+                        Some("too many stanzas per second"),
+                    ));
+                }
                 Frame::Element(el) => self.stanza(xs, el).await?,
                 Frame::StreamClose => return Err(End::Closed),
                 Frame::StreamOpen(_) => return Err(End::Error(StreamError::NotWellFormed, None)),
@@ -1326,6 +1347,7 @@ impl Session<'_> {
             mut csi,
             takeover,
             tag,
+            rate: _,
         } = self;
         // Dropping the takeover receiver tells a resuming connection to look in the slot.
         drop(takeover);

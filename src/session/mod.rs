@@ -3,6 +3,7 @@
 pub mod c2s;
 pub mod component;
 pub mod csi;
+pub mod rate;
 pub mod s2s;
 pub mod sasl2;
 pub mod sm;

@@ -351,6 +351,18 @@ impl TestServer {
         }
     }
 
+    /// SIGKILL, as in a crash or a power cut: no shutdown, nothing flushed. `start_again`
+    /// starts it on the same ports and data.
+    pub fn kill_9(&mut self) {
+        let mut child = self
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("kill_9: the server is not running\n{FOLLOWS}"));
+        let _ = child.kill();
+        let _ = child.wait();
+        self.note("killed with SIGKILL");
+    }
+
     /// Start again after `stop` (for tests that change the data directory meanwhile), on the
     /// same ports, config and data_dir.
     pub fn start_again(&mut self) {

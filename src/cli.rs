@@ -32,6 +32,32 @@ enum Command {
     Run(Run),
     User(User),
     Check(Check),
+    Backup(Backup),
+    Restore(Restore),
+}
+
+/// Write a consistent backup of the data to FILE, while the server runs or not: every table of
+/// the store, the dialback and TURN secrets, and with --with-uploads the uploaded files.
+/// Certificates and the config file are not included.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "backup")]
+struct Backup {
+    /// the backup file to write (must not exist)
+    #[argh(positional)]
+    file: PathBuf,
+    /// also copy the uploaded files (DATA/upload/), which can be large
+    #[argh(switch)]
+    with_uploads: bool,
+}
+
+/// Replace the data with a backup made by `kith backup`. The server must be stopped; the
+/// current store and secrets are kept beside them as NAME.before-restore-TIME.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "restore")]
+struct Restore {
+    /// the backup file
+    #[argh(positional)]
+    file: PathBuf,
 }
 
 /// Check the setup and say what to fix: config, dns, certs, connectivity, all (the default),
@@ -209,6 +235,8 @@ pub fn main() -> ExitCode {
     match cmd {
         Command::Run(_) => run(config),
         Command::User(u) => user(config, u.op),
+        Command::Backup(b) => backup(&config, b),
+        Command::Restore(r) => restore(&config, r),
         // Loads the config itself, so that a broken one becomes its findings.
         Command::Check(c) => check(args.config.as_deref(), &c),
         // Writes the config rather than reading it.
@@ -374,6 +402,65 @@ fn user(config: Config, op: UserOp) -> ExitCode {
     }
 }
 
+fn backup(config: &Config, b: Backup) -> ExitCode {
+    let dest = match std::path::absolute(&b.file) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("kith backup: {}: {e}", b.file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let dest_text = dest.to_string_lossy().into_owned();
+    let uploads = if b.with_uploads {
+        "uploads"
+    } else {
+        "no-uploads"
+    };
+    match admin_or_store(config, &["backup", &dest_text, uploads]) {
+        Ok(lines) => {
+            for l in lines {
+                println!("{l}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kith backup: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn restore(config: &Config, r: Restore) -> ExitCode {
+    if std::os::unix::net::UnixStream::connect(crate::admin::socket_path(&config.data_dir)).is_ok()
+    {
+        eprintln!(
+            "kith restore: the server is running (it answers on {}); stop it first \
+             (systemctl stop kith), then restore",
+            crate::admin::socket_path(&config.data_dir).display()
+        );
+        return ExitCode::FAILURE;
+    }
+    match crate::backup::restore(&r.file, &config.data_dir) {
+        Ok((info, kept)) => {
+            println!(
+                "restored {} (made by kith {} at {}) into {}",
+                r.file.display(),
+                info.kith_version,
+                crate::time::rfc3339(info.created_unix),
+                config.data_dir.display()
+            );
+            for k in kept {
+                println!("kept the previous {k}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kith restore: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn display_jid(jid: &str, config: &Config) -> String {
     if jid.contains('@') {
         jid.to_string()
@@ -437,6 +524,11 @@ fn offline(config: &Config, fields: &[&str]) -> Result<Vec<String>, String> {
                     .map(|_| vec![])
             }
             ["user-list"] => accounts::list(&store).await.map_err(e),
+            ["backup", dest, uploads] => {
+                let dest = std::path::PathBuf::from(dest);
+                crate::backup::create(&store, &config.data_dir, &dest, *uploads == "uploads")
+                    .map(|info| vec![crate::backup::describe(&info, &dest)])
+            }
             _ => Err("unknown request".into()),
         }
     })

@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod backup;
 pub mod check;
 pub mod cli;
 pub mod config;

@@ -493,6 +493,21 @@ impl Store {
         .await
     }
 
+    /// The owner's kv rows whose key starts with `prefix`, ordered by key (exports).
+    pub async fn kv_with_prefix(
+        &self,
+        owner: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let (owner, prefix) = (owner.to_string(), prefix.to_string());
+        self.read(move |txn| {
+            let mut rows = collect_owner_str_rows(&txn.open_table(KV)?, &owner)?;
+            rows.retain(|(k, _)| k.starts_with(&prefix));
+            Ok(rows)
+        })
+        .await
+    }
+
     // ----- helpers -----
 
     /// Runs `f` in a read transaction on the blocking pool.

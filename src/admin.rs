@@ -126,6 +126,12 @@ async fn execute(srv: &Server, fields: &[&str]) -> Result<Vec<String>, String> {
             Ok(vec![])
         }
         ["user-list"] => accounts::list(&srv.store).await.map_err(err),
+        ["export"] => crate::migrate::export_lines(&srv.store, domain).await,
+        ["import", files @ ..] => {
+            let done = crate::migrate::import_files(&srv.store, domain, files).await?;
+            log::info!("admin: {}", done.join("; "));
+            Ok(done)
+        }
         ["backup", dest, uploads] => {
             let (store, data_dir) = (srv.store.clone(), srv.config.data_dir.clone());
             let dest = PathBuf::from(dest);

@@ -34,6 +34,29 @@ enum Command {
     Check(Check),
     Backup(Backup),
     Restore(Restore),
+    Export(Export),
+    Import(Import),
+}
+
+/// Write every account (credentials as SCRAM keys, roster, vCard, private XML, offline
+/// messages, PEP, archive) as a XEP-0227 file, for another kith or another XMPP server.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "export")]
+struct Export {
+    /// the file to write (default: standard output)
+    #[argh(positional)]
+    file: Option<PathBuf>,
+}
+
+/// Create accounts from XEP-0227 files (a `kith export`, or Prosody's `prosody-migrator`
+/// output: one user@host.xml per user; a directory means every .xml in it). Refuses accounts
+/// that exist already, before importing anything.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "import")]
+struct Import {
+    /// the files or directories to import
+    #[argh(positional)]
+    files: Vec<PathBuf>,
 }
 
 /// Write a consistent backup of the data to FILE, while the server runs or not: every table of
@@ -237,6 +260,8 @@ pub fn main() -> ExitCode {
         Command::User(u) => user(config, u.op),
         Command::Backup(b) => backup(&config, b),
         Command::Restore(r) => restore(&config, r),
+        Command::Export(e) => export(&config, e),
+        Command::Import(i) => import(&config, i),
         // Loads the config itself, so that a broken one becomes its findings.
         Command::Check(c) => check(args.config.as_deref(), &c),
         // Writes the config rather than reading it.
@@ -461,6 +486,80 @@ fn restore(config: &Config, r: Restore) -> ExitCode {
     }
 }
 
+fn export(config: &Config, e: Export) -> ExitCode {
+    let doc = match admin_or_store(config, &["export"]) {
+        Ok(lines) => lines.join("\n") + "\n",
+        Err(err) => {
+            eprintln!("kith export: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let written = match &e.file {
+        None => std::io::Write::write_all(&mut std::io::stdout(), doc.as_bytes()),
+        Some(path) => write_private(path, doc.as_bytes()),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let to = e
+                .file
+                .as_ref()
+                .map_or("standard output".into(), |p| p.display().to_string());
+            eprintln!("kith export: cannot write {to}: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The export holds password-equivalent SCRAM keys: readable by its owner only.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+fn import(config: &Config, i: Import) -> ExitCode {
+    if i.files.is_empty() {
+        eprintln!("kith import: give the XEP-0227 files (or a directory of them) to import");
+        return ExitCode::from(2);
+    }
+    let mut paths = Vec::new();
+    for f in &i.files {
+        let listed = crate::migrate::expand_inputs(f).and_then(|list| {
+            list.into_iter()
+                .map(|p| std::path::absolute(&p).map_err(|e| format!("{}: {e}", p.display())))
+                .collect::<Result<Vec<_>, _>>()
+        });
+        match listed {
+            Ok(list) => paths.extend(list.into_iter().map(|p| p.to_string_lossy().into_owned())),
+            Err(err) => {
+                eprintln!("kith import: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let mut fields = vec!["import"];
+    fields.extend(paths.iter().map(String::as_str));
+    match admin_or_store(config, &fields) {
+        Ok(lines) => {
+            for l in lines {
+                println!("{l}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("kith import: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn display_jid(jid: &str, config: &Config) -> String {
     if jid.contains('@') {
         jid.to_string()
@@ -524,6 +623,8 @@ fn offline(config: &Config, fields: &[&str]) -> Result<Vec<String>, String> {
                     .map(|_| vec![])
             }
             ["user-list"] => accounts::list(&store).await.map_err(e),
+            ["export"] => crate::migrate::export_lines(&store, domain).await,
+            ["import", files @ ..] => crate::migrate::import_files(&store, domain, files).await,
             ["backup", dest, uploads] => {
                 let dest = std::path::PathBuf::from(dest);
                 crate::backup::create(&store, &config.data_dir, &dest, *uploads == "uploads")

@@ -26,6 +26,54 @@ use xep0227::{Archived, Host, PepNode, User};
 const KV_VCARD: &str = "vcard-temp";
 const KV_PRIVATE_PREFIX: &str = "private/";
 
+/// The files an argument of `kith import` names: the file itself, or every `.xml` file of a
+/// directory (Prosody's migrator writes one per user), sorted.
+pub fn expand_inputs(path: &std::path::Path) -> Result<Vec<std::path::PathBuf>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut out: Vec<_> = std::fs::read_dir(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "xml"))
+        .collect();
+    out.sort();
+    if out.is_empty() {
+        return Err(format!("{} holds no .xml files", path.display()));
+    }
+    Ok(out)
+}
+
+/// `kith import` (CLI or admin socket): reads and parses every file first, then imports all
+/// users together. Returns one line for the admin.
+pub async fn import_files(
+    store: &Store,
+    domain: &str,
+    files: &[&str],
+) -> Result<Vec<String>, String> {
+    let mut hosts = Vec::new();
+    for f in files {
+        let path = std::path::PathBuf::from(f);
+        let doc = smol::unblock(move || std::fs::read_to_string(&path))
+            .await
+            .map_err(|e| format!("cannot read {f}: {e}"))?;
+        hosts.extend(xep0227::parse(&doc).map_err(|e| format!("{f}: {e}"))?);
+    }
+    let done = import(store, domain, hosts).await?;
+    Ok(vec![format!(
+        "imported {} accounts: {}",
+        done.len(),
+        done.join(", ")
+    )])
+}
+
+/// `kith export`: the document as lines (the admin socket's answer is line-based).
+pub async fn export_lines(store: &Store, domain: &str) -> Result<Vec<String>, String> {
+    let hosts = export(store, domain).await?;
+    Ok(xep0227::write(&hosts).lines().map(str::to_string).collect())
+}
+
 /// Imports every user of `hosts` (which must all be `domain`). Returns the accounts created.
 pub async fn import(store: &Store, domain: &str, hosts: Vec<Host>) -> Result<Vec<String>, String> {
     let mut users: Vec<(BareJid, User)> = Vec::new();

@@ -858,16 +858,44 @@ async fn plain(srv: &Server, msg: &[u8]) -> Result<BareJid, sasl::SaslFailure> {
     {
         return Err(sasl::SaslFailure::new("invalid-authzid"));
     }
-    let stored = load_creds(srv, &jid, Mechanism::ScramSha256).await;
+    let all = match srv.store.account(jid.as_ref()).await {
+        Ok(Some(account)) => sasl::decode_creds(&account.creds).unwrap_or_default(),
+        Ok(None) => Vec::new(),
+        Err(e) => {
+            log::error!("store: cannot read account {jid}: {e}");
+            Vec::new()
+        }
+    };
+    // The strongest hash the account has: an account imported from Prosody has only SHA-1.
+    let stored = all.iter().max_by_key(|c| c.hash).cloned();
     let password = creds.password.clone();
     let ok = match stored {
         Some(c) => smol::unblock(move || sasl::verify_password(&password, &c)).await,
         None => false,
     };
+    if ok && all.len() < sasl::Hash::ALL.len() {
+        upgrade_creds(srv, &jid, creds.password).await;
+    }
     if ok {
         Ok(jid)
     } else {
         Err(sasl::SaslFailure::new("not-authorized"))
+    }
+}
+
+/// Derives the missing SCRAM hashes from a password that just verified, so an account
+/// imported with SHA-1 keys only (Prosody) can use SCRAM-SHA-256/512 from now on.
+async fn upgrade_creds(srv: &Server, jid: &BareJid, password: String) {
+    let Ok(all) = smol::unblock(move || sasl::derive_all(&password)).await else {
+        return;
+    };
+    match srv
+        .store
+        .set_creds(jid.as_ref(), sasl::encode_creds(&all))
+        .await
+    {
+        Ok(()) => log::info!("{jid}: credentials upgraded to SCRAM-SHA-1/256/512 at a PLAIN login"),
+        Err(e) => log::warn!("store: cannot upgrade the credentials of {jid}: {e}"),
     }
 }
 

@@ -104,15 +104,26 @@ fn backup_under_load_then_restore_loses_nothing_acknowledged() {
     for _ in 0..20 {
         send_batch(&mut alice, &mut sent);
     }
-    let acked_before_backup = sent;
-    let out = std::thread::scope(|s| {
-        let job = s.spawn(|| server.cli(["backup".as_ref(), backup.as_os_str()]));
-        while !job.is_finished() {
+    // alice writes from her own thread the whole time; `acked` is what the server answered.
+    let acked = std::sync::atomic::AtomicUsize::new(sent);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    use std::sync::atomic::Ordering::SeqCst;
+    let (out, acked_before_backup) = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            while !stop.load(SeqCst) {
+                send_batch(&mut alice, &mut sent);
+                acked.store(sent, SeqCst);
+            }
+            // A little after, so the snapshot is surely inside the stream of writes.
             send_batch(&mut alice, &mut sent);
-        }
-        // And a little after, so the snapshot is surely inside the stream of writes.
-        send_batch(&mut alice, &mut sent);
-        job.join().expect("backup thread")
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let acked_before_backup = acked.load(SeqCst);
+        let out = server.cli(["backup".as_ref(), backup.as_os_str()]);
+        std::thread::sleep(Duration::from_millis(100));
+        stop.store(true, SeqCst);
+        writer.join().expect("writer thread");
+        (out, acked_before_backup)
     });
     assert!(out.status.success(), "kith backup: {}", describe_output(&out));
     let said = String::from_utf8_lossy(&out.stdout);

@@ -1,4 +1,5 @@
-//! The command line: `kith setup`, `kith run`, `kith user …`, `kith check …`, `kith --version`. Parses
+//! The command line: `kith setup`, `kith run`, `kith user …`, `kith check …`, `kith backup`,
+//! `kith restore`, `kith export`, `kith import`, `kith --version`. Parses
 //! arguments (argh), loads the config and dispatches; everything it prints is for a person at a
 //! terminal.
 //!

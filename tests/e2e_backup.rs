@@ -125,7 +125,11 @@ fn backup_under_load_then_restore_loses_nothing_acknowledged() {
         writer.join().expect("writer thread");
         (out, acked_before_backup)
     });
-    assert!(out.status.success(), "kith backup: {}", describe_output(&out));
+    assert!(
+        out.status.success(),
+        "kith backup: {}",
+        describe_output(&out)
+    );
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("tables"), "{said}");
 
@@ -133,7 +137,11 @@ fn backup_under_load_then_restore_loses_nothing_acknowledged() {
     let mut fresh = TestServer::start();
     fresh.stop();
     let out = fresh.cli(["restore".as_ref(), backup.as_os_str()]);
-    assert!(out.status.success(), "kith restore: {}", describe_output(&out));
+    assert!(
+        out.status.success(),
+        "kith restore: {}",
+        describe_output(&out)
+    );
     fresh.start_again();
 
     let mut bob = Client::login_bound(&fresh, "bob", "bob-secret", "r");
@@ -147,9 +155,14 @@ fn backup_under_load_then_restore_loses_nothing_acknowledged() {
         n >= acked_before_backup && n <= sent,
         "restored {n} messages; {acked_before_backup} were acknowledged before the backup, {sent} sent in all"
     );
-    eprintln!("backup under load: {acked_before_backup} acknowledged before, {n} restored, {sent} sent");
+    eprintln!(
+        "backup under load: {acked_before_backup} acknowledged before, {n} restored, {sent} sent"
+    );
     let want: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
-    assert_eq!(got, want, "the restored offline queue is not a gap-free prefix");
+    assert_eq!(
+        got, want,
+        "the restored offline queue is not a gap-free prefix"
+    );
 
     let mut alice2 = online(&fresh, "alice", "alice-secret");
     assert_eq!(roster_jids(&mut alice2), [fresh.jid("bob")]);
@@ -187,15 +200,24 @@ fn export_then_import_into_another_server() {
     let mut alice = online(&a, "alice", "alice-secret");
     add_contact(&mut alice, &a.jid("bob"), "Bob", "Family");
     set_vcard(&mut alice, "Alice Export");
-    alice.send("<message to='bob@localhost' type='chat'><body>while you were away</body></message>");
+    alice
+        .send("<message to='bob@localhost' type='chat'><body>while you were away</body></message>");
     sync(&mut alice, &a.domain);
     let file = a.dir.join("export.xml");
     let out = a.cli(["export".as_ref(), file.as_os_str()]);
-    assert!(out.status.success(), "kith export: {}", describe_output(&out));
+    assert!(
+        out.status.success(),
+        "kith export: {}",
+        describe_output(&out)
+    );
 
     let b = TestServer::start();
     let out = b.cli(["import".as_ref(), file.as_os_str()]);
-    assert!(out.status.success(), "kith import: {}", describe_output(&out));
+    assert!(
+        out.status.success(),
+        "kith import: {}",
+        describe_output(&out)
+    );
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("imported 2 accounts"), "{said}");
     // A second import refuses, naming the accounts, and changes nothing.
@@ -281,10 +303,12 @@ fn prosody_export(dir: &Path) -> PathBuf {
     );
     for (user, pw) in [("alice", "alice in wonderland"), ("bob", "bob-secret")] {
         run(
-            Command::new("prosodyctl")
-                .arg("--config")
-                .arg(&cfg)
-                .args(["register", user, "localhost", pw]),
+            Command::new("prosodyctl").arg("--config").arg(&cfg).args([
+                "register",
+                user,
+                "localhost",
+                pw,
+            ]),
             "prosodyctl register",
         );
     }
@@ -318,7 +342,8 @@ fn prosody_export(dir: &Path) -> PathBuf {
     // COMPAT: the xep0227 driver writes into Prosody's data path, which the migrator takes
     // from its build-time CFG_DATADIR (/var/lib/prosody), not from its config: run a copy
     // pointed at our directory instead of writing into the system's.
-    let script = std::fs::read_to_string("/usr/bin/prosody-migrator").expect("read prosody-migrator");
+    let script =
+        std::fs::read_to_string("/usr/bin/prosody-migrator").expect("read prosody-migrator");
     let script: String = script
         .lines()
         .map(|l| {
@@ -365,14 +390,20 @@ fn prosody_users_log_in_after_migration() {
     let server = TestServer::start_with("[auth]\nallow_plain = true\n");
     let files = prosody_export(&server.dir.join("prosody"));
     let out = server.cli(["import".as_ref(), files.as_os_str()]);
-    assert!(out.status.success(), "kith import: {}", describe_output(&out));
+    assert!(
+        out.status.success(),
+        "kith import: {}",
+        describe_output(&out)
+    );
 
     // Prosody keeps SCRAM-SHA-1 keys only: SCRAM-SHA-1 works, SHA-256 cannot yet.
     let mut c = Client::starttls_to(&server);
     c.try_login(Mechanism::ScramSha1, "alice", "alice in wonderland")
         .expect("SCRAM-SHA-1 with Prosody's keys");
     let mut c = Client::starttls_to(&server);
-    assert!(c.try_login(Mechanism::ScramSha256, "alice", "alice in wonderland").is_err());
+    assert!(c
+        .try_login(Mechanism::ScramSha256, "alice", "alice in wonderland")
+        .is_err());
     let mut c = Client::starttls_to(&server);
     assert!(plain_login(&mut c, "alice", "wrong").is_err());
     // PLAIN verifies against the SHA-1 keys and derives the others.

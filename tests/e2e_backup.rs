@@ -417,3 +417,24 @@ fn prosody_users_log_in_after_migration() {
     bob.try_login(Mechanism::ScramSha1, "bob", "bob-secret")
         .expect("bob's SCRAM-SHA-1");
 }
+
+#[test]
+fn scram_sha1_only_offers_what_prosody_offered() {
+    let server = TestServer::start_with("[auth]\nscram_sha1_only = true\n");
+    server.add_user("alice", "alice-secret");
+    let c = Client::starttls_to(&server);
+    let mechs = c.mechanisms();
+    assert!(
+        mechs.iter().all(|m| m.starts_with("SCRAM-SHA-1")),
+        "{mechs:?}"
+    );
+    assert!(mechs.iter().any(|m| m == "SCRAM-SHA-1"), "{mechs:?}");
+    let mut c = Client::starttls_to(&server);
+    c.try_login(Mechanism::ScramSha1, "alice", "alice-secret")
+        .expect("SCRAM-SHA-1");
+    let mut c = Client::starttls_to(&server);
+    assert_eq!(
+        c.try_login(Mechanism::ScramSha256, "alice", "alice-secret"),
+        Err("invalid-mechanism".to_string())
+    );
+}

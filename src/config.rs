@@ -2839,7 +2839,7 @@ allow_plain = true
     fn unknown_key_without_a_near_match_lists_the_known_ones() {
         assert_eq!(
             problems("[auth]\nzzz = 1\n"),
-            ["kith.toml:2:1: unknown key 'zzz' in [auth] (known keys here: allow_plain)"]
+            ["kith.toml:2:1: unknown key 'zzz' in [auth] (known keys here: allow_plain, scram_sha1_only)"]
         );
     }
 

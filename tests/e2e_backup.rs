@@ -325,11 +325,6 @@ fn prosody_export(dir: &Path) -> PathBuf {
         "return { [\"name\"] = \"vCard\"; [\"attr\"] = { [\"xmlns\"] = \"vcard-temp\"; }; \
          [1] = { [\"name\"] = \"FN\"; [\"attr\"] = {}; [1] = \"Alice Liddell\"; }; };\n",
     );
-    // The migrator switches to the prosody user when run as root.
-    run(
-        Command::new("chmod").arg("-R").arg("a+rwX").arg(dir),
-        "chmod",
-    );
     let migrator_cfg = dir.join("migrator.cfg.lua");
     write(
         &migrator_cfg,
@@ -340,12 +335,14 @@ fn prosody_export(dir: &Path) -> PathBuf {
         ),
     );
     // COMPAT: the xep0227 driver writes into Prosody's data path, which the migrator takes
-    // from its build-time CFG_DATADIR (/var/lib/prosody), not from its config: run a copy
-    // pointed at our directory instead of writing into the system's.
+    // from its build-time CFG_DATADIR (/var/lib/prosody), not from its config, and as root it
+    // switches to the prosody user (who may not reach this directory): run a copy pointed at
+    // our directory that stays the user running the test.
     let script =
         std::fs::read_to_string("/usr/bin/prosody-migrator").expect("read prosody-migrator");
     let script: String = script
         .lines()
+        .filter(|l| !l.contains("startup.switch_user()"))
         .map(|l| {
             if l.starts_with("CFG_DATADIR=") {
                 format!("CFG_DATADIR='{}';", out.display())
@@ -355,6 +352,11 @@ fn prosody_export(dir: &Path) -> PathBuf {
         })
         .collect::<Vec<_>>()
         .join("\n");
+    assert!(
+        script.contains(&format!("CFG_DATADIR='{}';", out.display())),
+        "prosody-migrator has no CFG_DATADIR line to point at {}",
+        out.display()
+    );
     let copy = dir.join("prosody-migrator.lua");
     write(&copy, &script);
     run(

@@ -164,6 +164,8 @@ pub fn restore_into(
         let (k, v) = row?;
         let (rel, _chunk) = k.value();
         if current.as_ref().map(|(r, _)| r.as_str()) != Some(rel) {
+            // `read_info` checked the paths of first chunks; a row without one is checked here.
+            check_rel(rel)?;
             if let Some((r, f)) = current.take() {
                 finish_file(f, &restoring_path(files_dir, &r))?;
             }

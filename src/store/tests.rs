@@ -891,3 +891,35 @@ fn restore_refuses_a_newer_schema_and_unknown_format() {
     let e = inspect_backup(&dest).unwrap_err().to_string();
     assert!(e.contains("format 2"), "{e}");
 }
+
+#[test]
+fn restore_refuses_paths_outside_the_data_dir() {
+    let dir = TempDir::new("unsafe");
+    let store = Store::open(&dir.file()).unwrap();
+    let dest = dir.0.join("b.kith");
+    store.backup_to(&dest, &[], None).unwrap();
+    drop(store);
+    for (rel, chunk) in [("../escape", 0u64), ("../escape", 1), ("/etc/x", 0)] {
+        let copy = dir.0.join(format!("c{chunk}.kith"));
+        let _ = std::fs::remove_file(&copy);
+        std::fs::copy(&dest, &copy).unwrap();
+        {
+            let db = Database::create(&copy).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(TableDefinition::<(&str, u64), &[u8]>::new(
+                "kith_backup_files",
+            ))
+            .unwrap()
+            .insert((rel, chunk), b"x".as_slice())
+            .unwrap();
+            txn.commit().unwrap();
+        }
+        let target = dir.0.join("restored");
+        std::fs::create_dir_all(&target).unwrap();
+        let out = target.join("kith.redb");
+        let _ = std::fs::remove_file(&out);
+        let e = restore_into(&copy, &out, &target).unwrap_err().to_string();
+        assert!(e.contains("unsafe path"), "{rel} {chunk}: {e}");
+        assert!(!dir.0.join("escape.restoring").exists());
+    }
+}

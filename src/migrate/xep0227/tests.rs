@@ -1,3 +1,6 @@
+//! Tests of the XEP-0227 conversion: Prosody's real output, round trips of everything kith
+//! writes, errors that name the user and element, and garbage that must not panic.
+
 use super::*;
 use crate::sasl::{derive_all, verify_password};
 

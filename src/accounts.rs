@@ -122,24 +122,38 @@ pub async fn set_admin(store: &Store, jid: &BareJid, admin: bool) -> Result<(), 
     }
 }
 
-/// Whether `password` is `jid`'s, checked against the stored SCRAM-SHA-256 keys (a PBKDF2
-/// derivation, so it runs off the executor). A missing account is `false`, like a wrong
-/// password: callers must not tell the two apart to whoever typed them.
+/// Whether `password` is `jid`'s, checked against the strongest SCRAM keys the account has
+/// (a PBKDF2 derivation, so it runs off the executor). A missing account is `false`, like a
+/// wrong password: callers must not tell the two apart to whoever typed them.
+///
+/// An account imported from Prosody has SCRAM-SHA-1 keys only; the first time its password
+/// is seen, the missing SHA-256/512 keys are derived and stored.
 pub async fn check_password(store: &Store, jid: &BareJid, password: &str) -> bool {
-    let account = match store.account(jid.as_ref()).await {
-        Ok(Some(a)) => a,
+    let all = match store.account(jid.as_ref()).await {
+        Ok(Some(a)) => sasl::decode_creds(&a.creds).unwrap_or_default(),
         Ok(None) => return false,
         Err(e) => {
             log::error!("store: cannot read account {jid}: {e}");
             return false;
         }
     };
-    let Some(creds) = sasl::decode_creds(&account.creds)
-        .ok()
-        .and_then(|c| c.into_iter().find(|c| c.hash == sasl::Hash::Sha256))
-    else {
+    let Some(creds) = all.iter().max_by_key(|c| c.hash).cloned() else {
         return false;
     };
-    let password = password.to_string();
-    smol::unblock(move || sasl::verify_password(&password, &creds)).await
+    let typed = password.to_string();
+    if !smol::unblock(move || sasl::verify_password(&typed, &creds)).await {
+        return false;
+    }
+    if all.len() < sasl::Hash::ALL.len() {
+        let typed = password.to_string();
+        if let Ok(blob) = smol::unblock(move || creds_blob(&typed)).await {
+            match store.set_creds(jid.as_ref(), blob).await {
+                Ok(()) => log::info!(
+                    "{jid}: credentials upgraded to SCRAM-SHA-1/256/512 at a password login"
+                ),
+                Err(e) => log::warn!("store: cannot upgrade the credentials of {jid}: {e}"),
+            }
+        }
+    }
+    true
 }

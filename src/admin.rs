@@ -3,8 +3,10 @@
 //! the file. The socket lives in the data directory with mode 0600, so only the user who runs
 //! kith (or root) can use it.
 //!
-//! Protocol: one request line of tab-separated fields (`user-add`, JID, base64 password), then
-//! response lines `data\t…` and a final `ok` or `err\t<message>`.
+//! Protocol: one request line of tab-separated fields (`user-add`, JID, base64 password; or
+//! `backup`, absolute path, `uploads`/`no-uploads`), then response lines `data\t…` and a final
+//! `ok` or `err\t<message>`. A backup is written by the server process (it holds the store's
+//! lock), so the path must be writable by the user kith runs as.
 
 use std::io;
 use std::path::PathBuf;
@@ -124,6 +126,24 @@ async fn execute(srv: &Server, fields: &[&str]) -> Result<Vec<String>, String> {
             Ok(vec![])
         }
         ["user-list"] => accounts::list(&srv.store).await.map_err(err),
+        ["export"] => crate::migrate::export_lines(&srv.store, domain).await,
+        ["import", files @ ..] => {
+            let done = crate::migrate::import_files(&srv.store, domain, files).await?;
+            log::info!("admin: {}", done.join("; "));
+            Ok(done)
+        }
+        ["backup", dest, uploads] => {
+            let (store, data_dir) = (srv.store.clone(), srv.config.data_dir.clone());
+            let dest = PathBuf::from(dest);
+            let with_uploads = *uploads == "uploads";
+            let info = smol::unblock(move || {
+                crate::backup::create(&store, &data_dir, &dest, with_uploads)
+                    .map(|info| crate::backup::describe(&info, &dest))
+            })
+            .await?;
+            log::info!("admin: {info}");
+            Ok(vec![info])
+        }
         _ => Err("unknown admin request (is the CLI the same version as the server?)".into()),
     }
 }

@@ -1,4 +1,5 @@
-//! The command line: `kith setup`, `kith run`, `kith user …`, `kith check …`, `kith --version`. Parses
+//! The command line: `kith setup`, `kith run`, `kith user …`, `kith check …`, `kith backup`,
+//! `kith restore`, `kith export`, `kith import`, `kith --version`. Parses
 //! arguments (argh), loads the config and dispatches; everything it prints is for a person at a
 //! terminal.
 //!
@@ -32,6 +33,55 @@ enum Command {
     Run(Run),
     User(User),
     Check(Check),
+    Backup(Backup),
+    Restore(Restore),
+    Export(Export),
+    Import(Import),
+}
+
+/// Write every account (credentials as SCRAM keys, roster, vCard, private XML, offline
+/// messages, PEP, archive) as a XEP-0227 file, for another kith or another XMPP server.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "export")]
+struct Export {
+    /// the file to write (default: standard output)
+    #[argh(positional)]
+    file: Option<PathBuf>,
+}
+
+/// Create accounts from XEP-0227 files (a `kith export`, or Prosody's `prosody-migrator`
+/// output: one user@host.xml per user; a directory means every .xml in it). Refuses accounts
+/// that exist already, before importing anything.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "import")]
+struct Import {
+    /// the files or directories to import
+    #[argh(positional)]
+    files: Vec<PathBuf>,
+}
+
+/// Write a consistent backup of the data to FILE, while the server runs or not: every table of
+/// the store, the dialback and TURN secrets, and with --with-uploads the uploaded files.
+/// Certificates and the config file are not included.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "backup")]
+struct Backup {
+    /// the backup file to write (must not exist)
+    #[argh(positional)]
+    file: PathBuf,
+    /// also copy the uploaded files (DATA/upload/), which can be large
+    #[argh(switch)]
+    with_uploads: bool,
+}
+
+/// Replace the data with a backup made by `kith backup`. The server must be stopped; the
+/// current store and secrets are kept beside them as NAME.before-restore-TIME.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "restore")]
+struct Restore {
+    /// the backup file
+    #[argh(positional)]
+    file: PathBuf,
 }
 
 /// Check the setup and say what to fix: config, dns, certs, connectivity, all (the default),
@@ -209,6 +259,10 @@ pub fn main() -> ExitCode {
     match cmd {
         Command::Run(_) => run(config),
         Command::User(u) => user(config, u.op),
+        Command::Backup(b) => backup(&config, b),
+        Command::Restore(r) => restore(&config, r),
+        Command::Export(e) => export(&config, e),
+        Command::Import(i) => import(&config, i),
         // Loads the config itself, so that a broken one becomes its findings.
         Command::Check(c) => check(args.config.as_deref(), &c),
         // Writes the config rather than reading it.
@@ -374,6 +428,139 @@ fn user(config: Config, op: UserOp) -> ExitCode {
     }
 }
 
+fn backup(config: &Config, b: Backup) -> ExitCode {
+    let dest = match std::path::absolute(&b.file) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("kith backup: {}: {e}", b.file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let dest_text = dest.to_string_lossy().into_owned();
+    let uploads = if b.with_uploads {
+        "uploads"
+    } else {
+        "no-uploads"
+    };
+    match admin_or_store(config, &["backup", &dest_text, uploads]) {
+        Ok(lines) => {
+            for l in lines {
+                println!("{l}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kith backup: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn restore(config: &Config, r: Restore) -> ExitCode {
+    if std::os::unix::net::UnixStream::connect(crate::admin::socket_path(&config.data_dir)).is_ok()
+    {
+        eprintln!(
+            "kith restore: the server is running (it answers on {}); stop it first \
+             (systemctl stop kith), then restore",
+            crate::admin::socket_path(&config.data_dir).display()
+        );
+        return ExitCode::FAILURE;
+    }
+    match crate::backup::restore(&r.file, &config.data_dir) {
+        Ok((info, kept)) => {
+            println!(
+                "restored {} (made by kith {} at {}) into {}",
+                r.file.display(),
+                info.kith_version,
+                crate::time::rfc3339(info.created_unix),
+                config.data_dir.display()
+            );
+            for k in kept {
+                println!("kept the previous {k}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kith restore: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn export(config: &Config, e: Export) -> ExitCode {
+    let doc = match admin_or_store(config, &["export"]) {
+        Ok(lines) => lines.join("\n") + "\n",
+        Err(err) => {
+            eprintln!("kith export: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let written = match &e.file {
+        None => std::io::Write::write_all(&mut std::io::stdout(), doc.as_bytes()),
+        Some(path) => write_private(path, doc.as_bytes()),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let to = e
+                .file
+                .as_ref()
+                .map_or("standard output".into(), |p| p.display().to_string());
+            eprintln!("kith export: cannot write {to}: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The export holds password-equivalent SCRAM keys: readable by its owner only.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+fn import(config: &Config, i: Import) -> ExitCode {
+    if i.files.is_empty() {
+        eprintln!("kith import: give the XEP-0227 files (or a directory of them) to import");
+        return ExitCode::from(2);
+    }
+    let mut paths = Vec::new();
+    for f in &i.files {
+        let listed = crate::migrate::expand_inputs(f).and_then(|list| {
+            list.into_iter()
+                .map(|p| std::path::absolute(&p).map_err(|e| format!("{}: {e}", p.display())))
+                .collect::<Result<Vec<_>, _>>()
+        });
+        match listed {
+            Ok(list) => paths.extend(list.into_iter().map(|p| p.to_string_lossy().into_owned())),
+            Err(err) => {
+                eprintln!("kith import: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let mut fields = vec!["import"];
+    fields.extend(paths.iter().map(String::as_str));
+    match admin_or_store(config, &fields) {
+        Ok(lines) => {
+            for l in lines {
+                println!("{l}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("kith import: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn display_jid(jid: &str, config: &Config) -> String {
     if jid.contains('@') {
         jid.to_string()
@@ -437,6 +624,13 @@ fn offline(config: &Config, fields: &[&str]) -> Result<Vec<String>, String> {
                     .map(|_| vec![])
             }
             ["user-list"] => accounts::list(&store).await.map_err(e),
+            ["export"] => crate::migrate::export_lines(&store, domain).await,
+            ["import", files @ ..] => crate::migrate::import_files(&store, domain, files).await,
+            ["backup", dest, uploads] => {
+                let dest = std::path::PathBuf::from(dest);
+                crate::backup::create(&store, &config.data_dir, &dest, *uploads == "uploads")
+                    .map(|info| vec![crate::backup::describe(&info, &dest)])
+            }
             _ => Err("unknown request".into()),
         }
     })

@@ -232,6 +232,8 @@ pub struct Limits {
 pub struct Auth {
     /// Offer SASL PLAIN (only ever inside TLS).
     pub allow_plain: bool,
+    /// Offer SCRAM-SHA-1 only (as Prosody does), for accounts imported with SHA-1 keys.
+    pub scram_sha1_only: bool,
 }
 
 /// Message archive (XEP-0313).
@@ -1298,7 +1300,8 @@ const SECTIONS: &[Section] = &[
         name: "auth",
         doc: "Authentication.",
         check: |_, _| {},
-        keys: &[Key {
+        keys: &[
+        Key {
             name: "allow_plain",
             doc: "Offer SASL PLAIN (the password itself, only ever inside TLS) besides SCRAM.",
             read: |c, key, v, cfg| {
@@ -1307,6 +1310,18 @@ const SECTIONS: &[Section] = &[
                 }
             },
             show: |cfg| Some(cfg.auth.allow_plain.to_string()),
+            unset_example: "",
+        },
+        Key {
+            name: "scram_sha1_only",
+            doc: "Offer SCRAM-SHA-1 only, as Prosody does, not SHA-256/512: accounts imported from \
+                  Prosody have SHA-1 keys only, and clients pick the strongest SCRAM offered.",
+            read: |c, key, v, cfg| {
+                if let Some(b) = c.boolean(key, v) {
+                    cfg.auth.scram_sha1_only = b;
+                }
+            },
+            show: |cfg| Some(cfg.auth.scram_sha1_only.to_string()),
             unset_example: "",
         }],
     },
@@ -2871,7 +2886,7 @@ allow_plain = true
     fn unknown_key_without_a_near_match_lists_the_known_ones() {
         assert_eq!(
             problems("[auth]\nzzz = 1\n"),
-            ["kith.toml:2:1: unknown key 'zzz' in [auth] (known keys here: allow_plain)"]
+            ["kith.toml:2:1: unknown key 'zzz' in [auth] (known keys here: allow_plain, scram_sha1_only)"]
         );
     }
 

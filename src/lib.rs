@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod backup;
 pub mod check;
 pub mod cli;
 pub mod config;
@@ -9,6 +10,7 @@ pub mod http;
 pub mod jid;
 pub mod json;
 pub mod logging;
+pub mod migrate;
 pub mod net;
 pub mod roster;
 pub mod router;

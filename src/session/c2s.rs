@@ -744,18 +744,19 @@ fn unsupported_cb_type(client_first: &[u8], cb: &CbInfo) -> bool {
 
 fn offered_mechanisms(srv: &Server, cb: &CbInfo) -> Vec<Mechanism> {
     let mut v = Vec::new();
+    // COMPAT: accounts imported from Prosody have SCRAM-SHA-1 keys only; clients pick the
+    // strongest mechanism offered, so `scram_sha1_only` offers what Prosody offered.
+    let strong = !srv.config.auth.scram_sha1_only;
     if !cb.types().is_empty() {
-        v.extend([
-            Mechanism::ScramSha512Plus,
-            Mechanism::ScramSha256Plus,
-            Mechanism::ScramSha1Plus,
-        ]);
+        if strong {
+            v.extend([Mechanism::ScramSha512Plus, Mechanism::ScramSha256Plus]);
+        }
+        v.push(Mechanism::ScramSha1Plus);
     }
-    v.extend([
-        Mechanism::ScramSha512,
-        Mechanism::ScramSha256,
-        Mechanism::ScramSha1,
-    ]);
+    if strong {
+        v.extend([Mechanism::ScramSha512, Mechanism::ScramSha256]);
+    }
+    v.push(Mechanism::ScramSha1);
     if srv.config.auth.allow_plain {
         v.push(Mechanism::Plain);
     }

@@ -23,6 +23,7 @@
 //! redb locks the file for the whole process, so `kith user …` cannot open the data dir while
 //! `kith run` has it ([`StoreError::Locked`]).
 
+mod backup;
 mod codec;
 mod error;
 mod mam;
@@ -30,6 +31,9 @@ mod pep;
 mod schema;
 mod upload;
 
+pub use backup::{
+    inspect as inspect_backup, restore_into, restoring_path, BackupInfo, ExtraFile, BACKUP_FORMAT,
+};
 pub use codec::{Account, RosterItem, Subscription, Upload};
 pub use error::StoreError;
 pub use mam::{now_micros, ArchiveEntry, ArchivePage, ArchiveQuery, WithFilter};
@@ -41,8 +45,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{
-    Database, DatabaseError, Durability, Key, ReadTransaction, ReadableDatabase, ReadableTable,
-    TableDefinition, Value, WriteTransaction,
+    Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase, ReadableTable,
+    WriteTransaction,
 };
 
 use codec::{
@@ -52,7 +56,6 @@ use codec::{
 use schema::{
     next_seq, owner_end, Migration, ACCOUNTS, KEY_OFFLINE_SEQ, KEY_ROSTER_SEQ, KV, LAST, MAM, META,
     MIGRATIONS, OFFLINE, PENDING_IN, PEP_ITEMS, PEP_NODES, RESERVED_META_KEYS, ROSTER, ROSTER_VER,
-    UPLOADS, UPLOADS_BY_OWNER, UPLOADS_BY_TIME,
 };
 
 /// redb's page cache limit. Its default of 1 GiB is far more than a family server needs and
@@ -490,62 +493,19 @@ impl Store {
         .await
     }
 
-    // ----- backup -----
-
-    /// Writes a consistent copy of every table, read in one read transaction, to a new redb
-    /// file at `dest` (which must not exist). The copy is a complete data file: open it with
-    /// [`Store::open`] to restore. Writers are not blocked while it runs.
-    ///
-    /// Blocking (it copies the whole database): run it through `unblock`.
-    pub fn copy_to(&self, dest: &Path) -> Result<(), StoreError> {
-        if dest.exists() {
-            return Err(StoreError::Io(format!(
-                "backup target {} already exists; choose a new file name",
-                dest.display()
-            )));
-        }
-        let result = self.copy_into(dest);
-        if result.is_err() {
-            // Never leave a half-written backup that looks like a good one.
-            let _ = std::fs::remove_file(dest);
-        }
-        result
-    }
-
-    fn copy_into(&self, dest: &Path) -> Result<(), StoreError> {
-        let src = self
-            .inner
-            .db
-            .begin_read()
-            .map_err(|e| StoreError::from(e).at(&self.inner.path))?;
-        let out = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(dest)
-            .map_err(|e| StoreError::from(e).at(dest))?;
-        let txn = begin_write(&out).map_err(|e| e.at(dest))?;
-        let copied = (|| {
-            copy_table(&src, &txn, META)?;
-            copy_table(&src, &txn, ACCOUNTS)?;
-            copy_table(&src, &txn, ROSTER)?;
-            copy_table(&src, &txn, ROSTER_VER)?;
-            copy_table(&src, &txn, PENDING_IN)?;
-            copy_table(&src, &txn, OFFLINE)?;
-            copy_table(&src, &txn, LAST)?;
-            copy_table(&src, &txn, KV)?;
-            copy_table(&src, &txn, MAM)?;
-            copy_table(&src, &txn, PEP_NODES)?;
-            copy_table(&src, &txn, PEP_ITEMS)?;
-            copy_table(&src, &txn, UPLOADS)?;
-            copy_table(&src, &txn, UPLOADS_BY_OWNER)?;
-            copy_table(&src, &txn, UPLOADS_BY_TIME)
-        })();
-        match copied {
-            Ok(()) => txn.commit().map_err(|e| StoreError::from(e).at(dest)),
-            Err(e) => {
-                let _ = txn.abort();
-                Err(e.at(dest))
-            }
-        }
+    /// The owner's kv rows whose key starts with `prefix`, ordered by key (exports).
+    pub async fn kv_with_prefix(
+        &self,
+        owner: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let (owner, prefix) = (owner.to_string(), prefix.to_string());
+        self.read(move |txn| {
+            let mut rows = collect_owner_str_rows(&txn.open_table(KV)?, &owner)?;
+            rows.retain(|(k, _)| k.starts_with(&prefix));
+            Ok(rows)
+        })
+        .await
     }
 
     // ----- helpers -----
@@ -670,20 +630,6 @@ fn collect_owner_str_rows(
         }
     }
     Ok(out)
-}
-
-fn copy_table<K: Key + 'static, V: Value + 'static>(
-    src: &ReadTransaction,
-    dst: &WriteTransaction,
-    def: TableDefinition<K, V>,
-) -> Result<(), StoreError> {
-    let from = src.open_table(def)?;
-    let mut to = dst.open_table(def)?;
-    for row in from.iter()? {
-        let (k, v) = row?;
-        to.insert(k.value(), v.value())?;
-    }
-    Ok(())
 }
 
 fn corrupt(table: &str, key: &str, what: codec::DecodeError) -> StoreError {

@@ -2,6 +2,7 @@
 
 use super::*;
 use futures_lite::future::block_on;
+use redb::{Key, TableDefinition};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A unique directory under the system temp dir, removed on drop.
@@ -734,7 +735,7 @@ fn concurrent_writers_do_not_deadlock() {
 }
 
 #[test]
-fn backup_copy_opens_as_a_store() {
+fn backup_copy_restores_every_table() {
     let dir = TempDir::new("backup");
     let store = Store::open(&dir.file()).unwrap();
     block_on(async {
@@ -754,10 +755,54 @@ fn backup_copy_opens_as_a_store() {
             .kv_set("alice@x", "k", Some(b"v".to_vec()))
             .await
             .unwrap();
+        store.meta_set("secret", b"s".to_vec()).await.unwrap();
     });
-    let dest = dir.0.join("backup.redb");
-    store.copy_to(&dest).unwrap();
-    assert!(store.copy_to(&dest).is_err(), "never overwrites");
+    let secret = dir.0.join("dialback.secret");
+    std::fs::write(&secret, b"abc\n").unwrap();
+    let big = dir.0.join("big");
+    let big_bytes: Vec<u8> = (0..(3 << 20) + 7).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&big, &big_bytes).unwrap();
+    let extra = [
+        ExtraFile {
+            rel: "dialback.secret".into(),
+            path: secret,
+        },
+        ExtraFile {
+            rel: "sub/big".into(),
+            path: big,
+        },
+        ExtraFile {
+            rel: "gone".into(),
+            path: dir.0.join("missing"),
+        },
+    ];
+    let dest = dir.0.join("backup.kith");
+    let info = store.backup_to(&dest, &extra, None).unwrap();
+    assert_eq!(info.files, ["dialback.secret", "sub/big"]);
+    assert_eq!(info.skipped, ["gone"]);
+    assert!(
+        store.backup_to(&dest, &[], None).is_err(),
+        "never overwrites"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "no temporary file left behind");
+
+    let read = inspect_backup(&dest).unwrap();
+    assert_eq!(read.format, BACKUP_FORMAT);
+    assert_eq!(read.schema_version, SCHEMA_VERSION);
+    assert_eq!(read.files, info.files);
+    // Every table of a fresh store (so every table in schema.rs) was copied: a table with
+    // types the backup does not know would have failed `backup_to`.
+    let live_tables = {
+        let txn = store.inner.db.begin_read().unwrap();
+        txn.list_tables().unwrap().count()
+    };
+    assert_eq!(read.tables, live_tables);
+
     let (live_roster, live_offline) = block_on(async {
         (
             store.roster("alice@x").await.unwrap(),
@@ -766,9 +811,22 @@ fn backup_copy_opens_as_a_store() {
     });
     drop(store);
 
-    let copy = Store::open(&dest).unwrap();
+    let restored = dir.0.join("restored");
+    std::fs::create_dir_all(&restored).unwrap();
+    let copy_path = restored.join("kith.redb");
+    restore_into(&dest, &copy_path, &restored).unwrap();
+    assert_eq!(
+        std::fs::read(restoring_path(&restored, "dialback.secret")).unwrap(),
+        b"abc\n"
+    );
+    assert_eq!(
+        std::fs::read(restoring_path(&restored, "sub/big")).unwrap(),
+        big_bytes
+    );
+    let copy = Store::open(&copy_path).unwrap();
     block_on(async {
         assert_eq!(copy.account("alice@x").await.unwrap().unwrap().creds, b"c");
+        assert_eq!(copy.meta_get("secret").await.unwrap(), Some(b"s".to_vec()));
         assert_eq!(copy.roster("alice@x").await.unwrap(), live_roster);
         assert_eq!(copy.offline("alice@x").await.unwrap(), live_offline);
         assert_eq!(
@@ -782,4 +840,86 @@ fn backup_copy_opens_as_a_store() {
         let all = copy.offline("alice@x").await.unwrap();
         assert!(all[1].0 > all[0].0);
     });
+}
+
+#[test]
+fn restore_refuses_what_is_not_a_backup() {
+    let dir = TempDir::new("notbackup");
+    let store = Store::open(&dir.file()).unwrap();
+    drop(store);
+    let out = dir.0.join("out.redb");
+    let e = restore_into(&dir.file(), &out, &dir.0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is a kith data file, not a backup"), "{e}");
+    assert!(!out.exists(), "nothing written for a refused file");
+
+    let text = dir.0.join("notes.txt");
+    std::fs::write(&text, b"hello, this is not redb at all, not even close").unwrap();
+    let e = inspect_backup(&text).unwrap_err().to_string();
+    assert!(e.contains("is not a kith backup"), "{e}");
+
+    let e = inspect_backup(&dir.0.join("nothing"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cannot read the backup"), "{e}");
+}
+
+#[test]
+fn restore_refuses_a_newer_schema_and_unknown_format() {
+    let dir = TempDir::new("newer");
+    let store = Store::open(&dir.file()).unwrap();
+    let dest = dir.0.join("b.kith");
+    store.backup_to(&dest, &[], None).unwrap();
+    drop(store);
+    let patch = |key: &str, v: u64| {
+        let db = Database::create(&dest).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(redb::TableDefinition::<&str, &[u8]>::new(
+            "kith_backup_meta",
+        ))
+        .unwrap()
+        .insert(key, codec::encode_u64(v).as_slice())
+        .unwrap();
+        txn.commit().unwrap();
+    };
+    patch("schema_version", SCHEMA_VERSION + 1);
+    let e = inspect_backup(&dest).unwrap_err().to_string();
+    assert!(e.contains("made by a newer kith (schema 2)"), "{e}");
+    patch("schema_version", SCHEMA_VERSION);
+    patch("format", BACKUP_FORMAT + 1);
+    let e = inspect_backup(&dest).unwrap_err().to_string();
+    assert!(e.contains("format 2"), "{e}");
+}
+
+#[test]
+fn restore_refuses_paths_outside_the_data_dir() {
+    let dir = TempDir::new("unsafe");
+    let store = Store::open(&dir.file()).unwrap();
+    let dest = dir.0.join("b.kith");
+    store.backup_to(&dest, &[], None).unwrap();
+    drop(store);
+    for (rel, chunk) in [("../escape", 0u64), ("../escape", 1), ("/etc/x", 0)] {
+        let copy = dir.0.join(format!("c{chunk}.kith"));
+        let _ = std::fs::remove_file(&copy);
+        std::fs::copy(&dest, &copy).unwrap();
+        {
+            let db = Database::create(&copy).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(TableDefinition::<(&str, u64), &[u8]>::new(
+                "kith_backup_files",
+            ))
+            .unwrap()
+            .insert((rel, chunk), b"x".as_slice())
+            .unwrap();
+            txn.commit().unwrap();
+        }
+        let target = dir.0.join("restored");
+        std::fs::create_dir_all(&target).unwrap();
+        let out = target.join("kith.redb");
+        let _ = std::fs::remove_file(&out);
+        let e = restore_into(&copy, &out, &target).unwrap_err().to_string();
+        assert!(e.contains("unsafe path"), "{rel} {chunk}: {e}");
+        assert!(!dir.0.join("escape.restoring").exists());
+    }
 }

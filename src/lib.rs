@@ -9,6 +9,7 @@ pub mod http;
 pub mod jid;
 pub mod json;
 pub mod logging;
+pub mod muc;
 pub mod net;
 pub mod roster;
 pub mod router;

@@ -26,6 +26,7 @@
 mod codec;
 mod error;
 mod mam;
+mod muc;
 mod pep;
 mod schema;
 mod upload;

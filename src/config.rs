@@ -302,7 +302,11 @@ pub enum RoomCreation {
 }
 
 impl RoomCreation {
-    pub const ALL: [RoomCreation; 3] = [RoomCreation::Admins, RoomCreation::Local, RoomCreation::Anyone];
+    pub const ALL: [RoomCreation; 3] = [
+        RoomCreation::Admins,
+        RoomCreation::Local,
+        RoomCreation::Anyone,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

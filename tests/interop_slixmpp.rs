@@ -177,8 +177,16 @@ fn slixmpp_muc_rooms_and_their_persistence() {
             server.restart();
         }
         let args = [
-            "--phase", phase, "--run", &run_id, "--port", &port, "--carol", &carol,
-            "--timeout", "60",
+            "--phase",
+            phase,
+            "--run",
+            &run_id,
+            "--port",
+            &port,
+            "--carol",
+            &carol,
+            "--timeout",
+            "60",
         ];
         run(&server, &python, MUC, &args, MODERN_WATCHDOG);
     }

@@ -77,11 +77,31 @@ impl RoomConfig {
         let text = |var: &str, label: &str, v: &str| field(var, "text-single", Some(label), &[v]);
         let boolean = |var: &str, label: &str, v: bool| field(var, "boolean", Some(label), &[b(v)]);
         x.push_child(text("muc#roomconfig_roomname", "Name", &self.name));
-        x.push_child(text("muc#roomconfig_roomdesc", "Description", &self.description));
-        x.push_child(boolean("muc#roomconfig_persistentroom", "Persistent (kept when empty)", self.persistent));
-        x.push_child(boolean("muc#roomconfig_publicroom", "Listed in the room directory", self.public));
-        x.push_child(boolean("muc#roomconfig_membersonly", "Only members may join", self.members_only));
-        x.push_child(boolean("muc#roomconfig_moderatedroom", "Moderated (only participants speak)", self.moderated));
+        x.push_child(text(
+            "muc#roomconfig_roomdesc",
+            "Description",
+            &self.description,
+        ));
+        x.push_child(boolean(
+            "muc#roomconfig_persistentroom",
+            "Persistent (kept when empty)",
+            self.persistent,
+        ));
+        x.push_child(boolean(
+            "muc#roomconfig_publicroom",
+            "Listed in the room directory",
+            self.public,
+        ));
+        x.push_child(boolean(
+            "muc#roomconfig_membersonly",
+            "Only members may join",
+            self.members_only,
+        ));
+        x.push_child(boolean(
+            "muc#roomconfig_moderatedroom",
+            "Moderated (only participants speak)",
+            self.moderated,
+        ));
         x.push_child(boolean(
             "muc#roomconfig_passwordprotectedroom",
             "Password protected",
@@ -102,7 +122,10 @@ impl RoomConfig {
                 Whois::Anyone => "anyone",
             }],
         );
-        options(&mut whois, &[("Moderators", "moderators"), ("Anyone", "anyone")]);
+        options(
+            &mut whois,
+            &[("Moderators", "moderators"), ("Anyone", "anyone")],
+        );
         x.push_child(whois);
         let mut pm = field(
             "muc#roomconfig_allowpm",
@@ -125,15 +148,31 @@ impl RoomConfig {
             ],
         );
         x.push_child(pm);
-        x.push_child(boolean("muc#roomconfig_changesubject", "Participants may change the subject", self.change_subject));
-        x.push_child(boolean("muc#roomconfig_allowinvites", "Occupants may invite", self.allow_invites));
-        x.push_child(text("muc#roomconfig_maxusers", "Most occupants (0: no limit)", &self.max_users.to_string()));
+        x.push_child(boolean(
+            "muc#roomconfig_changesubject",
+            "Participants may change the subject",
+            self.change_subject,
+        ));
+        x.push_child(boolean(
+            "muc#roomconfig_allowinvites",
+            "Occupants may invite",
+            self.allow_invites,
+        ));
+        x.push_child(text(
+            "muc#roomconfig_maxusers",
+            "Most occupants (0: no limit)",
+            &self.max_users.to_string(),
+        ));
         x.push_child(text(
             "muc#roomconfig_historylength",
             &format!("Messages sent to new occupants (at most {max_history})"),
             &self.history_length.to_string(),
         ));
-        x.push_child(boolean("muc#roomconfig_enablearchiving", "Archive messages", self.archiving));
+        x.push_child(boolean(
+            "muc#roomconfig_enablearchiving",
+            "Archive messages",
+            self.archiving,
+        ));
         x
     }
 
@@ -367,7 +406,10 @@ mod tests {
             &[("muc#roomconfig_whois", "everyone")][..],
             &[("muc#roomconfig_persistentroom", "yes")][..],
             &[("muc#roomconfig_passwordprotectedroom", "1")][..],
-            &[("muc#roomconfig_roomname", "x"), ("muc#roomconfig_maxusers", "-1")][..],
+            &[
+                ("muc#roomconfig_roomname", "x"),
+                ("muc#roomconfig_maxusers", "-1"),
+            ][..],
         ] {
             assert!(c.apply_form(&submit(fields), 50).is_err(), "{fields:?}");
             assert_eq!(c, before);
@@ -389,8 +431,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.password.as_deref(), Some("pw"));
-        c.apply_form(&submit(&[("muc#roomconfig_passwordprotectedroom", "0")]), 50)
-            .unwrap();
+        c.apply_form(
+            &submit(&[("muc#roomconfig_passwordprotectedroom", "0")]),
+            50,
+        )
+        .unwrap();
         assert_eq!(c.password, None);
     }
 
@@ -402,6 +447,9 @@ mod tests {
         c.allow_pm = AllowPm::Moderators;
         c.whois = Whois::Anyone;
         c.persistent = true;
-        assert_eq!(RoomConfig::from_element(&c.to_element(), RoomConfig::new(1)), c);
+        assert_eq!(
+            RoomConfig::from_element(&c.to_element(), RoomConfig::new(1)),
+            c
+        );
     }
 }

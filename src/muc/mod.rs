@@ -129,8 +129,7 @@ pub fn may_set_role(
     }
     // Nobody can act on someone ranked above them, and admins and owners are moderators for
     // as long as they are present (only their affiliation can change that).
-    if target_aff > actor_aff || (target_aff >= Affiliation::Admin && new_role != Role::Moderator)
-    {
+    if target_aff > actor_aff || (target_aff >= Affiliation::Admin && new_role != Role::Moderator) {
         return Err(Refusal::NotAllowed);
     }
     // Granting or revoking moderator is for admins and owners (§9.6, §9.7).
@@ -180,18 +179,102 @@ mod tests {
     fn role_table() {
         // (actor aff, actor role, target aff, target role, new role, expected)
         let rows = [
-            (A::None, R::Participant, A::None, R::Participant, R::None, Err(Refusal::Forbidden)),
-            (A::None, R::Moderator, A::None, R::Participant, R::None, Ok(())),
-            (A::None, R::Moderator, A::Member, R::Participant, R::None, Err(Refusal::NotAllowed)),
-            (A::Member, R::Moderator, A::Member, R::Participant, R::Visitor, Ok(())),
-            (A::Admin, R::Moderator, A::Admin, R::Moderator, R::None, Err(Refusal::NotAllowed)),
-            (A::Owner, R::Moderator, A::Admin, R::Moderator, R::None, Err(Refusal::NotAllowed)),
-            (A::Owner, R::Moderator, A::Owner, R::Moderator, R::Participant, Err(Refusal::NotAllowed)),
-            (A::Admin, R::Moderator, A::Member, R::Participant, R::Moderator, Ok(())),
-            (A::Member, R::Moderator, A::None, R::Participant, R::Moderator, Err(Refusal::NotAllowed)),
-            (A::Member, R::Moderator, A::None, R::Moderator, R::Participant, Err(Refusal::NotAllowed)),
-            (A::Admin, R::Moderator, A::None, R::Moderator, R::Participant, Ok(())),
-            (A::Admin, R::Moderator, A::Owner, R::Moderator, R::None, Err(Refusal::NotAllowed)),
+            (
+                A::None,
+                R::Participant,
+                A::None,
+                R::Participant,
+                R::None,
+                Err(Refusal::Forbidden),
+            ),
+            (
+                A::None,
+                R::Moderator,
+                A::None,
+                R::Participant,
+                R::None,
+                Ok(()),
+            ),
+            (
+                A::None,
+                R::Moderator,
+                A::Member,
+                R::Participant,
+                R::None,
+                Err(Refusal::NotAllowed),
+            ),
+            (
+                A::Member,
+                R::Moderator,
+                A::Member,
+                R::Participant,
+                R::Visitor,
+                Ok(()),
+            ),
+            (
+                A::Admin,
+                R::Moderator,
+                A::Admin,
+                R::Moderator,
+                R::None,
+                Err(Refusal::NotAllowed),
+            ),
+            (
+                A::Owner,
+                R::Moderator,
+                A::Admin,
+                R::Moderator,
+                R::None,
+                Err(Refusal::NotAllowed),
+            ),
+            (
+                A::Owner,
+                R::Moderator,
+                A::Owner,
+                R::Moderator,
+                R::Participant,
+                Err(Refusal::NotAllowed),
+            ),
+            (
+                A::Admin,
+                R::Moderator,
+                A::Member,
+                R::Participant,
+                R::Moderator,
+                Ok(()),
+            ),
+            (
+                A::Member,
+                R::Moderator,
+                A::None,
+                R::Participant,
+                R::Moderator,
+                Err(Refusal::NotAllowed),
+            ),
+            (
+                A::Member,
+                R::Moderator,
+                A::None,
+                R::Moderator,
+                R::Participant,
+                Err(Refusal::NotAllowed),
+            ),
+            (
+                A::Admin,
+                R::Moderator,
+                A::None,
+                R::Moderator,
+                R::Participant,
+                Ok(()),
+            ),
+            (
+                A::Admin,
+                R::Moderator,
+                A::Owner,
+                R::Moderator,
+                R::None,
+                Err(Refusal::NotAllowed),
+            ),
         ];
         for (i, (aa, ar, ta, tr, nr, want)) in rows.into_iter().enumerate() {
             assert_eq!(may_set_role(aa, ar, ta, tr, nr), want, "row {i}");

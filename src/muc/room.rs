@@ -244,11 +244,22 @@ impl Room {
         out
     }
 
-    fn available(&mut self, ctx: &Ctx, from: &Jid, nick: &str, stanza: Element, out: &mut Vec<Action>) {
+    fn available(
+        &mut self,
+        ctx: &Ctx,
+        from: &Jid,
+        nick: &str,
+        stanza: Element,
+        out: &mut Vec<Action>,
+    ) {
         let presence = clean_presence(&stanza);
         if let Some(i) = self.occupant_of(from) {
             if self.occupants[i].nick == nick {
-                if let Some(s) = self.occupants[i].sessions.iter_mut().find(|s| s.jid == *from) {
+                if let Some(s) = self.occupants[i]
+                    .sessions
+                    .iter_mut()
+                    .find(|s| s.jid == *from)
+                {
                     s.presence = presence;
                 }
                 self.broadcast_presence(ctx, i, &[], out);
@@ -287,7 +298,14 @@ impl Room {
         // presence last (status 110), which is how clients know the join is complete.
         for (j, o) in self.occupants.iter().enumerate() {
             if j != i {
-                out.push(Action::Send(self.presence_of(ctx, o, from, false, &[], None)));
+                out.push(Action::Send(self.presence_of(
+                    ctx,
+                    o,
+                    from,
+                    false,
+                    &[],
+                    None,
+                )));
             }
         }
         let mut codes = vec![110];
@@ -311,13 +329,21 @@ impl Room {
                 out.push(Action::Send(p));
             }
         }
-        out.push(Action::Send(self.presence_of(ctx, o, from, true, &codes, None)));
+        out.push(Action::Send(
+            self.presence_of(ctx, o, from, true, &codes, None),
+        ));
         let req = HistoryRequest::parse(stanza.get_child("x", NS_MUC));
         self.send_history(from, &req, ctx.now, out);
         out.push(Action::Send(self.subject_message(from)));
     }
 
-    fn may_enter(&self, ctx: &Ctx, from: &Jid, nick: &str, stanza: &Element) -> Result<(), StanzaError> {
+    fn may_enter(
+        &self,
+        ctx: &Ctx,
+        from: &Jid,
+        nick: &str,
+        stanza: &Element,
+    ) -> Result<(), StanzaError> {
         let bare = from.to_bare();
         let aff = self.affiliation(ctx, &bare);
         if !from.is_full() {
@@ -328,7 +354,9 @@ impl Room {
                 .with_text("this room is being set up by its owner"));
         }
         if aff == Affiliation::Outcast {
-            return Err(StanzaError::new(Condition::Forbidden).with_text("you are banned from this room"));
+            return Err(
+                StanzaError::new(Condition::Forbidden).with_text("you are banned from this room")
+            );
         }
         if self.config.members_only && aff < Affiliation::Member {
             return Err(StanzaError::new(Condition::RegistrationRequired)
@@ -346,7 +374,9 @@ impl Room {
         }
         match self.by_nick(nick) {
             Some(i) if self.occupants[i].bare != bare => {
-                return Err(StanzaError::new(Condition::Conflict).with_text("that nickname is taken"))
+                return Err(
+                    StanzaError::new(Condition::Conflict).with_text("that nickname is taken")
+                )
             }
             Some(_) => return Ok(()),
             None => {}
@@ -355,12 +385,22 @@ impl Room {
             && self.occupants.len() >= self.config.max_users
             && aff < Affiliation::Admin
         {
-            return Err(StanzaError::new(Condition::ServiceUnavailable).with_text("this room is full"));
+            return Err(
+                StanzaError::new(Condition::ServiceUnavailable).with_text("this room is full")
+            );
         }
         Ok(())
     }
 
-    fn change_nick(&mut self, ctx: &Ctx, i: usize, from: &Jid, nick: &str, stanza: &Element, out: &mut Vec<Action>) {
+    fn change_nick(
+        &mut self,
+        ctx: &Ctx,
+        i: usize,
+        from: &Jid,
+        nick: &str,
+        stanza: &Element,
+        out: &mut Vec<Action>,
+    ) {
         if self.by_nick(nick).is_some() {
             let err = StanzaError::new(Condition::Conflict).with_text("that nickname is taken");
             out.push(Action::Send(error_presence(stanza, err)));
@@ -385,7 +425,11 @@ impl Room {
             }
         }
         self.occupants[i].nick = nick.to_string();
-        if let Some(s) = self.occupants[i].sessions.iter_mut().find(|s| s.jid == *from) {
+        if let Some(s) = self.occupants[i]
+            .sessions
+            .iter_mut()
+            .find(|s| s.jid == *from)
+        {
             s.presence = clean_presence(stanza);
         }
         self.broadcast_presence(ctx, i, &[], out);
@@ -464,7 +508,10 @@ impl Room {
 
     fn destroy_if_done(&mut self, out: &mut Vec<Action>) {
         if self.occupants.is_empty() && (!self.config.persistent || self.locked) {
-            out.push(Action::Log(format!("muc: room {} removed (empty, not persistent)", self.jid)));
+            out.push(Action::Log(format!(
+                "muc: room {} removed (empty, not persistent)",
+                self.jid
+            )));
             out.push(Action::Destroyed);
         }
     }
@@ -518,7 +565,9 @@ impl Room {
                 if own {
                     c.insert(0, 110);
                 }
-                out.push(Action::Send(self.presence_of(ctx, o, &s.jid, own, &c, None)));
+                out.push(Action::Send(
+                    self.presence_of(ctx, o, &s.jid, own, &c, None),
+                ));
             }
         }
     }
@@ -562,7 +611,9 @@ impl Room {
             x.push_child(Element::new("status", NS_USER).with_attr("code", c.to_string()));
         }
         p.push_child(x);
-        p.push_child(Element::new("occupant-id", NS_OCCUPANT_ID).with_attr("id", self.occupant_id(&o.bare)));
+        p.push_child(
+            Element::new("occupant-id", NS_OCCUPANT_ID).with_attr("id", self.occupant_id(&o.bare)),
+        );
         p
     }
 
@@ -623,7 +674,13 @@ impl Room {
     // ----- messages -----
 
     /// A message from `from` to the room (`nick` None) or to `ROOM/nick`.
-    pub fn message(&mut self, ctx: &Ctx, from: &Jid, nick: Option<&str>, stanza: Element) -> Vec<Action> {
+    pub fn message(
+        &mut self,
+        ctx: &Ctx,
+        from: &Jid,
+        nick: Option<&str>,
+        stanza: Element,
+    ) -> Vec<Action> {
         let mut out = Vec::new();
         if stanza.attr("type") == Some("error") {
             self.ghost(ctx, from, &stanza, &mut out);
@@ -639,7 +696,13 @@ impl Room {
         out
     }
 
-    fn message_to_room(&mut self, ctx: &Ctx, from: &Jid, stanza: Element, out: &mut Vec<Action>) -> Result<(), StanzaError> {
+    fn message_to_room(
+        &mut self,
+        ctx: &Ctx,
+        from: &Jid,
+        stanza: Element,
+        out: &mut Vec<Action>,
+    ) -> Result<(), StanzaError> {
         if let Some(x) = stanza.get_child("x", NS_USER) {
             return self.invitations(ctx, from, x, out);
         }
@@ -649,14 +712,19 @@ impl Room {
             }
         }
         if stanza.attr("type") != Some("groupchat") {
-            return Err(StanzaError::new(Condition::BadRequest).with_text("send groupchat messages to the room"));
+            return Err(StanzaError::new(Condition::BadRequest)
+                .with_text("send groupchat messages to the room"));
         }
         let Some(i) = self.occupant_of(from) else {
-            return Err(StanzaError::new(Condition::NotAcceptable).with_text("you are not in this room"));
+            return Err(
+                StanzaError::new(Condition::NotAcceptable).with_text("you are not in this room")
+            );
         };
         let o = &self.occupants[i];
         if o.role < Role::Participant {
-            return Err(StanzaError::new(Condition::Forbidden).with_text("you have no voice in this room"));
+            return Err(
+                StanzaError::new(Condition::Forbidden).with_text("you have no voice in this room")
+            );
         }
         let nick = o.nick.clone();
         let bare = o.bare.clone();
@@ -683,16 +751,23 @@ impl Room {
         let room = self.jid.as_str().to_string();
         // XEP-0359 §5 / XEP-0421: ids claiming to be the room's are ours to set.
         m.retain_children(|c| {
-            !(c.is("stanza-id", NS_SID) && c.attr("by") == Some(room.as_str()))
-                && !c.is("occupant-id", NS_OCCUPANT_ID)
+            let ours = c.is("stanza-id", NS_SID) && c.attr("by") == Some(room.as_str());
+            !(ours || c.is("occupant-id", NS_OCCUPANT_ID))
         });
-        m.push_child(Element::new("occupant-id", NS_OCCUPANT_ID).with_attr("id", self.occupant_id(&bare)));
+        m.push_child(
+            Element::new("occupant-id", NS_OCCUPANT_ID).with_attr("id", self.occupant_id(&bare)),
+        );
         out.push(Action::Groupchat(m));
         Ok(())
     }
 
     /// Delivers an accepted groupchat message to every session and keeps it for history.
-    pub fn broadcast(&mut self, ctx: &Ctx, mut msg: Element, archive_id: Option<u64>) -> Vec<Action> {
+    pub fn broadcast(
+        &mut self,
+        ctx: &Ctx,
+        mut msg: Element,
+        archive_id: Option<u64>,
+    ) -> Vec<Action> {
         if let Some(id) = archive_id {
             msg.push_child(
                 Element::new("stanza-id", NS_SID)
@@ -719,9 +794,18 @@ impl Room {
             .collect()
     }
 
-    fn private_message(&mut self, _ctx: &Ctx, from: &Jid, nick: &str, stanza: Element, out: &mut Vec<Action>) -> Result<(), StanzaError> {
+    fn private_message(
+        &mut self,
+        _ctx: &Ctx,
+        from: &Jid,
+        nick: &str,
+        stanza: Element,
+        out: &mut Vec<Action>,
+    ) -> Result<(), StanzaError> {
         let Some(i) = self.occupant_of(from) else {
-            return Err(StanzaError::new(Condition::NotAcceptable).with_text("you are not in this room"));
+            return Err(
+                StanzaError::new(Condition::NotAcceptable).with_text("you are not in this room")
+            );
         };
         if stanza.attr("type") == Some("groupchat") {
             return Err(Condition::BadRequest.into());
@@ -738,7 +822,8 @@ impl Room {
                 .with_text("private messages are not allowed in this room"));
         }
         let Some(t) = self.by_nick(nick) else {
-            return Err(StanzaError::new(Condition::ItemNotFound).with_text("nobody has that nickname here"));
+            return Err(StanzaError::new(Condition::ItemNotFound)
+                .with_text("nobody has that nickname here"));
         };
         let from_occupant = self.occupant_jid(&sender.nick);
         for s in &self.occupants[t].sessions {
@@ -754,7 +839,13 @@ impl Room {
     }
 
     /// XEP-0045 §7.8.2 mediated invitations and §7.8.2 declines.
-    fn invitations(&mut self, ctx: &Ctx, from: &Jid, x: &Element, out: &mut Vec<Action>) -> Result<(), StanzaError> {
+    fn invitations(
+        &mut self,
+        ctx: &Ctx,
+        from: &Jid,
+        x: &Element,
+        out: &mut Vec<Action>,
+    ) -> Result<(), StanzaError> {
         let bare = from.to_bare();
         let aff = self.affiliation(ctx, &bare);
         for decline in x.children().filter(|c| c.is("decline", NS_USER)) {
@@ -777,10 +868,13 @@ impl Room {
             return Ok(());
         }
         if self.occupant_of(from).is_none() && aff < Affiliation::Admin {
-            return Err(StanzaError::new(Condition::NotAcceptable).with_text("you are not in this room"));
+            return Err(
+                StanzaError::new(Condition::NotAcceptable).with_text("you are not in this room")
+            );
         }
         if self.config.members_only && !self.config.allow_invites && aff < Affiliation::Admin {
-            return Err(StanzaError::new(Condition::Forbidden).with_text("only admins may invite to this room"));
+            return Err(StanzaError::new(Condition::Forbidden)
+                .with_text("only admins may invite to this room"));
         }
         for invite in invites {
             let Some(to) = invite.attr("to").and_then(|t| Jid::parse(t).ok()) else {
@@ -788,7 +882,8 @@ impl Room {
             };
             // Prosody: an invitation to a members-only room makes the invitee a member, or
             // the invitation would be useless.
-            if self.config.members_only && self.affiliation(ctx, &to.to_bare()) < Affiliation::Member
+            if self.config.members_only
+                && self.affiliation(ctx, &to.to_bare()) < Affiliation::Member
                 && self.affiliation(ctx, &to.to_bare()) != Affiliation::Outcast
             {
                 self.affiliations.insert(to.to_bare(), Affiliation::Member);
@@ -808,21 +903,32 @@ impl Room {
                     .with_attr("to", to.as_str())
                     .with_attr("id", format!("invite-{}", fastrand::u64(..)))
                     .with_child(ux)
-                    .with_child(Element::new("x", ns::CONFERENCE).with_attr("jid", self.jid.as_str())),
+                    .with_child(
+                        Element::new("x", ns::CONFERENCE).with_attr("jid", self.jid.as_str()),
+                    ),
             ));
         }
         Ok(())
     }
 
     /// XEP-0045 §7.13 voice requests (from visitors) and §8.6 their approval (by moderators).
-    fn voice_request(&mut self, ctx: &Ctx, from: &Jid, form: &Element, out: &mut Vec<Action>) -> Result<(), StanzaError> {
+    fn voice_request(
+        &mut self,
+        ctx: &Ctx,
+        from: &Jid,
+        form: &Element,
+        out: &mut Vec<Action>,
+    ) -> Result<(), StanzaError> {
         let Some(i) = self.occupant_of(from) else {
-            return Err(StanzaError::new(Condition::NotAcceptable).with_text("you are not in this room"));
+            return Err(
+                StanzaError::new(Condition::NotAcceptable).with_text("you are not in this room")
+            );
         };
         let o = &self.occupants[i];
         if o.role == Role::Moderator {
             // An approval: the form a moderator got back, with request_allow set.
-            let allow = form_value(form, "muc#request_allow").is_some_and(|v| v == "1" || v == "true");
+            let allow =
+                form_value(form, "muc#request_allow").is_some_and(|v| v == "1" || v == "true");
             let Some(nick) = form_value(form, "muc#roomnick") else {
                 return Err(Condition::BadRequest.into());
             };
@@ -844,7 +950,9 @@ impl Room {
         x.push_child(result_field("FORM_TYPE", &[NS_REQUEST]).with_attr("type", "hidden"));
         x.push_child(result_field("muc#role", &["participant"]).with_attr("type", "list-single"));
         x.push_child(result_field("muc#jid", &[from.as_str()]).with_attr("type", "jid-single"));
-        x.push_child(result_field("muc#roomnick", &[o.nick.as_str()]).with_attr("type", "text-single"));
+        x.push_child(
+            result_field("muc#roomnick", &[o.nick.as_str()]).with_attr("type", "text-single"),
+        );
         x.push_child(
             result_field("muc#request_allow", &["0"])
                 .with_attr("type", "boolean")
@@ -884,16 +992,26 @@ impl Room {
         out
     }
 
-    fn iq_to_occupant(&mut self, _ctx: &Ctx, from: &Jid, nick: &str, iq: &Element, out: &mut Vec<Action>) -> Result<Option<Option<Element>>, StanzaError> {
+    fn iq_to_occupant(
+        &mut self,
+        _ctx: &Ctx,
+        from: &Jid,
+        nick: &str,
+        iq: &Element,
+        out: &mut Vec<Action>,
+    ) -> Result<Option<Option<Element>>, StanzaError> {
         let Some(i) = self.occupant_of(from) else {
-            return Err(StanzaError::new(Condition::NotAcceptable).with_text("you are not in this room"));
+            return Err(
+                StanzaError::new(Condition::NotAcceptable).with_text("you are not in this room")
+            );
         };
         // XEP-0410: a ping to one's own occupant JID is answered by the room.
         if self.occupants[i].nick == nick && iq.has_child("ping", ns::PING) {
             return Ok(Some(None));
         }
         let Some(t) = self.by_nick(nick) else {
-            return Err(StanzaError::new(Condition::ItemNotFound).with_text("nobody has that nickname here"));
+            return Err(StanzaError::new(Condition::ItemNotFound)
+                .with_text("nobody has that nickname here"));
         };
         // Requests go to the target's newest session, answers to the asker's; ids are kept,
         // so a reply finds its request on the client's side.
@@ -907,11 +1025,21 @@ impl Room {
         Ok(None)
     }
 
-    fn iq_to_room(&mut self, ctx: &Ctx, from: &Jid, iq: &Element, out: &mut Vec<Action>) -> Result<Option<Option<Element>>, StanzaError> {
+    fn iq_to_room(
+        &mut self,
+        ctx: &Ctx,
+        from: &Jid,
+        iq: &Element,
+        out: &mut Vec<Action>,
+    ) -> Result<Option<Option<Element>>, StanzaError> {
         let get = iq.attr("type") == Some("get");
         let set = iq.attr("type") == Some("set");
         let Some(payload) = iq.first_child() else {
-            return if get || set { Err(Condition::BadRequest.into()) } else { Ok(None) };
+            return if get || set {
+                Err(Condition::BadRequest.into())
+            } else {
+                Ok(None)
+            };
         };
         let aff = self.affiliation(ctx, &from.to_bare());
         match (payload.name(), payload.ns(), get) {
@@ -932,28 +1060,48 @@ impl Room {
             ("vCard", "vcard-temp", true) => Ok(Some(Some(Element::new("vCard", "vcard-temp")))),
             ("query", NS_OWNER, true) => {
                 if aff != Affiliation::Owner {
-                    return Err(StanzaError::new(Condition::Forbidden).with_text("only owners may configure the room"));
+                    return Err(StanzaError::new(Condition::Forbidden)
+                        .with_text("only owners may configure the room"));
                 }
-                let q = Element::new("query", NS_OWNER).with_child(self.config.form(ctx.max_history));
+                let q =
+                    Element::new("query", NS_OWNER).with_child(self.config.form(ctx.max_history));
                 Ok(Some(Some(q)))
             }
             ("query", NS_OWNER, false) if set => {
                 if aff != Affiliation::Owner {
-                    return Err(StanzaError::new(Condition::Forbidden).with_text("only owners may configure the room"));
+                    return Err(StanzaError::new(Condition::Forbidden)
+                        .with_text("only owners may configure the room"));
                 }
                 self.owner_set(ctx, from, payload, out).map(|()| Some(None))
             }
             ("query", NS_ADMIN, true) => self.admin_list(ctx, from, payload).map(|q| Some(Some(q))),
-            ("query", NS_ADMIN, false) if set => self.admin_set(ctx, from, payload, out).map(|()| Some(None)),
+            ("query", NS_ADMIN, false) if set => {
+                self.admin_set(ctx, from, payload, out).map(|()| Some(None))
+            }
             _ if get || set => Err(Condition::ServiceUnavailable.into()),
             _ => Ok(None),
         }
     }
 
-    fn owner_set(&mut self, ctx: &Ctx, from: &Jid, q: &Element, out: &mut Vec<Action>) -> Result<(), StanzaError> {
+    fn owner_set(
+        &mut self,
+        ctx: &Ctx,
+        from: &Jid,
+        q: &Element,
+        out: &mut Vec<Action>,
+    ) -> Result<(), StanzaError> {
         if let Some(d) = q.get_child("destroy", NS_OWNER) {
-            self.destroy(ctx, d.attr("jid"), d.get_child("reason", NS_OWNER).map(Element::text), out);
-            out.push(Action::Log(format!("muc: room {} destroyed by {}", self.jid, from.to_bare())));
+            self.destroy(
+                ctx,
+                d.attr("jid"),
+                d.get_child("reason", NS_OWNER).map(Element::text),
+                out,
+            );
+            out.push(Action::Log(format!(
+                "muc: room {} destroyed by {}",
+                self.jid,
+                from.to_bare()
+            )));
             return Ok(());
         }
         let Some(form) = q.get_child("x", ns::DATA_FORM) else {
@@ -963,7 +1111,10 @@ impl Room {
             // Cancelling the initial configuration of a reserved room destroys it (§10.1.3).
             if self.locked {
                 self.destroy(ctx, None, None, out);
-                out.push(Action::Log(format!("muc: room {} abandoned at creation", self.jid)));
+                out.push(Action::Log(format!(
+                    "muc: room {} abandoned at creation",
+                    self.jid
+                )));
             }
             return Ok(());
         }
@@ -974,13 +1125,21 @@ impl Room {
         self.config = next;
         let was_locked = std::mem::replace(&mut self.locked, false);
         if was_locked {
-            out.push(Action::Log(format!("muc: room {} created by {}", self.jid, from.to_bare())));
+            out.push(Action::Log(format!(
+                "muc: room {} created by {}",
+                self.jid,
+                from.to_bare()
+            )));
         }
         out.push(Action::Save);
         // §10.2.1: occupants hear that the configuration changed, and how it matters to them.
         let mut codes = vec![104];
         if before.whois != self.config.whois {
-            codes.push(if self.config.whois == Whois::Anyone { 172 } else { 173 });
+            codes.push(if self.config.whois == Whois::Anyone {
+                172
+            } else {
+                173
+            });
         }
         if before.archiving != self.config.archiving {
             codes.push(if self.config.archiving { 170 } else { 171 });
@@ -1015,7 +1174,10 @@ impl Room {
             for i in 0..self.occupants.len() {
                 let aff = self.affiliation(ctx, &self.occupants[i].bare);
                 let role = default_role(aff, self.config.moderated);
-                if aff == Affiliation::None && self.occupants[i].role != Role::Moderator && self.occupants[i].role != role {
+                if aff == Affiliation::None
+                    && self.occupants[i].role != Role::Moderator
+                    && self.occupants[i].role != role
+                {
                     self.occupants[i].role = role;
                     self.broadcast_presence(ctx, i, &[], out);
                 }
@@ -1024,7 +1186,13 @@ impl Room {
         Ok(())
     }
 
-    fn destroy(&mut self, ctx: &Ctx, alternate: Option<&str>, reason: Option<String>, out: &mut Vec<Action>) {
+    fn destroy(
+        &mut self,
+        ctx: &Ctx,
+        alternate: Option<&str>,
+        reason: Option<String>,
+        out: &mut Vec<Action>,
+    ) {
         let mut d = Element::new("destroy", NS_USER);
         if let Some(j) = alternate {
             d.set_attr("jid", j);
@@ -1043,7 +1211,11 @@ impl Room {
                         .with_attr("type", "unavailable")
                         .with_attr("from", self.occupant_jid(&o.nick))
                         .with_attr("to", s.jid.as_str())
-                        .with_child(Element::new("x", NS_USER).with_child(item).with_child(d.clone())),
+                        .with_child(
+                            Element::new("x", NS_USER)
+                                .with_child(item)
+                                .with_child(d.clone()),
+                        ),
                 ));
             }
         }
@@ -1056,13 +1228,17 @@ impl Room {
             return Err(Condition::BadRequest.into());
         };
         let aff = self.affiliation(ctx, &from.to_bare());
-        let role = self.occupant_of(from).map_or(Role::None, |i| self.occupants[i].role);
+        let role = self
+            .occupant_of(from)
+            .map_or(Role::None, |i| self.occupants[i].role);
         let mut out = Element::new("query", NS_ADMIN);
         if let Some(a) = item.attr("affiliation").map(Affiliation::parse) {
             let a = a.ok_or(Condition::BadRequest)?;
             // Members may see the member list of a members-only room (who else is in it).
             let may = aff >= Affiliation::Admin
-                || (a == Affiliation::Member && self.config.members_only && aff == Affiliation::Member);
+                || (a == Affiliation::Member
+                    && self.config.members_only
+                    && aff == Affiliation::Member);
             if !may {
                 return Err(Condition::Forbidden.into());
             }
@@ -1099,44 +1275,79 @@ impl Room {
         Err(Condition::BadRequest.into())
     }
 
-    fn admin_set(&mut self, ctx: &Ctx, from: &Jid, q: &Element, out: &mut Vec<Action>) -> Result<(), StanzaError> {
+    fn admin_set(
+        &mut self,
+        ctx: &Ctx,
+        from: &Jid,
+        q: &Element,
+        out: &mut Vec<Action>,
+    ) -> Result<(), StanzaError> {
         let items: Vec<&Element> = q.children().filter(|c| c.is("item", NS_ADMIN)).collect();
         if items.is_empty() {
             return Err(Condition::BadRequest.into());
         }
         let actor_bare = from.to_bare();
-        let actor_nick = self.occupant_of(from).map(|i| self.occupants[i].nick.clone());
+        let actor_nick = self
+            .occupant_of(from)
+            .map(|i| self.occupants[i].nick.clone());
         for item in items {
             let reason = item.get_child("reason", NS_ADMIN).map(Element::text);
             let actor_aff = self.affiliation(ctx, &actor_bare);
-            let actor_role = self.occupant_of(from).map_or(Role::None, |i| self.occupants[i].role);
+            let actor_role = self
+                .occupant_of(from)
+                .map_or(Role::None, |i| self.occupants[i].role);
             if let Some(a) = item.attr("affiliation") {
                 let new = Affiliation::parse(a).ok_or(Condition::BadRequest)?;
                 let target = match (item.attr("jid"), item.attr("nick")) {
-                    (Some(j), _) => Jid::parse(j).map_err(|_| Condition::JidMalformed)?.to_bare(),
+                    (Some(j), _) => Jid::parse(j)
+                        .map_err(|_| Condition::JidMalformed)?
+                        .to_bare(),
                     (None, Some(n)) => match self.by_nick(n) {
                         Some(i) => self.occupants[i].bare.clone(),
                         None => return Err(Condition::ItemNotFound.into()),
                     },
                     (None, None) => return Err(Condition::BadRequest.into()),
                 };
-                self.set_affiliation(ctx, actor_aff, actor_nick.as_deref(), target, new, reason.as_deref(), out)?;
+                self.set_affiliation(
+                    ctx,
+                    actor_aff,
+                    actor_nick.as_deref(),
+                    target,
+                    new,
+                    reason.as_deref(),
+                    out,
+                )?;
             } else if let Some(r) = item.attr("role") {
                 let new = Role::parse(r).ok_or(Condition::BadRequest)?;
                 let Some(nick) = item.attr("nick") else {
                     return Err(Condition::BadRequest.into());
                 };
                 let Some(t) = self.by_nick(nick) else {
-                    return Err(StanzaError::new(Condition::ItemNotFound).with_text("nobody has that nickname here"));
+                    return Err(StanzaError::new(Condition::ItemNotFound)
+                        .with_text("nobody has that nickname here"));
                 };
                 let target_aff = self.affiliation(ctx, &self.occupants[t].bare);
-                may_set_role(actor_aff, actor_role, target_aff, self.occupants[t].role, new).map_err(refusal)?;
+                may_set_role(
+                    actor_aff,
+                    actor_role,
+                    target_aff,
+                    self.occupants[t].role,
+                    new,
+                )
+                .map_err(refusal)?;
                 if new == Role::None {
                     out.push(Action::Log(format!(
                         "muc: {} kicked from {} by {actor_bare}",
                         self.occupants[t].bare, self.jid
                     )));
-                    self.remove_occupant(ctx, t, &[307], actor_nick.as_deref(), reason.as_deref(), out);
+                    self.remove_occupant(
+                        ctx,
+                        t,
+                        &[307],
+                        actor_nick.as_deref(),
+                        reason.as_deref(),
+                        out,
+                    );
                 } else if self.occupants[t].role != new {
                     self.occupants[t].role = new;
                     self.broadcast_presence(ctx, t, &[], out);
@@ -1159,12 +1370,22 @@ impl Room {
         reason: Option<&str>,
         out: &mut Vec<Action>,
     ) -> Result<(), StanzaError> {
-        let current = self.affiliations.get(&target).copied().unwrap_or(Affiliation::None);
+        let current = self
+            .affiliations
+            .get(&target)
+            .copied()
+            .unwrap_or(Affiliation::None);
         may_set_affiliation(actor_aff, current, new).map_err(refusal)?;
         if ctx.admins.contains(&target) && new < Affiliation::Owner {
-            return Err(StanzaError::new(Condition::NotAllowed).with_text("server admins own every room"));
+            return Err(
+                StanzaError::new(Condition::NotAllowed).with_text("server admins own every room")
+            );
         }
-        let owners = self.affiliations.values().filter(|a| **a == Affiliation::Owner).count();
+        let owners = self
+            .affiliations
+            .values()
+            .filter(|a| **a == Affiliation::Owner)
+            .count();
         if current == Affiliation::Owner && new != Affiliation::Owner && owners <= 1 {
             return Err(StanzaError::new(Condition::Conflict).with_text("a room needs an owner"));
         }
@@ -1178,7 +1399,10 @@ impl Room {
         }
         out.push(Action::Save);
         if new == Affiliation::Outcast {
-            out.push(Action::Log(format!("muc: {target} banned from {}", self.jid)));
+            out.push(Action::Log(format!(
+                "muc: {target} banned from {}",
+                self.jid
+            )));
         }
         let Some(i) = self.occupants.iter().position(|o| o.bare == target) else {
             return Ok(());
@@ -1228,8 +1452,16 @@ impl Room {
             pick(c.public, "muc_public", "muc_hidden"),
             pick(c.members_only, "muc_membersonly", "muc_open"),
             pick(c.moderated, "muc_moderated", "muc_unmoderated"),
-            pick(c.whois == Whois::Anyone, "muc_nonanonymous", "muc_semianonymous"),
-            pick(c.password.is_some(), "muc_passwordprotected", "muc_unsecured"),
+            pick(
+                c.whois == Whois::Anyone,
+                "muc_nonanonymous",
+                "muc_semianonymous",
+            ),
+            pick(
+                c.password.is_some(),
+                "muc_passwordprotected",
+                "muc_unsecured",
+            ),
         ];
         if c.archiving {
             features.push(NS_MAM);
@@ -1241,10 +1473,19 @@ impl Room {
         let occupants = self.occupants.len().to_string();
         let mut x = Element::new("x", ns::DATA_FORM).with_attr("type", "result");
         x.push_child(result_field("FORM_TYPE", &[NS_ROOMINFO]).with_attr("type", "hidden"));
-        x.push_child(result_field("muc#roominfo_description", &[c.description.as_str()]));
-        x.push_child(result_field("muc#roominfo_occupants", &[occupants.as_str()]));
+        x.push_child(result_field(
+            "muc#roominfo_description",
+            &[c.description.as_str()],
+        ));
+        x.push_child(result_field(
+            "muc#roominfo_occupants",
+            &[occupants.as_str()],
+        ));
         x.push_child(result_field("muc#roominfo_subject", &[subject]));
-        x.push_child(result_field("muc#roominfo_changesubject", &[pick(c.change_subject, "1", "0")]));
+        x.push_child(result_field(
+            "muc#roominfo_changesubject",
+            &[pick(c.change_subject, "1", "0")],
+        ));
         x.push_child(result_field("muc#roomconfig_roomname", &[c.name.as_str()]));
         q.push_child(x);
         q

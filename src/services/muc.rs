@@ -69,7 +69,9 @@ async fn key(srv: &Server) -> [u8; 32] {
             };
             let mut rooms = Vec::new();
             for (jid, bytes) in stored {
-                let el = std::str::from_utf8(&bytes).ok().and_then(|s| Element::parse(s).ok());
+                let el = std::str::from_utf8(&bytes)
+                    .ok()
+                    .and_then(|s| Element::parse(s).ok());
                 match (BareJid::parse(&jid), el) {
                     (Ok(j), Some(el)) => {
                         let mut room = Room::from_element(j.clone(), &el, defaults.clone(), key);
@@ -135,7 +137,9 @@ async fn recent(srv: &Server, room: &BareJid, n: usize) -> Vec<(u64, u64, Elemen
             .entries
             .into_iter()
             .filter_map(|e| {
-                let el = std::str::from_utf8(&e.stanza).ok().and_then(|s| Element::parse(s).ok())?;
+                let el = std::str::from_utf8(&e.stanza)
+                    .ok()
+                    .and_then(|s| Element::parse(s).ok())?;
                 Some((e.id, e.id / 1_000_000, el))
             })
             .collect(),
@@ -180,7 +184,9 @@ fn archivable(msg: &Element) -> bool {
 /// A stanza to the service's domain from `from` (a local session, another server's user, a
 /// component).
 pub async fn handle(srv: &Server, from: &Jid, stanza: Element) {
-    let Some(kind) = Kind::of(&stanza) else { return };
+    let Some(kind) = Kind::of(&stanza) else {
+        return;
+    };
     let to = match stanza::jid_attr(&stanza, "to") {
         Ok(Some(to)) => to,
         _ => return router::bounce(srv, &stanza, Condition::JidMalformed.into()),
@@ -238,7 +244,10 @@ fn decide(
         let config = RoomConfig::new(muc.history_length.min(muc.max_history));
         let room = Room::create(room_jid.clone(), config, from.to_bare(), locked, key);
         if !locked {
-            log::info!("muc: room {room_jid} created by {} (instant)", from.to_bare());
+            log::info!(
+                "muc: room {room_jid} created by {} (instant)",
+                from.to_bare()
+            );
         }
         rooms.insert(room_jid.clone(), room);
     }
@@ -323,13 +332,20 @@ async fn perform(srv: &Server, ctx: &Ctx<'_>, room_jid: &BareJid, actions: Vec<A
     // A room is stored while persistent; one made temporary is removed from the store.
     let stored = {
         let rooms = lock(&srv.muc.rooms);
-        rooms.get(room_jid).map(|r| (r.config.persistent && !r.locked, r.to_element()))
+        rooms
+            .get(room_jid)
+            .map(|r| (r.config.persistent && !r.locked, r.to_element()))
     };
     if let (true, Some((persistent, el))) = (save, stored) {
         let result = if persistent {
-            srv.store.muc_room_set(room_jid.as_str(), el.to_bytes_in("")).await
+            srv.store
+                .muc_room_set(room_jid.as_str(), el.to_bytes_in(""))
+                .await
         } else {
-            srv.store.muc_room_delete(room_jid.as_str()).await.map(|_| ())
+            srv.store
+                .muc_room_delete(room_jid.as_str())
+                .await
+                .map(|_| ())
         };
         if let Err(e) = result {
             log::error!("muc: cannot store room {room_jid}: {e}");
@@ -386,14 +402,20 @@ fn to_service(srv: &Server, from: &Jid, kind: Kind, stanza: Element) {
     let payload = stanza.first_child();
     let reply = match payload.map(|c| (c.name(), c.ns())) {
         Some(("query", ns::DISCO_INFO)) if get => {
-            let mut q = Element::new("query", ns::DISCO_INFO)
-                .with_child(
-                    Element::new("identity", ns::DISCO_INFO)
-                        .with_attr("category", "conference")
-                        .with_attr("type", "text")
-                        .with_attr("name", "Group chats"),
-                );
-            for f in [NS_MUC, ns::DISCO_INFO, ns::DISCO_ITEMS, ns::PING, crate::muc::NS_OCCUPANT_ID, NS_MAM] {
+            let mut q = Element::new("query", ns::DISCO_INFO).with_child(
+                Element::new("identity", ns::DISCO_INFO)
+                    .with_attr("category", "conference")
+                    .with_attr("type", "text")
+                    .with_attr("name", "Group chats"),
+            );
+            for f in [
+                NS_MUC,
+                ns::DISCO_INFO,
+                ns::DISCO_ITEMS,
+                ns::PING,
+                crate::muc::NS_OCCUPANT_ID,
+                NS_MAM,
+            ] {
                 q.push_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", f));
             }
             Ok(Some(q))
@@ -404,7 +426,8 @@ fn to_service(srv: &Server, from: &Jid, kind: Kind, stanza: Element) {
             let mut listed: Vec<_> = rooms.values().filter(|r| r.is_listed()).collect();
             listed.sort_by(|a, b| a.jid.cmp(&b.jid));
             for r in listed {
-                let mut item = Element::new("item", ns::DISCO_ITEMS).with_attr("jid", r.jid.as_str());
+                let mut item =
+                    Element::new("item", ns::DISCO_ITEMS).with_attr("jid", r.jid.as_str());
                 if !r.config.name.is_empty() {
                     item.set_attr("name", r.config.name.as_str());
                 }
@@ -425,10 +448,9 @@ fn to_service(srv: &Server, from: &Jid, kind: Kind, stanza: Element) {
 async fn room_mam(srv: &Server, ctx: &Ctx<'_>, from: &Jid, room_jid: &BareJid, iq: Element) {
     let allowed = {
         let rooms = lock(&srv.muc.rooms);
-        match rooms.get(room_jid) {
-            None => None,
-            Some(r) => Some(r.config.archiving && r.may_read_archive(ctx, from)),
-        }
+        rooms
+            .get(room_jid)
+            .map(|r| r.config.archiving && r.may_read_archive(ctx, from))
     };
     let err = match allowed {
         None => Some(StanzaError::new(Condition::ItemNotFound).with_text("no such room")),
@@ -458,9 +480,15 @@ async fn room_mam(srv: &Server, ctx: &Ctx<'_>, from: &Jid, room_jid: &BareJid, i
     }
     let q = match p::parse_query(payload) {
         Ok(q) => q,
-        Err(p::QueryError::ItemNotFound) => return router::bounce(srv, &iq, Condition::ItemNotFound.into()),
+        Err(p::QueryError::ItemNotFound) => {
+            return router::bounce(srv, &iq, Condition::ItemNotFound.into())
+        }
         Err(p::QueryError::BadRequest(t)) => {
-            return router::bounce(srv, &iq, StanzaError::new(Condition::BadRequest).with_text(t))
+            return router::bounce(
+                srv,
+                &iq,
+                StanzaError::new(Condition::BadRequest).with_text(t),
+            )
         }
     };
     let page = match srv
@@ -486,12 +514,16 @@ async fn room_mam(srv: &Server, ctx: &Ctx<'_>, from: &Jid, room_jid: &BareJid, i
         _ => None,
     };
     for e in entries {
-        let Some(mut original) = std::str::from_utf8(&e.stanza).ok().and_then(|s| Element::parse(s).ok()) else {
+        let Some(mut original) = std::str::from_utf8(&e.stanza)
+            .ok()
+            .and_then(|s| Element::parse(s).ok())
+        else {
             continue;
         };
         original.remove_attr("to");
         let stamp = crate::time::rfc3339_micros(e.id);
-        let mut msg = p::result_message(from.as_str(), q.queryid.as_deref(), e.id, &stamp, original);
+        let mut msg =
+            p::result_message(from.as_str(), q.queryid.as_deref(), e.id, &stamp, original);
         msg.set_attr("from", room_jid.as_str());
         send(srv, msg).await;
     }

@@ -88,9 +88,7 @@ impl Condition {
             Condition::Forbidden
             | Condition::NotAuthorized
             | Condition::PolicyViolation
-            | Condition::RegistrationRequired => {
-                ErrorType::Auth
-            }
+            | Condition::RegistrationRequired => ErrorType::Auth,
             Condition::InternalServerError
             | Condition::RecipientUnavailable
             | Condition::RemoteServerTimeout

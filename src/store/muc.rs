@@ -63,9 +63,18 @@ mod tests {
         let path = dir.join("kith.redb");
         smol::block_on(async {
             let store = Store::open(&path).unwrap();
-            store.muc_room_set("a@conference.x", b"one".to_vec()).await.unwrap();
-            store.muc_room_set("b@conference.x", b"two".to_vec()).await.unwrap();
-            store.muc_room_set("a@conference.x", b"three".to_vec()).await.unwrap();
+            store
+                .muc_room_set("a@conference.x", b"one".to_vec())
+                .await
+                .unwrap();
+            store
+                .muc_room_set("b@conference.x", b"two".to_vec())
+                .await
+                .unwrap();
+            store
+                .muc_room_set("a@conference.x", b"three".to_vec())
+                .await
+                .unwrap();
             let id = store
                 .mam_append_room("a@conference.x", "a@conference.x/n", b"<m/>".to_vec())
                 .await

@@ -79,7 +79,13 @@ fn join_sends_others_then_self_last_with_110_history_and_subject() {
     assert!(s[2].has_child("occupant-id", NS_OCCUPANT_ID));
     assert!(s[3].has_child("subject", ns::CLIENT));
     // Semi-anonymous: Bob doesn't see Alice's JID, moderator Alice sees Bob's.
-    let item = |p: &Element| p.get_child("x", NS_USER).unwrap().get_child("item", NS_USER).unwrap().clone();
+    let item = |p: &Element| {
+        p.get_child("x", NS_USER)
+            .unwrap()
+            .get_child("item", NS_USER)
+            .unwrap()
+            .clone()
+    };
     assert_eq!(item(s[0]).attr("jid"), None);
     assert_eq!(item(s[1]).attr("jid"), Some("bob@example.org/pc"));
     assert_eq!(item(s[0]).attr("role"), Some("moderator"));
@@ -99,7 +105,10 @@ fn creation_gets_201_and_a_locked_room_refuses_others() {
     let own = sent(&a)[0];
     assert_eq!(codes(own), ["110", "170", "201"]);
     let a = join(&mut r, "bob@example.org/pc", "Bob");
-    assert_eq!(error_condition(sent(&a)[0]).as_deref(), Some("item-not-found"));
+    assert_eq!(
+        error_condition(sent(&a)[0]).as_deref(),
+        Some("item-not-found")
+    );
     // The instant room: an empty submitted form unlocks it.
     let iq = el(&format!(
         "<iq xmlns='jabber:client' type='set' id='c' from='alice@example.org/phone' to='{ROOM}'><query xmlns='{NS_OWNER}'><x xmlns='jabber:x:data' type='submit'/></query></iq>"
@@ -118,11 +127,17 @@ fn refusals_carry_the_xep_0045_conditions() {
     assert_eq!(error_condition(sent(&a)[0]).as_deref(), Some("conflict"));
     r.config.members_only = true;
     let a = join(&mut r, "bob@example.org/pc", "Bob");
-    assert_eq!(error_condition(sent(&a)[0]).as_deref(), Some("registration-required"));
+    assert_eq!(
+        error_condition(sent(&a)[0]).as_deref(),
+        Some("registration-required")
+    );
     r.config.members_only = false;
     r.config.password = Some("pw".into());
     let a = join(&mut r, "bob@example.org/pc", "Bob");
-    assert_eq!(error_condition(sent(&a)[0]).as_deref(), Some("not-authorized"));
+    assert_eq!(
+        error_condition(sent(&a)[0]).as_deref(),
+        Some("not-authorized")
+    );
     let p = el(&format!(
         "<presence xmlns='jabber:client' to='{ROOM}/Bob'><x xmlns='{NS_MUC}'><password>pw</password></x></presence>"
     ));
@@ -143,23 +158,33 @@ fn groupchat_goes_through_the_archive_step_and_then_to_everyone() {
     };
     assert_eq!(msg.attr("from"), Some("room@conference.example.org/Bob"));
     assert_ne!(
-        msg.get_child("occupant-id", NS_OCCUPANT_ID).unwrap().attr("id"),
+        msg.get_child("occupant-id", NS_OCCUPANT_ID)
+            .unwrap()
+            .attr("id"),
         Some("forged")
     );
     let a = r.broadcast(&ctx(), msg, Some(42));
     let s = sent(&a);
     assert_eq!(s.len(), 2);
     assert!(s.iter().all(|m| m.attr("id") == Some("m1")));
-    assert!(s.iter().all(|m| m.get_child("stanza-id", NS_SID).unwrap().attr("by") == Some(ROOM)));
+    assert!(s
+        .iter()
+        .all(|m| m.get_child("stanza-id", NS_SID).unwrap().attr("by") == Some(ROOM)));
     // A newcomer gets it as delayed history.
     let a = join(&mut r, "carol@example.org/x", "Carol");
-    let hist: Vec<_> = sent(&a).into_iter().filter(|m| m.has_child("body", ns::CLIENT)).collect();
+    let hist: Vec<_> = sent(&a)
+        .into_iter()
+        .filter(|m| m.has_child("body", ns::CLIENT))
+        .collect();
     assert_eq!(hist.len(), 1);
     assert!(hist[0].has_child("delay", ns::DELAY));
     // Not an occupant: refused.
     let m = el("<message xmlns='jabber:client' type='groupchat'><body>x</body></message>");
     let a = r.message(&ctx(), &jid("eve@example.org/x"), None, m);
-    assert_eq!(error_condition(sent(&a)[0]).as_deref(), Some("not-acceptable"));
+    assert_eq!(
+        error_condition(sent(&a)[0]).as_deref(),
+        Some("not-acceptable")
+    );
 }
 
 #[test]
@@ -175,10 +200,15 @@ fn kick_ban_and_their_status_codes() {
     assert_eq!(error_condition(sent(&a)[0]).as_deref(), Some("forbidden"));
     let a = r.iq(&ctx(), &jid("alice@example.org/phone"), None, kick);
     let s = sent(&a);
-    let to_bob = s.iter().find(|p| p.attr("to") == Some("bob@example.org/pc")).unwrap();
+    let to_bob = s
+        .iter()
+        .find(|p| p.attr("to") == Some("bob@example.org/pc"))
+        .unwrap();
     assert_eq!(to_bob.attr("type"), Some("unavailable"));
     assert_eq!(codes(to_bob), ["110", "307"]);
-    assert!(s.iter().any(|p| p.attr("to") == Some("carol@example.org/x") && codes(p) == ["307"]));
+    assert!(s
+        .iter()
+        .any(|p| p.attr("to") == Some("carol@example.org/x") && codes(p) == ["307"]));
     assert!(s.iter().any(|p| p.attr("type") == Some("result")));
     assert!(!r.has_session(&jid("bob@example.org/pc")));
     // Ban by JID: Carol leaves with 301 and cannot come back.
@@ -207,8 +237,12 @@ fn members_only_switch_removes_non_members_with_322() {
         super::super::NS_ROOMCONFIG
     ));
     let a = r.iq(&ctx(), &jid("alice@example.org/phone"), None, iq);
-    assert!(sent(&a).iter().any(|p| p.attr("to") == Some("bob@example.org/pc") && codes(p) == ["110", "322"]));
-    assert!(sent(&a).iter().any(|m| m.name() == "message" && codes(m) == ["104"]));
+    assert!(sent(&a)
+        .iter()
+        .any(|p| p.attr("to") == Some("bob@example.org/pc") && codes(p) == ["110", "322"]));
+    assert!(sent(&a)
+        .iter()
+        .any(|m| m.name() == "message" && codes(m) == ["104"]));
     assert!(!r.has_session(&jid("bob@example.org/pc")));
 }
 
@@ -220,17 +254,37 @@ fn self_ping_answered_by_the_room() {
             "<iq xmlns='jabber:client' type='get' id='p' from='{from}' to='{ROOM}/Alice'><ping xmlns='urn:xmpp:ping'/></iq>"
         ))
     };
-    let a = r.iq(&ctx(), &jid("alice@example.org/phone"), Some("Alice"), ping("alice@example.org/phone"));
+    let a = r.iq(
+        &ctx(),
+        &jid("alice@example.org/phone"),
+        Some("Alice"),
+        ping("alice@example.org/phone"),
+    );
     assert_eq!(sent(&a)[0].attr("type"), Some("result"));
-    let a = r.iq(&ctx(), &jid("alice@example.org/laptop"), Some("Alice"), ping("alice@example.org/laptop"));
-    assert_eq!(error_condition(sent(&a)[0]).as_deref(), Some("not-acceptable"));
+    let a = r.iq(
+        &ctx(),
+        &jid("alice@example.org/laptop"),
+        Some("Alice"),
+        ping("alice@example.org/laptop"),
+    );
+    assert_eq!(
+        error_condition(sent(&a)[0]).as_deref(),
+        Some("not-acceptable")
+    );
 }
 
 #[test]
 fn temporary_room_goes_when_empty_and_persistent_room_stays() {
     let mut r = new_room();
-    let leave = el(&format!("<presence xmlns='jabber:client' type='unavailable' to='{ROOM}/Alice'/>"));
-    let a = r.presence(&ctx(), &jid("alice@example.org/phone"), "Alice", leave.clone());
+    let leave = el(&format!(
+        "<presence xmlns='jabber:client' type='unavailable' to='{ROOM}/Alice'/>"
+    ));
+    let a = r.presence(
+        &ctx(),
+        &jid("alice@example.org/phone"),
+        "Alice",
+        leave.clone(),
+    );
     assert_eq!(codes(sent(&a)[0]), ["110"]);
     assert!(a.iter().any(|a| matches!(a, Action::Destroyed)));
     let mut r = new_room();
@@ -246,7 +300,9 @@ fn a_bounce_from_an_occupant_removes_that_ghost() {
     let err = el("<message xmlns='jabber:client' type='error'><error type='cancel'><remote-server-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>");
     let a = r.message(&ctx(), &jid("bob@remote.example/pc"), Some("Alice"), err);
     assert!(!r.has_session(&jid("bob@remote.example/pc")));
-    assert!(sent(&a).iter().any(|p| p.attr("to") == Some("alice@example.org/phone") && codes(p) == ["333"]));
+    assert!(sent(&a)
+        .iter()
+        .any(|p| p.attr("to") == Some("alice@example.org/phone") && codes(p) == ["333"]));
 }
 
 #[test]
@@ -256,7 +312,13 @@ fn occupant_ids_are_stable_per_person_and_room() {
     let b = BareJid::parse("b@x").unwrap();
     assert_eq!(r.occupant_id(&a), r.occupant_id(&a));
     assert_ne!(r.occupant_id(&a), r.occupant_id(&b));
-    let other = Room::create(BareJid::parse("other@conference.example.org").unwrap(), RoomConfig::new(1), a.clone(), false, [7; 32]);
+    let other = Room::create(
+        BareJid::parse("other@conference.example.org").unwrap(),
+        RoomConfig::new(1),
+        a.clone(),
+        false,
+        [7; 32],
+    );
     assert_ne!(r.occupant_id(&a), other.occupant_id(&a));
 }
 
@@ -264,19 +326,36 @@ fn occupant_ids_are_stable_per_person_and_room() {
 fn history_selection_applies_every_limit() {
     // (time, chars), oldest first.
     let e = [(100, 10), (200, 10), (300, 10), (400, 10)];
-    let req = |s: Option<usize>, c: Option<usize>, secs: Option<u64>, since: Option<u64>| HistoryRequest {
-        max_stanzas: s,
-        max_chars: c,
-        seconds: secs,
-        since,
+    let req = |s: Option<usize>, c: Option<usize>, secs: Option<u64>, since: Option<u64>| {
+        HistoryRequest {
+            max_stanzas: s,
+            max_chars: c,
+            seconds: secs,
+            since,
+        }
     };
     assert_eq!(select_history(&e, &req(None, None, None, None), 20, 500), 0);
     assert_eq!(select_history(&e, &req(None, None, None, None), 2, 500), 2);
-    assert_eq!(select_history(&e, &req(Some(0), None, None, None), 20, 500), 4);
-    assert_eq!(select_history(&e, &req(Some(3), Some(15), None, None), 20, 500), 3);
-    assert_eq!(select_history(&e, &req(None, None, Some(150), None), 20, 500), 3);
-    assert_eq!(select_history(&e, &req(None, None, None, Some(300)), 20, 500), 2);
-    assert_eq!(select_history(&[], &req(None, None, None, None), 20, 500), 0);
+    assert_eq!(
+        select_history(&e, &req(Some(0), None, None, None), 20, 500),
+        4
+    );
+    assert_eq!(
+        select_history(&e, &req(Some(3), Some(15), None, None), 20, 500),
+        3
+    );
+    assert_eq!(
+        select_history(&e, &req(None, None, Some(150), None), 20, 500),
+        3
+    );
+    assert_eq!(
+        select_history(&e, &req(None, None, None, Some(300)), 20, 500),
+        2
+    );
+    assert_eq!(
+        select_history(&[], &req(None, None, None, None), 20, 500),
+        0
+    );
 }
 
 #[test]
@@ -284,7 +363,10 @@ fn stored_room_round_trips() {
     let mut r = new_room();
     r.config.persistent = true;
     r.subject = Some(("Plans".into(), "Alice".into()));
-    r.affiliations.insert(BareJid::parse("bob@example.org").unwrap(), Affiliation::Member);
+    r.affiliations.insert(
+        BareJid::parse("bob@example.org").unwrap(),
+        Affiliation::Member,
+    );
     let back = Room::from_element(r.jid.clone(), &r.to_element(), RoomConfig::new(1), [7; 32]);
     assert_eq!(back.config, r.config);
     assert_eq!(back.affiliations, r.affiliations);

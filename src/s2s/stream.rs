@@ -113,6 +113,9 @@ pub struct Facts<'a> {
 pub struct Policy {
     /// Our domain.
     pub local: String,
+    /// Our other domains peers may open streams to (the MUC service at `conference.`): an
+    /// incoming stream to one of them authenticates pairs with that domain as `local`.
+    pub hosted: Vec<String>,
     /// The dialback secret (to make keys and answer `<db:verify/>`).
     pub secret: Secret,
     /// Refuse peers whose certificate is not valid for their domain (no
@@ -565,13 +568,15 @@ impl Incoming {
 
 impl InExpectHeader {
     fn on_header(self, h: &StreamHeader, facts: Facts<'_>) -> InStep {
-        let ctx = self.0;
+        let mut ctx = self.0;
         if h.default_ns() != NS_SERVER {
             return close_in(StreamError::InvalidNamespace);
         }
         let to = h.attr("to").and_then(|t| prepare_domain(t).ok());
-        if to.as_deref() != Some(ctx.policy.local.as_str()) {
-            return close_in(StreamError::HostUnknown);
+        match to.as_deref() {
+            Some(t) if t == ctx.policy.local => {}
+            Some(t) if ctx.policy.hosted.iter().any(|h| h == t) => ctx.policy.local = t.to_owned(),
+            _ => return close_in(StreamError::HostUnknown),
         }
         if !h.attr("version").is_some_and(|v| v.starts_with("1.")) {
             return close_in(StreamError::UnsupportedVersion);
@@ -874,6 +879,7 @@ mod tests {
 
     fn policy(require_valid_certs: bool) -> Policy {
         Policy {
+            hosted: Vec::new(),
             local: A.into(),
             secret: Secret::from_hex(&"42".repeat(32)).unwrap(),
             require_valid_certs,

@@ -2977,11 +2977,25 @@ allow_plain = true
     }
 
     #[test]
+    fn muc_section() {
+        let m = |text: &str| ok(text).muc;
+        assert_eq!(m(""), Muc::default());
+        let set = m("[muc]\nenabled = false\nrestrict_room_creation = \"admins\"\nhistory_length = 5\nmax_history = 50\n");
+        assert!(!set.enabled);
+        assert_eq!(set.restrict_room_creation, RoomCreation::Admins);
+        assert_eq!((set.history_length, set.max_history), (5, 50));
+        let p = problems("[muc]\nrestrict_room_creation = \"local users\"\n");
+        assert_eq!(p.len(), 1);
+        assert!(p[0].contains("did you mean \"local\""), "{p:?}");
+        assert_eq!(problems("[muc]\nhistory_length = 5000\n").len(), 1);
+    }
+
+    #[test]
     fn reserved_section_is_not_supported_yet() {
         assert_eq!(
-            problems("[muc]\nenabled = true\n"),
+            problems("[push]\nenabled = true\n"),
             [format!(
-                "kith.toml:1:2: section [muc] is not supported by this version of kith \
+                "kith.toml:1:2: section [push] is not supported by this version of kith \
                  (known sections: {})",
                 known_sections()
             )]
@@ -3373,7 +3387,7 @@ c2s = \"[::]:5222\"
 cert = \"c.pem\"
 [limits]
 auth_timeout = \"soon\"
-[muc]
+[push]
 ";
         let found = parse(text, Path::new("kith.toml")).unwrap_err();
         let lines: Vec<_> = found.problems().iter().map(|p| p.line().unwrap()).collect();

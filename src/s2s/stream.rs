@@ -1457,6 +1457,43 @@ mod tests {
         assert!(show(&actions)[0].contains("<item-not-found"));
     }
 
+    /// A stream to one of our other domains (the MUC service) authenticates pairs with that
+    /// domain, and nothing for the main domain.
+    #[test]
+    fn incoming_to_a_hosted_domain() {
+        let valid = |d: &str| d == B;
+        let mut policy = policy(true);
+        policy.hosted = vec!["conference.a.example".into()];
+        let mut p = Peer::new();
+        let (s, actions) = Incoming::new(policy.clone()).handle(
+            p.header("from='b.example' to='conference.a.example' version='1.0'"),
+            facts(true, &valid),
+        );
+        assert_eq!(
+            show(&actions)[0],
+            "header from=conference.a.example to=b.example id=*"
+        );
+        let (s, actions) = s.handle(
+            p.el("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>"),
+            facts(true, &valid),
+        );
+        assert_eq!(
+            show(&actions)[2],
+            "authenticated b.example->conference.a.example"
+        );
+        assert_eq!(
+            s.authenticated(),
+            [(B.to_owned(), "conference.a.example".to_owned())]
+        );
+        // Not hosted: refused as before.
+        let (s, actions) = Incoming::new(policy).handle(
+            Peer::new().header("from='b.example' to='upload.a.example' version='1.0'"),
+            facts(true, &valid),
+        );
+        assert_eq!(show(&actions), ["close host-unknown"]);
+        assert!(matches!(s, Incoming::Closed));
+    }
+
     #[test]
     fn incoming_refusals() {
         let valid = |_: &str| true;

@@ -342,10 +342,7 @@ async fn perform(srv: &Server, ctx: &Ctx<'_>, room_jid: &BareJid, actions: Vec<A
                 .muc_room_set(room_jid.as_str(), el.to_bytes_in(""))
                 .await
         } else {
-            srv.store
-                .muc_room_delete(room_jid.as_str())
-                .await
-                .map(|_| ())
+            srv.store.muc_room_unset(room_jid.as_str()).await
         };
         if let Err(e) = result {
             log::error!("muc: cannot store room {room_jid}: {e}");

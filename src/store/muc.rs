@@ -33,7 +33,17 @@ impl Store {
         .await
     }
 
-    /// Deletes a room and its archive.
+    /// Forgets a room (it is no longer persistent); its archive stays while it exists.
+    pub async fn muc_room_unset(&self, room: &str) -> Result<(), StoreError> {
+        let room = room.to_string();
+        self.write(move |txn| {
+            txn.open_table(MUC_ROOMS)?.remove(room.as_str())?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deletes a room and its archive (the room was destroyed).
     pub async fn muc_room_delete(&self, room: &str) -> Result<(), StoreError> {
         let room = room.to_string();
         self.write(move |txn| {
@@ -75,12 +85,7 @@ mod tests {
                 .muc_room_set("a@conference.x", b"three".to_vec())
                 .await
                 .unwrap();
-            let id = store
-                .mam_append_room("a@conference.x", "a@conference.x/n", b"<m/>".to_vec())
-                .await
-                .unwrap();
-            assert!(id > 0);
-            assert_eq!(store.mam_len("a@conference.x").await.unwrap(), 1);
+            // Reopened before the archive writer starts (its thread keeps the file a moment).
             drop(store);
             let store = Store::open(&path).unwrap();
             let rooms = store.muc_rooms().await.unwrap();
@@ -91,6 +96,18 @@ mod tests {
                     ("b@conference.x".to_string(), b"two".to_vec())
                 ]
             );
+            let id = store
+                .mam_append_room("a@conference.x", "a@conference.x/n", b"<m/>".to_vec())
+                .await
+                .unwrap();
+            assert!(id > 0);
+            store.muc_room_unset("a@conference.x").await.unwrap();
+            assert_eq!(store.muc_rooms().await.unwrap().len(), 1);
+            assert_eq!(store.mam_len("a@conference.x").await.unwrap(), 1);
+            store
+                .muc_room_set("a@conference.x", b"four".to_vec())
+                .await
+                .unwrap();
             store.muc_room_delete("a@conference.x").await.unwrap();
             assert_eq!(store.muc_rooms().await.unwrap().len(), 1);
             assert_eq!(store.mam_len("a@conference.x").await.unwrap(), 0);

@@ -372,3 +372,156 @@ fn stored_room_round_trips() {
     assert_eq!(back.affiliations, r.affiliations);
     assert_eq!(back.subject, r.subject);
 }
+
+#[test]
+fn private_messages_follow_allowpm() {
+    let mut r = new_room();
+    join(&mut r, "bob@example.org/pc", "Bob");
+    let pm =
+        || el("<message xmlns='jabber:client' type='chat' id='pm1'><body>psst</body></message>");
+    let a = r.message(&ctx(), &jid("bob@example.org/pc"), Some("Alice"), pm());
+    let s = sent(&a);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].attr("from"), Some("room@conference.example.org/Bob"));
+    assert_eq!(s[0].attr("to"), Some("alice@example.org/phone"));
+    assert!(s[0].has_child("x", NS_USER));
+    r.config.allow_pm = AllowPm::Nobody;
+    let a = r.message(&ctx(), &jid("bob@example.org/pc"), Some("Alice"), pm());
+    assert_eq!(error_condition(sent(&a)[0]).as_deref(), Some("forbidden"));
+    r.config.allow_pm = AllowPm::Anyone;
+    let a = r.message(&ctx(), &jid("bob@example.org/pc"), Some("Nobody"), pm());
+    assert_eq!(
+        error_condition(sent(&a)[0]).as_deref(),
+        Some("item-not-found")
+    );
+}
+
+#[test]
+fn mediated_invitation_to_a_members_only_room_makes_a_member() {
+    let mut r = new_room();
+    r.config.members_only = true;
+    let inv = el(&format!(
+        "<message xmlns='jabber:client' to='{ROOM}'><x xmlns='{NS_USER}'><invite to='carol@example.org'><reason>join us</reason></invite></x></message>"
+    ));
+    let a = r.message(&ctx(), &jid("alice@example.org/phone"), None, inv);
+    assert!(a.iter().any(|a| matches!(a, Action::Save)));
+    let m = sent(&a)[0];
+    assert_eq!(m.attr("from"), Some(ROOM));
+    assert_eq!(m.attr("to"), Some("carol@example.org"));
+    let invite = m
+        .get_child("x", NS_USER)
+        .unwrap()
+        .get_child("invite", NS_USER)
+        .unwrap();
+    assert_eq!(invite.attr("from"), Some("alice@example.org/phone"));
+    let a = join(&mut r, "carol@example.org/x", "Carol");
+    assert!(sent(&a).iter().all(|e| e.attr("type") != Some("error")));
+}
+
+#[test]
+fn destroy_tells_everyone_the_alternate_venue() {
+    let mut r = new_room();
+    join(&mut r, "bob@example.org/pc", "Bob");
+    let iq = el(&format!(
+        "<iq xmlns='jabber:client' type='set' id='x' to='{ROOM}'><query xmlns='{NS_OWNER}'><destroy jid='new@conference.example.org'><reason>moved</reason></destroy></query></iq>"
+    ));
+    // Not an owner: refused.
+    let a = r.iq(&ctx(), &jid("bob@example.org/pc"), None, iq.clone());
+    assert_eq!(error_condition(sent(&a)[0]).as_deref(), Some("forbidden"));
+    let a = r.iq(&ctx(), &jid("alice@example.org/phone"), None, iq);
+    assert!(a.iter().any(|a| matches!(a, Action::Destroyed)));
+    let to_bob = sent(&a)
+        .into_iter()
+        .find(|p| p.attr("to") == Some("bob@example.org/pc"))
+        .unwrap();
+    let d = to_bob
+        .get_child("x", NS_USER)
+        .unwrap()
+        .get_child("destroy", NS_USER)
+        .unwrap();
+    assert_eq!(d.attr("jid"), Some("new@conference.example.org"));
+    assert!(r.is_empty());
+}
+
+#[test]
+fn voice_request_reaches_moderators_and_approval_gives_voice() {
+    let mut r = new_room();
+    r.config.moderated = true;
+    join(&mut r, "bob@example.org/pc", "Bob");
+    let m = el("<message xmlns='jabber:client' type='groupchat'><body>hi</body></message>");
+    let a = r.message(&ctx(), &jid("bob@example.org/pc"), None, m.clone());
+    assert_eq!(
+        error_condition(sent(&a)[0]).as_deref(),
+        Some("forbidden"),
+        "visitors are silent"
+    );
+    let req = el(&format!(
+        "<message xmlns='jabber:client' to='{ROOM}'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>{NS_REQUEST}</value></field><field var='muc#role'><value>participant</value></field></x></message>"
+    ));
+    let a = r.message(&ctx(), &jid("bob@example.org/pc"), None, req);
+    let to_alice = sent(&a)[0].clone();
+    assert_eq!(to_alice.attr("to"), Some("alice@example.org/phone"));
+    let mut form = to_alice.get_child("x", ns::DATA_FORM).unwrap().clone();
+    assert_eq!(form_value(&form, "muc#roomnick").as_deref(), Some("Bob"));
+    form.set_attr("type", "submit");
+    for f in form.children_mut() {
+        if f.attr("var") == Some("muc#request_allow") {
+            *f = result_field("muc#request_allow", &["true"]);
+        }
+    }
+    let approve = Element::new("message", ns::CLIENT).with_child(form);
+    r.message(&ctx(), &jid("alice@example.org/phone"), None, approve);
+    let a = r.message(&ctx(), &jid("bob@example.org/pc"), None, m);
+    assert!(matches!(a.first(), Some(Action::Groupchat(_))));
+}
+
+#[test]
+fn nick_change_is_303_then_the_new_nick() {
+    let mut r = new_room();
+    join(&mut r, "bob@example.org/pc", "Bob");
+    let p = el(&format!(
+        "<presence xmlns='jabber:client' to='{ROOM}/Robert'/>"
+    ));
+    let a = r.presence(&ctx(), &jid("bob@example.org/pc"), "Robert", p);
+    let s = sent(&a);
+    let gone = s
+        .iter()
+        .find(|p| p.attr("to") == Some("alice@example.org/phone"))
+        .unwrap();
+    assert_eq!(gone.attr("type"), Some("unavailable"));
+    assert_eq!(codes(gone), ["303"]);
+    let item = gone
+        .get_child("x", NS_USER)
+        .unwrap()
+        .get_child("item", NS_USER)
+        .unwrap();
+    assert_eq!(item.attr("nick"), Some("Robert"));
+    assert!(s.iter().any(
+        |p| p.attr("from") == Some("room@conference.example.org/Robert")
+            && p.attr("type").is_none()
+    ));
+    // Taken nicks stay taken.
+    let p = el(&format!(
+        "<presence xmlns='jabber:client' to='{ROOM}/Alice'/>"
+    ));
+    let a = r.presence(&ctx(), &jid("bob@example.org/pc"), "Alice", p);
+    assert_eq!(error_condition(sent(&a)[0]).as_deref(), Some("conflict"));
+}
+
+#[test]
+fn server_admins_own_every_room() {
+    let admins = [BareJid::parse("root@example.org").unwrap()];
+    let ctx = Ctx {
+        now: 1,
+        admins: &admins,
+        max_history: 50,
+    };
+    let r = new_room();
+    assert_eq!(r.affiliation(&ctx, &admins[0]), Affiliation::Owner);
+    let get = el(&format!(
+        "<iq xmlns='jabber:client' type='get' id='g' to='{ROOM}'><query xmlns='{NS_OWNER}'/></iq>"
+    ));
+    let mut r = r;
+    let a = r.iq(&ctx, &jid("root@example.org/x"), None, get);
+    assert_eq!(sent(&a)[0].attr("type"), Some("result"));
+}

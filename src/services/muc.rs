@@ -203,11 +203,19 @@ pub async fn handle(srv: &Server, from: &Jid, stanza: Element) {
     {
         return room_mam(srv, &ctx, from, &room_jid, stanza).await;
     }
-    let actions = decide(srv, &ctx, key, from, kind, &to, nick.as_deref(), stanza);
+    let (actions, created) = decide(srv, &ctx, key, from, kind, &to, nick.as_deref(), stanza);
+    if created {
+        // An archive left by a temporary room of the same name (the server stopped while it
+        // existed) is not the new room's history.
+        if let Err(e) = srv.store.muc_room_delete(room_jid.as_str()).await {
+            log::error!("muc: cannot clear old data of {room_jid}: {e}");
+        }
+    }
     perform(srv, &ctx, &room_jid, actions).await;
 }
 
-/// The room's answer to one stanza (creating the room for a join), under the rooms' lock.
+/// The room's answer to one stanza (creating the room for a join, then `true`), under the
+/// rooms' lock.
 #[allow(clippy::too_many_arguments)]
 fn decide(
     srv: &Server,
@@ -218,24 +226,25 @@ fn decide(
     to: &Jid,
     nick: Option<&str>,
     stanza: Element,
-) -> Vec<Action> {
+) -> (Vec<Action>, bool) {
     let room_jid = to.to_bare();
     let mut rooms = lock(&srv.muc.rooms);
-    if !rooms.contains_key(&room_jid) {
+    let created = !rooms.contains_key(&room_jid);
+    if created {
         // Only a join creates a room.
         let joining = kind == Kind::Presence && stanza.attr("type").is_none() && nick.is_some();
         if !joining {
             if stanza::must_not_answer(&stanza) || kind == Kind::Presence {
-                return Vec::new();
+                return (Vec::new(), false);
             }
             let e = StanzaError::new(Condition::ItemNotFound).with_text("no such room");
-            return vec![Action::Send(stanza::error_reply(&stanza, &e))];
+            return (vec![Action::Send(stanza::error_reply(&stanza, &e))], false);
         }
         if let Err(e) = may_create(srv, from, to.node().unwrap_or_default()) {
             let mut reply = stanza::error_reply(&stanza, &e);
             reply.retain_children(|c| c.name() == "error");
             reply.push_child(Element::new("x", NS_MUC));
-            return vec![Action::Send(reply)];
+            return (vec![Action::Send(reply)], false);
         }
         // XEP-0045 §10.1.2: `<x xmlns='…muc'/>` asks for a locked room to configure;
         // without it (old clients) the room is open at once.
@@ -252,9 +261,9 @@ fn decide(
         rooms.insert(room_jid.clone(), room);
     }
     let Some(room) = rooms.get_mut(&room_jid) else {
-        return Vec::new();
+        return (Vec::new(), false);
     };
-    match kind {
+    let actions = match kind {
         Kind::Presence => match nick {
             Some(n) => room.presence(ctx, from, n, stanza),
             None if stanza.attr("type").is_none() => {
@@ -266,7 +275,8 @@ fn decide(
         },
         Kind::Message => room.message(ctx, from, nick, stanza),
         Kind::Iq => room.iq(ctx, from, nick, stanza),
-    }
+    };
+    (actions, created)
 }
 
 /// Rooms and occupants of this service that a session leaves when it ends without saying so.

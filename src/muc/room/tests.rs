@@ -1,3 +1,7 @@
+//! Transcript tests of the room engine: one stanza in, the actions out, checked against the
+//! XEP-0045 use cases (join order and status codes, refusals, kick and ban, history,
+//! configuration, invitations, voice requests, self-ping, ghosts, persistence).
+
 use super::*;
 
 const ROOM: &str = "room@conference.example.org";

@@ -102,6 +102,8 @@ pub struct Config {
     pub s2s: S2s,
     /// XEP-0363 HTTP File Upload at `upload.DOMAIN`.
     pub upload: Upload,
+    /// XEP-0045 group chats at `conference.DOMAIN`.
+    pub muc: Muc,
     /// The web side on `[listen] https`: WebSocket, BOSH, host-meta.
     pub http: Http,
     /// XEP-0157 contact addresses published in the server's disco#info.
@@ -271,6 +273,57 @@ pub struct Upload {
     pub quota: u64,
     /// Files older than this are deleted; `None` keeps them until the account is deleted.
     pub expire_after: Option<Duration>,
+}
+
+/// XEP-0045 Multi-User Chat at `conference.DOMAIN` (`[muc]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Muc {
+    /// Offer the service (disco item `conference.DOMAIN`, rooms).
+    pub enabled: bool,
+    /// Who may create rooms.
+    pub restrict_room_creation: RoomCreation,
+    /// Messages a new room keeps for history on join.
+    pub history_length: usize,
+    /// The most a room's owner may set `history_length` to.
+    pub max_history: usize,
+}
+
+impl Default for Muc {
+    fn default() -> Muc {
+        Muc {
+            enabled: true,
+            restrict_room_creation: RoomCreation::Local,
+            history_length: 20,
+            max_history: 100,
+        }
+    }
+}
+
+/// Who may create MUC rooms (Prosody's `restrict_room_creation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoomCreation {
+    /// Server admins only.
+    Admins,
+    /// Accounts on this server.
+    Local,
+    /// Anyone, users of other servers included.
+    Anyone,
+}
+
+impl RoomCreation {
+    pub const ALL: [RoomCreation; 3] = [
+        RoomCreation::Admins,
+        RoomCreation::Local,
+        RoomCreation::Anyone,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoomCreation::Admins => "admins",
+            RoomCreation::Local => "local",
+            RoomCreation::Anyone => "anyone",
+        }
+    }
 }
 
 /// The web endpoints (`[http]`).
@@ -694,6 +747,7 @@ impl Config {
                 quota: 1024 * MIB as u64,
                 expire_after: Some(Duration::from_secs(30 * 86_400)),
             },
+            muc: Muc::default(),
             http: Http::default(),
             contact: Contact::default(),
             turn: Turn::default(),
@@ -880,7 +934,7 @@ impl fmt::Display for Problem {
 
 /// Sections later versions will add. Rejected with a clear "not supported yet" message; remove a
 /// name from here when its section joins `SECTIONS`.
-pub const RESERVED_SECTIONS: &[&str] = &["muc", "push", "invites"];
+pub const RESERVED_SECTIONS: &[&str] = &["push", "invites"];
 
 /// `[components]` maps names chosen by the operator to secrets, so it is not a table of
 /// fixed keys like the `SECTIONS`; `Checker::read_components` reads it.
@@ -1776,6 +1830,68 @@ const SECTIONS: &[Section] = &[
                     }
                 },
                 show: |cfg| Some(show_duration(cfg.turn.ttl)),
+                unset_example: "",
+            },
+        ],
+    },
+    Section {
+        name: "muc",
+        doc: "Group chats (XEP-0045 Multi-User Chat) at conference.DOMAIN.",
+        check: |_, _| {},
+        keys: &[
+            Key {
+                name: "enabled",
+                doc: "Offer group chats.",
+                read: |c, key, v, cfg| {
+                    if let Some(b) = c.boolean(key, v) {
+                        cfg.muc.enabled = b;
+                    }
+                },
+                show: |cfg| Some(cfg.muc.enabled.to_string()),
+                unset_example: "",
+            },
+            Key {
+                name: "restrict_room_creation",
+                doc: "Who may create rooms: \"admins\", \"local\" (accounts on this server) or\n\
+                      \"anyone\" (users of other servers too).",
+                read: |c, key, v, cfg| {
+                    if let Some(s) = c.string(key, v, "\"admins\", \"local\" or \"anyone\"") {
+                        match RoomCreation::ALL.into_iter().find(|r| r.as_str() == s) {
+                            Some(r) => cfg.muc.restrict_room_creation = r,
+                            None => {
+                                let names = RoomCreation::ALL.map(RoomCreation::as_str);
+                                let help = match suggest(s, &names) {
+                                    Some(near) => format!("did you mean \"{near}\"?"),
+                                    None => format!("use one of: {}", names.join(", ")),
+                                };
+                                c.problem(v.span(), format!("unknown room creation rule \"{s}\""), Some(help));
+                            }
+                        }
+                    }
+                },
+                show: |cfg| Some(quote(cfg.muc.restrict_room_creation.as_str())),
+                unset_example: "",
+            },
+            Key {
+                name: "history_length",
+                doc: "Messages a new room sends to people who join, from 0 to 1000.",
+                read: |c, key, v, cfg| {
+                    if let Some(n) = c.count(key, v, 0, 1000) {
+                        cfg.muc.history_length = n;
+                    }
+                },
+                show: |cfg| Some(cfg.muc.history_length.to_string()),
+                unset_example: "",
+            },
+            Key {
+                name: "max_history",
+                doc: "The most a room's owner may set its history length to, from 0 to 1000.",
+                read: |c, key, v, cfg| {
+                    if let Some(n) = c.count(key, v, 0, 1000) {
+                        cfg.muc.max_history = n;
+                    }
+                },
+                show: |cfg| Some(cfg.muc.max_history.to_string()),
                 unset_example: "",
             },
         ],
@@ -2923,11 +3039,25 @@ allow_plain = true
     }
 
     #[test]
+    fn muc_section() {
+        let m = |text: &str| ok(text).muc;
+        assert_eq!(m(""), Muc::default());
+        let set = m("[muc]\nenabled = false\nrestrict_room_creation = \"admins\"\nhistory_length = 5\nmax_history = 50\n");
+        assert!(!set.enabled);
+        assert_eq!(set.restrict_room_creation, RoomCreation::Admins);
+        assert_eq!((set.history_length, set.max_history), (5, 50));
+        let p = problems("[muc]\nrestrict_room_creation = \"local users\"\n");
+        assert_eq!(p.len(), 1);
+        assert!(p[0].contains("did you mean \"local\""), "{p:?}");
+        assert_eq!(problems("[muc]\nhistory_length = 5000\n").len(), 1);
+    }
+
+    #[test]
     fn reserved_section_is_not_supported_yet() {
         assert_eq!(
-            problems("[muc]\nenabled = true\n"),
+            problems("[push]\nenabled = true\n"),
             [format!(
-                "kith.toml:1:2: section [muc] is not supported by this version of kith \
+                "kith.toml:1:2: section [push] is not supported by this version of kith \
                  (known sections: {})",
                 known_sections()
             )]
@@ -3319,7 +3449,7 @@ c2s = \"[::]:5222\"
 cert = \"c.pem\"
 [limits]
 auth_timeout = \"soon\"
-[muc]
+[push]
 ";
         let found = parse(text, Path::new("kith.toml")).unwrap_err();
         let lines: Vec<_> = found.problems().iter().map(|p| p.line().unwrap()).collect();

@@ -11,6 +11,7 @@ pub mod jid;
 pub mod json;
 pub mod logging;
 pub mod migrate;
+pub mod muc;
 pub mod net;
 pub mod roster;
 pub mod router;

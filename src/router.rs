@@ -22,6 +22,8 @@ enum To {
     Component,
     /// The built-in XEP-0363 upload service at `upload.DOMAIN` (any JID at it).
     Upload,
+    /// The built-in XEP-0045 group chat service at `conference.DOMAIN` (any JID at it).
+    Muc,
     /// Another domain: federation.
     Remote,
 }
@@ -57,6 +59,7 @@ pub async fn route(srv: &Server, from: &FullJid, stanza: Element) {
         (Kind::Iq, To::Server) => services::iq::to_server(srv, from, stanza).await,
         (Kind::Iq, To::Bare(bare)) => services::iq::to_account(srv, from, &bare, stanza).await,
         (Kind::Iq, To::Upload) => services::upload::handle_iq(srv, Some(from), stanza).await,
+        (_, To::Muc) => services::muc::handle(srv, &Jid::from(from.clone()), stanza).await,
         (kind, to) => deliver(srv, kind, to, stanza).await,
     }
 }
@@ -89,6 +92,8 @@ pub async fn route_from_remote(srv: &Server, from: &Jid, stanza: Element) {
         },
         // A component is not a local user: it may discover the service, not upload.
         (Kind::Iq, To::Upload) => services::upload::handle_iq(srv, None, stanza).await,
+        // Remote users join rooms over s2s.
+        (_, To::Muc) => services::muc::handle(srv, from, stanza).await,
         (kind, to) => deliver(srv, kind, to, stanza).await,
     }
 }
@@ -139,6 +144,8 @@ async fn deliver(srv: &Server, kind: Kind, to: To, stanza: Element) {
             to_component(srv, stanza);
         }
         (_, To::Remote) => srv.s2s.send(srv, stanza),
+        // Both entry points hand these to the service themselves.
+        (_, To::Muc) => {}
     }
 }
 
@@ -174,6 +181,9 @@ fn classify(srv: &Server, jid: Jid) -> To {
     if services::upload::is_service(srv, jid.domain()) {
         return To::Upload;
     }
+    if services::muc::is_service(srv, jid.domain()) {
+        return To::Muc;
+    }
     if !srv.is_local_domain(jid.domain()) {
         return To::Remote;
     }
@@ -204,6 +214,9 @@ pub fn deliver_reply(srv: &Server, reply: Element) {
         if srv.is_component(to.domain()) {
             to_component(srv, reply);
             return;
+        }
+        if services::muc::is_service(srv, to.domain()) {
+            return; // replies to rooms are routed by `route`, never generated for them
         }
         if !srv.is_local_domain(to.domain()) {
             srv.s2s.send(srv, reply);
@@ -311,6 +324,9 @@ pub fn to_elsewhere(srv: &Server, stanza: Element) {
     };
     if srv.is_component(to.domain()) {
         to_component(srv, stanza);
+    } else if services::muc::is_service(srv, to.domain()) {
+        // Subscriptions and probes to rooms mean nothing; presence to rooms goes through
+        // `services::presence`, which hands it to the service.
     } else if !srv.is_local_domain(to.domain()) {
         srv.s2s.send(srv, stanza);
     }

@@ -51,6 +51,8 @@ pub struct Server {
     pub s2s: crate::session::s2s::S2s,
     /// XEP-0363 upload slots handed out and not used yet.
     pub upload: crate::services::upload::State,
+    /// XEP-0045 rooms at `conference.DOMAIN`.
+    pub muc: crate::services::muc::State,
     /// Closed when the server shuts down; waiting tasks watch it.
     shutdown_tx: async_channel::Sender<()>,
     shutdown_rx: async_channel::Receiver<()>,
@@ -78,6 +80,7 @@ impl Server {
             components: Default::default(),
             s2s: Default::default(),
             upload: Default::default(),
+            muc: Default::default(),
             shutdown_tx,
             shutdown_rx,
         }

@@ -34,6 +34,7 @@ const UPLOAD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/interop/slixmpp_upload.py"
 );
+const MUC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/slixmpp_muc.py");
 const MODERN: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/interop/slixmpp_modern.py"
@@ -154,6 +155,41 @@ fn slixmpp_http_upload_round_trip() {
         &["--port", &port, "--timeout", "30"],
         SCRIPT_WATCHDOG,
     );
+    stop_cleanly(server);
+}
+
+/// XEP-0045 with slixmpp's xep_0045 plugin and three users: create and configure, join,
+/// groupchat with stanza-ids, subject, self-ping, history on join, kick, members-only and
+/// password refusals, room MAM; then the server restarts on the same data and the room, its
+/// subject, history and affiliations are still there.
+#[test]
+fn slixmpp_muc_rooms_and_their_persistence() {
+    let Some(python) = python_with_slixmpp() else {
+        return;
+    };
+    let mut server = server_with_alice_and_bob();
+    server.add_user(CAROL.0, CAROL.1);
+    let port = server.c2s_port.to_string();
+    let carol = format!("{}:{}", CAROL.0, CAROL.1);
+    let run_id = format!("{:x}", std::process::id());
+    for phase in ["live", "restarted"] {
+        if phase == "restarted" {
+            server.restart();
+        }
+        let args = [
+            "--phase",
+            phase,
+            "--run",
+            &run_id,
+            "--port",
+            &port,
+            "--carol",
+            &carol,
+            "--timeout",
+            "60",
+        ];
+        run(&server, &python, MUC, &args, MODERN_WATCHDOG);
+    }
     stop_cleanly(server);
 }
 

@@ -113,6 +113,9 @@ pub struct Facts<'a> {
 pub struct Policy {
     /// Our domain.
     pub local: String,
+    /// Our other domains peers may open streams to (the MUC service at `conference.`): an
+    /// incoming stream to one of them authenticates pairs with that domain as `local`.
+    pub hosted: Vec<String>,
     /// The dialback secret (to make keys and answer `<db:verify/>`).
     pub secret: Secret,
     /// Refuse peers whose certificate is not valid for their domain (no
@@ -565,13 +568,15 @@ impl Incoming {
 
 impl InExpectHeader {
     fn on_header(self, h: &StreamHeader, facts: Facts<'_>) -> InStep {
-        let ctx = self.0;
+        let mut ctx = self.0;
         if h.default_ns() != NS_SERVER {
             return close_in(StreamError::InvalidNamespace);
         }
         let to = h.attr("to").and_then(|t| prepare_domain(t).ok());
-        if to.as_deref() != Some(ctx.policy.local.as_str()) {
-            return close_in(StreamError::HostUnknown);
+        match to.as_deref() {
+            Some(t) if t == ctx.policy.local => {}
+            Some(t) if ctx.policy.hosted.iter().any(|h| h == t) => ctx.policy.local = t.to_owned(),
+            _ => return close_in(StreamError::HostUnknown),
         }
         if !h.attr("version").is_some_and(|v| v.starts_with("1.")) {
             return close_in(StreamError::UnsupportedVersion);
@@ -874,6 +879,7 @@ mod tests {
 
     fn policy(require_valid_certs: bool) -> Policy {
         Policy {
+            hosted: Vec::new(),
             local: A.into(),
             secret: Secret::from_hex(&"42".repeat(32)).unwrap(),
             require_valid_certs,
@@ -1449,6 +1455,43 @@ mod tests {
         );
         assert!(show(&actions)[0].contains("type='error'"));
         assert!(show(&actions)[0].contains("<item-not-found"));
+    }
+
+    /// A stream to one of our other domains (the MUC service) authenticates pairs with that
+    /// domain, and nothing for the main domain.
+    #[test]
+    fn incoming_to_a_hosted_domain() {
+        let valid = |d: &str| d == B;
+        let mut policy = policy(true);
+        policy.hosted = vec!["conference.a.example".into()];
+        let mut p = Peer::new();
+        let (s, actions) = Incoming::new(policy.clone()).handle(
+            p.header("from='b.example' to='conference.a.example' version='1.0'"),
+            facts(true, &valid),
+        );
+        assert_eq!(
+            show(&actions)[0],
+            "header from=conference.a.example to=b.example id=*"
+        );
+        let (s, actions) = s.handle(
+            p.el("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>"),
+            facts(true, &valid),
+        );
+        assert_eq!(
+            show(&actions)[2],
+            "authenticated b.example->conference.a.example"
+        );
+        assert_eq!(
+            s.authenticated(),
+            [(B.to_owned(), "conference.a.example".to_owned())]
+        );
+        // Not hosted: refused as before.
+        let (s, actions) = Incoming::new(policy).handle(
+            Peer::new().header("from='b.example' to='upload.a.example' version='1.0'"),
+            facts(true, &valid),
+        );
+        assert_eq!(show(&actions), ["close host-unknown"]);
+        assert!(matches!(s, Incoming::Closed));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod info;
 pub mod iq;
 pub mod mam;
 pub mod message;
+pub mod muc;
 pub mod offline;
 pub mod pep;
 pub mod presence;

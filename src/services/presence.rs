@@ -217,6 +217,12 @@ pub async fn inbound(srv: &Server, to: &BareJid, full: Option<&FullJid>, stanza:
 
 /// Delivers presence to a JID, local or not.
 async fn deliver(srv: &Server, to: &Jid, stanza: Element) {
+    if crate::services::muc::is_service(srv, to.domain()) {
+        if let Ok(Some(from)) = stanza::jid_attr(&stanza, "from") {
+            Box::pin(crate::services::muc::handle(srv, &from, stanza)).await;
+        }
+        return;
+    }
     if !srv.is_local_domain(to.domain()) {
         router::to_elsewhere(srv, stanza);
         return;

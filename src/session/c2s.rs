@@ -1415,6 +1415,11 @@ fn keep_for_resumption(st: &mut BoundState, held: Vec<Element>) {
 pub async fn teardown(srv: &Server, mut st: BoundState, tag: &str) {
     presence::disconnected(srv, &st.me, st.conn, &mut st.presence).await;
     srv.sessions.unbind(&st.me, st.conn);
+    // Rooms joined without (or after) available presence hear it here; a newer connection
+    // that took the resource over keeps its place.
+    if srv.sessions.resource(&st.me).is_none() {
+        crate::services::muc::session_ended(srv, &st.me).await;
+    }
     if let Err(e) = srv
         .store
         .set_last(st.me.to_bare().as_ref(), crate::time::now_unix(), "")

@@ -44,6 +44,8 @@ pub enum Condition {
     NotAuthorized,
     PolicyViolation,
     RecipientUnavailable,
+    /// XEP-0045: a members-only room refusing a non-member.
+    RegistrationRequired,
     RemoteServerNotFound,
     RemoteServerTimeout,
     ResourceConstraint,
@@ -67,6 +69,7 @@ impl Condition {
             Condition::NotAuthorized => "not-authorized",
             Condition::PolicyViolation => "policy-violation",
             Condition::RecipientUnavailable => "recipient-unavailable",
+            Condition::RegistrationRequired => "registration-required",
             Condition::RemoteServerNotFound => "remote-server-not-found",
             Condition::RemoteServerTimeout => "remote-server-timeout",
             Condition::ResourceConstraint => "resource-constraint",
@@ -82,9 +85,10 @@ impl Condition {
             Condition::BadRequest | Condition::JidMalformed | Condition::NotAcceptable => {
                 ErrorType::Modify
             }
-            Condition::Forbidden | Condition::NotAuthorized | Condition::PolicyViolation => {
-                ErrorType::Auth
-            }
+            Condition::Forbidden
+            | Condition::NotAuthorized
+            | Condition::PolicyViolation
+            | Condition::RegistrationRequired => ErrorType::Auth,
             Condition::InternalServerError
             | Condition::RecipientUnavailable
             | Condition::RemoteServerTimeout

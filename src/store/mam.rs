@@ -94,11 +94,33 @@ impl Store {
         with: &str,
         stanza: Vec<u8>,
     ) -> Result<u64, StoreError> {
+        self.append(owner, with, stanza, true).await
+    }
+
+    /// Appends a message to a MUC room's archive (`owner` is the room's bare JID, `with` the
+    /// sender's occupant JID). Rooms are not accounts: no account check.
+    pub async fn mam_append_room(
+        &self,
+        room: &str,
+        with: &str,
+        stanza: Vec<u8>,
+    ) -> Result<u64, StoreError> {
+        self.append(room, with, stanza, false).await
+    }
+
+    async fn append(
+        &self,
+        owner: &str,
+        with: &str,
+        stanza: Vec<u8>,
+        account: bool,
+    ) -> Result<u64, StoreError> {
         let (reply, answer) = async_channel::bounded(1);
         let item = Pending {
             owner: owner.to_string(),
             with: with.to_string(),
             stanza,
+            account,
             reply,
         };
         let writer = self
@@ -319,6 +341,8 @@ pub(super) struct Pending {
     owner: String,
     with: String,
     stanza: Vec<u8>,
+    /// The owner must be an account (false for MUC rooms).
+    account: bool,
     reply: async_channel::Sender<Result<u64, StoreError>>,
 }
 
@@ -365,7 +389,7 @@ fn commit_batch(inner: &Inner, batch: Vec<Pending>) {
         let done = (|| {
             let accounts = txn.open_table(super::schema::ACCOUNTS)?;
             for p in &batch {
-                if accounts.get(p.owner.as_str())?.is_none() {
+                if p.account && accounts.get(p.owner.as_str())?.is_none() {
                     out.push(Err(StoreError::NotFound));
                     continue;
                 }

@@ -27,6 +27,7 @@ mod backup;
 mod codec;
 mod error;
 mod mam;
+mod muc;
 mod pep;
 mod schema;
 mod upload;

@@ -53,6 +53,9 @@ pub(crate) const UPLOADS_BY_OWNER: TableDefinition<(&str, &str), u64> =
 /// (created unix seconds, upload id) → (): uploads in age order, for expiry.
 pub(crate) const UPLOADS_BY_TIME: TableDefinition<(u64, &str), ()> =
     TableDefinition::new("uploads_by_time_v1");
+/// Room bare JID → the stored room (an opaque element the MUC service writes): persistent
+/// XEP-0045 rooms, their configuration, affiliations and subject (see `muc.rs`).
+pub(crate) const MUC_ROOMS: TableDefinition<&str, &[u8]> = TableDefinition::new("muc_rooms_v1");
 
 /// Keys of `meta` that the store owns; [`super::Store::meta_set`] refuses them.
 pub(crate) const KEY_SCHEMA_VERSION: &str = "schema_version";
@@ -157,6 +160,7 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(UPLOADS)?;
     txn.open_table(UPLOADS_BY_OWNER)?;
     txn.open_table(UPLOADS_BY_TIME)?;
+    txn.open_table(MUC_ROOMS)?;
     Ok(())
 }
 

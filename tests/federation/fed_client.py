@@ -13,6 +13,10 @@ Modes (exit 0 only when every step passed, 1 on a failed step, 2 on the overall 
             change), a chat message, and iq round trips: ping of the other server and of
             the other user's client, disco#info of the other server, the other user's
             vcard-temp (set by its owner first).
+  muc       group chat over s2s: --owner (the user on kith) creates --room on kith's
+            conference domain, the other user joins it through their own server, both
+            exchange groupchat messages, the guest pings its own occupant JID (XEP-0410)
+            and leaves, and the owner sees it go.
   bounce    the other user's server is down: --sender logs in alone, sends a chat message
             to the other user and must get it back as an error stanza with
             remote-server-not-found or remote-server-timeout (RFC 6120 8.3.3.15/16)
@@ -85,6 +89,7 @@ class Client(slixmpp.ClientXMPP):
         self.presence_log = []  # every presence, in order, for failure messages
         self.sub_requests = []  # bare JIDs that asked to subscribe
         self.roster_items = {}  # bare JID -> subscription, from the server's pushes
+        self.muc = []  # (occupant JID, type, status codes) of presence from rooms
 
         # The test CA is not in the system store; the s2s links are what is under test.
         self.ssl_context.check_hostname = False
@@ -133,6 +138,11 @@ class Client(slixmpp.ClientXMPP):
             self.messages.append((str(msg["from"]), msg["body"]))
 
     def _presence(self, pres):
+        if pres["from"].domain.startswith("conference."):
+            codes = {s.get("code") for s in
+                     pres.xml.iter("{http://jabber.org/protocol/muc#user}status")}
+            self.muc.append((str(pres["from"]), pres["type"], codes))
+            return
         self.presence_log.append(f"{pres['type']} from {pres['from']}"
                                  + (f" ({pres['status']})" if pres["status"] else ""))
         if pres["type"] == "error":
@@ -278,6 +288,56 @@ async def federate(alice, bob, args):
     await disconnect(alice, bob)
 
 
+async def muc(owner, guest, room, args):
+    t = args.step_timeout
+    await login(owner, t)
+    await login(guest, t)
+    muc_ns = "http://jabber.org/protocol/muc"
+
+    def joined(c, nick):
+        return lambda: any(j == f"{room}/{nick}" and ty != "error" and "110" in codes
+                           for j, ty, codes in c.muc)
+
+    step(f"{owner.name} creates {room}")
+    p = owner.make_presence(pto=f"{room}/Owner")
+    p.append(ET.fromstring(f"<x xmlns='{muc_ns}'/>"))
+    p.send()
+    await wait_until(joined(owner, "Owner"), t, f"self-presence (seen {owner.muc})")
+    await iq(owner, room, f"<query xmlns='{muc_ns}#owner'><x xmlns='jabber:x:data' "
+             "type='submit'/></query>", t, "set")
+    ok()
+
+    step(f"{guest.name} joins {room} from {guest.boundjid.domain} over s2s")
+    p = guest.make_presence(pto=f"{room}/Guest")
+    p.append(ET.fromstring(f"<x xmlns='{muc_ns}'/>"))
+    p.send()
+    await wait_until(joined(guest, "Guest"), t, f"self-presence (seen {guest.muc}, "
+                     f"errors {guest.errors})")
+    await wait_until(lambda: any(j == f"{room}/Guest" for j, _, _ in owner.muc), t,
+                     f"the owner seeing the guest (seen {owner.muc})")
+    ok()
+
+    for a, b in ((owner, guest), (guest, owner)):
+        step(f"{a.name} -> room -> {b.name} groupchat message")
+        body = f"to the room from {a.name} {uuid.uuid4().hex[:8]}"
+        a.send_message(mto=room, mbody=body, mtype="groupchat")
+        nick = "Owner" if a is owner else "Guest"
+        await wait_until(lambda: (f"{room}/{nick}", body) in b.messages, t,
+                         f"the message at {b.name} (errors at {a.name}: {a.errors})")
+        ok()
+
+    step(f"{guest.name} pings its own occupant JID (XEP-0410)")
+    await iq(guest, f"{room}/Guest", "<ping xmlns='urn:xmpp:ping'/>", t)
+    ok()
+
+    step(f"{guest.name} leaves; {owner.name} sees it")
+    guest.send_presence(pto=f"{room}/Guest", ptype="unavailable")
+    await wait_until(lambda: any(j == f"{room}/Guest" and ty == "unavailable"
+                                 for j, ty, _ in owner.muc), t, f"unavailable (seen {owner.muc})")
+    ok()
+    await disconnect(owner, guest)
+
+
 async def bounce(sender, other_jid, args):
     await login(sender, args.step_timeout)
     step(f"{sender.name} -> {other_jid} while its server is down: bounced")
@@ -318,6 +378,9 @@ async def run(args):
     bob = Client("bob", *args.bob)
     if args.mode == "federate":
         await federate(alice, bob, args)
+    elif args.mode == "muc":
+        owner, guest = (alice, bob) if args.owner == "alice" else (bob, alice)
+        await muc(owner, guest, args.room, args)
     else:
         sender, other = (alice, bob) if args.sender == "alice" else (bob, alice)
         await bounce(sender, other.boundjid.bare, args)
@@ -325,7 +388,9 @@ async def run(args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("mode", choices=["federate", "bounce"])
+    p.add_argument("mode", choices=["federate", "bounce", "muc"])
+    p.add_argument("--owner", choices=["alice", "bob"], default="alice")
+    p.add_argument("--room", help="the room's bare JID (muc)")
     p.add_argument("--alice", type=account, required=True)
     p.add_argument("--bob", type=account, required=True)
     p.add_argument("--sender", choices=["alice", "bob"], default="alice")

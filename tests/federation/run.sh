@@ -154,6 +154,7 @@ spawn dns "$dir/dnsmasq.err" /usr/sbin/dnsmasq --keep-in-foreground --no-resolv 
     --pid-file= --user=root --bind-interfaces --listen-address="${addr[dns]}" --local=/example/ \
     --log-facility="$dir/dnsmasq.log" --log-queries \
     --host-record=kith.example,"${addr[kith]}" \
+    --host-record=conference.kith.example,"${addr[kith]}" \
     --srv-host=_xmpps-server._tcp.kith.example,kith.example,5270,5,0 \
     --srv-host=_xmpp-server._tcp.kith.example,kith.example,5269,10,0 \
     --host-record=prosody.example,"${addr[prosody]}" \
@@ -355,6 +356,12 @@ client() { # MODE ARGS...: fed_client.py in the clients' namespace
 }
 
 client federate
+# Group chat over s2s: the user on the other server joins a room on kith's conference domain.
+if [ "$home" = kith ] || [ "$peer" = kith ]; then
+    owner=alice
+    [ "$peer" = kith ] && owner=bob
+    client muc --owner "$owner" --room "family@conference.kith.example"
+fi
 stop_server "$peer"
 say "$peer stopped"
 client bounce --sender alice

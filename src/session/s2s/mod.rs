@@ -135,6 +135,12 @@ impl S2s {
             resolver,
             policy: Policy {
                 local: config.domain.clone(),
+                hosted: config
+                    .muc
+                    .enabled
+                    .then(|| format!("conference.{}", config.domain))
+                    .into_iter()
+                    .collect(),
                 secret,
                 require_valid_certs: config.s2s.require_valid_certs,
             },
@@ -153,10 +159,15 @@ impl S2s {
         let Some(domain) = to_domain(&stanza) else {
             return;
         };
-        // Links authenticate our main domain only; a component's stanza on one would make the
-        // peer close the stream (`invalid-from`) for everyone using it.
+        // A link authenticates one pair of domains: ours (the main domain, or the MUC
+        // service's) and the peer's. A component's stanza on one would make the peer close the
+        // stream (`invalid-from`) for everyone using it.
         let from = stanza.attr("from").and_then(|f| Jid::parse(f).ok());
-        if from.is_some_and(|f| !srv.is_local_domain(f.domain())) {
+        let local = match &from {
+            Some(f) if crate::services::muc::is_service(srv, f.domain()) => f.domain().to_owned(),
+            _ => srv.domain().to_owned(),
+        };
+        if from.is_some_and(|f| f.domain() != local) {
             log::debug!(
                 "s2s: not sending a {} from a component to {domain}",
                 stanza.name()
@@ -169,7 +180,9 @@ impl S2s {
             );
             return;
         }
-        if let Err(Cmd::Stanza(stanza)) = self.enqueue(&domain, Cmd::Stanza(Box::new(stanza))) {
+        if let Err(Cmd::Stanza(stanza)) =
+            self.enqueue(&local, &domain, Cmd::Stanza(Box::new(stanza)))
+        {
             let err = match self.running.get() {
                 Some(_) => StanzaError::new(Condition::ResourceConstraint)
                     .with_text("too many stanzas are waiting for that server"),
@@ -198,18 +211,33 @@ impl S2s {
             reply,
         };
         // On failure the sender is dropped with the command: the receiver sees "closed".
-        let _ = self.enqueue(originating, cmd);
+        // Verification goes out from the main domain whatever domain the stream was for.
+        let local = self
+            .running
+            .get()
+            .map(|r| r.policy.local.clone())
+            .unwrap_or_default();
+        let _ = self.enqueue(&local, originating, cmd);
         answer
     }
 
-    /// Queues `cmd` on `domain`'s link, starting one if there is none (or its task ended).
-    fn enqueue(&self, domain: &str, cmd: Cmd) -> Result<(), Cmd> {
+    /// Queues `cmd` on the link from `local` to `remote`, starting one if there is none (or
+    /// its task ended).
+    fn enqueue(&self, local: &str, remote: &str, cmd: Cmd) -> Result<(), Cmd> {
         let Some(running) = self.running.get() else {
             return Err(cmd);
         };
         let Some(srv) = running.srv.upgrade() else {
             return Err(cmd);
         };
+        // Links from the main domain are keyed by the remote domain alone; others by both
+        // (a space is never part of a domain).
+        let domain = if local == running.policy.local {
+            remote.to_owned()
+        } else {
+            format!("{local} {remote}")
+        };
+        let domain = domain.as_str();
         let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
         let cmd = match links.get(domain) {
             Some(link) => match link.tx.try_send(cmd) {
@@ -226,7 +254,9 @@ impl S2s {
         }
         links.insert(domain.to_owned(), Link { id, tx });
         drop(links);
-        let task = outgoing::run(srv, domain.to_owned(), rx, id);
+        let mut policy = running.policy.clone();
+        policy.local = local.to_owned();
+        let task = outgoing::run(srv, domain.to_owned(), remote.to_owned(), policy, rx, id);
         running.ex.spawn(task).detach();
         Ok(())
     }

@@ -21,7 +21,7 @@ use futures_rustls::TlsConnector;
 use smol::net::TcpStream;
 
 use super::{bounce, close, send_element, send_header, Cmd, Running};
-use crate::s2s::stream::{Action, Facts, Outgoing};
+use crate::s2s::stream::{Action, Facts, Outgoing, Policy};
 use crate::server::Server;
 use crate::session::stream::{End, XmlStream};
 use crate::stanza::{Condition, StanzaError, StreamError};
@@ -68,13 +68,23 @@ impl Failure {
 }
 
 /// The link's task.
-pub(super) async fn run(srv: Arc<Server>, remote: String, rx: Receiver<Cmd>, id: u64) {
+/// `key` is the link's name in the registry; `policy.local` the domain it sends from.
+pub(super) async fn run(
+    srv: Arc<Server>,
+    key: String,
+    remote: String,
+    policy: Policy,
+    rx: Receiver<Cmd>,
+    id: u64,
+) {
     srv.open_conns.fetch_add(1, Ordering::SeqCst);
     let tag = format!("s2sout#{id}");
     if let Some(running) = srv.s2s.running() {
         let mut link = Link {
             srv: &srv,
             running,
+            key: &key,
+            policy,
             remote: &remote,
             rx: &rx,
             id,
@@ -95,6 +105,10 @@ pub(super) async fn run(srv: Arc<Server>, remote: String, rx: Receiver<Cmd>, id:
 struct Link<'a> {
     srv: &'a Server,
     running: &'a Running,
+    /// The link's name in the registry.
+    key: &'a str,
+    /// `local` is the domain this link sends from.
+    policy: Policy,
     remote: &'a str,
     rx: &'a Receiver<Cmd>,
     id: u64,
@@ -130,7 +144,7 @@ impl Link<'_> {
                 }
             };
             let end = self.ready(&mut xs, state).await;
-            let local = &self.running.policy.local;
+            let local = &self.policy.local;
             if let End::Shutdown = end {
                 // Idle (already unlinked) or the server is stopping.
                 close(&mut xs, local, None).await;
@@ -149,7 +163,7 @@ impl Link<'_> {
             close(&mut xs, local, err).await;
             self.verifies.clear();
             // Nothing waiting: the link ends here. Otherwise connect once more.
-            if self.held.is_empty() && self.srv.s2s.unlink(self.remote, self.id, self.rx, false) {
+            if self.held.is_empty() && self.srv.s2s.unlink(self.key, self.id, self.rx, false) {
                 return;
             }
             if retried {
@@ -162,7 +176,7 @@ impl Link<'_> {
     /// Ends the link: removes it from the registry, then bounces what is held or still
     /// queued and fails pending verifications (dropping their reply senders).
     fn give_up(&mut self, failure: &Failure) {
-        self.srv.s2s.unlink(self.remote, self.id, self.rx, true);
+        self.srv.s2s.unlink(self.key, self.id, self.rx, true);
         self.verifies.clear();
         let err = failure.stanza_error();
         let queued = std::iter::from_fn(|| self.rx.try_recv().ok());
@@ -259,7 +273,7 @@ impl Link<'_> {
         };
         let name = ServerName::try_from(remote.to_owned())
             .map_err(|_| Failure::Refused(format!("'{remote}' is not a valid TLS server name")))?;
-        let (state, actions) = Outgoing::start(running.policy.clone(), remote);
+        let (state, actions) = Outgoing::start(self.policy.clone(), remote);
         let (state, actions, tcp, config) = if direct_tls {
             (state, actions.into(), tcp, running.client_direct.clone())
         } else {
@@ -312,7 +326,7 @@ impl Link<'_> {
         facts: Facts<'_>,
         deadline: Instant,
     ) -> Result<Step, Failure> {
-        let local = &self.running.policy.local;
+        let local = &self.policy.local.clone();
         let rx = self.rx;
         let io = |e: std::io::Error| Failure::Refused(format!("connection lost: {e}"));
         loop {
@@ -476,7 +490,7 @@ impl Link<'_> {
                     }
                 },
                 Event::Idle => {
-                    if self.srv.s2s.unlink(self.remote, self.id, rx, false) {
+                    if self.srv.s2s.unlink(self.key, self.id, rx, false) {
                         log::info!("{}: closing the idle stream to {}", self.tag, self.remote);
                         return End::Shutdown;
                     }

@@ -47,6 +47,8 @@ pub struct Server {
     pub s2s: crate::session::s2s::S2s,
     /// XEP-0363 upload slots handed out and not used yet.
     pub upload: crate::services::upload::State,
+    /// Open XEP-0050 command sessions.
+    pub adhoc: crate::services::adhoc::Sessions,
     /// Closed when the server shuts down; waiting tasks watch it.
     shutdown_tx: async_channel::Sender<()>,
     shutdown_rx: async_channel::Receiver<()>,
@@ -72,6 +74,7 @@ impl Server {
             components: Default::default(),
             s2s: Default::default(),
             upload: Default::default(),
+            adhoc: Default::default(),
             shutdown_tx,
             shutdown_rx,
         }

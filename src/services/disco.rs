@@ -20,6 +20,7 @@ pub const SERVER_FEATURES: &[&str] = &[
     ns::REGISTER,
     ns::PRIVATE,
     vcard::NS_VCARD,
+    crate::services::adhoc::NS_COMMANDS,
 ];
 
 /// Features the server provides on behalf of each account (bare JID).

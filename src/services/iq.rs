@@ -5,7 +5,8 @@ use crate::jid::{BareJid, FullJid};
 use crate::router::{bounce, deliver_reply};
 use crate::server::Server;
 use crate::services::{
-    blocking, carbons, disco, extdisco, info, mam, pep, private, push, register, roster, vcard,
+    adhoc, blocking, carbons, disco, extdisco, info, mam, pep, private, push, register, roster,
+    vcard,
 };
 use crate::stanza::{self, ns, Condition};
 use crate::xml::Element;
@@ -20,10 +21,18 @@ pub async fn to_server(srv: &Server, from: &FullJid, iq: Element) {
     let Some(payload) = iq.first_child() else {
         return bounce(srv, &iq, Condition::BadRequest.into());
     };
+    if get {
+        match adhoc::disco(srv, from, payload) {
+            Some(Ok(reply)) => return reply_ok(srv, &iq, Some(reply)),
+            Some(Err(e)) => return bounce(srv, &iq, e),
+            None => {}
+        }
+    }
     if let Some(reply) = stateless_server_query(srv, payload, get) {
         return reply_ok(srv, &iq, reply);
     }
     match (payload.ns(), payload.name(), get) {
+        (adhoc::NS_COMMANDS, "command", false) => adhoc::handle(srv, from, iq).await,
         // Carbons are per account, but some clients address the toggle to the domain.
         (ns::CARBONS, _, false) => carbons::handle_iq(srv, from, &iq, payload),
         // A roster request addressed to the domain is a client bug, but harmless to serve.

@@ -3,6 +3,7 @@
 //! sockets; they reply through `router`.
 
 pub mod adhoc;
+pub mod announce;
 pub mod blocking;
 pub mod bookmarks;
 pub mod caps;

@@ -21,9 +21,9 @@
 //! value submitted so far, and answers `Step::Form` (show this form; `last` when the next
 //! submission completes), `Step::Run` (the values are complete: call `effect`) or
 //! `Step::Done` (finished without touching the server, e.g. invalid input as an error note).
-//! `effect` is where a command reads or changes the server; it returns the final note and/or
-//! result form. A command that needs data before its first form (none does yet) can return
-//! `Step::Run` at stage 0 and show the data in its result.
+//! `effect` is where a command reads or changes the server; it returns `Step::Done` with the
+//! final note and/or result form, or `Step::Form` when a form needs server data (`step`
+//! returns `Step::Run` at that stage; the next submission goes through `step` again).
 //!
 //! The framework owns the protocol: disco (the command list filtered by `access` and `enabled`,
 //! disco#info per node), sessions (`sessionid`, bound to the requesting full JID, expiring after
@@ -58,7 +58,11 @@ pub const SESSION_TTL: Duration = Duration::from_secs(10 * 60);
 const MAX_SESSIONS_PER_ACCOUNT: usize = 16;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-pub type Effect = for<'a> fn(&'a Server, &'a FullJid, Values) -> BoxFuture<'a, Done>;
+/// A command's server side. Usually it answers `Step::Done`; it may answer `Step::Form` to
+/// show a form built from server data (e.g. the current MOTD to edit), and the next
+/// submission goes through `step` again. `Step::Run` from an effect is a bug, answered as an
+/// internal error.
+pub type Effect = for<'a> fn(&'a Server, &'a FullJid, Values) -> BoxFuture<'a, Step>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -300,8 +304,9 @@ pub enum Transition {
         state: State,
         form: Element,
     },
-    /// Run the command's effect with these values.
+    /// Run the command's effect with these values (at this stage, should it show a form).
     Run {
+        stage: usize,
         values: Values,
     },
     Done(Done),
@@ -354,7 +359,7 @@ pub fn transition(
             },
             form,
         },
-        Step::Run => Transition::Run { values },
+        Step::Run => Transition::Run { stage, values },
         Step::Done(d) => Transition::Done(d),
     })
 }
@@ -395,29 +400,51 @@ pub async fn handle(srv: &Server, from: &FullJid, iq: Element) {
             .with_attr("sessionid", id.clone())
             .with_attr("status", status)
     };
-    let done = match result {
+    // A form to show, with the session that waits for its submission.
+    let (state, form) = match result {
         Err(e) => return error(srv, &iq, e),
         Ok(Transition::Canceled) => {
             return deliver_reply(srv, stanza::iq_result(&iq, Some(reply("canceled"))))
         }
-        Ok(Transition::Show { state, form }) => {
-            let mut actions = Element::new("actions", NS_COMMANDS);
-            let default = if state.last { "complete" } else { "next" };
-            actions.set_attr("execute", default);
-            if state.stage > 0 {
-                actions.push_child(Element::new("prev", NS_COMMANDS));
+        Ok(Transition::Show { state, form }) => (state, form),
+        Ok(Transition::Done(done)) => return completed(srv, &iq, reply("completed"), done),
+        Ok(Transition::Run { stage, values }) => {
+            match (cmd.effect)(srv, from, values.clone()).await {
+                Step::Done(done) => return completed(srv, &iq, reply("completed"), done),
+                Step::Form { form, last } => (
+                    State {
+                        node: cmd.node,
+                        requester: from.clone(),
+                        stage,
+                        values,
+                        last,
+                        expires: now + SESSION_TTL,
+                    },
+                    form,
+                ),
+                Step::Run => {
+                    log::error!("adhoc: {node}: the effect asked to run itself");
+                    let err = StanzaError::new(Condition::InternalServerError);
+                    return deliver_reply(srv, stanza::error_reply(&iq, &err));
+                }
             }
-            actions.push_child(Element::new(default, NS_COMMANDS));
-            if let Err(e) = srv.adhoc.put(id.clone(), state, now) {
-                return error(srv, &iq, e);
-            }
-            let el = reply("executing").with_child(actions).with_child(form);
-            return deliver_reply(srv, stanza::iq_result(&iq, Some(el)));
         }
-        Ok(Transition::Done(done)) => done,
-        Ok(Transition::Run { values }) => (cmd.effect)(srv, from, values).await,
     };
-    let mut el = reply("completed");
+    let mut actions = Element::new("actions", NS_COMMANDS);
+    let default = if state.last { "complete" } else { "next" };
+    actions.set_attr("execute", default);
+    if state.stage > 0 {
+        actions.push_child(Element::new("prev", NS_COMMANDS));
+    }
+    actions.push_child(Element::new(default, NS_COMMANDS));
+    if let Err(e) = srv.adhoc.put(id.clone(), state, now) {
+        return error(srv, &iq, e);
+    }
+    let el = reply("executing").with_child(actions).with_child(form);
+    deliver_reply(srv, stanza::iq_result(&iq, Some(el)));
+}
+
+fn completed(srv: &Server, iq: &Element, mut el: Element, done: Done) {
     if let Some((kind, text)) = done.note {
         el.push_child(
             Element::new("note", NS_COMMANDS)
@@ -428,7 +455,7 @@ pub async fn handle(srv: &Server, from: &FullJid, iq: Element) {
     if let Some(form) = done.form {
         el.push_child(form);
     }
-    deliver_reply(srv, stanza::iq_result(&iq, Some(el)));
+    deliver_reply(srv, stanza::iq_result(iq, Some(el)));
 }
 
 fn error(srv: &Server, iq: &Element, e: WireError) {
@@ -516,8 +543,8 @@ mod tests {
         }
     }
 
-    fn no_effect<'a>(_: &'a Server, _: &'a FullJid, _: Values) -> BoxFuture<'a, Done> {
-        Box::pin(async { Done::default() })
+    fn no_effect<'a>(_: &'a Server, _: &'a FullJid, _: Values) -> BoxFuture<'a, Step> {
+        Box::pin(async { Step::Done(Done::default()) })
     }
 
     const CMD: Command = Command {
@@ -568,7 +595,7 @@ mod tests {
             submit("greeting", "hi"),
             now,
         ) {
-            Ok(Transition::Run { values }) => {
+            Ok(Transition::Run { values, .. }) => {
                 assert_eq!(values.one("name"), Some("Bob"));
                 assert_eq!(values.one("greeting"), Some("hi"));
             }

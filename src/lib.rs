@@ -5,6 +5,7 @@ pub mod admin;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod export;
 pub mod http;
 pub mod jid;
 pub mod json;

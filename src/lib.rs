@@ -10,6 +10,7 @@ pub mod http;
 pub mod jid;
 pub mod json;
 pub mod logging;
+pub mod modules;
 pub mod net;
 pub mod roster;
 pub mod router;

@@ -9,7 +9,7 @@ use crate::jid::FullJid;
 use crate::server::Server;
 use crate::sessions::{self, Outbound};
 use crate::stanza::ns;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 use crate::xml::Element;
 
 const META_MOTD: &str = "motd";
@@ -42,9 +42,8 @@ pub fn announce(srv: &Server, subject: Option<&str>, body: &str) -> usize {
 }
 
 /// The current MOTD: `(change id, text)`.
-pub async fn motd(srv: &Server) -> Result<Option<(String, String)>, StoreError> {
-    Ok(srv
-        .store
+pub async fn motd(store: &Store) -> Result<Option<(String, String)>, StoreError> {
+    Ok(store
         .meta_get(META_MOTD)
         .await?
         .and_then(|raw| decode_motd(&raw)))
@@ -57,7 +56,7 @@ fn decode_motd(raw: &[u8]) -> Option<(String, String)> {
 }
 
 /// Sets (or with an empty text, clears) the MOTD; accounts get it at their next login.
-pub async fn set_motd(srv: &Server, text: &str) -> Result<(), StoreError> {
+pub async fn set_motd(store: &Store, text: &str) -> Result<(), StoreError> {
     let text = text.trim();
     let id = format!("{:x}", fastrand::u64(..));
     let raw = if text.is_empty() {
@@ -65,7 +64,7 @@ pub async fn set_motd(srv: &Server, text: &str) -> Result<(), StoreError> {
     } else {
         format!("{id}\0{text}").into_bytes()
     };
-    srv.store.meta_set(META_MOTD, raw).await?;
+    store.meta_set(META_MOTD, raw).await?;
     log::info!(
         "motd: {}",
         if text.is_empty() {
@@ -83,7 +82,7 @@ pub async fn on_initial_presence(srv: &Server, me: &FullJid) {
         return;
     }
     let owner = me.bare_str();
-    let (id, text) = match motd(srv).await {
+    let (id, text) = match motd(&srv.store).await {
         Ok(Some(m)) => m,
         Ok(None) => return,
         Err(e) => return log::error!("motd: cannot read: {e}"),

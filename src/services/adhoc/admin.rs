@@ -572,7 +572,7 @@ async fn announce_do(srv: &Server, from: &FullJid, v: Values) -> Step {
 async fn set_motd_do(srv: &Server, from: &FullJid, v: Values) -> Step {
     if v.all("motd").is_empty() {
         // edit-motd's first stage: show the current text.
-        let current = match announce::motd(srv).await {
+        let current = match announce::motd(&srv.store).await {
             Ok(m) => m.map(|(_, t)| t).unwrap_or_default(),
             Err(e) => {
                 log::error!("adhoc: cannot read the MOTD: {e}");
@@ -581,7 +581,7 @@ async fn set_motd_do(srv: &Server, from: &FullJid, v: Values) -> Step {
         };
         return motd_form(&current);
     }
-    match announce::set_motd(srv, &v.text("motd")).await {
+    match announce::set_motd(&srv.store, &v.text("motd")).await {
         Ok(()) => {
             log::info!("adhoc: {from} set the MOTD");
             Step::Done(Done::info("Message of the day set."))
@@ -594,7 +594,7 @@ async fn set_motd_do(srv: &Server, from: &FullJid, v: Values) -> Step {
 }
 
 async fn delete_motd_do(srv: &Server, from: &FullJid, _: Values) -> Step {
-    match announce::set_motd(srv, "").await {
+    match announce::set_motd(&srv.store, "").await {
         Ok(()) => {
             log::info!("adhoc: {from} deleted the MOTD");
             Step::Done(Done::info("Message of the day deleted."))

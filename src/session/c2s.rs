@@ -371,7 +371,7 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let mut features = Element::new("features", ns::STREAM)
         .with_child(mechs)
-        .with_child(sasl2::feature(&offered, &fast));
+        .with_child(sasl2::feature(&offered, &fast, srv.config.modules.carbons));
     let cb_types = cb.types();
     if !cb_types.is_empty() {
         let mut el = Element::new("sasl-channel-binding", ns::SASL_CB);

@@ -144,16 +144,84 @@ async fn execute(srv: &Server, fields: &[&str]) -> Result<Vec<String>, String> {
             log::info!("admin: {info}");
             Ok(vec![info])
         }
+        ["user-list-seen"] => {
+            let online = |jid: &crate::jid::BareJid| srv.sessions.is_online(jid);
+            user_list_seen(&srv.store, &online).await
+        }
+        ["user-export", jid] => {
+            let jid = accounts::account_jid(jid, domain).map_err(err)?;
+            user_export(&srv.store, domain, &jid).await
+        }
+        ["announce", text] => {
+            if !srv.config.modules.announce {
+                return Err("announcements are disabled ([modules] announce = false)".into());
+            }
+            let n = crate::services::announce::announce(srv, None, &decode(text)?);
+            Ok(vec![n.to_string()])
+        }
+        ["motd-set", text] => crate::services::announce::set_motd(&srv.store, &decode(text)?)
+            .await
+            .map(|_| vec![])
+            .map_err(|e| e.to_string()),
+        ["motd-show"] => motd_lines(&srv.store).await,
         _ => Err("unknown admin request (is the CLI the same version as the server?)".into()),
     }
 }
 
+/// `user-list-seen`: one `JID<TAB>last seen` line per account, where last seen is `online
+/// now`, the RFC 3339 time of the last logout, or `never`.
+pub async fn user_list_seen(
+    store: &crate::store::Store,
+    online: &(dyn Fn(&crate::jid::BareJid) -> bool + Sync),
+) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for jid in accounts::list(store).await.map_err(|e| e.to_string())? {
+        let seen = match crate::jid::BareJid::parse(&jid) {
+            Ok(b) if online(&b) => "online now".to_string(),
+            _ => match store.last(&jid).await.map_err(|e| e.to_string())? {
+                Some((t, _)) => crate::time::rfc3339(t),
+                None => "never".to_string(),
+            },
+        };
+        out.push(format!("{jid}\t{seen}"));
+    }
+    Ok(out)
+}
+
+/// `user-export`: the account's XEP-0227 document, base64 in one line (it holds newlines).
+pub async fn user_export(
+    store: &crate::store::Store,
+    domain: &str,
+    jid: &crate::jid::BareJid,
+) -> Result<Vec<String>, String> {
+    match crate::export::export_user(store, jid).await {
+        Ok(Some(user)) => {
+            let doc = crate::export::document(domain, vec![user]);
+            let xml = format!("<?xml version='1.0' encoding='UTF-8'?>\n{doc}\n");
+            Ok(vec![encode_password(&xml)])
+        }
+        Ok(None) => Err(format!("no account {jid}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `motd-show`: the MOTD's lines (none when unset).
+pub async fn motd_lines(store: &crate::store::Store) -> Result<Vec<String>, String> {
+    match crate::services::announce::motd(store).await {
+        Ok(m) => Ok(m
+            .map(|(_, t)| t.lines().map(str::to_string).collect())
+            .unwrap_or_default()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A base64 text field (passwords, announcements: anything that may hold tabs or newlines).
 fn decode(b64: &str) -> Result<String, String> {
     base64::engine::general_purpose::STANDARD
         .decode(b64)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| "malformed password field".to_string())
+        .ok_or_else(|| "malformed text field".to_string())
 }
 
 /// Client side, used by the CLI: `Ok(None)` when no server is listening.

@@ -37,6 +37,42 @@ enum Command {
     Restore(Restore),
     Export(Export),
     Import(Import),
+    Announce(Announce),
+    Motd(Motd),
+    Module(ModuleCmd),
+}
+
+/// Send a message to everyone online now (needs the running server).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "announce")]
+struct Announce {
+    /// the text
+    #[argh(positional)]
+    text: String,
+}
+
+/// The message of the day, sent to each person once at login: set TEXT, clear, or show.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "motd")]
+struct Motd {
+    /// set, clear or show
+    #[argh(positional)]
+    op: String,
+    /// the text (for set)
+    #[argh(positional)]
+    text: Option<String>,
+}
+
+/// Built-in modules: list (with on/off), enable NAME, disable NAME (edits the config file).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "module")]
+struct ModuleCmd {
+    /// list, enable or disable
+    #[argh(positional)]
+    op: String,
+    /// the module (for enable and disable)
+    #[argh(positional)]
+    name: Option<String>,
 }
 
 /// Write every account (credentials as SCRAM keys, roster, vCard, private XML, offline
@@ -193,6 +229,20 @@ enum UserOp {
     Del(UserDel),
     Passwd(UserPasswd),
     List(UserList),
+    Export(UserExport),
+}
+
+/// Write an account's data (roster, vCard, private XML, PEP, offline messages, archive; no
+/// password) as XEP-0227 XML to FILE, or to stdout.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "export")]
+struct UserExport {
+    /// the account, e.g. alice@example.org
+    #[argh(positional)]
+    jid: String,
+    /// the file to write (default: stdout)
+    #[argh(positional)]
+    file: Option<PathBuf>,
 }
 
 /// Create an account. Without --password, asks for it (or reads one line from stdin).
@@ -228,7 +278,7 @@ struct UserPasswd {
     password: Option<String>,
 }
 
-/// List all accounts.
+/// List all accounts, with when each was last seen ("online now" while connected).
 #[derive(FromArgs)]
 #[argh(subcommand, name = "list")]
 struct UserList {}
@@ -259,6 +309,9 @@ pub fn main() -> ExitCode {
     match cmd {
         Command::Run(_) => run(config),
         Command::User(u) => user(config, u.op),
+        Command::Announce(a) => announce(&config, &a.text),
+        Command::Motd(m) => motd(&config, &m.op, m.text.as_deref()),
+        Command::Module(m) => module(&config, &m.op, m.name.as_deref()),
         Command::Backup(b) => backup(&config, b),
         Command::Restore(r) => restore(&config, r),
         Command::Export(e) => export(&config, e),
@@ -413,9 +466,32 @@ fn user(config: Config, op: UserOp) -> ExitCode {
                 )
             })
             .map(|_| println!("password changed for {}", display_jid(&p.jid, &config))),
-        UserOp::List(_) => admin_or_store(&config, &["user-list"]).map(|users| {
-            for u in users {
-                println!("{u}");
+        UserOp::List(_) => admin_or_store(&config, &["user-list-seen"]).map(|users| {
+            let rows: Vec<(&str, &str)> = users
+                .iter()
+                .map(|u| u.split_once('\t').unwrap_or((u.as_str(), "")))
+                .collect();
+            let width = rows.iter().map(|(j, _)| j.len()).max().unwrap_or(0);
+            for (jid, seen) in rows {
+                println!("{jid:width$}  {seen}");
+            }
+        }),
+        UserOp::Export(x) => admin_or_store(&config, &["user-export", &x.jid]).and_then(|data| {
+            use base64::Engine as _;
+            let xml = data
+                .first()
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                .ok_or("the server sent a malformed export")?;
+            match &x.file {
+                Some(f) => std::fs::write(f, &xml)
+                    .map_err(|e| format!("cannot write {}: {e}", f.display()))
+                    .map(|_| eprintln!("exported {} to {}", x.jid, f.display())),
+                None => {
+                    use std::io::Write;
+                    std::io::stdout()
+                        .write_all(&xml)
+                        .map_err(|e| format!("cannot write: {e}"))
+                }
             }
         }),
     };
@@ -561,6 +637,86 @@ fn import(config: &Config, i: Import) -> ExitCode {
     }
 }
 
+fn announce(config: &Config, text: &str) -> ExitCode {
+    let fields = ["announce", &crate::admin::encode_password(text)];
+    let result = match crate::admin::request(&config.data_dir, &fields) {
+        Ok(Some(r)) => r.map(|d| {
+            let n = d.first().map(String::as_str).unwrap_or("0");
+            println!("announcement sent to {n} connected device(s)");
+        }),
+        Ok(None) => Err(format!(
+            "the server is not running (no admin socket in {}); announcements go to people online now",
+            config.data_dir.display()
+        )),
+        Err(e) => Err(e.to_string()),
+    };
+    report(result)
+}
+
+fn motd(config: &Config, op: &str, text: Option<&str>) -> ExitCode {
+    let result = match (op, text) {
+        ("set", Some(t)) if !t.trim().is_empty() => {
+            admin_or_store(config, &["motd-set", &crate::admin::encode_password(t)]).map(|_| {
+                println!("message of the day set; each person gets it at their next login")
+            })
+        }
+        ("clear", None) => admin_or_store(config, &["motd-set", ""])
+            .map(|_| println!("message of the day cleared")),
+        ("show", None) => admin_or_store(config, &["motd-show"]).map(|lines| {
+            if lines.is_empty() {
+                println!("(no message of the day)");
+            }
+            for l in lines {
+                println!("{l}");
+            }
+        }),
+        _ => {
+            eprintln!(
+                "kith motd: use `kith motd set \"TEXT\"`, `kith motd clear` or `kith motd show`"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    report(result)
+}
+
+fn module(config: &Config, op: &str, name: Option<&str>) -> ExitCode {
+    let path = match &config.source {
+        config::ConfigSource::File(p) => p.clone(),
+        config::ConfigSource::Defaults => PathBuf::from(config::SEARCH_PATHS[0]),
+    };
+    let result = match (op, name) {
+        ("list", None) => {
+            print!("{}", crate::modules::list(config));
+            Ok(())
+        }
+        ("enable" | "disable", Some(n)) => {
+            if !path.exists() {
+                // With built-in defaults there is no file to keep: start one.
+                if let Err(e) = std::fs::write(&path, "") {
+                    return report(Err(format!("cannot create {}: {e}", path.display())));
+                }
+            }
+            crate::modules::switch(&path, n, op == "enable").map(|m| println!("{m}"))
+        }
+        _ => {
+            eprintln!("kith module: use `kith module list`, `kith module enable NAME` or `kith module disable NAME`");
+            return ExitCode::from(2);
+        }
+    };
+    report(result)
+}
+
+fn report(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kith: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn display_jid(jid: &str, config: &Config) -> String {
     if jid.contains('@') {
         jid.to_string()
@@ -624,6 +780,19 @@ fn offline(config: &Config, fields: &[&str]) -> Result<Vec<String>, String> {
                     .map(|_| vec![])
             }
             ["user-list"] => accounts::list(&store).await.map_err(e),
+            ["user-list-seen"] => crate::admin::user_list_seen(&store, &|_| false).await,
+            ["user-export", jid] => {
+                let jid = accounts::account_jid(jid, domain).map_err(e)?;
+                crate::admin::user_export(&store, domain, &jid).await
+            }
+            ["motd-set", t] => {
+                let text = if t.is_empty() { String::new() } else { pw(t)? };
+                crate::services::announce::set_motd(&store, &text)
+                    .await
+                    .map(|_| vec![])
+                    .map_err(|e| e.to_string())
+            }
+            ["motd-show"] => crate::admin::motd_lines(&store).await,
             ["export"] => crate::migrate::export_lines(&store, domain).await,
             ["import", files @ ..] => crate::migrate::import_files(&store, domain, files).await,
             ["backup", dest, uploads] => {

@@ -53,6 +53,8 @@ pub struct Server {
     pub upload: crate::services::upload::State,
     /// XEP-0045 rooms at `conference.DOMAIN`.
     pub muc: crate::services::muc::State,
+    /// Open XEP-0050 command sessions.
+    pub adhoc: crate::services::adhoc::Sessions,
     /// Closed when the server shuts down; waiting tasks watch it.
     shutdown_tx: async_channel::Sender<()>,
     shutdown_rx: async_channel::Receiver<()>,
@@ -81,6 +83,7 @@ impl Server {
             s2s: Default::default(),
             upload: Default::default(),
             muc: Default::default(),
+            adhoc: Default::default(),
             shutdown_tx,
             shutdown_rx,
         }

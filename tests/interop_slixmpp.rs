@@ -40,6 +40,11 @@ const MODERN: &str = concat!(
     "/tests/interop/slixmpp_modern.py"
 );
 
+const ADMIN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/interop/slixmpp_admin.py"
+);
+
 /// `slixmpp_chat.py` gives up by itself after 30 s; this only catches a hung interpreter.
 const SCRIPT_WATCHDOG: Duration = Duration::from_secs(60);
 /// `slixmpp_modern.py` gives up by itself after `MODERN_TIMEOUT` s.
@@ -239,6 +244,25 @@ fn slixmpp_component_echoes_and_a_wrong_secret_is_refused() {
             SCRIPT_WATCHDOG,
         );
     }
+    stop_cleanly(server);
+}
+
+#[test]
+fn slixmpp_admin_commands_xep_0133() {
+    let Some(python) = python_with_slixmpp() else {
+        return;
+    };
+    let server = TestServer::start_with("admins = [\"alice@localhost\"]");
+    server.add_user(ALICE.0, ALICE.1);
+    server.add_user(BOB.0, BOB.1);
+    let port = server.c2s_port.to_string();
+    run(
+        &server,
+        &python,
+        ADMIN,
+        &["--port", &port, "--timeout", "40"],
+        Duration::from_secs(60),
+    );
     stop_cleanly(server);
 }
 

@@ -9,14 +9,18 @@ use crate::sasl::Mechanism;
 use crate::stanza::ns;
 use crate::xml::Element;
 
-/// The `<authentication xmlns='urn:xmpp:sasl:2'/>` stream feature.
-pub fn feature(password_mechs: &[Mechanism], fast: &[Ht]) -> Element {
+/// The `<authentication xmlns='urn:xmpp:sasl:2'/>` stream feature; Bind 2 offers carbons
+/// inline only when they are on (`[modules] carbons`).
+pub fn feature(password_mechs: &[Mechanism], fast: &[Ht], carbons: bool) -> Element {
     let mut auth = Element::new("authentication", ns::SASL2);
     for m in password_mechs {
         auth.push_child(Element::new("mechanism", ns::SASL2).with_text(m.name()));
     }
     let mut bind_inline = Element::new("inline", ns::BIND2);
     for f in [ns::CARBONS, ns::CSI, ns::SM] {
+        if f == ns::CARBONS && !carbons {
+            continue;
+        }
         bind_inline.push_child(Element::new("feature", ns::BIND2).with_attr("var", f));
     }
     let mut inline = Element::new("inline", ns::SASL2)
@@ -92,12 +96,12 @@ mod tests {
 
     #[test]
     fn feature_lists_mechanisms_and_inline_features() {
-        let f = feature(&[Mechanism::ScramSha256], &[Ht::Sha256None]);
+        let f = feature(&[Mechanism::ScramSha256], &[Ht::Sha256None], true);
         let s = f.to_string();
         assert!(s.contains("<mechanism>SCRAM-SHA-256</mechanism>"), "{s}");
         assert!(s.contains("urn:xmpp:bind:0"), "{s}");
         assert!(s.contains("HT-SHA-256-NONE"), "{s}");
-        let no_fast = feature(&[Mechanism::ScramSha256], &[]).to_string();
+        let no_fast = feature(&[Mechanism::ScramSha256], &[], true).to_string();
         assert!(!no_fast.contains("urn:xmpp:fast:0"), "{no_fast}");
     }
 

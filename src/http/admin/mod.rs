@@ -407,10 +407,15 @@ async fn act(ctx: &Ctx<'_>, page: Page, fields: &[(String, String)]) -> Response
         Page::UserAdmin => ("/admin/users", set_admin(ctx, target(), fields).await),
         Page::AnnounceSend => {
             let text = field("text");
-            if text.is_empty() {
+            if !ctx.srv.config.modules.announce {
+                (
+                    "/admin/announce",
+                    Err("Announcements are switched off ([modules] announce = false).".into()),
+                )
+            } else if text.is_empty() {
                 ("/admin/announce", Err("The announcement is empty.".into()))
             } else {
-                let n = announce(ctx.srv, &text);
+                let n = crate::services::announce::announce(ctx.srv, None, &text);
                 log::info!(
                     "web admin: {} sent an announcement to {n} online sessions",
                     ctx.me
@@ -503,25 +508,6 @@ async fn set_admin(
     } else {
         format!("{jid} is no longer an admin.")
     })
-}
-
-/// A headline from the server to every online session (Prosody's mod_announce); returns how
-/// many sessions it was queued for.
-fn announce(srv: &Server, text: &str) -> usize {
-    let mut n = 0;
-    for r in srv.sessions.all() {
-        let msg = crate::xml::Element::new("message", crate::stanza::ns::CLIENT)
-            .with_attr("from", srv.domain())
-            .with_attr("to", r.jid.to_string())
-            .with_attr("type", "headline")
-            .with_child(
-                crate::xml::Element::new("body", crate::stanza::ns::CLIENT).with_text(text),
-            );
-        if crate::sessions::send(&r, crate::sessions::Outbound::stanza(msg)) {
-            n += 1;
-        }
-    }
-    n
 }
 
 // --- pages ------------------------------------------------------------------------------

@@ -143,6 +143,7 @@ enum UserOp {
     Del(UserDel),
     Passwd(UserPasswd),
     List(UserList),
+    Tombstones(UserTombstones),
 }
 
 /// Create an account. Without --password, asks for it (or reads one line from stdin).
@@ -155,6 +156,9 @@ struct UserAdd {
     /// the password (visible in your shell history; prefer the prompt)
     #[argh(option)]
     password: Option<String>,
+    /// give out the name of a deleted account even while its tombstone holds
+    #[argh(switch)]
+    force: bool,
 }
 
 /// Delete an account with its roster and stored messages.
@@ -182,6 +186,15 @@ struct UserPasswd {
 #[derive(FromArgs)]
 #[argh(subcommand, name = "list")]
 struct UserList {}
+
+/// List the names of deleted accounts that stay reserved, or free one with --clear.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "tombstones")]
+struct UserTombstones {
+    /// free this name for anyone to register, e.g. alice@example.org
+    #[argh(option)]
+    clear: Option<String>,
+}
 
 pub fn main() -> ExitCode {
     let args: Kith = argh::from_env();
@@ -343,10 +356,12 @@ fn user(config: Config, op: UserOp) -> ExitCode {
     let result = match op {
         UserOp::Add(a) => read_password(a.password, &a.jid, true)
             .and_then(|pw| {
-                admin_or_store(
-                    &config,
-                    &["user-add", &a.jid, &crate::admin::encode_password(&pw)],
-                )
+                let op = if a.force {
+                    "user-add-force"
+                } else {
+                    "user-add"
+                };
+                admin_or_store(&config, &[op, &a.jid, &crate::admin::encode_password(&pw)])
             })
             .map(|_| println!("created {}", display_jid(&a.jid, &config))),
         UserOp::Del(d) => admin_or_store(&config, &["user-del", &d.jid])
@@ -359,6 +374,17 @@ fn user(config: Config, op: UserOp) -> ExitCode {
                 )
             })
             .map(|_| println!("password changed for {}", display_jid(&p.jid, &config))),
+        UserOp::Tombstones(UserTombstones { clear: Some(jid) }) => {
+            admin_or_store(&config, &["user-tombstone-clear", &jid])
+                .map(|_| println!("{} may be registered again", display_jid(&jid, &config)))
+        }
+        UserOp::Tombstones(UserTombstones { clear: None }) => {
+            admin_or_store(&config, &["user-tombstones"]).map(|rows| {
+                for row in rows {
+                    println!("{row}");
+                }
+            })
+        }
         UserOp::List(_) => admin_or_store(&config, &["user-list"]).map(|users| {
             for u in users {
                 println!("{u}");
@@ -415,9 +441,21 @@ fn offline(config: &Config, fields: &[&str]) -> Result<Vec<String>, String> {
     smol::block_on(async {
         let e = |e: accounts::AccountError| e.to_string();
         match fields {
-            ["user-add", jid, p] => {
+            [op @ ("user-add" | "user-add-force"), jid, p] => {
                 let jid = accounts::account_jid(jid, domain).map_err(e)?;
-                accounts::add(&store, &jid, &pw(p)?)
+                let reuse = match *op {
+                    "user-add-force" => accounts::Reuse::Force,
+                    _ => accounts::Reuse::configured(&config.registration),
+                };
+                accounts::add(&store, &jid, &pw(p)?, reuse)
+                    .await
+                    .map_err(e)
+                    .map(|_| vec![])
+            }
+            ["user-tombstones"] => accounts::tombstones(&store).await.map_err(e),
+            ["user-tombstone-clear", jid] => {
+                let jid = accounts::account_jid(jid, domain).map_err(e)?;
+                accounts::clear_tombstone(&store, &jid)
                     .await
                     .map_err(e)
                     .map(|_| vec![])

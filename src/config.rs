@@ -408,6 +408,8 @@ impl fmt::Debug for Turn {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Registration {
     pub policy: RegistrationPolicy,
+    /// How long a deleted account's name cannot be taken by a new account; `None`: forever.
+    pub tombstone_ttl: Option<Duration>,
 }
 
 /// Whether strangers, invited people or nobody may register (only admins create accounts).
@@ -1723,7 +1725,8 @@ const SECTIONS: &[Section] = &[
         name: "registration",
         doc: "Who may create an account on this server.",
         check: |_, _| {},
-        keys: &[Key {
+        keys: &[
+        Key {
             name: "policy",
             doc: "\"closed\": only admins create accounts (kith user add); \"invite\": people\n\
                   with an invitation; \"open\": anyone (attracts spammers). Open and invite\n\
@@ -1746,6 +1749,31 @@ const SECTIONS: &[Section] = &[
                 }
             },
             show: |cfg| Some(quote(cfg.registration.policy.as_str())),
+            unset_example: "",
+        },
+        Key {
+            name: "tombstone_ttl",
+            doc: "How long the name of a deleted account stays reserved, so that nobody else\n\
+                  can register it and pose as that person to their contacts: from 1h, or\n\
+                  \"forever\" (the default). 'kith user add --force' overrides it.",
+            read: |c, key, v, cfg| {
+                if let DeValue::String(s) = v.get_ref() {
+                    if s.trim() == "forever" {
+                        cfg.registration.tombstone_ttl = None;
+                        return;
+                    }
+                }
+                let range = Duration::from_secs(3600)..=Duration::from_secs(100 * 365 * 86_400);
+                if let Some(d) = c.duration(key, v, range) {
+                    cfg.registration.tombstone_ttl = Some(d);
+                }
+            },
+            show: |cfg| {
+                Some(match cfg.registration.tombstone_ttl {
+                    None => quote("forever"),
+                    Some(d) => show_duration(d),
+                })
+            },
             unset_example: "",
         }],
     },
@@ -3431,6 +3459,23 @@ auth_timeout = \"soon\"
                 "kith.toml:4:12: 'resolver' is not an IP address with an optional port \
                  (write \"192.0.2.53\", \"192.0.2.53:5353\" or \"[2001:db8::53]:53\")",
             ]
+        );
+    }
+
+    #[test]
+    fn tombstone_ttl_is_forever_or_a_duration_from_an_hour() {
+        assert_eq!(ok("").registration.tombstone_ttl, None);
+        let c = ok("[registration]\ntombstone_ttl = \"forever\"\n");
+        assert_eq!(c.registration.tombstone_ttl, None);
+        let c = ok("[registration]\ntombstone_ttl = \"30d\"\n");
+        assert_eq!(
+            c.registration.tombstone_ttl,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(
+            problems("[registration]\ntombstone_ttl = \"1m\"\n").len(),
+            1,
+            "below the 1h minimum"
         );
     }
 

@@ -54,6 +54,9 @@ pub(crate) const UPLOADS_BY_OWNER: TableDefinition<(&str, &str), u64> =
 pub(crate) const UPLOADS_BY_TIME: TableDefinition<(u64, &str), ()> =
     TableDefinition::new("uploads_by_time_v1");
 
+/// Bare JID of a deleted account → unix seconds of its deletion (see `tombstone.rs`).
+pub(crate) const TOMBSTONES: TableDefinition<&str, u64> = TableDefinition::new("tombstones_v1");
+
 /// Keys of `meta` that the store owns; [`super::Store::meta_set`] refuses them.
 pub(crate) const KEY_SCHEMA_VERSION: &str = "schema_version";
 /// Last offline sequence number handed out. Store-wide and never reused, so a stale
@@ -157,6 +160,7 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(UPLOADS)?;
     txn.open_table(UPLOADS_BY_OWNER)?;
     txn.open_table(UPLOADS_BY_TIME)?;
+    txn.open_table(TOMBSTONES)?;
     Ok(())
 }
 

@@ -115,6 +115,8 @@ pub struct Config {
     pub registration: Registration,
     /// `kith check`: which DNS server to ask and what this host's public addresses are.
     pub check: Check,
+    /// XEP-0060 publish-subscribe service at `pubsub.DOMAIN`.
+    pub pubsub: Pubsub,
     /// Where this configuration came from, for the start-up log line.
     pub source: ConfigSource,
 }
@@ -262,6 +264,29 @@ pub struct Upload {
     pub quota: u64,
     /// Files older than this are deleted; `None` keeps them until the account is deleted.
     pub expire_after: Option<Duration>,
+}
+
+/// `[pubsub]`: the XEP-0060 publish-subscribe service at `pubsub.DOMAIN`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pubsub {
+    pub enabled: bool,
+    /// Who may create nodes: every local account, or only the `admins`.
+    pub create: PubsubCreate,
+}
+
+impl Default for Pubsub {
+    fn default() -> Pubsub {
+        Pubsub {
+            enabled: true,
+            create: PubsubCreate::Local,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PubsubCreate {
+    Local,
+    Admins,
 }
 
 /// The web endpoints (`[http]`).
@@ -687,6 +712,7 @@ impl Config {
             components: Vec::new(),
             registration: Registration::default(),
             check: Check::default(),
+            pubsub: Pubsub::default(),
             source: ConfigSource::Defaults,
         }
     }
@@ -1776,6 +1802,50 @@ const SECTIONS: &[Section] = &[
             },
             unset_example: "",
         }],
+    },
+    Section {
+        name: "pubsub",
+        doc: "The publish-subscribe service (XEP-0060) at pubsub.DOMAIN: named feeds that\n\
+              people and bots publish to and subscribe to. (PEP on each account is always on.)",
+        check: |_, _| {},
+        keys: &[
+            Key {
+                name: "enabled",
+                doc: "Offer the service.",
+                read: |c, key, v, cfg| {
+                    if let Some(b) = c.boolean(key, v) {
+                        cfg.pubsub.enabled = b;
+                    }
+                },
+                show: |cfg| Some(cfg.pubsub.enabled.to_string()),
+                unset_example: "",
+            },
+            Key {
+                name: "create",
+                doc: "Who may create nodes: \"local\" (every account of this server) or\n\
+                      \"admins\".",
+                read: |c, key, v, cfg| {
+                    if let Some(s) = c.string(key, v, "\"local\" or \"admins\"") {
+                        match s {
+                            "local" => cfg.pubsub.create = PubsubCreate::Local,
+                            "admins" => cfg.pubsub.create = PubsubCreate::Admins,
+                            other => {
+                                let message = format!("unknown pubsub create policy \"{other}\"");
+                                let help = Some("use \"local\" or \"admins\"".to_string());
+                                c.problem(v.span(), message, help);
+                            }
+                        }
+                    }
+                },
+                show: |cfg| {
+                    Some(quote(match cfg.pubsub.create {
+                        PubsubCreate::Local => "local",
+                        PubsubCreate::Admins => "admins",
+                    }))
+                },
+                unset_example: "",
+            },
+        ],
     },
     Section {
         name: "check",

@@ -22,6 +22,8 @@ enum To {
     Component,
     /// The built-in XEP-0363 upload service at `upload.DOMAIN` (any JID at it).
     Upload,
+    /// The built-in XEP-0060 publish-subscribe service at `pubsub.DOMAIN`.
+    Pubsub,
     /// Another domain: federation.
     Remote,
 }
@@ -57,6 +59,9 @@ pub async fn route(srv: &Server, from: &FullJid, stanza: Element) {
         (Kind::Iq, To::Server) => services::iq::to_server(srv, from, stanza).await,
         (Kind::Iq, To::Bare(bare)) => services::iq::to_account(srv, from, &bare, stanza).await,
         (Kind::Iq, To::Upload) => services::upload::handle_iq(srv, Some(from), stanza).await,
+        (Kind::Iq, To::Pubsub) => {
+            services::pubsub::handle_iq(srv, &Jid::from(from.clone()), stanza).await
+        }
         (kind, to) => deliver(srv, kind, to, stanza).await,
     }
 }
@@ -89,6 +94,7 @@ pub async fn route_from_remote(srv: &Server, from: &Jid, stanza: Element) {
         },
         // A component is not a local user: it may discover the service, not upload.
         (Kind::Iq, To::Upload) => services::upload::handle_iq(srv, None, stanza).await,
+        (Kind::Iq, To::Pubsub) => services::pubsub::handle_iq(srv, from, stanza).await,
         (kind, to) => deliver(srv, kind, to, stanza).await,
     }
 }
@@ -113,11 +119,11 @@ async fn iq_past_recipient_blocklist(
 async fn deliver(srv: &Server, kind: Kind, to: To, stanza: Element) {
     match (kind, to) {
         // The entry points handle these; a request nobody handles is still answered.
-        (Kind::Iq, To::Server | To::Bare(_) | To::Upload) => {
+        (Kind::Iq, To::Server | To::Bare(_) | To::Upload | To::Pubsub) => {
             bounce(srv, &stanza, Condition::ServiceUnavailable.into())
         }
         (Kind::Iq, To::Full(full)) => iq_to_full(srv, &full, stanza),
-        (Kind::Message, To::Server | To::Upload) => message_to_server(srv, stanza),
+        (Kind::Message, To::Server | To::Upload | To::Pubsub) => message_to_server(srv, stanza),
         (Kind::Message, To::Bare(bare)) => {
             if let Some(stanza) = services::message::inbound(srv, &bare, stanza).await {
                 message_to_bare(srv, &bare, stanza).await
@@ -128,7 +134,7 @@ async fn deliver(srv: &Server, kind: Kind, to: To, stanza: Element) {
                 message_to_full(srv, &full, stanza).await
             }
         }
-        (Kind::Presence, To::Server | To::Upload) => {}
+        (Kind::Presence, To::Server | To::Upload | To::Pubsub) => {}
         (Kind::Presence, To::Bare(bare)) => {
             services::presence::inbound(srv, &bare, None, stanza).await
         }
@@ -173,6 +179,9 @@ fn classify(srv: &Server, jid: Jid) -> To {
     }
     if services::upload::is_service(srv, jid.domain()) {
         return To::Upload;
+    }
+    if services::pubsub::is_service(srv, jid.domain()) {
+        return To::Pubsub;
     }
     if !srv.is_local_domain(jid.domain()) {
         return To::Remote;

@@ -34,6 +34,10 @@ const UPLOAD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/interop/slixmpp_upload.py"
 );
+const PUBSUB: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/interop/slixmpp_pubsub.py"
+);
 const MODERN: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/interop/slixmpp_modern.py"
@@ -154,6 +158,28 @@ fn slixmpp_http_upload_round_trip() {
         &["--port", &port, "--timeout", "30"],
         SCRIPT_WATCHDOG,
     );
+    stop_cleanly(server);
+}
+
+/// XEP-0060 at pubsub.DOMAIN with slixmpp's `xep_0060`: create, disco, subscribe, publish
+/// and notify, affiliation refusals; then across a restart: items and subscriptions persist,
+/// unsubscribe stops notifications, max_items, delete.
+#[test]
+fn slixmpp_pubsub_service_round_trip_and_restart() {
+    let Some(python) = python_with_slixmpp() else {
+        return;
+    };
+    let mut server = server_with_alice_and_bob();
+    let port = server.c2s_port.to_string();
+    let args = ["--port", &port, "--timeout", "30", "--phase"];
+    let phase = |server: &TestServer, p: &str| {
+        let mut all = args.to_vec();
+        all.push(p);
+        run(server, &python, PUBSUB, &all, SCRIPT_WATCHDOG);
+    };
+    phase(&server, "before");
+    server.restart();
+    phase(&server, "after");
     stop_cleanly(server);
 }
 

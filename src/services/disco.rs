@@ -117,6 +117,9 @@ pub fn server_items(srv: &Server, query: &Element) -> Element {
         if let Some(upload) = crate::services::upload::service_domain(srv) {
             reply.push_child(Element::new("item", ns::DISCO_ITEMS).with_attr("jid", upload));
         }
+        if let Some(pubsub) = crate::services::pubsub::service_domain(srv) {
+            reply.push_child(Element::new("item", ns::DISCO_ITEMS).with_attr("jid", pubsub));
+        }
         for c in &srv.config.components {
             reply.push_child(
                 Element::new("item", ns::DISCO_ITEMS).with_attr("jid", c.domain.clone()),

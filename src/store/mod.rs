@@ -27,6 +27,7 @@ mod codec;
 mod error;
 mod mam;
 mod pep;
+mod pubsub;
 mod schema;
 mod tombstone;
 mod upload;
@@ -35,6 +36,7 @@ pub use codec::{Account, RosterItem, Subscription, Upload};
 pub use error::StoreError;
 pub use mam::{now_micros, ArchiveEntry, ArchivePage, ArchiveQuery, WithFilter};
 pub use pep::{PepItem, PepNode};
+pub use pubsub::PubsubMember;
 pub use schema::SCHEMA_VERSION;
 pub use tombstone::{Created, TombstoneRule};
 

@@ -54,6 +54,10 @@ pub(crate) const UPLOADS_BY_OWNER: TableDefinition<(&str, &str), u64> =
 pub(crate) const UPLOADS_BY_TIME: TableDefinition<(u64, &str), ()> =
     TableDefinition::new("uploads_by_time_v1");
 
+/// (service domain, node, JID) → encoded [`super::PubsubMember`]: subscriptions and
+/// affiliations of the XEP-0060 service's nodes (see `pubsub.rs`).
+pub(crate) const PUBSUB_MEMBERS: TableDefinition<(&str, &str, &str), &[u8]> =
+    TableDefinition::new("pubsub_members_v1");
 /// Bare JID of a deleted account → unix seconds of its deletion (see `tombstone.rs`).
 pub(crate) const TOMBSTONES: TableDefinition<&str, u64> = TableDefinition::new("tombstones_v1");
 
@@ -161,6 +165,7 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(UPLOADS_BY_OWNER)?;
     txn.open_table(UPLOADS_BY_TIME)?;
     txn.open_table(TOMBSTONES)?;
+    txn.open_table(PUBSUB_MEMBERS)?;
     Ok(())
 }
 

@@ -117,6 +117,8 @@ pub struct Config {
     pub check: Check,
     /// XEP-0060 publish-subscribe service at `pubsub.DOMAIN`.
     pub pubsub: Pubsub,
+    /// XEP-0065 SOCKS5 bytestreams proxy at `proxy.DOMAIN`.
+    pub proxy65: Proxy65,
     /// Where this configuration came from, for the start-up log line.
     pub source: ConfigSource,
 }
@@ -287,6 +289,37 @@ impl Default for Pubsub {
 pub enum PubsubCreate {
     Local,
     Admins,
+}
+
+/// `[proxy65]`: the XEP-0065 SOCKS5 bytestreams proxy at `proxy.DOMAIN`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proxy65 {
+    /// Off by default: it needs its TCP port open to the internet, and a streamhost clients
+    /// cannot reach only makes their transfers wait for a timeout before the fallback.
+    pub enabled: bool,
+    pub listen: Vec<SocketAddr>,
+    /// The host name clients connect to (default: the domain); the port is the first listen
+    /// address's.
+    pub public_host: Option<String>,
+    /// Bytes per second one transfer may move, each direction.
+    pub max_rate: u64,
+    /// Transfers relayed at once; more activations are refused.
+    pub max_concurrent: usize,
+    /// A connection that waits for its peer or moves no data this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Proxy65 {
+    fn default() -> Proxy65 {
+        Proxy65 {
+            enabled: false,
+            listen: vec![SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 5000))],
+            public_host: None,
+            max_rate: 10 * MIB as u64,
+            max_concurrent: 8,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 /// The web endpoints (`[http]`).
@@ -713,6 +746,7 @@ impl Config {
             registration: Registration::default(),
             check: Check::default(),
             pubsub: Pubsub::default(),
+            proxy65: Proxy65::default(),
             source: ConfigSource::Defaults,
         }
     }
@@ -1843,6 +1877,86 @@ const SECTIONS: &[Section] = &[
                         PubsubCreate::Admins => "admins",
                     }))
                 },
+                unset_example: "",
+            },
+        ],
+    },
+    Section {
+        name: "proxy65",
+        doc: "A SOCKS5 bytestreams proxy (XEP-0065) at proxy.DOMAIN, for clients that send\n\
+              files peer to peer and cannot reach each other directly. Needs its TCP port\n\
+              open to the internet; HTTP upload ([upload]) covers most file sharing.",
+        check: |_, _| {},
+        keys: &[
+            Key {
+                name: "enabled",
+                doc: "Offer the proxy (default off).",
+                read: |c, key, v, cfg| {
+                    if let Some(b) = c.boolean(key, v) {
+                        cfg.proxy65.enabled = b;
+                    }
+                },
+                show: |cfg| Some(cfg.proxy65.enabled.to_string()),
+                unset_example: "",
+            },
+            Key {
+                name: "listen",
+                doc: "Where the proxy listens (TCP).",
+                read: |c, key, v, cfg| {
+                    if let Some(a) = c.addresses(key, v, 5000) {
+                        cfg.proxy65.listen = a;
+                    }
+                },
+                show: |cfg| Some(list(cfg.proxy65.listen.iter().map(|a| quote(&a.to_string())))),
+                unset_example: "",
+            },
+            Key {
+                name: "public_host",
+                doc: "The host name or address clients connect to (default: the domain).",
+                read: |c, key, v, cfg| {
+                    if let Some(s) = c.string(key, v, "a host name like \"proxy.example.org\"") {
+                        if s.is_empty() || s.chars().any(char::is_whitespace) {
+                            c.problem(v.span(), format!("'{key}' is not a host name"), None);
+                        } else {
+                            cfg.proxy65.public_host = Some(s.to_string());
+                        }
+                    }
+                },
+                show: |cfg| cfg.proxy65.public_host.as_deref().map(quote),
+                unset_example: "\"proxy.example.org\"",
+            },
+            Key {
+                name: "max_rate",
+                doc: "Bytes per second per transfer, from 1KiB to 1GiB.",
+                read: |c, key, v, cfg| {
+                    if let Some(n) = c.size(key, v, KIB, 1024 * MIB) {
+                        cfg.proxy65.max_rate = n as u64;
+                    }
+                },
+                show: |cfg| Some(show_size(cfg.proxy65.max_rate as usize)),
+                unset_example: "",
+            },
+            Key {
+                name: "max_concurrent",
+                doc: "Transfers relayed at once, from 1 to 1000.",
+                read: |c, key, v, cfg| {
+                    if let Some(n) = c.count(key, v, 1, 1000) {
+                        cfg.proxy65.max_concurrent = n;
+                    }
+                },
+                show: |cfg| Some(cfg.proxy65.max_concurrent.to_string()),
+                unset_example: "",
+            },
+            Key {
+                name: "idle_timeout",
+                doc: "How long a connection may wait for its peer or stay silent, 5s to 1h.",
+                read: |c, key, v, cfg| {
+                    let range = Duration::from_secs(5)..=Duration::from_secs(3600);
+                    if let Some(d) = c.duration(key, v, range) {
+                        cfg.proxy65.idle_timeout = d;
+                    }
+                },
+                show: |cfg| Some(show_duration(cfg.proxy65.idle_timeout)),
                 unset_example: "",
             },
         ],

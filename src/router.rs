@@ -24,6 +24,8 @@ enum To {
     Upload,
     /// The built-in XEP-0060 publish-subscribe service at `pubsub.DOMAIN`.
     Pubsub,
+    /// The built-in XEP-0065 SOCKS5 bytestreams proxy at `proxy.DOMAIN`.
+    Proxy65,
     /// Another domain: federation.
     Remote,
 }
@@ -62,6 +64,7 @@ pub async fn route(srv: &Server, from: &FullJid, stanza: Element) {
         (Kind::Iq, To::Pubsub) => {
             services::pubsub::handle_iq(srv, &Jid::from(from.clone()), stanza).await
         }
+        (Kind::Iq, To::Proxy65) => services::proxy65::handle_iq(srv, Some(from), stanza).await,
         (kind, to) => deliver(srv, kind, to, stanza).await,
     }
 }
@@ -95,6 +98,7 @@ pub async fn route_from_remote(srv: &Server, from: &Jid, stanza: Element) {
         // A component is not a local user: it may discover the service, not upload.
         (Kind::Iq, To::Upload) => services::upload::handle_iq(srv, None, stanza).await,
         (Kind::Iq, To::Pubsub) => services::pubsub::handle_iq(srv, from, stanza).await,
+        (Kind::Iq, To::Proxy65) => services::proxy65::handle_iq(srv, None, stanza).await,
         (kind, to) => deliver(srv, kind, to, stanza).await,
     }
 }
@@ -119,11 +123,13 @@ async fn iq_past_recipient_blocklist(
 async fn deliver(srv: &Server, kind: Kind, to: To, stanza: Element) {
     match (kind, to) {
         // The entry points handle these; a request nobody handles is still answered.
-        (Kind::Iq, To::Server | To::Bare(_) | To::Upload | To::Pubsub) => {
+        (Kind::Iq, To::Server | To::Bare(_) | To::Upload | To::Pubsub | To::Proxy65) => {
             bounce(srv, &stanza, Condition::ServiceUnavailable.into())
         }
         (Kind::Iq, To::Full(full)) => iq_to_full(srv, &full, stanza),
-        (Kind::Message, To::Server | To::Upload | To::Pubsub) => message_to_server(srv, stanza),
+        (Kind::Message, To::Server | To::Upload | To::Pubsub | To::Proxy65) => {
+            message_to_server(srv, stanza)
+        }
         (Kind::Message, To::Bare(bare)) => {
             if let Some(stanza) = services::message::inbound(srv, &bare, stanza).await {
                 message_to_bare(srv, &bare, stanza).await
@@ -134,7 +140,7 @@ async fn deliver(srv: &Server, kind: Kind, to: To, stanza: Element) {
                 message_to_full(srv, &full, stanza).await
             }
         }
-        (Kind::Presence, To::Server | To::Upload | To::Pubsub) => {}
+        (Kind::Presence, To::Server | To::Upload | To::Pubsub | To::Proxy65) => {}
         (Kind::Presence, To::Bare(bare)) => {
             services::presence::inbound(srv, &bare, None, stanza).await
         }
@@ -182,6 +188,9 @@ fn classify(srv: &Server, jid: Jid) -> To {
     }
     if services::pubsub::is_service(srv, jid.domain()) {
         return To::Pubsub;
+    }
+    if services::proxy65::is_service(srv, jid.domain()) {
+        return To::Proxy65;
     }
     if !srv.is_local_domain(jid.domain()) {
         return To::Remote;

@@ -47,6 +47,8 @@ pub struct Server {
     pub s2s: crate::session::s2s::S2s,
     /// XEP-0363 upload slots handed out and not used yet.
     pub upload: crate::services::upload::State,
+    /// XEP-0065 connections waiting for activation, and the relays running.
+    pub proxy65: crate::services::proxy65::State,
     /// Closed when the server shuts down; waiting tasks watch it.
     shutdown_tx: async_channel::Sender<()>,
     shutdown_rx: async_channel::Receiver<()>,
@@ -72,6 +74,7 @@ impl Server {
             components: Default::default(),
             s2s: Default::default(),
             upload: Default::default(),
+            proxy65: Default::default(),
             shutdown_tx,
             shutdown_rx,
         }
@@ -201,6 +204,7 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
         bind_all(&config.listen.components, "components")?
     };
     let web = crate::http::bind(&config)?;
+    let proxy65 = crate::services::proxy65::bind(&config).map_err(|e| RunError(e.to_string()))?;
 
     warn_registration(&config);
     let srv = Arc::new(Server::new(config, store, tls));
@@ -258,6 +262,9 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
         tasks.push(ex.spawn(async move { srv.tls.watch_files().await }));
     }
     tasks.push(ex.spawn(crate::services::upload::expire_loop(srv.clone())));
+    for l in proxy65 {
+        tasks.push(ex.spawn(crate::services::proxy65::serve(ex.clone(), srv.clone(), l)));
+    }
     if let Some(bound) = turn {
         let (t, domain) = (srv.config.turn.clone(), srv.domain().to_string());
         tasks.push(ex.spawn(crate::turn::server::serve(ex.clone(), t, domain, bound)));

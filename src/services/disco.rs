@@ -120,6 +120,9 @@ pub fn server_items(srv: &Server, query: &Element) -> Element {
         if let Some(pubsub) = crate::services::pubsub::service_domain(srv) {
             reply.push_child(Element::new("item", ns::DISCO_ITEMS).with_attr("jid", pubsub));
         }
+        if let Some(proxy) = crate::services::proxy65::service_domain(srv) {
+            reply.push_child(Element::new("item", ns::DISCO_ITEMS).with_attr("jid", proxy));
+        }
         for c in &srv.config.components {
             reply.push_child(
                 Element::new("item", ns::DISCO_ITEMS).with_attr("jid", c.domain.clone()),

@@ -17,6 +17,7 @@ pub mod offline;
 pub mod pep;
 pub mod presence;
 pub mod private;
+pub mod proxy65;
 pub mod pubsub;
 pub mod push;
 pub mod register;

@@ -39,8 +39,8 @@ enum Command {
 #[derive(FromArgs)]
 #[argh(subcommand, name = "check")]
 struct Check {
-    /// what to check: config, dns, certs, connectivity, all (default), or turn (a relayed
-    /// round trip through the STUN/TURN server)
+    /// what to check: config, dns, certs, connectivity, all (default), turn (a relayed
+    /// round trip through the STUN/TURN server) or tls (grade the TLS listeners)
     #[argh(positional, default = "String::from(\"all\")")]
     target: String,
     /// print the findings as JSON, for scripts
@@ -63,6 +63,16 @@ struct Check {
     /// listens, or the external [turn] host)
     #[argh(option)]
     server: Option<String>,
+    /// for 'tls': grade this listener, HOST:PORT (default: this server's client listeners)
+    #[argh(option, long = "target")]
+    tls_target: Option<String>,
+    /// for 'tls' with --target: speak XMPP STARTTLS before TLS
+    #[argh(switch)]
+    starttls: bool,
+    /// for 'tls' with --target: the domain for SNI, the stream and the chain check (default:
+    /// HOST)
+    #[argh(option, long = "domain")]
+    tls_domain: Option<String>,
 }
 
 /// The guided first run: asks for the domain, the admin account, certificates and who may
@@ -288,7 +298,7 @@ fn check(path: Option<&std::path::Path>, c: &Check) -> ExitCode {
             Some(parts) => Some(parts),
             None => {
                 return usage(format!(
-                    "don't know how to check '{target}'; try one of: config, dns, certs, connectivity, all, turn"
+                    "don't know how to check '{target}'; try one of: config, dns, certs, connectivity, all, turn, tls"
                 ))
             }
         },
@@ -298,6 +308,20 @@ fn check(path: Option<&std::path::Path>, c: &Check) -> ExitCode {
         timeout: c.timeout.map(std::time::Duration::from_secs),
         ..Default::default()
     };
+    if let Some(t) = &c.tls_target {
+        let parsed = t
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)));
+        let Some((host, port)) = parsed else {
+            return usage(format!("--target '{t}' is not HOST:PORT"));
+        };
+        options.tls_target = Some(doctor::tls::Target {
+            host: host.to_string(),
+            port,
+            starttls: c.starttls,
+            domain: c.tls_domain.clone().unwrap_or_else(|| host.to_string()),
+        });
+    }
     if let Some(r) = &c.resolver {
         match config::parse_resolver(r) {
             Some(addr) => options.resolver = Some(addr),

@@ -149,6 +149,7 @@ pub fn account_info(query: &Element) -> Element {
         .iter()
         .chain(pep::FEATURES)
         .chain(bookmarks::FEATURES)
+        .chain(crate::services::push_ext::FEATURES)
     {
         q.push_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", *f));
     }

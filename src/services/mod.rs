@@ -20,6 +20,7 @@ pub mod private;
 pub mod proxy65;
 pub mod pubsub;
 pub mod push;
+pub mod push_ext;
 pub mod register;
 pub mod roster;
 pub mod upload;

@@ -6,7 +6,7 @@ use std::fmt;
 
 use crate::jid::BareJid;
 use crate::sasl;
-use crate::store::{Store, StoreError};
+use crate::store::{Created, Store, StoreError, TombstoneRule};
 
 /// Account flag: an admin besides those the config's `admins` names (set from the web
 /// admin or an admin invitation).
@@ -19,6 +19,13 @@ pub enum AccountError {
     BadPassword(String),
     Exists(String),
     NotFound(String),
+    /// The name belonged to an account deleted at `deleted_at` (unix seconds), and its
+    /// tombstone still holds (see [`Reuse`]).
+    Tombstoned {
+        jid: String,
+        deleted_at: u64,
+    },
+    NoTombstone(String),
     Store(StoreError),
 }
 
@@ -28,6 +35,14 @@ impl fmt::Display for AccountError {
             AccountError::BadJid(m) | AccountError::BadPassword(m) => f.write_str(m),
             AccountError::Exists(j) => write!(f, "account {j} already exists"),
             AccountError::NotFound(j) => write!(f, "no account {j}"),
+            AccountError::NoTombstone(j) => write!(f, "{j} has no tombstone"),
+            AccountError::Tombstoned { jid, deleted_at } => write!(
+                f,
+                "{jid} belonged to an account deleted at {}; its name stays reserved so that \
+                 nobody can pose as that person ([registration] tombstone_ttl). To give the \
+                 name out anyway: kith user add --force {jid}",
+                crate::time::rfc3339(*deleted_at)
+            ),
             AccountError::Store(e) => write!(f, "store: {e}"),
         }
     }
@@ -70,12 +85,45 @@ fn creds_blob(password: &str) -> Result<Vec<u8>, AccountError> {
     Ok(sasl::encode_creds(&creds))
 }
 
-pub async fn add(store: &Store, jid: &BareJid, password: &str) -> Result<(), AccountError> {
+/// Whether a new account may take the name of a deleted one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reuse {
+    /// Not while the tombstone is younger than this (`None`: never); the configured
+    /// `[registration] tombstone_ttl`, for every creation that is not an explicit admin override.
+    AfterTombstone(Option<std::time::Duration>),
+    /// The admin said `--force`.
+    Force,
+}
+
+impl Reuse {
+    /// The rule the server's configuration sets.
+    pub fn configured(registration: &crate::config::Registration) -> Reuse {
+        Reuse::AfterTombstone(registration.tombstone_ttl)
+    }
+}
+
+/// Creates an account. Every way of creating one (CLI, admin socket, registration,
+/// invitations) goes through here, so the tombstone check cannot be skipped by accident.
+pub async fn add(
+    store: &Store,
+    jid: &BareJid,
+    password: &str,
+    reuse: Reuse,
+) -> Result<(), AccountError> {
     let password = password.to_string();
     let blob = smol::unblock(move || creds_blob(&password)).await?;
-    match store.create_account(jid.as_ref(), blob).await {
+    let rule = match reuse {
+        Reuse::AfterTombstone(ttl) => TombstoneRule::Honour(ttl.map(|d| d.as_secs())),
+        Reuse::Force => TombstoneRule::Override,
+    };
+    match store.create_account_checked(jid.as_ref(), blob, rule).await {
+        Ok(Created::Yes) => Ok(()),
+        Ok(Created::Tombstoned { deleted_at }) => Err(AccountError::Tombstoned {
+            jid: jid.to_string(),
+            deleted_at,
+        }),
         Err(StoreError::AlreadyExists(_)) => Err(AccountError::Exists(jid.to_string())),
-        r => Ok(r?),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -98,6 +146,24 @@ pub async fn delete(store: &Store, jid: &BareJid) -> Result<(), AccountError> {
         Ok(())
     } else {
         Err(AccountError::NotFound(jid.to_string()))
+    }
+}
+
+/// The names kept from reuse, as "JID<TAB>deletion time (RFC 3339)".
+pub async fn tombstones(store: &Store) -> Result<Vec<String>, AccountError> {
+    let rows = store.tombstones().await?;
+    Ok(rows
+        .into_iter()
+        .map(|(jid, at)| format!("{jid}\t{}", crate::time::rfc3339(at)))
+        .collect())
+}
+
+/// Frees a deleted account's name for anyone to take.
+pub async fn clear_tombstone(store: &Store, jid: &BareJid) -> Result<(), AccountError> {
+    if store.clear_tombstone(jid.as_ref()).await? {
+        Ok(())
+    } else {
+        Err(AccountError::NoTombstone(jid.to_string()))
     }
 }
 

@@ -18,7 +18,7 @@ use smol::io::BufReader;
 use smol::net::unix::{UnixListener, UnixStream};
 use smol::Executor;
 
-use crate::accounts::{self, AccountError};
+use crate::accounts::{self, AccountError, Reuse};
 use crate::server::Server;
 use crate::stanza::StreamError;
 
@@ -101,12 +101,25 @@ async fn execute(srv: &Server, fields: &[&str]) -> Result<Vec<String>, String> {
     let domain = srv.domain();
     let err = |e: AccountError| e.to_string();
     match fields {
-        ["user-add", jid, pw] => {
+        [op @ ("user-add" | "user-add-force"), jid, pw] => {
             let jid = accounts::account_jid(jid, domain).map_err(err)?;
-            accounts::add(&srv.store, &jid, &decode(pw)?)
+            let reuse = match *op {
+                "user-add-force" => Reuse::Force,
+                _ => Reuse::configured(&srv.config.registration),
+            };
+            accounts::add(&srv.store, &jid, &decode(pw)?, reuse)
                 .await
                 .map_err(err)?;
             log::info!("admin: account {jid} created");
+            Ok(vec![])
+        }
+        ["user-tombstones"] => accounts::tombstones(&srv.store).await.map_err(err),
+        ["user-tombstone-clear", jid] => {
+            let jid = accounts::account_jid(jid, domain).map_err(err)?;
+            accounts::clear_tombstone(&srv.store, &jid)
+                .await
+                .map_err(err)?;
+            log::info!("admin: tombstone of {jid} cleared");
             Ok(vec![])
         }
         ["user-passwd", jid, pw] => {

@@ -125,8 +125,8 @@ struct Restore {
 #[derive(FromArgs)]
 #[argh(subcommand, name = "check")]
 struct Check {
-    /// what to check: config, dns, certs, connectivity, all (default), or turn (a relayed
-    /// round trip through the STUN/TURN server)
+    /// what to check: config, dns, certs, connectivity, all (default), turn (a relayed
+    /// round trip through the STUN/TURN server) or tls (grade the TLS listeners)
     #[argh(positional, default = "String::from(\"all\")")]
     target: String,
     /// print the findings as JSON, for scripts
@@ -149,6 +149,16 @@ struct Check {
     /// listens, or the external [turn] host)
     #[argh(option)]
     server: Option<String>,
+    /// for 'tls': grade this listener, HOST:PORT (default: this server's client listeners)
+    #[argh(option, long = "target")]
+    tls_target: Option<String>,
+    /// for 'tls' with --target: speak XMPP STARTTLS before TLS
+    #[argh(switch)]
+    starttls: bool,
+    /// for 'tls' with --target: the domain for SNI, the stream and the chain check (default:
+    /// HOST)
+    #[argh(option, long = "domain")]
+    tls_domain: Option<String>,
 }
 
 /// The guided first run: asks for the domain, the admin account, certificates and who may
@@ -230,6 +240,7 @@ enum UserOp {
     Passwd(UserPasswd),
     List(UserList),
     Export(UserExport),
+    Tombstones(UserTombstones),
 }
 
 /// Write an account's data (roster, vCard, private XML, PEP, offline messages, archive; no
@@ -255,6 +266,9 @@ struct UserAdd {
     /// the password (visible in your shell history; prefer the prompt)
     #[argh(option)]
     password: Option<String>,
+    /// give out the name of a deleted account even while its tombstone holds
+    #[argh(switch)]
+    force: bool,
 }
 
 /// Delete an account with its roster and stored messages.
@@ -282,6 +296,15 @@ struct UserPasswd {
 #[derive(FromArgs)]
 #[argh(subcommand, name = "list")]
 struct UserList {}
+
+/// List the names of deleted accounts that stay reserved, or free one with --clear.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "tombstones")]
+struct UserTombstones {
+    /// free this name for anyone to register, e.g. alice@example.org
+    #[argh(option)]
+    clear: Option<String>,
+}
 
 pub fn main() -> ExitCode {
     let args: Kith = argh::from_env();
@@ -382,7 +405,7 @@ fn check(path: Option<&std::path::Path>, c: &Check) -> ExitCode {
             Some(parts) => Some(parts),
             None => {
                 return usage(format!(
-                    "don't know how to check '{target}'; try one of: config, dns, certs, connectivity, all, turn"
+                    "don't know how to check '{target}'; try one of: config, dns, certs, connectivity, all, turn, tls"
                 ))
             }
         },
@@ -392,6 +415,20 @@ fn check(path: Option<&std::path::Path>, c: &Check) -> ExitCode {
         timeout: c.timeout.map(std::time::Duration::from_secs),
         ..Default::default()
     };
+    if let Some(t) = &c.tls_target {
+        let parsed = t
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)));
+        let Some((host, port)) = parsed else {
+            return usage(format!("--target '{t}' is not HOST:PORT"));
+        };
+        options.tls_target = Some(doctor::tls::Target {
+            host: host.to_string(),
+            port,
+            starttls: c.starttls,
+            domain: c.tls_domain.clone().unwrap_or_else(|| host.to_string()),
+        });
+    }
     if let Some(r) = &c.resolver {
         match config::parse_resolver(r) {
             Some(addr) => options.resolver = Some(addr),
@@ -450,10 +487,12 @@ fn user(config: Config, op: UserOp) -> ExitCode {
     let result = match op {
         UserOp::Add(a) => read_password(a.password, &a.jid, true)
             .and_then(|pw| {
-                admin_or_store(
-                    &config,
-                    &["user-add", &a.jid, &crate::admin::encode_password(&pw)],
-                )
+                let op = if a.force {
+                    "user-add-force"
+                } else {
+                    "user-add"
+                };
+                admin_or_store(&config, &[op, &a.jid, &crate::admin::encode_password(&pw)])
             })
             .map(|_| println!("created {}", display_jid(&a.jid, &config))),
         UserOp::Del(d) => admin_or_store(&config, &["user-del", &d.jid])
@@ -466,6 +505,17 @@ fn user(config: Config, op: UserOp) -> ExitCode {
                 )
             })
             .map(|_| println!("password changed for {}", display_jid(&p.jid, &config))),
+        UserOp::Tombstones(UserTombstones { clear: Some(jid) }) => {
+            admin_or_store(&config, &["user-tombstone-clear", &jid])
+                .map(|_| println!("{} may be registered again", display_jid(&jid, &config)))
+        }
+        UserOp::Tombstones(UserTombstones { clear: None }) => {
+            admin_or_store(&config, &["user-tombstones"]).map(|rows| {
+                for row in rows {
+                    println!("{row}");
+                }
+            })
+        }
         UserOp::List(_) => admin_or_store(&config, &["user-list-seen"]).map(|users| {
             let rows: Vec<(&str, &str)> = users
                 .iter()
@@ -758,9 +808,21 @@ fn offline(config: &Config, fields: &[&str]) -> Result<Vec<String>, String> {
     smol::block_on(async {
         let e = |e: accounts::AccountError| e.to_string();
         match fields {
-            ["user-add", jid, p] => {
+            [op @ ("user-add" | "user-add-force"), jid, p] => {
                 let jid = accounts::account_jid(jid, domain).map_err(e)?;
-                accounts::add(&store, &jid, &pw(p)?)
+                let reuse = match *op {
+                    "user-add-force" => accounts::Reuse::Force,
+                    _ => accounts::Reuse::configured(&config.registration),
+                };
+                accounts::add(&store, &jid, &pw(p)?, reuse)
+                    .await
+                    .map_err(e)
+                    .map(|_| vec![])
+            }
+            ["user-tombstones"] => accounts::tombstones(&store).await.map_err(e),
+            ["user-tombstone-clear", jid] => {
+                let jid = accounts::account_jid(jid, domain).map_err(e)?;
+                accounts::clear_tombstone(&store, &jid)
                     .await
                     .map_err(e)
                     .map(|_| vec![])

@@ -120,6 +120,10 @@ pub struct Config {
     pub check: Check,
     /// Built-in features that can be switched off (`kith module`).
     pub modules: Modules,
+    /// XEP-0060 publish-subscribe service at `pubsub.DOMAIN`.
+    pub pubsub: Pubsub,
+    /// XEP-0065 SOCKS5 bytestreams proxy at `proxy.DOMAIN`.
+    pub proxy65: Proxy65,
     /// Where this configuration came from, for the start-up log line.
     pub source: ConfigSource,
 }
@@ -301,6 +305,23 @@ impl Default for Muc {
     }
 }
 
+/// `[pubsub]`: the XEP-0060 publish-subscribe service at `pubsub.DOMAIN`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pubsub {
+    pub enabled: bool,
+    /// Who may create nodes: every local account, or only the `admins`.
+    pub create: PubsubCreate,
+}
+
+impl Default for Pubsub {
+    fn default() -> Pubsub {
+        Pubsub {
+            enabled: true,
+            create: PubsubCreate::Local,
+        }
+    }
+}
+
 /// Who may create MUC rooms (Prosody's `restrict_room_creation`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RoomCreation {
@@ -324,6 +345,43 @@ impl RoomCreation {
             RoomCreation::Admins => "admins",
             RoomCreation::Local => "local",
             RoomCreation::Anyone => "anyone",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PubsubCreate {
+    Local,
+    Admins,
+}
+
+/// `[proxy65]`: the XEP-0065 SOCKS5 bytestreams proxy at `proxy.DOMAIN`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proxy65 {
+    /// Off by default: it needs its TCP port open to the internet, and a streamhost clients
+    /// cannot reach only makes their transfers wait for a timeout before the fallback.
+    pub enabled: bool,
+    pub listen: Vec<SocketAddr>,
+    /// The host name clients connect to (default: the domain); the port is the first listen
+    /// address's.
+    pub public_host: Option<String>,
+    /// Bytes per second one transfer may move, each direction.
+    pub max_rate: u64,
+    /// Transfers relayed at once; more activations are refused.
+    pub max_concurrent: usize,
+    /// A connection that waits for its peer or moves no data this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Proxy65 {
+    fn default() -> Proxy65 {
+        Proxy65 {
+            enabled: false,
+            listen: vec![SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 5000))],
+            public_host: None,
+            max_rate: 10 * MIB as u64,
+            max_concurrent: 8,
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -472,6 +530,8 @@ impl fmt::Debug for Turn {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Registration {
     pub policy: RegistrationPolicy,
+    /// How long a deleted account's name cannot be taken by a new account; `None`: forever.
+    pub tombstone_ttl: Option<Duration>,
 }
 
 /// `[modules]`: built-in features an admin may switch off. Each is on by default.
@@ -778,6 +838,8 @@ impl Config {
             registration: Registration::default(),
             check: Check::default(),
             modules: Modules::default(),
+            pubsub: Pubsub::default(),
+            proxy65: Proxy65::default(),
             source: ConfigSource::Defaults,
         }
     }
@@ -1924,7 +1986,8 @@ const SECTIONS: &[Section] = &[
         name: "registration",
         doc: "Who may create an account on this server.",
         check: |_, _| {},
-        keys: &[Key {
+        keys: &[
+        Key {
             name: "policy",
             doc: "\"closed\": only admins create accounts (kith user add); \"invite\": people\n\
                   with an invitation; \"open\": anyone (attracts spammers). Open and invite\n\
@@ -1947,6 +2010,31 @@ const SECTIONS: &[Section] = &[
                 }
             },
             show: |cfg| Some(quote(cfg.registration.policy.as_str())),
+            unset_example: "",
+        },
+        Key {
+            name: "tombstone_ttl",
+            doc: "How long the name of a deleted account stays reserved, so that nobody else\n\
+                  can register it and pose as that person to their contacts: from 1h, or\n\
+                  \"forever\" (the default). 'kith user add --force' overrides it.",
+            read: |c, key, v, cfg| {
+                if let DeValue::String(s) = v.get_ref() {
+                    if s.trim() == "forever" {
+                        cfg.registration.tombstone_ttl = None;
+                        return;
+                    }
+                }
+                let range = Duration::from_secs(3600)..=Duration::from_secs(100 * 365 * 86_400);
+                if let Some(d) = c.duration(key, v, range) {
+                    cfg.registration.tombstone_ttl = Some(d);
+                }
+            },
+            show: |cfg| {
+                Some(match cfg.registration.tombstone_ttl {
+                    None => quote("forever"),
+                    Some(d) => show_duration(d),
+                })
+            },
             unset_example: "",
         }],
     },
@@ -1986,6 +2074,130 @@ const SECTIONS: &[Section] = &[
                     }
                 },
                 show: |cfg| Some(cfg.modules.motd.to_string()),
+                unset_example: "",
+            },
+        ],
+    },
+    Section {
+        name: "pubsub",
+        doc: "The publish-subscribe service (XEP-0060) at pubsub.DOMAIN: named feeds that\n\
+              people and bots publish to and subscribe to. (PEP on each account is always on.)",
+        check: |_, _| {},
+        keys: &[
+            Key {
+                name: "enabled",
+                doc: "Offer the service.",
+                read: |c, key, v, cfg| {
+                    if let Some(b) = c.boolean(key, v) {
+                        cfg.pubsub.enabled = b;
+                    }
+                },
+                show: |cfg| Some(cfg.pubsub.enabled.to_string()),
+                unset_example: "",
+            },
+            Key {
+                name: "create",
+                doc: "Who may create nodes: \"local\" (every account of this server) or\n\
+                      \"admins\".",
+                read: |c, key, v, cfg| {
+                    if let Some(s) = c.string(key, v, "\"local\" or \"admins\"") {
+                        match s {
+                            "local" => cfg.pubsub.create = PubsubCreate::Local,
+                            "admins" => cfg.pubsub.create = PubsubCreate::Admins,
+                            other => {
+                                let message = format!("unknown pubsub create policy \"{other}\"");
+                                let help = Some("use \"local\" or \"admins\"".to_string());
+                                c.problem(v.span(), message, help);
+                            }
+                        }
+                    }
+                },
+                show: |cfg| {
+                    Some(quote(match cfg.pubsub.create {
+                        PubsubCreate::Local => "local",
+                        PubsubCreate::Admins => "admins",
+                    }))
+                },
+                unset_example: "",
+            },
+        ],
+    },
+    Section {
+        name: "proxy65",
+        doc: "A SOCKS5 bytestreams proxy (XEP-0065) at proxy.DOMAIN, for clients that send\n\
+              files peer to peer and cannot reach each other directly. Needs its TCP port\n\
+              open to the internet; HTTP upload ([upload]) covers most file sharing.",
+        check: |_, _| {},
+        keys: &[
+            Key {
+                name: "enabled",
+                doc: "Offer the proxy (default off).",
+                read: |c, key, v, cfg| {
+                    if let Some(b) = c.boolean(key, v) {
+                        cfg.proxy65.enabled = b;
+                    }
+                },
+                show: |cfg| Some(cfg.proxy65.enabled.to_string()),
+                unset_example: "",
+            },
+            Key {
+                name: "listen",
+                doc: "Where the proxy listens (TCP).",
+                read: |c, key, v, cfg| {
+                    if let Some(a) = c.addresses(key, v, 5000) {
+                        cfg.proxy65.listen = a;
+                    }
+                },
+                show: |cfg| Some(list(cfg.proxy65.listen.iter().map(|a| quote(&a.to_string())))),
+                unset_example: "",
+            },
+            Key {
+                name: "public_host",
+                doc: "The host name or address clients connect to (default: the domain).",
+                read: |c, key, v, cfg| {
+                    if let Some(s) = c.string(key, v, "a host name like \"proxy.example.org\"") {
+                        if s.is_empty() || s.chars().any(char::is_whitespace) {
+                            c.problem(v.span(), format!("'{key}' is not a host name"), None);
+                        } else {
+                            cfg.proxy65.public_host = Some(s.to_string());
+                        }
+                    }
+                },
+                show: |cfg| cfg.proxy65.public_host.as_deref().map(quote),
+                unset_example: "\"proxy.example.org\"",
+            },
+            Key {
+                name: "max_rate",
+                doc: "Bytes per second per transfer, from 1KiB to 1GiB.",
+                read: |c, key, v, cfg| {
+                    if let Some(n) = c.size(key, v, KIB, 1024 * MIB) {
+                        cfg.proxy65.max_rate = n as u64;
+                    }
+                },
+                show: |cfg| Some(show_size(cfg.proxy65.max_rate as usize)),
+                unset_example: "",
+            },
+            Key {
+                name: "max_concurrent",
+                doc: "Transfers relayed at once, from 1 to 1000.",
+                read: |c, key, v, cfg| {
+                    if let Some(n) = c.count(key, v, 1, 1000) {
+                        cfg.proxy65.max_concurrent = n;
+                    }
+                },
+                show: |cfg| Some(cfg.proxy65.max_concurrent.to_string()),
+                unset_example: "",
+            },
+            Key {
+                name: "idle_timeout",
+                doc: "How long a connection may wait for its peer or stay silent, 5s to 1h.",
+                read: |c, key, v, cfg| {
+                    let range = Duration::from_secs(5)..=Duration::from_secs(3600);
+                    if let Some(d) = c.duration(key, v, range) {
+                        cfg.proxy65.idle_timeout = d;
+                    }
+                },
+                show: |cfg| Some(show_duration(cfg.proxy65.idle_timeout)),
                 unset_example: "",
             },
         ],
@@ -3687,6 +3899,23 @@ auth_timeout = \"soon\"
                 "kith.toml:4:12: 'resolver' is not an IP address with an optional port \
                  (write \"192.0.2.53\", \"192.0.2.53:5353\" or \"[2001:db8::53]:53\")",
             ]
+        );
+    }
+
+    #[test]
+    fn tombstone_ttl_is_forever_or_a_duration_from_an_hour() {
+        assert_eq!(ok("").registration.tombstone_ttl, None);
+        let c = ok("[registration]\ntombstone_ttl = \"forever\"\n");
+        assert_eq!(c.registration.tombstone_ttl, None);
+        let c = ok("[registration]\ntombstone_ttl = \"30d\"\n");
+        assert_eq!(
+            c.registration.tombstone_ttl,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(
+            problems("[registration]\ntombstone_ttl = \"1m\"\n").len(),
+            1,
+            "below the 1h minimum"
         );
     }
 

@@ -24,6 +24,10 @@ enum To {
     Upload,
     /// The built-in XEP-0045 group chat service at `conference.DOMAIN` (any JID at it).
     Muc,
+    /// The built-in XEP-0060 publish-subscribe service at `pubsub.DOMAIN`.
+    Pubsub,
+    /// The built-in XEP-0065 SOCKS5 bytestreams proxy at `proxy.DOMAIN`.
+    Proxy65,
     /// Another domain: federation.
     Remote,
 }
@@ -60,6 +64,10 @@ pub async fn route(srv: &Server, from: &FullJid, stanza: Element) {
         (Kind::Iq, To::Bare(bare)) => services::iq::to_account(srv, from, &bare, stanza).await,
         (Kind::Iq, To::Upload) => services::upload::handle_iq(srv, Some(from), stanza).await,
         (_, To::Muc) => services::muc::handle(srv, &Jid::from(from.clone()), stanza).await,
+        (Kind::Iq, To::Pubsub) => {
+            services::pubsub::handle_iq(srv, &Jid::from(from.clone()), stanza).await
+        }
+        (Kind::Iq, To::Proxy65) => services::proxy65::handle_iq(srv, Some(from), stanza).await,
         (kind, to) => deliver(srv, kind, to, stanza).await,
     }
 }
@@ -94,6 +102,8 @@ pub async fn route_from_remote(srv: &Server, from: &Jid, stanza: Element) {
         (Kind::Iq, To::Upload) => services::upload::handle_iq(srv, None, stanza).await,
         // Remote users join rooms over s2s.
         (_, To::Muc) => services::muc::handle(srv, from, stanza).await,
+        (Kind::Iq, To::Pubsub) => services::pubsub::handle_iq(srv, from, stanza).await,
+        (Kind::Iq, To::Proxy65) => services::proxy65::handle_iq(srv, None, stanza).await,
         (kind, to) => deliver(srv, kind, to, stanza).await,
     }
 }
@@ -118,11 +128,13 @@ async fn iq_past_recipient_blocklist(
 async fn deliver(srv: &Server, kind: Kind, to: To, stanza: Element) {
     match (kind, to) {
         // The entry points handle these; a request nobody handles is still answered.
-        (Kind::Iq, To::Server | To::Bare(_) | To::Upload) => {
+        (Kind::Iq, To::Server | To::Bare(_) | To::Upload | To::Pubsub | To::Proxy65) => {
             bounce(srv, &stanza, Condition::ServiceUnavailable.into())
         }
         (Kind::Iq, To::Full(full)) => iq_to_full(srv, &full, stanza),
-        (Kind::Message, To::Server | To::Upload) => message_to_server(srv, stanza),
+        (Kind::Message, To::Server | To::Upload | To::Pubsub | To::Proxy65) => {
+            message_to_server(srv, stanza)
+        }
         (Kind::Message, To::Bare(bare)) => {
             if let Some(stanza) = services::message::inbound(srv, &bare, stanza).await {
                 message_to_bare(srv, &bare, stanza).await
@@ -133,7 +145,7 @@ async fn deliver(srv: &Server, kind: Kind, to: To, stanza: Element) {
                 message_to_full(srv, &full, stanza).await
             }
         }
-        (Kind::Presence, To::Server | To::Upload) => {}
+        (Kind::Presence, To::Server | To::Upload | To::Pubsub | To::Proxy65) => {}
         (Kind::Presence, To::Bare(bare)) => {
             services::presence::inbound(srv, &bare, None, stanza).await
         }
@@ -183,6 +195,12 @@ fn classify(srv: &Server, jid: Jid) -> To {
     }
     if services::muc::is_service(srv, jid.domain()) {
         return To::Muc;
+    }
+    if services::pubsub::is_service(srv, jid.domain()) {
+        return To::Pubsub;
+    }
+    if services::proxy65::is_service(srv, jid.domain()) {
+        return To::Proxy65;
     }
     if !srv.is_local_domain(jid.domain()) {
         return To::Remote;

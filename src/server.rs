@@ -55,6 +55,8 @@ pub struct Server {
     pub muc: crate::services::muc::State,
     /// Open XEP-0050 command sessions.
     pub adhoc: crate::services::adhoc::Sessions,
+    /// XEP-0065 connections waiting for activation, and the relays running.
+    pub proxy65: crate::services::proxy65::State,
     /// Closed when the server shuts down; waiting tasks watch it.
     shutdown_tx: async_channel::Sender<()>,
     shutdown_rx: async_channel::Receiver<()>,
@@ -84,6 +86,7 @@ impl Server {
             upload: Default::default(),
             muc: Default::default(),
             adhoc: Default::default(),
+            proxy65: Default::default(),
             shutdown_tx,
             shutdown_rx,
         }
@@ -225,6 +228,7 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
         bind_all(&config.listen.components, "components")?
     };
     let web = crate::http::bind(&config)?;
+    let proxy65 = crate::services::proxy65::bind(&config).map_err(|e| RunError(e.to_string()))?;
 
     warn_registration(&config);
     let srv = Arc::new(Server::new(config, store, tls));
@@ -282,6 +286,9 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
         tasks.push(ex.spawn(async move { srv.tls.watch_files().await }));
     }
     tasks.push(ex.spawn(crate::services::upload::expire_loop(srv.clone())));
+    for l in proxy65 {
+        tasks.push(ex.spawn(crate::services::proxy65::serve(ex.clone(), srv.clone(), l)));
+    }
     if let Some(bound) = turn {
         let (t, domain) = (srv.config.turn.clone(), srv.domain().to_string());
         tasks.push(ex.spawn(crate::turn::server::serve(ex.clone(), t, domain, bound)));

@@ -284,3 +284,106 @@ fn kith_check_against_good_and_broken_setups() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `kith check tls`: kith's own listeners (STARTTLS and direct TLS, certificate from the test
+/// CA) grade A; an `openssl s_server` with TLS 1.0/1.1, plain-RSA suites and a self-signed
+/// 1024-bit key grades F, with each reason named.
+#[test]
+fn kith_check_tls_grades_a_good_and_a_weak_listener() {
+    let dir = common::unique_temp_dir();
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let pki = Pki::new(&dir, "kith test CA");
+    let (cert, key) = pki.leaf(&dir, "good", &["good.test"], 90);
+    let server = Options::default()
+        .domain("good.test")
+        .extra_toml(&format!(
+            "[tls]\ncert = {}\nkey = {}",
+            toml_path(&cert),
+            toml_path(&key)
+        ))
+        .start();
+    let config = server.dir.join("kith.toml");
+    let out = check(&config, &pki.ca_pem, &["tls"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert_eq!(text.matches("grade A;").count(), 2, "{text}");
+    assert!(
+        text.contains("TLS 1.0 refused, TLS 1.1 refused, TLS 1.2 accepted, TLS 1.3 accepted"),
+        "{text}"
+    );
+    drop(server);
+
+    if Command::new("openssl").arg("version").output().is_err() {
+        let why = "openssl is not installed (apt-get install openssl)";
+        if std::env::var("KITH_SKIP_INTEROP").as_deref() == Ok("1") {
+            eprintln!("\n!!!!! SKIPPED the weak half: {why}\n");
+            return;
+        }
+        panic!("{why}\nSet KITH_SKIP_INTEROP=1 to skip this test instead.");
+    }
+    let (weak_crt, weak_key) = (dir.join("weak.crt"), dir.join("weak.key"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:1024", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=weak.test", "-keyout"])
+        .arg(&weak_key)
+        .arg("-out")
+        .arg(&weak_crt)
+        .output()
+        .expect("openssl req");
+    assert!(made.status.success(), "{}", describe_output(&made));
+    let port = common::free_port();
+    let mut s_server = Command::new("openssl")
+        .args([
+            "s_server",
+            "-quiet",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("-cert")
+        .arg(&weak_crt)
+        .arg("-key")
+        .arg(&weak_key)
+        .args(["-cipher", "ALL:@SECLEVEL=0", "-min_protocol", "TLSv1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn openssl s_server");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "s_server did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let target = format!("127.0.0.1:{port}");
+    // The server (and its config) is gone; `--target` needs only a loadable config.
+    let config = dir.join("weak.toml");
+    std::fs::write(&config, "domain = \"weak.test\"\n").expect("write weak.toml");
+    let out = check(
+        &config,
+        &pki.ca_pem,
+        &["tls", "--target", &target, "--domain", "weak.test"],
+    );
+    let _ = s_server.kill();
+    let _ = s_server.wait();
+    let found = problems(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    for needle in [
+        "TLS 1.0 accepted, TLS 1.1 accepted",
+        "certificate key: RSA 1024 bits",
+        "grade F: the RSA key has only 1024 bits; accepts TLS 1.0 or 1.1",
+        "without forward secrecy",
+        "not trusted",
+    ] {
+        assert!(
+            has(&found, needle),
+            "no '{needle}' in:\n{}",
+            found.join("\n")
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -407,3 +407,55 @@ fn login_with_an_uppercase_username_binds_the_canonical_jid() {
         .expect("case-insensitive localpart");
     assert_eq!(alice.bind(Some("r")), "alice@localhost/r");
 }
+
+/// Tombstones: a deleted account's name is not given out again (forever by default), neither
+/// while the server runs nor with it stopped, until the admin overrides or clears it.
+#[test]
+fn a_deleted_name_cannot_be_added_again_without_force() {
+    let mut server = server_with_alice();
+    server.cli_ok(["user", "del", "alice@localhost"]);
+    let out = server.cli(["user", "add", "alice@localhost", "--password", "impostor"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "re-adding a deleted name must fail");
+    assert!(
+        stderr.contains("alice@localhost belonged to an account deleted at")
+            && stderr.contains("kith user add --force alice@localhost"),
+        "{stderr}"
+    );
+    let listed = server.cli_ok(["user", "tombstones"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).starts_with("alice@localhost\t"));
+    let mut impostor = Client::starttls_to(&server);
+    assert_eq!(
+        impostor.try_login(Mechanism::ScramSha256, "alice", "impostor"),
+        Err("not-authorized".to_owned())
+    );
+
+    // XEP-0077 <remove/> by the user leaves a tombstone too; checked with the server stopped,
+    // where the CLI opens the store itself.
+    server.add_user("bob", "bob-secret");
+    let mut bob = Client::online(&server, "bob", "bob-secret", "phone");
+    let r =
+        bob.iq("<iq type='set' id='ID'><query xmlns='jabber:iq:register'><remove/></query></iq>");
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    server.stop();
+    let out = server.cli(["user", "add", "bob@localhost", "--password", "x"]);
+    assert!(!out.status.success());
+    server.cli_ok(["user", "tombstones", "--clear", "bob@localhost"]);
+    server.cli_ok(["user", "add", "bob@localhost", "--password", "bob-2"]);
+    server.start_again();
+
+    server.cli_ok([
+        "user",
+        "add",
+        "--force",
+        "alice@localhost",
+        "--password",
+        "alice-2",
+    ]);
+    let mut alice = Client::starttls_to(&server);
+    alice
+        .try_login(Mechanism::ScramSha256, "alice", "alice-2")
+        .expect("the forced account logs in");
+    let listed = server.cli_ok(["user", "tombstones"]);
+    assert_eq!(String::from_utf8_lossy(&listed.stdout), "");
+}

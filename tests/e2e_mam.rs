@@ -574,7 +574,15 @@ fn offline_messages_are_archived_and_the_archive_survives_a_restart_until_deleti
     drop(bob);
 
     server.cli_ok(["user", "del", "bob@localhost"]);
-    server.add_user("bob", "bob-secret");
+    // --force: the name's tombstone would refuse it otherwise.
+    server.cli_ok([
+        "user",
+        "add",
+        "--force",
+        "bob@localhost",
+        "--password",
+        "bob-secret",
+    ]);
     let mut bob = online(&server, "bob", "laptop");
     let p = query(&mut bob, "", "");
     assert!(p.items.is_empty() && p.complete, "{p:?}");

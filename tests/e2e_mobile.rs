@@ -442,3 +442,73 @@ fn push_wakes_a_parked_or_inactive_phone_but_not_an_awake_one() {
     bob.send("<message to='alice@localhost' type='chat'><body>lost wifi</body></message>");
     app.recv_until(is_publish);
 }
+
+/// Tigase's iOS push extensions (Siskin, Monal): with a key in `<enable/>` the notification
+/// carries an AES-128-GCM `<encrypted/>` JSON payload (sender, text) instead of the summary
+/// form, which the device's key opens (tag checked); `<priority/>` adds `high`. A bad key is
+/// refused at enable time. The account advertises the features.
+#[test]
+fn push_extensions_encrypt_the_payload_and_mark_priority() {
+    use base64::Engine as _;
+    use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM};
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let server = server_with("");
+    let mut app = push_app(&server);
+    let mut alice = online(&server, "alice", "phone");
+    let mut bob = online(&server, "bob", "pc");
+
+    let info = alice.iq("<iq type='get' id='ID' to='alice@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+    for f in [
+        "tigase:push:encrypt:0",
+        "tigase:push:encrypt:aes-128-gcm",
+        "tigase:push:priority:0",
+    ] {
+        assert!(info.to_string().contains(f), "{f} not advertised: {info}");
+    }
+    let bad = alice.iq("<iq type='set' id='ID'><enable xmlns='urn:xmpp:push:0' jid='push@localhost/app' node='n1'><encrypt xmlns='tigase:push:encrypt:0' alg='aes-128-gcm'>c2hvcnQ=</encrypt></enable></iq>");
+    assert_eq!(bad.attr("type"), Some("error"), "{bad}");
+
+    let key = [42u8; 16];
+    let r = alice.iq(&format!(
+        "<iq type='set' id='ID'><enable xmlns='urn:xmpp:push:0' jid='push@localhost/app' node='n1'>\
+         <encrypt xmlns='tigase:push:encrypt:0' alg='aes-128-gcm'>{}</encrypt>\
+         <priority xmlns='tigase:push:priority:0'/></enable></iq>",
+        b64.encode(key)
+    ));
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    alice.send("<inactive xmlns='urn:xmpp:csi:0'/>");
+    bob.send("<message to='alice@localhost' type='chat'><body>see you at 6</body></message>");
+    let publish = app.recv_until(is_publish);
+    let text = publish.to_string();
+    assert!(
+        !text.contains("see you") && !text.contains("jabber:x:data"),
+        "{text}"
+    );
+    assert!(
+        text.contains("<priority xmlns='tigase:push:priority:0'>high</priority>"),
+        "{text}"
+    );
+    fn find<'a>(e: &'a Element, name: &str, ns: &str) -> Option<&'a Element> {
+        if e.is(name, ns) {
+            return Some(e);
+        }
+        e.children().find_map(|c| find(c, name, ns))
+    }
+    let enc = find(&publish, "encrypted", "tigase:push:encrypt:0")
+        .unwrap_or_else(|| panic!("no encrypted payload: {text}"));
+    let iv: [u8; 12] = b64
+        .decode(enc.attr("iv").unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let mut sealed = b64.decode(enc.text().trim()).unwrap();
+    let opener = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &key).unwrap());
+    let plain = opener
+        .open_in_place(Nonce::assume_unique_for_key(iv), Aad::empty(), &mut sealed)
+        .expect("the tag verifies under the device's key");
+    let json = std::str::from_utf8(plain).unwrap();
+    assert_eq!(
+        json,
+        r#"{"unread":1,"sender":"bob@localhost","message":"see you at 6","type":"chat"}"#
+    );
+}

@@ -454,7 +454,8 @@ fn last_item_at_login_persistence_and_account_deletion() {
 
     // A deleted (and re-created) account has no nodes left.
     server.cli_ok(["user", "del", &a]);
-    server.add_user("alice", "alice-secret");
+    // --force: the name's tombstone would refuse it otherwise.
+    server.cli_ok(["user", "add", "--force", &a, "--password", "alice-secret"]);
     let mut alice = Client::online(&server, "alice", "alice-secret", "phone");
     let (cond, _) = pubsub_error(&fetch(&mut alice, &a, DEVICELIST));
     assert_eq!(cond, "item-not-found");

@@ -35,6 +35,14 @@ const UPLOAD: &str = concat!(
     "/tests/interop/slixmpp_upload.py"
 );
 const MUC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/slixmpp_muc.py");
+const PUBSUB: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/interop/slixmpp_pubsub.py"
+);
+const PROXY65: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/interop/slixmpp_proxy65.py"
+);
 const MODERN: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/interop/slixmpp_modern.py"
@@ -195,6 +203,69 @@ fn slixmpp_muc_rooms_and_their_persistence() {
         ];
         run(&server, &python, MUC, &args, MODERN_WATCHDOG);
     }
+    stop_cleanly(server);
+}
+
+/// XEP-0060 at pubsub.DOMAIN with slixmpp's `xep_0060`: create, disco, subscribe, publish
+/// and notify, affiliation refusals; then across a restart: items and subscriptions persist,
+/// unsubscribe stops notifications, max_items, delete.
+#[test]
+fn slixmpp_pubsub_service_round_trip_and_restart() {
+    let Some(python) = python_with_slixmpp() else {
+        return;
+    };
+    let mut server = server_with_alice_and_bob();
+    let port = server.c2s_port.to_string();
+    let args = ["--port", &port, "--timeout", "30", "--phase"];
+    let phase = |server: &TestServer, p: &str| {
+        let mut all = args.to_vec();
+        all.push(p);
+        run(server, &python, PUBSUB, &all, SCRIPT_WATCHDOG);
+    };
+    phase(&server, "before");
+    server.restart();
+    phase(&server, "after");
+    stop_cleanly(server);
+}
+
+/// XEP-0065: slixmpp's `xep_0065` finds the proxy, alice sends 160 KiB to bob through it
+/// at `max_rate` 64 KiB/s (so it must take over 2 s), and an activation for an unknown sid
+/// is item-not-found.
+#[test]
+fn slixmpp_socks5_transfer_through_the_proxy() {
+    let Some(python) = python_with_slixmpp() else {
+        return;
+    };
+    let port = common::free_port();
+    let server = TestServer::start_opts(Options::default().extra_toml(&format!(
+        "[proxy65]\nenabled = true\nlisten = [\"127.0.0.1:{port}\"]\n\
+         public_host = \"127.0.0.1\"\nmax_rate = \"64KiB\"\n"
+    )));
+    server.add_user(ALICE.0, ALICE.1);
+    server.add_user(BOB.0, BOB.1);
+    let c2s = server.c2s_port.to_string();
+    let bytes = (160 * 1024).to_string();
+    run(
+        &server,
+        &python,
+        PROXY65,
+        &[
+            "--port",
+            &c2s,
+            "--bytes",
+            &bytes,
+            "--min-seconds",
+            "2",
+            "--timeout",
+            "30",
+        ],
+        SCRIPT_WATCHDOG,
+    );
+    // Both sides closed: the relay ends and frees its slot.
+    assert!(server.wait_for_log(
+        "proxy65: transfer ended after 0 and 163840 bytes",
+        Duration::from_secs(5)
+    ));
     stop_cleanly(server);
 }
 

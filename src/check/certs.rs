@@ -265,6 +265,17 @@ fn verify_chain(
     }
 }
 
+/// [`verify_chain`] for a chain a server presented (`kith check tls`), against `ca_file` or
+/// the system's bundle.
+pub fn chain_trusted(
+    chain: &[CertificateDer<'static>],
+    domain: &str,
+    ca_file: Option<&Path>,
+) -> Result<(), String> {
+    let ca_file = ca_file.unwrap_or(Path::new(SYSTEM_CA_FILE));
+    verify_chain(chain, domain, ca_file)
+}
+
 /// Issuer equals subject: a self-signed certificate (or a CA's own).
 fn self_issued(der: &[u8]) -> bool {
     x509_parser::parse_x509_certificate(der)

@@ -13,6 +13,7 @@ pub mod config;
 pub mod connectivity;
 pub mod dns;
 pub mod host;
+pub mod tls;
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -38,6 +39,8 @@ pub enum Part {
     Dns,
     Certs,
     Connectivity,
+    /// `kith check tls` only (not in `all`: it makes dozens of connections).
+    Tls,
 }
 
 /// One observation: about `subject` (a file:line, a DNS name, a certificate, an address),
@@ -62,6 +65,9 @@ pub struct Options {
     pub ca_file: Option<PathBuf>,
     /// Per connection attempt in `connectivity`, and per DNS lookup (default 5 s).
     pub timeout: Option<Duration>,
+    /// `kith check tls --target HOST:PORT [--starttls]`: grade that listener instead of
+    /// kith's own.
+    pub tls_target: Option<tls::Target>,
 }
 
 impl Part {
@@ -73,6 +79,7 @@ impl Part {
             Part::Dns => "dns",
             Part::Certs => "certs",
             Part::Connectivity => "connectivity",
+            Part::Tls => "tls",
         }
     }
 
@@ -80,6 +87,9 @@ impl Part {
     pub fn parse_target(target: &str) -> Option<Vec<Part>> {
         if target == "all" {
             return Some(Part::ALL.to_vec());
+        }
+        if target == "tls" {
+            return Some(vec![Part::Tls]);
         }
         Part::ALL
             .into_iter()
@@ -134,9 +144,27 @@ pub fn run(config: &Config, parts: &[Part], options: &Options) -> Vec<Finding> {
             Part::Dns => findings.extend(dns::check(config, options)),
             Part::Certs => findings.extend(certs::check(config, options)),
             Part::Connectivity => findings.extend(connectivity::check(config, options)),
+            Part::Tls => findings.extend(tls_check(config, options)),
         }
     }
     findings
+}
+
+/// Grades `--target`, or every client listener of this config.
+fn tls_check(config: &Config, options: &Options) -> Vec<Finding> {
+    let timeout = options.timeout.unwrap_or(Duration::from_secs(5));
+    let targets = match &options.tls_target {
+        Some(t) => vec![t.clone()],
+        None => tls::own_targets(config),
+    };
+    let mut out = Vec::new();
+    for t in targets {
+        let how = if t.starttls { "STARTTLS" } else { "direct TLS" };
+        let subject = format!("{}:{} ({how})", t.host, t.port);
+        let facts = tls::probe(&t, options.ca_file.as_deref(), timeout);
+        out.extend(tls::findings(&subject, facts));
+    }
+    out
 }
 
 /// Whether any finding is a problem (the exit code).

@@ -124,6 +124,12 @@ pub fn server_items(srv: &Server, query: &Element) -> Element {
         if let Some(muc) = crate::services::muc::service_domain(srv) {
             reply.push_child(Element::new("item", ns::DISCO_ITEMS).with_attr("jid", muc));
         }
+        if let Some(pubsub) = crate::services::pubsub::service_domain(srv) {
+            reply.push_child(Element::new("item", ns::DISCO_ITEMS).with_attr("jid", pubsub));
+        }
+        if let Some(proxy) = crate::services::proxy65::service_domain(srv) {
+            reply.push_child(Element::new("item", ns::DISCO_ITEMS).with_attr("jid", proxy));
+        }
         for c in &srv.config.components {
             reply.push_child(
                 Element::new("item", ns::DISCO_ITEMS).with_attr("jid", c.domain.clone()),
@@ -150,6 +156,7 @@ pub fn account_info(query: &Element) -> Element {
         .iter()
         .chain(pep::FEATURES)
         .chain(bookmarks::FEATURES)
+        .chain(crate::services::push_ext::FEATURES)
     {
         q.push_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", *f));
     }

@@ -200,6 +200,15 @@ impl Config {
         }
     }
 
+    /// The service's defaults (as Prosody's mod_pubsub): open access, the last ten items.
+    pub fn service_default() -> Config {
+        Config {
+            access: Access::Open,
+            max_items: 10,
+            ..Config::default()
+        }
+    }
+
     /// A stored configuration; values a later kith wrote that this one does not know keep
     /// their defaults.
     pub fn from_node(node: &PepNode) -> Config {
@@ -307,7 +316,7 @@ pub fn allowed(access: Access, owner: &BareJid, who: &BareJid, item: Option<&Ros
 }
 
 /// The error for a requester the access model refuses (XEP-0060 §6.5.9 / §7.1.3).
-fn access_error(access: Access) -> PubsubError {
+pub(crate) fn access_error(access: Access) -> PubsubError {
     match access {
         Access::Open => PubsubError::new(Condition::Forbidden, None),
         Access::Presence => PubsubError::new(
@@ -335,6 +344,81 @@ async fn may_see(
     Ok(allowed(cfg.access, owner, who, item.as_ref()))
 }
 
+// ---------------------------------------------------------------- hosts
+
+/// Who owns a set of nodes: an account (PEP, XEP-0163) or the publish-subscribe service at
+/// `pubsub.DOMAIN` (XEP-0060, `services::pubsub`). The node engine below (publish with
+/// options, items, retract, create, configure, delete, purge) is the same for both; what
+/// differs is only here: the store key, the defaults and accepted access models, who may see
+/// a node and who hears its events.
+#[derive(Clone, Copy, Debug)]
+pub enum Host<'a> {
+    Account(&'a BareJid),
+    /// The service's domain.
+    Service(&'a str),
+}
+
+impl Host<'_> {
+    /// The owner key of the node set in the store.
+    pub fn key(&self) -> &str {
+        match self {
+            Host::Account(owner) => owner.as_ref(),
+            Host::Service(domain) => domain,
+        }
+    }
+
+    /// The address events and items come from.
+    pub fn jid(&self) -> String {
+        self.key().to_string()
+    }
+
+    pub fn default_config(&self) -> Config {
+        match self {
+            Host::Account(_) => Config::default(),
+            Host::Service(_) => Config::service_default(),
+        }
+    }
+
+    /// A service has no roster, so presence and roster access mean nothing there.
+    pub fn accepts(&self, cfg: &Config) -> bool {
+        match self {
+            Host::Account(_) => true,
+            Host::Service(_) => matches!(cfg.access, Access::Open | Access::Whitelist),
+        }
+    }
+
+    async fn may_see(
+        &self,
+        srv: &Server,
+        node: &str,
+        who: &BareJid,
+        cfg: &Config,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Host::Account(owner) => may_see(srv, owner, who, cfg).await,
+            Host::Service(domain) => {
+                crate::services::pubsub::may_see(srv, domain, node, who, cfg).await
+            }
+        }
+    }
+
+    async fn notify(&self, srv: &Server, node: &str, cfg: &Config, event: Element) {
+        match self {
+            Host::Account(owner) => notify(srv, owner, node, cfg, event).await,
+            Host::Service(domain) => {
+                crate::services::pubsub::notify(srv, domain, node, event).await
+            }
+        }
+    }
+}
+
+/// The `<default/>` answer (XEP-0060 §8.3): the host's default node configuration.
+pub(crate) fn default_form(host: Host<'_>) -> Element {
+    owner_reply(
+        Element::new("default", NS_PUBSUB_OWNER).with_child(host.default_config().form("form")),
+    )
+}
+
 // ---------------------------------------------------------------- errors
 
 /// A stanza error with an optional `pubsub#errors` condition (XEP-0060 §7.1.3).
@@ -346,14 +430,14 @@ pub struct PubsubError {
 }
 
 impl PubsubError {
-    fn new(condition: Condition, specific: Option<&'static str>) -> PubsubError {
+    pub(crate) fn new(condition: Condition, specific: Option<&'static str>) -> PubsubError {
         PubsubError {
             condition,
             specific,
             unsupported: None,
         }
     }
-    fn unsupported(feature: &'static str) -> PubsubError {
+    pub(crate) fn unsupported(feature: &'static str) -> PubsubError {
         PubsubError {
             condition: Condition::FeatureNotImplemented,
             specific: Some("unsupported"),
@@ -417,11 +501,11 @@ pub async fn handle(srv: &Server, from: &FullJid, owner: &BareJid, iq: Element) 
         }
     }
     let result = match (set, op.name()) {
-        (true, "publish") if own => publish(srv, owner, pubsub, op).await,
-        (true, "retract") if own => retract(srv, owner, op).await,
-        (true, "create") if own => create(srv, owner, pubsub, op).await,
+        (true, "publish") if own => publish(srv, Host::Account(owner), pubsub, op).await,
+        (true, "retract") if own => retract(srv, Host::Account(owner), op).await,
+        (true, "create") if own => create(srv, Host::Account(owner), pubsub, op).await,
         (true, "publish" | "retract" | "create") => Err(Condition::Forbidden.into()),
-        (false, "items") => items(srv, &from.to_bare(), owner, op).await,
+        (false, "items") => items(srv, &from.to_bare(), Host::Account(owner), op).await,
         (true, "subscribe" | "unsubscribe") => Err(PubsubError::unsupported("subscribe")),
         (false, "subscriptions") => Err(PubsubError::unsupported("retrieve-subscriptions")),
         (false, "affiliations") => Err(PubsubError::unsupported("retrieve-affiliations")),
@@ -451,13 +535,11 @@ pub async fn handle_owner(srv: &Server, from: &FullJid, owner: &BareJid, iq: Ele
             bookmarks::before_use(srv, owner, node).await;
         }
         match (set, op.name()) {
-            (false, "configure") => configure_get(srv, owner, op).await,
-            (true, "configure") => configure_set(srv, owner, op).await,
-            (false, "default") => Ok(Some(owner_reply(
-                Element::new("default", NS_PUBSUB_OWNER).with_child(Config::default().form("form")),
-            ))),
-            (true, "delete") => delete(srv, owner, op).await,
-            (true, "purge") => purge(srv, owner, op).await,
+            (false, "configure") => configure_get(srv, Host::Account(owner), op).await,
+            (true, "configure") => configure_set(srv, Host::Account(owner), op).await,
+            (false, "default") => Ok(Some(default_form(Host::Account(owner)))),
+            (true, "delete") => delete(srv, Host::Account(owner), op).await,
+            (true, "purge") => purge(srv, Host::Account(owner), op).await,
             _ => Err(Condition::FeatureNotImplemented.into()),
         }
     };
@@ -469,14 +551,14 @@ pub async fn handle_owner(srv: &Server, from: &FullJid, owner: &BareJid, iq: Ele
     finish(srv, &iq, result);
 }
 
-fn finish(srv: &Server, iq: &Element, result: Reply) {
+pub(crate) fn finish(srv: &Server, iq: &Element, result: Reply) {
     match result {
         Ok(payload) => deliver_reply(srv, stanza::iq_result(iq, payload)),
         Err(e) => send_error(srv, iq, e),
     }
 }
 
-fn node_attr(op: &Element) -> Result<&str, PubsubError> {
+pub(crate) fn node_attr(op: &Element) -> Result<&str, PubsubError> {
     match op.attr("node") {
         Some(n) if !n.is_empty() && n.len() <= MAX_NAME => Ok(n),
         Some(n) if !n.is_empty() => Err(Condition::NotAcceptable.into()),
@@ -487,16 +569,16 @@ fn node_attr(op: &Element) -> Result<&str, PubsubError> {
     }
 }
 
-fn pubsub_reply(child: Element) -> Element {
+pub(crate) fn pubsub_reply(child: Element) -> Element {
     Element::new("pubsub", NS_PUBSUB).with_child(child)
 }
 
-fn owner_reply(child: Element) -> Element {
+pub(crate) fn owner_reply(child: Element) -> Element {
     Element::new("pubsub", NS_PUBSUB_OWNER).with_child(child)
 }
 
 /// A fresh item id for a publish without one (XEP-0060 §7.1.2: the service generates it).
-fn new_item_id() -> String {
+pub(crate) fn new_item_id() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -515,7 +597,7 @@ pub fn publish_options(pubsub: &Element) -> Vec<(String, String)> {
 }
 
 /// XEP-0060 §7.1 with §7.1.5 publish-options and XEP-0163 §7 auto-create.
-async fn publish(srv: &Server, owner: &BareJid, pubsub: &Element, op: &Element) -> Reply {
+pub(crate) async fn publish(srv: &Server, host: Host<'_>, pubsub: &Element, op: &Element) -> Reply {
     let node = node_attr(op)?;
     let mut items = op.children().filter(|c| c.is("item", NS_PUBSUB));
     let item = match (items.next(), items.next()) {
@@ -547,7 +629,7 @@ async fn publish(srv: &Server, owner: &BareJid, pubsub: &Element, op: &Element) 
         _ => new_item_id(),
     };
     let options = publish_options(pubsub);
-    publish_item(srv, owner, node, &options, id.clone(), payload).await?;
+    publish_on(srv, host, node, &options, id.clone(), payload).await?;
     Ok(Some(pubsub_reply(
         Element::new("publish", NS_PUBSUB)
             .with_attr("node", node)
@@ -583,15 +665,15 @@ pub fn node_config(
 
 /// Publishes one item (creating the node with `options` when missing, checking them as
 /// preconditions otherwise) and notifies. Also used by the vcard-temp conversion.
-pub async fn publish_item(
+pub async fn publish_on(
     srv: &Server,
-    owner: &BareJid,
+    host: Host<'_>,
     node: &str,
     options: &[(String, String)],
     id: String,
     payload: Option<Element>,
 ) -> Result<Config, PubsubError> {
-    let existing = srv.store.pep_node(owner.as_ref(), node).await?;
+    let existing = srv.store.pep_node(host.key(), node).await?;
     let cfg = node_config(existing.as_ref(), options)?;
     let bytes = payload
         .as_ref()
@@ -605,7 +687,7 @@ pub async fn publish_item(
     let keep = if cfg.persist_items { cfg.max() } else { 0 };
     let cfg = Config::from_node(
         &srv.store
-            .pep_publish(owner.as_ref(), node, cfg.to_node(), item, keep)
+            .pep_publish(host.key(), node, cfg.to_node(), item, keep)
             .await?,
     );
     let mut el = Element::new("item", NS_PUBSUB_EVENT).with_attr("id", id);
@@ -615,21 +697,21 @@ pub async fn publish_item(
     let event = Element::new("items", NS_PUBSUB_EVENT)
         .with_attr("node", node)
         .with_child(el);
-    notify(srv, owner, node, &cfg, event).await;
+    host.notify(srv, node, &cfg, event).await;
     Ok(cfg)
 }
 
 /// XEP-0060 §6.5: items, all or the newest `max_items`, or the ones named.
-async fn items(srv: &Server, who: &BareJid, owner: &BareJid, op: &Element) -> Reply {
+pub(crate) async fn items(srv: &Server, who: &BareJid, host: Host<'_>, op: &Element) -> Reply {
     let node = node_attr(op)?;
-    let Some(stored) = srv.store.pep_node(owner.as_ref(), node).await? else {
+    let Some(stored) = srv.store.pep_node(host.key(), node).await? else {
         return Err(Condition::ItemNotFound.into());
     };
     let cfg = Config::from_node(&stored);
-    if !may_see(srv, owner, who, &cfg).await? {
+    if !host.may_see(srv, node, who, &cfg).await? {
         return Err(access_error(cfg.access));
     }
-    let mut all = srv.store.pep_items(owner.as_ref(), node).await?;
+    let mut all = srv.store.pep_items(host.key(), node).await?;
     let wanted: Vec<&str> = op
         .children()
         .filter(|c| c.is("item", NS_PUBSUB))
@@ -650,7 +732,7 @@ async fn items(srv: &Server, who: &BareJid, owner: &BareJid, op: &Element) -> Re
 }
 
 /// A stored item as `<item id>payload</item>` in `ns` (pubsub or pubsub#event).
-fn item_element(item: &PepItem, namespace: &str) -> Element {
+pub(crate) fn item_element(item: &PepItem, namespace: &str) -> Element {
     let mut el = Element::new("item", namespace).with_attr("id", item.id.as_str());
     if !item.payload.is_empty() {
         match std::str::from_utf8(&item.payload).map(Element::parse) {
@@ -662,7 +744,7 @@ fn item_element(item: &PepItem, namespace: &str) -> Element {
 }
 
 /// XEP-0060 §7.2.
-async fn retract(srv: &Server, owner: &BareJid, op: &Element) -> Reply {
+pub(crate) async fn retract(srv: &Server, host: Host<'_>, op: &Element) -> Reply {
     let node = node_attr(op)?;
     let Some(id) = op.get_child("item", NS_PUBSUB).and_then(|i| i.attr("id")) else {
         return Err(PubsubError::new(
@@ -670,9 +752,9 @@ async fn retract(srv: &Server, owner: &BareJid, op: &Element) -> Reply {
             Some("item-required"),
         ));
     };
-    retract_item(
+    retract_on(
         srv,
-        owner,
+        host,
         node,
         id,
         matches!(op.attr("notify"), Some("1" | "true")),
@@ -683,17 +765,17 @@ async fn retract(srv: &Server, owner: &BareJid, op: &Element) -> Reply {
 
 /// Retracts one item and notifies (when the node says so, or `force_notify`); `item-not-found`
 /// when the node or the item does not exist. Also used by the bookmarks sync.
-pub async fn retract_item(
+pub async fn retract_on(
     srv: &Server,
-    owner: &BareJid,
+    host: Host<'_>,
     node: &str,
     id: &str,
     force_notify: bool,
 ) -> Result<(), PubsubError> {
-    let Some(stored) = srv.store.pep_node(owner.as_ref(), node).await? else {
+    let Some(stored) = srv.store.pep_node(host.key(), node).await? else {
         return Err(Condition::ItemNotFound.into());
     };
-    if !srv.store.pep_retract(owner.as_ref(), node, id).await? {
+    if !srv.store.pep_retract(host.key(), node, id).await? {
         return Err(Condition::ItemNotFound.into());
     }
     let cfg = Config::from_node(&stored);
@@ -701,13 +783,13 @@ pub async fn retract_item(
         let event = Element::new("items", NS_PUBSUB_EVENT)
             .with_attr("node", node)
             .with_child(Element::new("retract", NS_PUBSUB_EVENT).with_attr("id", id));
-        notify(srv, owner, node, &cfg, event).await;
+        host.notify(srv, node, &cfg, event).await;
     }
     Ok(())
 }
 
 /// XEP-0060 §8.1 (with §8.1.3 create-and-configure).
-async fn create(srv: &Server, owner: &BareJid, pubsub: &Element, op: &Element) -> Reply {
+pub(crate) async fn create(srv: &Server, host: Host<'_>, pubsub: &Element, op: &Element) -> Reply {
     let node = match op.attr("node") {
         Some(_) => node_attr(op)?,
         None => {
@@ -717,31 +799,27 @@ async fn create(srv: &Server, owner: &BareJid, pubsub: &Element, op: &Element) -
             ))
         }
     };
-    let mut cfg = Config::default();
+    let mut cfg = host.default_config();
     if let Some(x) = pubsub
         .get_child("configure", NS_PUBSUB)
         .and_then(|c| c.get_child("x", NS_DATA))
     {
         for (var, value) in form_values(x) {
-            if cfg.set(&var, &value).is_err() {
+            if cfg.set(&var, &value).is_err() || !host.accepts(&cfg) {
                 return Err(Condition::NotAcceptable.into());
             }
         }
     }
-    match srv
-        .store
-        .pep_create(owner.as_ref(), node, cfg.to_node())
-        .await
-    {
+    match srv.store.pep_create(host.key(), node, cfg.to_node()).await {
         Ok(()) => Ok(None),
         Err(StoreError::AlreadyExists(_)) => Err(Condition::Conflict.into()),
         Err(e) => Err(e.into()),
     }
 }
 
-async fn configure_get(srv: &Server, owner: &BareJid, op: &Element) -> Reply {
+pub(crate) async fn configure_get(srv: &Server, host: Host<'_>, op: &Element) -> Reply {
     let node = node_attr(op)?;
-    let Some(stored) = srv.store.pep_node(owner.as_ref(), node).await? else {
+    let Some(stored) = srv.store.pep_node(host.key(), node).await? else {
         return Err(Condition::ItemNotFound.into());
     };
     Ok(Some(owner_reply(
@@ -751,9 +829,9 @@ async fn configure_get(srv: &Server, owner: &BareJid, op: &Element) -> Reply {
     )))
 }
 
-async fn configure_set(srv: &Server, owner: &BareJid, op: &Element) -> Reply {
+pub(crate) async fn configure_set(srv: &Server, host: Host<'_>, op: &Element) -> Reply {
     let node = node_attr(op)?;
-    let Some(stored) = srv.store.pep_node(owner.as_ref(), node).await? else {
+    let Some(stored) = srv.store.pep_node(host.key(), node).await? else {
         return Err(Condition::ItemNotFound.into());
     };
     let Some(x) = op.get_child("x", NS_DATA) else {
@@ -764,43 +842,67 @@ async fn configure_set(srv: &Server, owner: &BareJid, op: &Element) -> Reply {
     }
     let mut cfg = Config::from_node(&stored);
     for (var, value) in form_values(x) {
-        if cfg.set(&var, &value).is_err() {
+        if cfg.set(&var, &value).is_err() || !host.accepts(&cfg) {
             return Err(Condition::NotAcceptable.into());
         }
     }
     let keep = if cfg.persist_items { cfg.max() } else { 0 };
     srv.store
-        .pep_configure(owner.as_ref(), node, cfg.to_node(), keep)
+        .pep_configure(host.key(), node, cfg.to_node(), keep)
         .await?;
     Ok(None)
 }
 
 /// XEP-0060 §8.4: subscribers hear `<delete/>`.
-async fn delete(srv: &Server, owner: &BareJid, op: &Element) -> Reply {
+pub(crate) async fn delete(srv: &Server, host: Host<'_>, op: &Element) -> Reply {
     let node = node_attr(op)?;
-    let Some(stored) = srv.store.pep_node(owner.as_ref(), node).await? else {
+    let Some(stored) = srv.store.pep_node(host.key(), node).await? else {
         return Err(Condition::ItemNotFound.into());
     };
-    srv.store.pep_delete(owner.as_ref(), node).await?;
+    srv.store.pep_delete(host.key(), node).await?;
     let cfg = Config::from_node(&stored);
     if cfg.notify_delete {
         let event = Element::new("delete", NS_PUBSUB_EVENT).with_attr("node", node);
-        notify(srv, owner, node, &cfg, event).await;
+        host.notify(srv, node, &cfg, event).await;
     }
     Ok(None)
 }
 
 /// XEP-0060 §8.5: subscribers hear `<purge/>`.
-async fn purge(srv: &Server, owner: &BareJid, op: &Element) -> Reply {
+pub(crate) async fn purge(srv: &Server, host: Host<'_>, op: &Element) -> Reply {
     let node = node_attr(op)?;
-    let Some(stored) = srv.store.pep_node(owner.as_ref(), node).await? else {
+    let Some(stored) = srv.store.pep_node(host.key(), node).await? else {
         return Err(Condition::ItemNotFound.into());
     };
-    srv.store.pep_purge(owner.as_ref(), node).await?;
+    srv.store.pep_purge(host.key(), node).await?;
     let cfg = Config::from_node(&stored);
     let event = Element::new("purge", NS_PUBSUB_EVENT).with_attr("node", node);
-    notify(srv, owner, node, &cfg, event).await;
+    host.notify(srv, node, &cfg, event).await;
     Ok(None)
+}
+
+/// Publishes on an account's PEP node (see [`publish_on`]); used by the vcard-temp conversion
+/// and the bookmarks sync.
+pub async fn publish_item(
+    srv: &Server,
+    owner: &BareJid,
+    node: &str,
+    options: &[(String, String)],
+    id: String,
+    payload: Option<Element>,
+) -> Result<Config, PubsubError> {
+    publish_on(srv, Host::Account(owner), node, options, id, payload).await
+}
+
+/// Retracts from an account's PEP node (see [`retract_on`]).
+pub async fn retract_item(
+    srv: &Server,
+    owner: &BareJid,
+    node: &str,
+    id: &str,
+    force_notify: bool,
+) -> Result<(), PubsubError> {
+    retract_on(srv, Host::Account(owner), node, id, force_notify).await
 }
 
 /// XEP-0060 §5.2: disco#items on the account lists the nodes `who` may see. A query with a

@@ -22,6 +22,8 @@ use crate::sessions::{self, Outbound};
 use crate::stanza::{self, ns, Condition, StanzaError};
 use crate::xml::Element;
 
+use super::push_ext;
+
 /// The kv key of an account's registrations.
 const KV_KEY: &str = "push";
 /// Registrations one account may hold (one per device and app, in practice a handful).
@@ -40,6 +42,8 @@ struct Registration {
     resource: String,
     /// The publish-options form, forwarded as given.
     options: Option<Element>,
+    /// Tigase's encrypted payloads and priority (`push_ext`).
+    ext: push_ext::Extensions,
 }
 
 /// The iq handler for `urn:xmpp:push:0` (addressed to the user's own account).
@@ -66,6 +70,10 @@ pub async fn handle(srv: &Server, from: &FullJid, iq: Element) {
                 .children()
                 .find(|c| c.is("x", ns::DATA_FORM))
                 .cloned();
+            let ext = match push_ext::parse_enable(payload) {
+                Ok(ext) => ext,
+                Err(e) => return bounce(srv, &iq, e),
+            };
             regs.retain(|r| !(r.jid == jid && r.node == node));
             if regs.len() >= MAX_REGISTRATIONS {
                 return bounce(srv, &iq, Condition::ResourceConstraint.into());
@@ -76,6 +84,7 @@ pub async fn handle(srv: &Server, from: &FullJid, iq: Element) {
                 node,
                 resource: from.resource().to_string(),
                 options,
+                ext,
             });
         }
         // §6: without a node, every registration with that app server goes.
@@ -125,7 +134,28 @@ pub async fn notify(srv: &Server, to: &BareJid, stanza: &Element) {
         .filter(|b| !b.is_empty());
     for reg in &regs {
         let body = body.as_deref().filter(|_| wants_body(reg));
-        let iq = publish(to, reg, count, sender.as_deref(), body);
+        let mut iq = publish(to, reg, count, sender.as_deref(), body);
+        if let Some(key) = &reg.ext.key {
+            // The device's own key: the summary form (readable by the push services) gives
+            // way to the encrypted payload, body included (as Prosody).
+            let Some(iv) = push_ext::random_iv() else {
+                log::error!(
+                    "push: no randomness for an IV; notification to {} dropped",
+                    reg.jid
+                );
+                continue;
+            };
+            let json = push_ext::payload_json(stanza, count);
+            if let Some(n) = notification_mut(&mut iq) {
+                n.retain_children(|c| !c.is("x", ns::DATA_FORM));
+                n.push_child(push_ext::encrypted_element(key, iv, &json));
+            }
+        }
+        if reg.ext.priority {
+            if let Some(n) = notification_mut(&mut iq) {
+                n.push_child(push_ext::priority_element());
+            }
+        }
         send(srv, &reg.jid, iq);
     }
 }
@@ -231,6 +261,14 @@ fn publish(
         .with_child(pubsub)
 }
 
+/// The `<notification/>` inside a publish built by [`publish`].
+fn notification_mut(iq: &mut Element) -> Option<&mut Element> {
+    iq.get_child_mut("pubsub", ns::PUBSUB)?
+        .get_child_mut("publish", ns::PUBSUB)?
+        .get_child_mut("item", ns::PUBSUB)?
+        .get_child_mut("notification", ns::PUSH)
+}
+
 /// Routes a publish: to the app server's own server (usually a public push service such as
 /// Conversations'), or to a local resource when the app server is one (tests, a local bot).
 fn send(srv: &Server, to: &Jid, iq: Element) {
@@ -271,6 +309,8 @@ async fn load(srv: &Server, owner: &BareJid) -> Vec<Registration> {
                 node: c.attr("node").map(str::to_string),
                 resource: c.attr("resource").unwrap_or_default().to_string(),
                 options: c.children().find(|x| x.is("x", ns::DATA_FORM)).cloned(),
+                // Stored as the client sent them; a key that no longer parses is dropped.
+                ext: push_ext::parse_enable(c).unwrap_or_default(),
             })
         })
         .collect()
@@ -290,6 +330,9 @@ async fn save(srv: &Server, owner: &BareJid, regs: &[Registration]) -> Result<()
             }
             if let Some(o) = &r.options {
                 el.push_child(o.clone());
+            }
+            for x in push_ext::to_elements(&r.ext) {
+                el.push_child(x);
             }
             root.push_child(el);
         }
@@ -311,6 +354,7 @@ mod tests {
             node: Some("n1".into()),
             resource: "phone".into(),
             options: options.map(|o| Element::parse(o).unwrap()),
+            ext: Default::default(),
         }
     }
 

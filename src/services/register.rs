@@ -80,3 +80,37 @@ pub async fn handle(srv: &Server, from: &FullJid, iq: Element) {
         _ => bounce(srv, &iq, Condition::BadRequest.into()),
     }
 }
+
+/// The XEP-0077 error for an account creation that `accounts::add` refused, for the
+/// registration paths (in-band, invitations): a taken or tombstoned name is `conflict`, as in
+/// Prosody, so a client asks for another name; the tombstone's date stays in the server's log.
+pub fn creation_refused(e: &AccountError) -> StanzaError {
+    match e {
+        AccountError::Exists(_) | AccountError::Tombstoned { .. } => {
+            StanzaError::new(Condition::Conflict).with_text("this name is not available")
+        }
+        AccountError::BadJid(_) => StanzaError::new(Condition::JidMalformed),
+        AccountError::BadPassword(_) => {
+            StanzaError::new(Condition::NotAcceptable).with_text("this password cannot be used")
+        }
+        AccountError::NotFound(_) | AccountError::NoTombstone(_) | AccountError::Store(_) => {
+            Condition::InternalServerError.into()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tombstoned_name_is_a_conflict() {
+        let e = AccountError::Tombstoned {
+            jid: "alice@x".into(),
+            deleted_at: 0,
+        };
+        assert_eq!(creation_refused(&e).condition, Condition::Conflict);
+        let e = AccountError::Exists("alice@x".into());
+        assert_eq!(creation_refused(&e).condition, Condition::Conflict);
+    }
+}

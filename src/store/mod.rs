@@ -29,7 +29,9 @@ mod error;
 mod mam;
 mod muc;
 mod pep;
+mod pubsub;
 mod schema;
+mod tombstone;
 mod upload;
 
 pub use backup::{
@@ -39,7 +41,9 @@ pub use codec::{Account, RosterItem, Subscription, Upload};
 pub use error::StoreError;
 pub use mam::{now_micros, ArchiveEntry, ArchivePage, ArchiveQuery, WithFilter};
 pub use pep::{PepItem, PepNode};
+pub use pubsub::PubsubMember;
 pub use schema::SCHEMA_VERSION;
+pub use tombstone::{Created, TombstoneRule};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -166,7 +170,8 @@ impl Store {
         .await
     }
 
-    /// Deletes an account and, in the same transaction, its roster, roster version, pending
+    /// Deletes an account and, in the same transaction, writes its tombstone (when it existed)
+    /// and removes its roster, roster version, pending
     /// subscriptions, offline messages, last activity, kv rows, message archive and upload records (the files are the caller's). Returns whether the account
     /// existed. Other users' roster items that point at this JID are the caller's business
     /// (they need presence sent to them, RFC 6121 §3.2.1).
@@ -174,6 +179,9 @@ impl Store {
         let jid = jid.to_string();
         self.write(move |txn| {
             let existed = txn.open_table(ACCOUNTS)?.remove(jid.as_str())?.is_some();
+            if existed {
+                tombstone::bury(txn, &jid)?;
+            }
             // Cleaned even when the account row was missing, so a damaged file heals.
             let end = owner_end(&jid);
             let owner_rows = (jid.as_str(), "")..(end.as_str(), "");

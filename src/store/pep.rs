@@ -1,4 +1,6 @@
-//! PEP (XEP-0163) nodes and items: per (owner, node) a configuration and the items in publish
+//! Publish-subscribe nodes and items, of PEP (XEP-0163, owner an account) and of the XEP-0060
+//! service (owner the service's domain; its subscriptions and affiliations are in `pubsub`):
+//! per (owner, node) a configuration and the items in publish
 //! order. The configuration is an opaque list of (option, value) pairs the PEP service owns
 //! (`pubsub#access_model` …); the store only keeps it. Items are (id, payload bytes); the
 //! payload is XML the store never parses.
@@ -71,7 +73,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let (owner, node) = (owner.to_string(), node.to_string());
         self.write(move |txn| {
-            require_account(txn, &owner)?;
+            require_owner(txn, &owner)?;
             let mut t = txn.open_table(PEP_NODES)?;
             if t.get((owner.as_str(), node.as_str()))?.is_some() {
                 return Err(StoreError::AlreadyExists(node));
@@ -122,7 +124,7 @@ impl Store {
     ) -> Result<PepNode, StoreError> {
         let (owner, node) = (owner.to_string(), node.to_string());
         self.write(move |txn| {
-            require_account(txn, &owner)?;
+            require_owner(txn, &owner)?;
             let cfg = {
                 let mut t = txn.open_table(PEP_NODES)?;
                 let existing = t
@@ -190,9 +192,21 @@ impl Store {
                 .remove((owner.as_str(), node.as_str()))?
                 .is_some();
             trim(txn, &owner, &node, 0)?;
+            super::pubsub::forget_node(txn, &owner, &node)?;
             Ok(existed)
         })
         .await
+    }
+}
+
+/// A node owner is an account (`user@domain`: PEP), whose row must exist, or a service's
+/// domain (`pubsub.domain`: the XEP-0060 service), which has no account row. Account JIDs
+/// always have a local part, service domains never do.
+fn require_owner(txn: &WriteTransaction, owner: &str) -> Result<(), StoreError> {
+    if owner.contains('@') {
+        require_account(txn, owner)
+    } else {
+        Ok(())
     }
 }
 

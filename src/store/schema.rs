@@ -57,6 +57,13 @@ pub(crate) const UPLOADS_BY_TIME: TableDefinition<(u64, &str), ()> =
 /// XEP-0045 rooms, their configuration, affiliations and subject (see `muc.rs`).
 pub(crate) const MUC_ROOMS: TableDefinition<&str, &[u8]> = TableDefinition::new("muc_rooms_v1");
 
+/// (service domain, node, JID) → encoded [`super::PubsubMember`]: subscriptions and
+/// affiliations of the XEP-0060 service's nodes (see `pubsub.rs`).
+pub(crate) const PUBSUB_MEMBERS: TableDefinition<(&str, &str, &str), &[u8]> =
+    TableDefinition::new("pubsub_members_v1");
+/// Bare JID of a deleted account → unix seconds of its deletion (see `tombstone.rs`).
+pub(crate) const TOMBSTONES: TableDefinition<&str, u64> = TableDefinition::new("tombstones_v1");
+
 /// Keys of `meta` that the store owns; [`super::Store::meta_set`] refuses them.
 pub(crate) const KEY_SCHEMA_VERSION: &str = "schema_version";
 /// Last offline sequence number handed out. Store-wide and never reused, so a stale
@@ -161,6 +168,8 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(UPLOADS_BY_OWNER)?;
     txn.open_table(UPLOADS_BY_TIME)?;
     txn.open_table(MUC_ROOMS)?;
+    txn.open_table(TOMBSTONES)?;
+    txn.open_table(PUBSUB_MEMBERS)?;
     Ok(())
 }
 

@@ -922,6 +922,9 @@ fn restore_refuses_paths_outside_the_data_dir() {
         assert!(e.contains("unsafe path"), "{rel} {chunk}: {e}");
         assert!(!dir.0.join("escape.restoring").exists());
     }
+}
+
+#[test]
 fn kv_list_returns_one_owners_keys_with_the_prefix() {
     let dir = TempDir::new("kvlist");
     let store = Store::open(&dir.file()).unwrap();

@@ -445,7 +445,8 @@ async fn add_user(
 ) -> Result<String, String> {
     let jid = jid.map_err(|e| e.to_string())?;
     let password = form::get(fields, "password").unwrap_or_default();
-    accounts::add(&ctx.srv.store, &jid, password)
+    let reuse = accounts::Reuse::configured(&ctx.srv.config.registration);
+    accounts::add(&ctx.srv.store, &jid, password, reuse)
         .await
         .map_err(|e| e.to_string())?;
     log::info!("web admin: {} created account {jid}", ctx.me);

@@ -378,7 +378,8 @@ async fn add_user_do(srv: &Server, from: &FullJid, v: Values) -> Step {
         Err(e) => return Step::Done(Done::error(e)),
     };
     let pw = v.all("password").first().cloned().unwrap_or_default();
-    match accounts::add(&srv.store, &jid, &pw).await {
+    let reuse = accounts::Reuse::configured(&srv.config.registration);
+    match accounts::add(&srv.store, &jid, &pw, reuse).await {
         Ok(()) => {
             log::info!("adhoc: {from} created account {jid}");
             Step::Done(Done::info(format!("Account {jid} created.")))

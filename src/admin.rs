@@ -4,7 +4,8 @@
 //! kith (or root) can use it.
 //!
 //! Protocol: one request line of tab-separated fields (`user-add`, JID, base64 password), then
-//! response lines `data\t…` and a final `ok` or `err\t<message>`.
+//! response lines `data\t…` and a final `ok` or `err\t<message>`. `user-import` is followed by
+//! pairs of JID and base64 credentials, derived by the CLI.
 
 use std::io;
 use std::path::PathBuf;
@@ -124,6 +125,17 @@ async fn execute(srv: &Server, fields: &[&str]) -> Result<Vec<String>, String> {
             Ok(vec![])
         }
         ["user-list"] => accounts::list(&srv.store).await.map_err(err),
+        ["user-import", rest @ ..] => {
+            // The CLI derived the credentials (on its own cores, not the server's executor).
+            let items = crate::user_import::decode_request(rest, domain)?;
+            let n = items.len();
+            srv.store
+                .import_accounts(items)
+                .await
+                .map_err(|e| e.to_string())?;
+            log::info!("admin: {n} accounts imported");
+            Ok(vec![n.to_string()])
+        }
         _ => Err("unknown admin request (is the CLI the same version as the server?)".into()),
     }
 }

@@ -150,6 +150,7 @@ async fn measure(a: &Args) -> Result<(), String> {
         tls: xmpp::client_config(&ca, false)?,
         password: PASSWORD.into(),
         plus: false,
+        hash: kith::sasl::Hash::Sha256,
         salted: RefCell::new(Default::default()),
         pbkdf2_runs: RefCell::new(0),
     };

@@ -71,6 +71,7 @@ usage: c2s --port P --ca CERT [options]          run the benchmark against a run
   --summary FILE      append one tab-separated line of login figures to FILE
   --resume            allow TLS session resumption (off: every login is a full handshake)
   --users N           with --provision: accounts to create
+  --mam-never K       with --provision: the first K users archive nothing (MAM prefs never)
   --scram H           SCRAM hash for the logins: SHA-256 (default) or SHA-1 (what Prosody's
                       internal_hashed and ejabberd store by default)
   --rate R            send R messages/s in total, spread evenly over the senders (default:
@@ -112,6 +113,7 @@ struct Args {
     scram: kith::sasl::Hash,
     rate: Option<f64>,
     results: Option<PathBuf>,
+    mam_never: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -143,6 +145,7 @@ fn parse_args() -> Result<Args, String> {
         scram: kith::sasl::Hash::Sha256,
         rate: None,
         results: None,
+        mam_never: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -194,6 +197,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--rate" => a.rate = Some(num::<f64>(&flag, val()?)?).filter(|r| *r > 0.0),
             "--results" => a.results = Some(val()?.into()),
+            "--mam-never" => a.mam_never = num(&flag, val()?)?,
             // `cargo bench` appends --bench to every bench target's arguments.
             "--bench" => {}
             "-h" | "--help" => return Err(USAGE.into()),
@@ -251,6 +255,20 @@ fn provision(args: &Args, dir: &std::path::Path) -> Result<(), String> {
         .map(|i| (format!("{}{i}@{}", args.prefix, args.domain), blob.clone()))
         .collect();
     smol::block_on(store.import_accounts(items)).map_err(|e| format!("import: {e}"))?;
+    // XEP-0313 preferences `default='never'` for the first --mam-never users (the ones that
+    // exchange messages): a throughput run without archiving, as for servers without MAM.
+    // The key is services::mam's PREFS_KEY.
+    let never = kith::stanza::mam::prefs_element(&kith::stanza::mam::Prefs {
+        default: kith::stanza::mam::DefaultPref::Never,
+        always: Vec::new(),
+        never: Vec::new(),
+    })
+    .to_bytes_in("");
+    for i in 0..args.mam_never.min(args.users) {
+        let jid = format!("{}{i}@{}", args.prefix, args.domain);
+        smol::block_on(store.kv_set(&jid, "mam.prefs", Some(never.clone())))
+            .map_err(|e| format!("mam prefs: {e}"))?;
+    }
     eprintln!(
         "provisioned {} users {}0..{}{} in {:.2} s",
         args.users,

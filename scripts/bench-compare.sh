@@ -16,6 +16,10 @@
 #          RSS per idle session; PAIRS pairs exchange MESSAGES messages each way (closed loop,
 #          window 16): messages/s, latency p50/p99/p99.9, server CPU seconds per 100k messages
 #   run B: SESSIONS_B logins kept idle: RSS per idle session and total RSS
+#   MAM (kith and Prosody, once): archiving on (Prosody: mod_mam, internal storage), one pair
+#          exchanges MAM_MESSAGES messages each way through the server, so bench0's archive
+#          holds 2 x MAM_MESSAGES; then the median time of a page of 50 from its end
+#          (`<before/>`, what a client opening a chat asks) and from its start
 # RSS and CPU are read from /proc for the server process and all its descendants
 # (ejabberd: beam.smp and its helpers). Figures are medians over the repeats.
 #
@@ -54,11 +58,11 @@ while [ $# -gt 0 ]; do
 done
 
 if [ "$QUICK" = 1 ]; then
-    SESSIONS_A=50 SESSIONS_B=200 PAIRS=20 MESSAGES=50
+    SESSIONS_A=50 SESSIONS_B=200 PAIRS=20 MESSAGES=50 MAM_MESSAGES=250
     REPEAT=${REPEAT:-1}
 else
     # 200 pairs x 250 messages each way = 100,000 messages.
-    SESSIONS_A=1000 SESSIONS_B=10000 PAIRS=200 MESSAGES=250
+    SESSIONS_A=1000 SESSIONS_B=10000 PAIRS=200 MESSAGES=250 MAM_MESSAGES=50000
     REPEAT=${REPEAT:-3}
     OUT=${OUT:-$ROOT/docs}
 fi
@@ -102,6 +106,9 @@ BENCH_OUT=$(cargo bench --locked "${PROFILE_ARGS[@]}" --bench c2s --no-run 2>&1)
 GEN=$(printf '%s\n' "$BENCH_OUT" | sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -1)
 [ -n "$GEN" ] && [ -x "$GEN" ] || { echo "bench-compare: no generator in: $BENCH_OUT" >&2; exit 1; }
 case "$GEN" in /*) ;; *) GEN=$ROOT/$GEN ;; esac
+MAM_OUT=$(cargo bench --locked "${PROFILE_ARGS[@]}" --bench mam --no-run 2>&1) || { echo "$MAM_OUT" >&2; exit 1; }
+MAMGEN=$(printf '%s\n' "$MAM_OUT" | sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -1)
+case "$MAMGEN" in /*) ;; *) MAMGEN=$ROOT/$MAMGEN ;; esac
 [ -x "$KITH" ] || { echo "bench-compare: $KITH is missing (run without --no-build)" >&2; exit 1; }
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/kith-bench-compare.XXXXXX")
@@ -195,7 +202,13 @@ start_kith() {
 setup_prosody() {
     local d=$1 users=$2 port=$3
     mkdir -p "$d/data/$DOMAIN/accounts"
-    local root_line=""
+    local root_line="" mam_module="" mam_settings=""
+    if [ "$MAM" = 1 ]; then
+        mam_module=', "mam"'
+        mam_settings='archive_expires_after = "never"
+default_archive_policy = true
+max_archive_query_results = 50'
+    fi
     [ "$(id -u)" = 0 ] && root_line="run_as_root = true"
     cat >"$d/prosody.cfg.lua" <<EOF
 -- written by scripts/bench-compare.sh
@@ -211,7 +224,8 @@ s2s_direct_tls_ports = {}
 http_ports = {}
 https_ports = {}
 admin_socket = "$d/admin.sock"
-modules_enabled = { "roster", "saslauth", "tls", "disco", "ping", "carbons", "presence", "message", "iq" }
+modules_enabled = { "roster", "saslauth", "tls", "disco", "ping", "carbons", "presence", "message", "iq"$mam_module }
+$mam_settings
 modules_disabled = { "s2s", "offline", "c2s_timeout" }
 authentication = "internal_hashed"
 storage = "internal"
@@ -355,6 +369,35 @@ run_one() {
     rm -rf "$d/data" "$d/db"
 }
 
+MAM=0
+# run_mam NAME: a fresh server with archiving on; fill bench0's archive through the server,
+# then time queries. Results in $TMP/res/NAME.mam (fill figures) and NAME.mamq (queries).
+run_mam() {
+    local name=$1 port t0
+    local d=$TMP/$name.mam
+    port=$(free_port)
+    MAM=1
+    "setup_$name" "$d" 2 "$port" 0
+    MAM=0
+    t0=$(date +%s.%N)
+    "start_$name" "$d"
+    wait_ready "$name" "$d" "$port" "$t0" >/dev/null
+    say "$name MAM: filling bench0's archive with $(( 2 * MAM_MESSAGES )) messages through the server"
+    "$GEN" --port "$port" --ca "$CERTS/ca.crt" --domain "$DOMAIN" --prefix "$PREFIX" \
+        --password "$PASSWORD" --scram SHA-1 --sessions 2 --pairs 1 --messages "$MAM_MESSAGES" \
+        --window 16 --settle 0 --server-pid "$SERVER_PID" --results "$TMP/res/$name.mam" \
+        >"$d/gen.out" 2>"$d/gen.err" || {
+        say "$name: the generator failed:"; tail -n 30 "$d/gen.err" "$d/gen.out" >&2; exit 1; }
+    grep -E 'messages/s|delivered' "$d/gen.out" | sed "s/^/  $name: /" >&2 || true
+    sleep 2 # let the last archive writes land
+    "$MAMGEN" --simple --port "$port" --ca "$CERTS/ca.crt" --user "${PREFIX}0" --scram-sha1 \
+        --repeat 5 --page 50 --results "$TMP/res/$name.mamq" >"$d/mam.out" 2>"$d/mam.err" || {
+        say "$name: the archive queries failed:"; tail -n 30 "$d/mam.err" "$d/mam.out" >&2; exit 1; }
+    sed "s/^/  $name: /" "$d/mam.out" >&2
+    stop_server
+    rm -rf "$d/data" "$d/db"
+}
+
 VERSIONS=$TMP/versions
 : >"$VERSIONS"
 for s in $SERVERS; do
@@ -373,10 +416,14 @@ for rep in $(seq 1 "$REPEAT"); do
         run_one "$s" B "$rep" "$SESSIONS_B" 0 0
     done
 done
+MAM_SERVERS=""
+for s in $SERVERS; do
+    case "$s" in kith|prosody) run_mam "$s"; MAM_SERVERS="$MAM_SERVERS $s" ;; esac
+done
 ELAPSED=$(( $(date +%s) - T_ALL ))
 
 # ----- report -----
-export SERVERS REPEAT SESSIONS_A SESSIONS_B PAIRS MESSAGES ELAPSED QUICK
+export SERVERS REPEAT SESSIONS_A SESSIONS_B PAIRS MESSAGES ELAPSED QUICK MAM_SERVERS MAM_MESSAGES
 python3 - "$TMP/res" "$OUT" "$VERSIONS" <<'EOF'
 import os, statistics, subprocess, sys, platform
 res_dir, out, versions_file = sys.argv[1:]
@@ -489,8 +536,41 @@ p("![chart](benchmarks.png)")
 p("")
 p("## Message archive (MAM)")
 p("")
-p("See the section below the table when present; `scripts/bench-mam` measures kith's XEP-0313 queries on a 100,000-message archive.")
-p("")
+mam_servers = env.get("MAM_SERVERS", "").split()
+if mam_servers:
+    mm = int(env["MAM_MESSAGES"])
+    p("Archiving on (kith: default preferences; Prosody: `mod_mam` with its default internal storage, `default_archive_policy = true`); ejabberd is not part of this comparison. One pair exchanged %d messages each way through the server, so `bench0`'s archive holds %d messages; then `bench0` asked %s for a page of 50 from the end (`<before/>`, what a client opening a chat asks) and from the start. One run per server; query times are medians of 5 queries." % (mm, 2 * mm, "each server"))
+    p("")
+    p("| | " + " | ".join(mam_servers) + " |")
+    p("|---|" + "---|" * len(mam_servers))
+    def mamv(s, f, k):
+        try:
+            for line in open(os.path.join(res_dir, "%s.%s" % (s, f))):
+                kk, v = line.rstrip("\n").split("\t")
+                if kk == k:
+                    return float(v)
+        except OSError:
+            pass
+        return float("nan")
+    for label, f, k, unit, digits in [
+        ("Messages/s while archiving (1 pair)", "mam", "msgs_per_s", "", 0),
+        ("Server CPU seconds per 100k archived messages", "mam", "server_cpu_s_per_100k_msgs", " s", 2),
+        ("RSS after filling", "mam", "server_rss_after_msgs_kib", " MiB", 1),
+        ("Last page of 50 (`<before/>`)", "mamq", "last_page_ms", " ms", 2),
+        ("First page of 50", "mamq", "first_page_ms", " ms", 2),
+    ]:
+        cells = []
+        for s in mam_servers:
+            v = mamv(s, f, k)
+            if unit == " MiB":
+                v /= 1024
+            cells.append(fmt(v, digits) + unit)
+        p("| %s | %s |" % (label, " | ".join(cells)))
+    p("")
+    if "kith" in mam_servers and "prosody" in mam_servers:
+        p("Last page, Prosody / kith: %.0fx." % ratio(mamv("prosody", "mamq", "last_page_ms"), mamv("kith", "mamq", "last_page_ms")))
+        p("")
+
 p("## Reproduce")
 p("")
 p("```")

@@ -516,8 +516,10 @@ fn run(args: &Args) -> Result<(), String> {
                     w,
                     to,
                     args.messages,
-                    args.window,
-                    interval,
+                    Pacing {
+                        window: args.window,
+                        interval,
+                    },
                     credits,
                     start_rx.clone(),
                     sh.clone(),
@@ -707,14 +709,20 @@ fn handle(el: &Element, idx: usize, sh: &Shared) {
     }
 }
 
+/// How a sender paces itself: at most `window` messages unacknowledged, and with `interval`,
+/// one message per interval.
+struct Pacing {
+    window: usize,
+    interval: Option<Duration>,
+}
+
 /// Sends `count` timestamped messages to `to`, at most `window` unacknowledged (the partner's
 /// reader hands back one credit per message it receives). Returns the writer when done.
 async fn sender(
     mut w: WriteHalf<Tls>,
     to: String,
     count: usize,
-    window: usize,
-    interval: Option<Duration>,
+    Pacing { window, interval }: Pacing,
     credits: Receiver<()>,
     start: Receiver<()>,
     sh: Rc<Shared>,

@@ -403,12 +403,13 @@ VERSIONS=$TMP/versions
 for s in $SERVERS; do
     case "$s" in
         kith) echo "kith	$("$KITH" --version | cut -d' ' -f2) ($(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet -- src 2>/dev/null || echo '+dirty'), release build)" >>"$VERSIONS" ;;
-        prosody) echo "prosody	$(dpkg-query -W -f '${Version}' prosody 2>/dev/null || echo '?') (Debian, Lua $(dpkg-query -W -f '${Version}' lua5.4 2>/dev/null || echo '?'), internal storage)" >>"$VERSIONS" ;;
+        prosody) echo "prosody	$(dpkg-query -W -f '${Version}' prosody 2>/dev/null || echo '?') (Debian, run by $(head -n 1 "$(command -v prosody)" | sed 's/^#! *//'), internal storage)" >>"$VERSIONS" ;;
         ejabberd) echo "ejabberd	$(dpkg-query -W -f '${Version}' ejabberd 2>/dev/null || echo '?') (Debian, Erlang/OTP $(erl -noshell -eval 'io:format("~s",[erlang:system_info(otp_release)]),halt().' 2>/dev/null || echo '?'), mnesia)" >>"$VERSIONS" ;;
     esac
 done
 
 T_ALL=$(date +%s)
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for rep in $(seq 1 "$REPEAT"); do
     # Interleaved, so slow drift in the machine's load touches every server alike.
     for s in $SERVERS; do
@@ -421,9 +422,10 @@ for s in $SERVERS; do
     case "$s" in kith|prosody) run_mam "$s"; MAM_SERVERS="$MAM_SERVERS $s" ;; esac
 done
 ELAPSED=$(( $(date +%s) - T_ALL ))
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ----- report -----
-export SERVERS REPEAT SESSIONS_A SESSIONS_B PAIRS MESSAGES ELAPSED QUICK MAM_SERVERS MAM_MESSAGES
+export LOAD_BEFORE LOAD_AFTER SERVERS REPEAT SESSIONS_A SESSIONS_B PAIRS MESSAGES ELAPSED QUICK MAM_SERVERS MAM_MESSAGES
 python3 - "$TMP/res" "$OUT" "$VERSIONS" <<'EOF'
 import os, statistics, subprocess, sys, platform
 res_dir, out, versions_file = sys.argv[1:]
@@ -481,7 +483,7 @@ p("")
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 mem = next((l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")), "0")
 p("- %s, %d CPUs, %.1f GiB RAM, %s %s" % (cpu, os.cpu_count(), int(mem) / 1048576, platform.system(), platform.release()))
-p("- The machine is shared: other builds ran during the measurements, so absolute figures are noisy; the ratios taken in the same run are what matters.")
+p("- Load average (1, 5, 15 min) before the runs: %s; after: %s. The machine is shared: other builds ran during the measurements, so absolute figures are noisy (a single-threaded server such as Prosody suffers most when another process takes a core); the ratios taken in the same run are what matters." % (env["LOAD_BEFORE"], env["LOAD_AFTER"]))
 for line in open(versions_file):
     n, v = line.rstrip("\n").split("\t")
     p("- %s %s" % (n, v))
@@ -531,6 +533,11 @@ if "kith" in servers and "ejabberd" in servers:
         ratio(value("kith", "A", "msgs_per_s", ""), value("ejabberd", "A", "msgs_per_s", ""))))
 p("")
 p("The generator's own CPU is in the table: a figure near 100% of one core means the generator, not the server, set the pace of that run.")
+for s in servers:
+    g = value(s, "A", "gen_cpu_pct_msgs", "")
+    if g == g and g >= 80:
+        p("")
+        p("**%s's message rate is a lower bound:** the generator (one thread) used %.0f%% of a core during that run, on a 2-core machine where the server had the other one." % (s, g))
 p("")
 p("![chart](benchmarks.png)")
 p("")
@@ -539,7 +546,7 @@ p("")
 mam_servers = env.get("MAM_SERVERS", "").split()
 if mam_servers:
     mm = int(env["MAM_MESSAGES"])
-    p("Archiving on (kith: default preferences; Prosody: `mod_mam` with its default internal storage, `default_archive_policy = true`); ejabberd is not part of this comparison. One pair exchanged %d messages each way through the server, so `bench0`'s archive holds %d messages; then `bench0` asked %s for a page of 50 from the end (`<before/>`, what a client opening a chat asks) and from the start. One run per server; query times are medians of 5 queries." % (mm, 2 * mm, "each server"))
+    p("Archiving on (kith: default preferences; Prosody: `mod_mam` with its default internal storage, `default_archive_policy = true`); ejabberd is not part of this comparison. One pair exchanged %d messages each way through the server, so `bench0`'s archive should hold %d messages; then `bench0` asked %s for a page of 50 from the end (`<before/>`, what a client opening a chat asks) and from the start. One run per server; query times are medians of 5 queries." % (mm, 2 * mm, "each server"))
     p("")
     p("| | " + " | ".join(mam_servers) + " |")
     p("|---|" + "---|" * len(mam_servers))
@@ -553,6 +560,7 @@ if mam_servers:
             pass
         return float("nan")
     for label, f, k, unit, digits in [
+        ("Messages in bench0's archive when queried", "mam", "msg_delivered", "", 0),
         ("Messages/s while archiving (1 pair)", "mam", "msgs_per_s", "", 0),
         ("Server CPU seconds per 100k archived messages", "mam", "server_cpu_s_per_100k_msgs", " s", 2),
         ("RSS after filling", "mam", "server_rss_after_msgs_kib", " MiB", 1),
@@ -567,6 +575,10 @@ if mam_servers:
             cells.append(fmt(v, digits) + unit)
         p("| %s | %s |" % (label, " | ".join(cells)))
     p("")
+    for s in mam_servers:
+        if mamv(s, "mam", "msg_timed_out") == 1:
+            p("**%s did not archive all %d messages within the generator's 300 s limit** (%.0f messages/s), so its query times are for an archive of %d messages, not %d." % (s, 2 * mm, mamv(s, "mam", "msgs_per_s"), mamv(s, "mam", "msg_delivered"), 2 * mm))
+            p("")
     if "kith" in mam_servers and "prosody" in mam_servers:
         p("Last page, Prosody / kith: %.0fx." % ratio(mamv("prosody", "mamq", "last_page_ms"), mamv("kith", "mamq", "last_page_ms")))
         p("")

@@ -6,7 +6,8 @@
 //! Protocol: one request line of tab-separated fields (`user-add`, JID, base64 password; or
 //! `backup`, absolute path, `uploads`/`no-uploads`), then response lines `data\t…` and a final
 //! `ok` or `err\t<message>`. A backup is written by the server process (it holds the store's
-//! lock), so the path must be writable by the user kith runs as.
+//! lock), so the path must be writable by the user kith runs as. `user-import` is followed by
+//! pairs of JID and base64 credentials, derived by the CLI.
 
 use std::io;
 use std::path::PathBuf;
@@ -139,6 +140,17 @@ async fn execute(srv: &Server, fields: &[&str]) -> Result<Vec<String>, String> {
             Ok(vec![])
         }
         ["user-list"] => accounts::list(&srv.store).await.map_err(err),
+        ["user-import", rest @ ..] => {
+            // The CLI derived the credentials (on its own cores, not the server's executor).
+            let items = crate::user_import::decode_request(rest, domain)?;
+            let n = items.len();
+            srv.store
+                .import_accounts(items)
+                .await
+                .map_err(|e| e.to_string())?;
+            log::info!("admin: {n} accounts imported");
+            Ok(vec![n.to_string()])
+        }
         ["export"] => crate::migrate::export_lines(&srv.store, domain).await,
         ["import", files @ ..] => {
             let done = crate::migrate::import_files(&srv.store, domain, files).await?;

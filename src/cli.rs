@@ -241,6 +241,22 @@ enum UserOp {
     List(UserList),
     Export(UserExport),
     Tombstones(UserTombstones),
+    Import(UserImport),
+}
+
+/// Create many accounts from `JID PASSWORD` lines (FILE, or stdin without it), in one
+/// transaction: all or none. The password is the rest of the line after the blank(s) that
+/// follow the JID, spaces included; blank lines and `#` comments are skipped. Every line is
+/// checked first and each problem names its line.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "import")]
+struct UserImport {
+    /// the file to read (default: stdin)
+    #[argh(positional)]
+    file: Option<PathBuf>,
+    /// leave accounts that exist already as they are (default: they are an error)
+    #[argh(switch)]
+    skip_existing: bool,
 }
 
 /// Write an account's data (roster, vCard, private XML, PEP, offline messages, archive; no
@@ -516,6 +532,7 @@ fn user(config: Config, op: UserOp) -> ExitCode {
                 }
             })
         }
+        UserOp::Import(i) => user_import(&config, &i),
         UserOp::List(_) => admin_or_store(&config, &["user-list-seen"]).map(|users| {
             let rows: Vec<(&str, &str)> = users
                 .iter()
@@ -767,6 +784,61 @@ fn report(result: Result<(), String>) -> ExitCode {
     }
 }
 
+/// `kith user import`: checks every line against the accounts that exist (asked the same way
+/// as every `user` command), derives the credentials here on every core, then hands them to the
+/// running server or writes them to the store in one transaction.
+fn user_import(config: &Config, args: &UserImport) -> Result<(), String> {
+    use crate::user_import::{self, Existing};
+    use std::io::Read as _;
+    let t0 = std::time::Instant::now();
+    let mut input = Vec::new();
+    match &args.file {
+        Some(path) => {
+            input =
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        }
+        None => {
+            std::io::stdin()
+                .lock()
+                .read_to_end(&mut input)
+                .map_err(|e| format!("cannot read stdin: {e}"))?;
+        }
+    }
+    let existing: std::collections::HashSet<String> = admin_or_store(config, &["user-list"])?
+        .into_iter()
+        .collect();
+    let mode = if args.skip_existing {
+        Existing::Skip
+    } else {
+        Existing::Refuse
+    };
+    let (entries, skipped) =
+        user_import::parse(&input, &config.domain, |j| existing.contains(j), mode)
+            .map_err(|p| p.to_string())?;
+    let threads = user_import::threads();
+    let t1 = std::time::Instant::now();
+    let items = user_import::derive(&entries, threads)?;
+    let derive_secs = t1.elapsed().as_secs_f64();
+    let n = items.len();
+    if n > 0 {
+        let request = user_import::encode_request(&items);
+        let fields: Vec<&str> = request.iter().map(String::as_str).collect();
+        admin_or_store(config, &fields)?;
+    }
+    println!(
+        "created {n} account{}{} in {:.1} s ({derive_secs:.1} s deriving SCRAM keys on {threads} thread{})",
+        if n == 1 { "" } else { "s" },
+        if skipped > 0 {
+            format!(", left {skipped} existing")
+        } else {
+            String::new()
+        },
+        t0.elapsed().as_secs_f64(),
+        if threads.get() == 1 { "" } else { "s" },
+    );
+    Ok(())
+}
+
 fn display_jid(jid: &str, config: &Config) -> String {
     if jid.contains('@') {
         jid.to_string()
@@ -842,6 +914,15 @@ fn offline(config: &Config, fields: &[&str]) -> Result<Vec<String>, String> {
                     .map(|_| vec![])
             }
             ["user-list"] => accounts::list(&store).await.map_err(e),
+            ["user-import", rest @ ..] => {
+                let items = crate::user_import::decode_request(rest, domain)?;
+                let n = items.len();
+                store
+                    .import_accounts(items)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(vec![n.to_string()])
+            }
             ["user-list-seen"] => crate::admin::user_list_seen(&store, &|_| false).await,
             ["user-export", jid] => {
                 let jid = accounts::account_jid(jid, domain).map_err(e)?;

@@ -29,4 +29,5 @@ pub mod stanza;
 pub mod store;
 pub mod time;
 pub mod turn;
+pub mod user_import;
 pub mod xml;

@@ -71,6 +71,12 @@ usage: c2s --port P --ca CERT [options]          run the benchmark against a run
   --summary FILE      append one tab-separated line of login figures to FILE
   --resume            allow TLS session resumption (off: every login is a full handshake)
   --users N           with --provision: accounts to create
+  --mam-never K       with --provision: the first K users archive nothing (MAM prefs never)
+  --scram H           SCRAM hash for the logins: SHA-256 (default) or SHA-1 (what Prosody's
+                      internal_hashed and ejabberd store by default)
+  --rate R            send R messages/s in total, spread evenly over the senders (default:
+                      as fast as the window allows)
+  --results FILE      write every figure as `key<TAB>value` lines (for scripts)
 
 diagnostics:
        c2s --serve-counted CONFIG --alloc-dir DIR   run kith's server in this process under
@@ -104,6 +110,10 @@ struct Args {
     serve_counted: Option<PathBuf>,
     alloc_dir: Option<PathBuf>,
     sizes: bool,
+    scram: kith::sasl::Hash,
+    rate: Option<f64>,
+    results: Option<PathBuf>,
+    mam_never: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -132,6 +142,10 @@ fn parse_args() -> Result<Args, String> {
         serve_counted: None,
         alloc_dir: None,
         sizes: false,
+        scram: kith::sasl::Hash::Sha256,
+        rate: None,
+        results: None,
+        mam_never: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -174,6 +188,16 @@ fn parse_args() -> Result<Args, String> {
             "--serve-counted" => a.serve_counted = Some(val()?.into()),
             "--alloc-dir" => a.alloc_dir = Some(val()?.into()),
             "--sizes" => a.sizes = true,
+            "--scram" => {
+                a.scram = match val()?.to_ascii_uppercase().as_str() {
+                    "SHA-1" | "SHA1" => kith::sasl::Hash::Sha1,
+                    "SHA-256" | "SHA256" => kith::sasl::Hash::Sha256,
+                    v => return Err(format!("--scram: SHA-1 or SHA-256, not {v}")),
+                }
+            }
+            "--rate" => a.rate = Some(num::<f64>(&flag, val()?)?).filter(|r| *r > 0.0),
+            "--results" => a.results = Some(val()?.into()),
+            "--mam-never" => a.mam_never = num(&flag, val()?)?,
             // `cargo bench` appends --bench to every bench target's arguments.
             "--bench" => {}
             "-h" | "--help" => return Err(USAGE.into()),
@@ -231,6 +255,20 @@ fn provision(args: &Args, dir: &std::path::Path) -> Result<(), String> {
         .map(|i| (format!("{}{i}@{}", args.prefix, args.domain), blob.clone()))
         .collect();
     smol::block_on(store.import_accounts(items)).map_err(|e| format!("import: {e}"))?;
+    // XEP-0313 preferences `default='never'` for the first --mam-never users (the ones that
+    // exchange messages): a throughput run without archiving, as for servers without MAM.
+    // The key is services::mam's PREFS_KEY.
+    let never = kith::stanza::mam::prefs_element(&kith::stanza::mam::Prefs {
+        default: kith::stanza::mam::DefaultPref::Never,
+        always: Vec::new(),
+        never: Vec::new(),
+    })
+    .to_bytes_in("");
+    for i in 0..args.mam_never.min(args.users) {
+        let jid = format!("{}{i}@{}", args.prefix, args.domain);
+        smol::block_on(store.kv_set(&jid, "mam.prefs", Some(never.clone())))
+            .map_err(|e| format!("mam prefs: {e}"))?;
+    }
     eprintln!(
         "provisioned {} users {}0..{}{} in {:.2} s",
         args.users,
@@ -343,6 +381,7 @@ fn run(args: &Args) -> Result<(), String> {
         tls: xmpp::client_config(&ca, args.resume)?,
         password: args.password.clone(),
         plus: args.plus,
+        hash: args.scram,
         salted: RefCell::new(Default::default()),
         pbkdf2_runs: RefCell::new(0),
     });
@@ -470,11 +509,17 @@ fn run(args: &Args) -> Result<(), String> {
                 let w = writers.borrow_mut()[i].take().expect("writer");
                 let credits = credit_rx[i].take().expect("credits");
                 let to = jids[i ^ 1].clone().unwrap_or_default();
+                let interval = args
+                    .rate
+                    .map(|r| Duration::from_secs_f64(senders.len() as f64 / r));
                 tasks.push(ex.spawn(sender(
                     w,
                     to,
                     args.messages,
-                    args.window,
+                    Pacing {
+                        window: args.window,
+                        interval,
+                    },
                     credits,
                     start_rx.clone(),
                     sh.clone(),
@@ -511,6 +556,11 @@ fn run(args: &Args) -> Result<(), String> {
         rep.stanza_errors = sh.errors.get();
         rep.closed = sh.closed.get();
         rep.print(args, n, pairs);
+        if let Some(path) = &args.results {
+            if let Err(e) = std::fs::write(path, rep.results(args)) {
+                eprintln!("c2s bench: {}: {e}", path.display());
+            }
+        }
         if let Some(path) = &args.summary {
             if let Err(e) = rep.append_summary(args, path) {
                 eprintln!("c2s bench: {}: {e}", path.display());
@@ -659,19 +709,34 @@ fn handle(el: &Element, idx: usize, sh: &Shared) {
     }
 }
 
+/// How a sender paces itself: at most `window` messages unacknowledged, and with `interval`,
+/// one message per interval.
+struct Pacing {
+    window: usize,
+    interval: Option<Duration>,
+}
+
 /// Sends `count` timestamped messages to `to`, at most `window` unacknowledged (the partner's
 /// reader hands back one credit per message it receives). Returns the writer when done.
 async fn sender(
     mut w: WriteHalf<Tls>,
     to: String,
     count: usize,
-    window: usize,
+    Pacing { window, interval }: Pacing,
     credits: Receiver<()>,
     start: Receiver<()>,
     sh: Rc<Shared>,
 ) -> Option<WriteHalf<Tls>> {
     let _ = start.recv().await; // closed: go
+                                // Paced senders start spread over one interval, so the server sees an even stream
+                                // rather than every sender's message at the same instant.
+    let t0 = Instant::now() + interval.map_or(Duration::ZERO, |i| i.mul_f64(fastrand::f64()));
     for seq in 0..count {
+        if let Some(i) = interval {
+            // Scheduled from the start, not from the previous send: a late message does not
+            // push back the ones after it (the offered rate stays the target).
+            smol::Timer::at(t0 + i * seq as u32).await;
+        }
         if seq >= window && credits.recv().await.is_err() {
             return None;
         }
@@ -720,11 +785,7 @@ struct Report {
 impl Report {
     /// The login flow, in words.
     fn how(&self, args: &Args) -> String {
-        let scram = if args.plus {
-            "SCRAM-SHA-256-PLUS"
-        } else {
-            "SCRAM-SHA-256"
-        };
+        let scram = kith::sasl::Mechanism::scram(args.scram, args.plus).name();
         match args.login {
             xmpp::Mode::Classic => format!("{scram}, restart, bind"),
             xmpp::Mode::Sasl2 if args.no_token => format!("SASL2 {scram} + Bind 2, no token"),
@@ -784,6 +845,97 @@ impl Report {
             .append(true)
             .open(path)?
             .write_all(line.as_bytes())
+    }
+}
+
+impl Report {
+    /// Every figure as `key\tvalue` lines; `nan` where there is no reading.
+    fn results(&mut self, args: &Args) -> String {
+        let mut out = String::new();
+        let mut put = |k: &str, v: f64| out.push_str(&format!("{k}\t{v:.3}\n"));
+        let n = self.logged_in.max(1) as f64;
+        put("sessions", args.sessions as f64);
+        put("logged_in", self.logged_in as f64);
+        put(
+            "login_errors",
+            self.login_errors.values().sum::<usize>() as f64,
+        );
+        put("logins_per_s", self.logged_in as f64 / self.login_wall);
+        put("login_p50_ms", pct(&mut self.login_lat, 0.5));
+        put("login_p99_ms", pct(&mut self.login_lat, 0.99));
+        put("gen_cpu_ms_per_login", self.login_gen_cpu_ms / n);
+        let nan = f64::NAN;
+        let (base, after, idle) = (self.base, self.after_login, self.idle);
+        put(
+            "server_rss_base_kib",
+            base.map_or(nan, |b| b.rss_kib as f64),
+        );
+        put(
+            "server_rss_idle_kib",
+            idle.map_or(nan, |i| i.rss_kib as f64),
+        );
+        put(
+            "server_kib_per_session",
+            match (base, idle) {
+                (Some(b), Some(i)) => (i.rss_kib as f64 - b.rss_kib as f64) / n,
+                _ => nan,
+            },
+        );
+        put(
+            "server_cpu_ms_per_login",
+            match (base, after) {
+                (Some(b), Some(a)) => (a.cpu_ms - b.cpu_ms) / n,
+                _ => nan,
+            },
+        );
+        put("gen_rss_kib", self.gen_rss_kib as f64);
+        put("msg_total", self.msg_total as f64);
+        put("msg_delivered", self.msg_delivered as f64);
+        put("msg_timed_out", if self.msg_timed_out { 1.0 } else { 0.0 });
+        let d = self.msg_delivered.max(1) as f64;
+        let wall = self.msg_wall;
+        put(
+            "msgs_per_s",
+            if wall > 0.0 {
+                self.msg_delivered as f64 / wall
+            } else {
+                nan
+            },
+        );
+        put("msg_p50_ms", pct(&mut self.msg_lat, 0.5));
+        put("msg_p99_ms", pct(&mut self.msg_lat, 0.99));
+        put("msg_p999_ms", pct(&mut self.msg_lat, 0.999));
+        put("msg_max_ms", pct(&mut self.msg_lat, 1.0));
+        put(
+            "server_cpu_s_per_100k_msgs",
+            match (self.msg_before, self.msg_after) {
+                (Some(b), Some(a)) => (a.cpu_ms - b.cpu_ms) / d * 100.0,
+                _ => nan,
+            },
+        );
+        put(
+            "server_cpu_pct_msgs",
+            match (self.msg_before, self.msg_after) {
+                (Some(b), Some(a)) if wall > 0.0 => (a.cpu_ms - b.cpu_ms) / 10.0 / wall,
+                _ => nan,
+            },
+        );
+        put(
+            "gen_cpu_pct_msgs",
+            if wall > 0.0 {
+                self.msg_gen_cpu_ms / 10.0 / wall
+            } else {
+                nan
+            },
+        );
+        put(
+            "server_rss_after_msgs_kib",
+            self.msg_after.map_or(nan, |a| a.rss_kib as f64),
+        );
+        put("stanza_errors", self.stanza_errors as f64);
+        put("sessions_closed", self.closed as f64);
+        put("stray", self.stray as f64);
+        out
     }
 }
 
@@ -928,11 +1080,12 @@ impl Report {
             );
             row(
                 "messages",
-                "latency p50 / p99 / max",
+                "latency p50 / p99 / p99.9 / max",
                 format!(
-                    "{:.2} / {:.2} / {:.2} ms",
+                    "{:.2} / {:.2} / {:.2} / {:.2} ms",
                     pct(&mut self.msg_lat, 0.5),
                     pct(&mut self.msg_lat, 0.99),
+                    pct(&mut self.msg_lat, 0.999),
                     pct(&mut self.msg_lat, 1.0)
                 ),
             );

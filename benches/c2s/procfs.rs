@@ -1,4 +1,6 @@
 //! Readings from /proc: resident memory and CPU time of the server (by pid) and of ourselves.
+//! A server's reading covers its process and every descendant (ejabberd's `erl` runs
+//! `beam.smp` and helper processes; kith and Prosody are one process).
 
 /// Clock ticks per second for /proc/PID/stat times. 100 on every Linux we run on
 /// (`getconf CLK_TCK`); the script checks it.
@@ -18,6 +20,57 @@ pub struct Sample {
 }
 
 pub fn sample(pid: &str) -> Option<Sample> {
+    let mut total = sample_one(pid)?;
+    if pid != "self" {
+        for child in descendants(pid) {
+            if let Some(c) = sample_one(&child) {
+                total.rss_kib += c.rss_kib;
+                total.hwm_kib += c.hwm_kib;
+                total.anon_kib += c.anon_kib;
+                total.threads += c.threads;
+                total.cpu_ms += c.cpu_ms;
+            }
+        }
+    }
+    Some(total)
+}
+
+/// The pids of every live descendant of `pid` (by the parent pid in /proc/*/stat).
+fn descendants(pid: &str) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut parent_of = Vec::new();
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{name}/stat")) else {
+            continue;
+        };
+        // Field 4 (ppid) follows the state, after the parenthesized command name.
+        let ppid = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 2..].split_whitespace().nth(1).map(str::to_string));
+        if let Some(ppid) = ppid {
+            parent_of.push((name, ppid));
+        }
+    }
+    let mut out = Vec::new();
+    let mut frontier = vec![pid.to_string()];
+    while let Some(p) = frontier.pop() {
+        for (child, ppid) in &parent_of {
+            if *ppid == p {
+                out.push(child.clone());
+                frontier.push(child.clone());
+            }
+        }
+    }
+    out
+}
+
+fn sample_one(pid: &str) -> Option<Sample> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| -> u64 {
         status

@@ -16,7 +16,7 @@ use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures_rustls::client::TlsStream;
 use futures_rustls::rustls::{self, pki_types::ServerName, ClientConfig};
 use futures_rustls::TlsConnector;
-use kith::sasl::{ht, ChannelBinding, Mechanism, SaltedPassword, ScramClient};
+use kith::sasl::{ht, ChannelBinding, Hash, Mechanism, SaltedPassword, ScramClient};
 use kith::xml::{Element, Frame, Framer, Limits};
 use smol::net::TcpStream;
 
@@ -36,6 +36,10 @@ pub struct Login {
     pub tls: Arc<ClientConfig>,
     pub password: String,
     pub plus: bool,
+    /// The SCRAM hash: SHA-256, or SHA-1 for servers that store only SHA-1 keys (Prosody's
+    /// internal_hashed, ejabberd's default), so that every server is measured with the same
+    /// mechanism.
+    pub hash: Hash,
     pub salted: RefCell<HashMap<(Vec<u8>, u32), SaltedPassword>>,
     /// How many times the client had to run PBKDF2 (0 or 1 with provisioned users).
     pub pbkdf2_runs: RefCell<u32>,
@@ -304,11 +308,7 @@ fn exporter(xs: &Xmpp<Tls>) -> Result<Vec<u8>, String> {
 }
 
 fn scram_mech(cfg: &Login) -> Mechanism {
-    if cfg.plus {
-        Mechanism::ScramSha256Plus
-    } else {
-        Mechanism::ScramSha256
-    }
+    Mechanism::scram(cfg.hash, cfg.plus)
 }
 
 fn scram_client(cfg: &Login, xs: &Xmpp<Tls>, user: &str) -> Result<ScramClient, String> {

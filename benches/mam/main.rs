@@ -36,6 +36,12 @@ struct Args {
     ca: Option<PathBuf>,
     repeat: usize,
     page: usize,
+    /// Any server (`scripts/bench-compare.sh`): log in as `--user` with `--scram`, time the
+    /// last and the first page only (no kith-specific metadata or ids), write `--results`.
+    simple: bool,
+    user: String,
+    hash: kith::sasl::Hash,
+    results: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -46,6 +52,10 @@ fn parse_args() -> Result<Args, String> {
         ca: None,
         repeat: 20,
         page: 50,
+        simple: false,
+        user: "owner".into(),
+        hash: kith::sasl::Hash::Sha256,
+        results: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -57,6 +67,10 @@ fn parse_args() -> Result<Args, String> {
             "--ca" => a.ca = Some(val()?.into()),
             "--repeat" => a.repeat = val()?.parse().map_err(|e| format!("{e}"))?,
             "--page" => a.page = val()?.parse().map_err(|e| format!("{e}"))?,
+            "--simple" => a.simple = true,
+            "--user" => a.user = val()?,
+            "--scram-sha1" => a.hash = kith::sasl::Hash::Sha1,
+            "--results" => a.results = Some(val()?.into()),
             "--bench" => {}
             other => return Err(format!("unknown argument {other}")),
         }
@@ -73,6 +87,7 @@ fn main() {
     }
     let result = parse_args().and_then(|a| match &a.fill {
         Some(dir) => fill(&a, dir),
+        None if a.simple => smol::block_on(measure_simple(&a)),
         None => smol::block_on(measure(&a)),
     });
     if let Err(e) = result {
@@ -150,6 +165,7 @@ async fn measure(a: &Args) -> Result<(), String> {
         tls: xmpp::client_config(&ca, false)?,
         password: PASSWORD.into(),
         plus: false,
+        hash: kith::sasl::Hash::Sha256,
         salted: RefCell::new(Default::default()),
         pbkdf2_runs: RefCell::new(0),
     };
@@ -228,6 +244,48 @@ async fn measure(a: &Args) -> Result<(), String> {
             ms(times[times.len() / 2]),
             ms(times[times.len() - 1])
         );
+    }
+    Ok(())
+}
+
+/// The last page (`<before/>`, what a client opening a chat asks for) and the first page of
+/// `--user`'s archive on any server; prints and writes `last_page_ms` / `first_page_ms`
+/// medians.
+async fn measure_simple(a: &Args) -> Result<(), String> {
+    let ca = a.ca.clone().ok_or("--ca is required")?;
+    let login = Login {
+        addr: SocketAddr::from(([127, 0, 0, 1], a.port)),
+        domain: "localhost".into(),
+        tls: xmpp::client_config(&ca, false)?,
+        password: PASSWORD.into(),
+        plus: false,
+        hash: a.hash,
+        salted: RefCell::new(Default::default()),
+        pbkdf2_runs: RefCell::new(0),
+    };
+    let mut xs = xmpp::login(&login, &a.user, "mam").await?;
+    let page = a.page;
+    let mut out = String::new();
+    for (key, rsm) in [
+        ("last_page_ms", format!("<max>{page}</max><before/>")),
+        ("first_page_ms", format!("<max>{page}</max>")),
+    ] {
+        let mut times = Vec::new();
+        for r in 0..a.repeat {
+            let t = Instant::now();
+            let n = query(&mut xs, &format!("q{r}"), "", &rsm).await?;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            if n != page {
+                return Err(format!("{key}: got {n} results, wanted {page}"));
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        let median = times[times.len() / 2];
+        println!("{key}: median {median:.2} ms over {} queries", a.repeat);
+        out.push_str(&format!("{key}\t{median:.3}\n"));
+    }
+    if let Some(path) = &a.results {
+        std::fs::write(path, out).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
 }

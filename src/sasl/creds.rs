@@ -138,6 +138,12 @@ pub fn derive_all(password: &str) -> Result<[ScramCreds; 3], PasswordError> {
     ])
 }
 
+/// Whether `password` can be used (not empty, not too long, allowed by OpaqueString), without
+/// the cost of deriving anything: bulk imports check every line before the first derivation.
+pub fn check_password(password: &str) -> Result<(), PasswordError> {
+    prepare_password(password).map(|_| ())
+}
+
 /// Checks a cleartext password (from PLAIN) against stored credentials:
 /// recomputes StoredKey and compares in constant time. Costs one PBKDF2 run.
 pub fn verify_password(password: &str, creds: &ScramCreds) -> bool {

@@ -34,9 +34,9 @@ pub mod ht;
 
 pub use client::{ClientError, SaltedPassword, ScramClient};
 pub use creds::{
-    decode_creds, derive_all, derive_creds, derive_creds_with_salt, encode_creds, verify_password,
-    CredsDecodeError, PasswordError, ScramCreds, DEFAULT_ITERATIONS, MAX_PASSWORD_LEN,
-    MAX_SALT_LEN,
+    check_password, decode_creds, derive_all, derive_creds, derive_creds_with_salt, encode_creds,
+    verify_password, CredsDecodeError, PasswordError, ScramCreds, DEFAULT_ITERATIONS,
+    MAX_PASSWORD_LEN, MAX_SALT_LEN,
 };
 pub use plain::{plain_parse, PlainCreds};
 pub use scram::{scram_start, ScramAwaitFinal, ScramNeedCreds, ScramSuccess};

@@ -8,6 +8,9 @@ use crate::jid::BareJid;
 use crate::sasl;
 use crate::store::{Store, StoreError};
 
+/// Account flag: an admin, like the accounts in the config's `admins` (set by admin invites).
+pub const FLAG_ADMIN: u32 = 1;
+
 #[derive(Debug)]
 pub enum AccountError {
     /// The JID is not a valid account address of this server.
@@ -57,7 +60,7 @@ pub fn account_jid(jid: &str, domain: &str) -> Result<BareJid, AccountError> {
     Ok(bare)
 }
 
-fn creds_blob(password: &str) -> Result<Vec<u8>, AccountError> {
+pub(crate) fn creds_blob(password: &str) -> Result<Vec<u8>, AccountError> {
     if password.is_empty() {
         return Err(AccountError::BadPassword("the password is empty".into()));
     }
@@ -99,4 +102,19 @@ pub async fn delete(store: &Store, jid: &BareJid) -> Result<(), AccountError> {
 
 pub async fn list(store: &Store) -> Result<Vec<String>, AccountError> {
     Ok(store.list_accounts().await?)
+}
+
+/// Whether `jid` is an admin: listed in `admins`, or made one by an admin invite.
+pub async fn is_admin(srv: &crate::server::Server, jid: &BareJid) -> bool {
+    if srv.config.admins.iter().any(|a| a == jid.as_str()) {
+        return true;
+    }
+    match srv.store.account(jid.as_ref()).await {
+        Ok(Some(a)) => a.flags & FLAG_ADMIN != 0,
+        Ok(None) => false,
+        Err(e) => {
+            log::error!("store: cannot read account {jid}: {e}");
+            false
+        }
+    }
 }

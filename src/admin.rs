@@ -124,7 +124,26 @@ async fn execute(srv: &Server, fields: &[&str]) -> Result<Vec<String>, String> {
             Ok(vec![])
         }
         ["user-list"] => accounts::list(&srv.store).await.map_err(err),
-        _ => Err("unknown admin request (is the CLI the same version as the server?)".into()),
+        ["circle-add" | "circle-remove", circle, jid] => {
+            let jid = accounts::account_jid(jid, domain).map_err(err)?;
+            let changed = if fields[0] == "circle-add" {
+                crate::circles::add(srv, circle, &jid).await?
+            } else {
+                crate::circles::remove(srv, circle, &jid).await?
+            };
+            log::info!("admin: circle {circle}: {} {jid}", fields[0]);
+            Ok(if changed {
+                vec![]
+            } else {
+                vec!["unchanged".into()]
+            })
+        }
+        _ => match crate::invites::admin_request(&srv.store, &srv.config, fields).await {
+            Some(r) => r,
+            None => {
+                Err("unknown admin request (is the CLI the same version as the server?)".into())
+            }
+        },
     }
 }
 

@@ -3,9 +3,11 @@
 pub mod accounts;
 pub mod admin;
 pub mod check;
+pub mod circles;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod invites;
 pub mod jid;
 pub mod json;
 pub mod logging;

@@ -47,6 +47,8 @@ pub struct Server {
     pub s2s: crate::session::s2s::S2s,
     /// XEP-0363 upload slots handed out and not used yet.
     pub upload: crate::services::upload::State,
+    /// Open registration's per-IP and global limits (in-band and web share them).
+    pub registration: crate::invites::Throttle,
     /// Closed when the server shuts down; waiting tasks watch it.
     shutdown_tx: async_channel::Sender<()>,
     shutdown_rx: async_channel::Receiver<()>,
@@ -72,6 +74,7 @@ impl Server {
             components: Default::default(),
             s2s: Default::default(),
             upload: Default::default(),
+            registration: Default::default(),
             shutdown_tx,
             shutdown_rx,
         }
@@ -202,7 +205,6 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
     };
     let web = crate::http::bind(&config)?;
 
-    warn_registration(&config);
     let srv = Arc::new(Server::new(config, store, tls));
     // The admin socket first: from the moment the store is locked, `kith user ...` must find
     // the running server instead of failing on the lock.
@@ -258,6 +260,11 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
         tasks.push(ex.spawn(async move { srv.tls.watch_files().await }));
     }
     tasks.push(ex.spawn(crate::services::upload::expire_loop(srv.clone())));
+    // Circles from the config may have changed since the last run.
+    tasks.push(ex.spawn({
+        let srv = srv.clone();
+        async move { crate::circles::sync(&srv).await }
+    }));
     if let Some(bound) = turn {
         let (t, domain) = (srv.config.turn.clone(), srv.domain().to_string());
         tasks.push(ex.spawn(crate::turn::server::serve(ex.clone(), t, domain, bound)));
@@ -404,18 +411,6 @@ fn bind_with_v4_fallback(addr: SocketAddr) -> std::io::Result<std::net::TcpListe
             std::net::TcpListener::bind(v4)
         }
         r => r,
-    }
-}
-
-/// The registration policy is read and validated now, so a config written by `kith setup`
-/// stays valid; in-band registration itself comes with issue #6.
-fn warn_registration(config: &Config) {
-    let policy = config.registration.policy;
-    if policy != crate::config::RegistrationPolicy::Closed {
-        log::warn!(
-            "[registration] policy = \"{}\" needs in-band registration, which this version of kith does not offer yet: registration stays closed (create accounts with 'kith user add')",
-            policy.as_str()
-        );
     }
 }
 

@@ -25,12 +25,13 @@
 
 mod codec;
 mod error;
+mod invites;
 mod mam;
 mod pep;
 mod schema;
 mod upload;
 
-pub use codec::{Account, RosterItem, Subscription, Upload};
+pub use codec::{Account, Invite, RosterItem, Subscription, Upload};
 pub use error::StoreError;
 pub use mam::{now_micros, ArchiveEntry, ArchivePage, ArchiveQuery, WithFilter};
 pub use pep::{PepItem, PepNode};
@@ -190,6 +191,7 @@ impl Store {
             txn.open_table(ROSTER_VER)?.remove(jid.as_str())?;
             txn.open_table(LAST)?.remove(jid.as_str())?;
             upload::delete_owner(txn, &jid)?;
+            invites::leave_circles(txn, &jid)?;
             Ok(existed)
         })
         .await
@@ -537,7 +539,9 @@ impl Store {
             copy_table(&src, &txn, PEP_ITEMS)?;
             copy_table(&src, &txn, UPLOADS)?;
             copy_table(&src, &txn, UPLOADS_BY_OWNER)?;
-            copy_table(&src, &txn, UPLOADS_BY_TIME)
+            copy_table(&src, &txn, UPLOADS_BY_TIME)?;
+            copy_table(&src, &txn, schema::INVITES)?;
+            copy_table(&src, &txn, schema::CIRCLES)
         })();
         match copied {
             Ok(()) => txn.commit().map_err(|e| StoreError::from(e).at(dest)),

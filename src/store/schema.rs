@@ -54,6 +54,11 @@ pub(crate) const UPLOADS_BY_OWNER: TableDefinition<(&str, &str), u64> =
 pub(crate) const UPLOADS_BY_TIME: TableDefinition<(u64, &str), ()> =
     TableDefinition::new("uploads_by_time_v1");
 
+/// Invite token → encoded [`super::Invite`] (see `invites.rs`).
+pub(crate) const INVITES: TableDefinition<&str, &[u8]> = TableDefinition::new("invites_v1");
+/// (circle, member bare JID) → (): store-managed circles (shared roster groups).
+pub(crate) const CIRCLES: TableDefinition<(&str, &str), ()> = TableDefinition::new("circles_v1");
+
 /// Keys of `meta` that the store owns; [`super::Store::meta_set`] refuses them.
 pub(crate) const KEY_SCHEMA_VERSION: &str = "schema_version";
 /// Last offline sequence number handed out. Store-wide and never reused, so a stale
@@ -157,6 +162,8 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(UPLOADS)?;
     txn.open_table(UPLOADS_BY_OWNER)?;
     txn.open_table(UPLOADS_BY_TIME)?;
+    txn.open_table(INVITES)?;
+    txn.open_table(CIRCLES)?;
     Ok(())
 }
 

@@ -18,6 +18,7 @@
 pub mod body;
 pub mod bosh;
 pub mod hostmeta;
+pub mod invite;
 pub mod pipe;
 pub mod router;
 pub mod upload;

@@ -21,6 +21,10 @@ pub const HOST_META_JSON_PATH: &str = "/.well-known/host-meta.json";
 /// domain, or whatever name a reverse proxy at `[http] public_url` forwards (many send their
 /// upstream's address as `Host`).
 pub const UPLOAD_PREFIX: &str = "/upload/";
+/// Invite pages: `/invite/TOKEN` (XEP-0401 landing page and web registration).
+pub const INVITE_PREFIX: &str = "/invite/";
+/// Web registration without an invite (`[registration] policy = "open"`).
+pub const REGISTER_PATH: &str = "/register";
 
 /// What a request is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +39,10 @@ pub enum Route {
     Bosh,
     /// XEP-0363 HTTP File Upload (PUT) and downloads (GET/HEAD), with CORS (OPTIONS).
     Upload,
+    /// An invite page (GET) or registration with it (POST).
+    Invite,
+    /// Open web registration: the form (GET) or its submission (POST).
+    Register,
     /// CORS preflight for the web endpoints.
     Preflight,
     NotFound,
@@ -47,6 +55,16 @@ pub fn classify(method: &Method, _host: &str, path: &str, _domain: &str) -> Rout
         return Route::Upload;
     }
     let get = method == Method::GET || method == Method::HEAD;
+    if path.starts_with(INVITE_PREFIX) || path == REGISTER_PATH {
+        if !(get || method == Method::POST) {
+            return Route::MethodNotAllowed;
+        }
+        return if path == REGISTER_PATH {
+            Route::Register
+        } else {
+            Route::Invite
+        };
+    }
     let web = [
         HOST_META_PATH,
         HOST_META_JSON_PATH,
@@ -109,6 +127,8 @@ pub async fn dispatch(conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body>
         Route::WebSocket => super::websocket::handle(conn, req).await,
         Route::Bosh => super::bosh::handle(conn, req).await,
         Route::Upload => super::upload::handle(conn, req).await,
+        Route::Invite => super::invite::invite(conn, req).await,
+        Route::Register => super::invite::open(conn, req).await,
         Route::Preflight => {
             let mut r = Response::new(body::empty());
             *r.status_mut() = StatusCode::NO_CONTENT;
@@ -169,6 +189,17 @@ mod tests {
                 "/xmpp-websocket",
                 Route::WebSocket,
             ),
+            (Method::GET, "example.org", "/invite/abc", Route::Invite),
+            (Method::POST, "example.org", "/invite/abc", Route::Invite),
+            (
+                Method::PUT,
+                "example.org",
+                "/invite/abc",
+                Route::MethodNotAllowed,
+            ),
+            (Method::GET, "example.org", "/register", Route::Register),
+            (Method::POST, "example.org", "/register", Route::Register),
+            (Method::GET, "example.org", "/invite", Route::NotFound),
             (Method::POST, "example.org", "/http-bind", Route::Bosh),
             (
                 Method::OPTIONS,

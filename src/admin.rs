@@ -105,6 +105,10 @@ async fn execute(srv: &Server, fields: &[&str]) -> Result<Vec<String>, String> {
                 .await
                 .map_err(err)?;
             log::info!("admin: account {jid} created");
+            // A config circle may have been waiting for this account.
+            if !srv.config.circles.is_empty() {
+                crate::circles::sync(srv).await;
+            }
             Ok(vec![])
         }
         ["user-passwd", jid, pw] => {

@@ -102,7 +102,9 @@ pub async fn create(
 /// Every invite still usable at `now`, expired ones removed on the way.
 pub async fn list(store: &Store, now: u64) -> Result<Vec<(String, Invite)>, StoreError> {
     store.invites_expire(now).await?;
-    store.invites().await
+    let mut all = store.invites().await?;
+    all.retain(|(_, i)| usable(i, now).is_ok());
+    Ok(all)
 }
 
 /// The admin requests about invites and circles that need only the store, shared by the admin

@@ -53,7 +53,7 @@ pub fn svg(text: &str) -> Option<String> {
     }
     Some(format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {side} {side}\" \
-         shape-rendering=\"crispEdges\" role=\"img\" aria-label=\"QR code\">\
+         shape-rendering=\"crispEdges\" class=\"qr\" role=\"img\" aria-label=\"QR code\">\
          <rect width=\"{side}\" height=\"{side}\" fill=\"#fff\"/>\
          <path d=\"{path}\" fill=\"#000\"/></svg>"
     ))

@@ -150,10 +150,15 @@ impl RegError {
             RegError::ReservedUsername => (Condition::NotAcceptable, "this username is reserved"),
             RegError::BadPassword(t) => (Condition::NotAcceptable, *t),
             RegError::Conflict => (Condition::Conflict, "this username is taken"),
-            RegError::Throttled => (
-                Condition::PolicyViolation,
-                "too many registrations; try again in a few minutes",
-            ),
+            // COMPAT: Prosody answers its registration throttle with a `wait` not-acceptable;
+            // policy-violation (RFC 6120) is unknown to older clients (slixmpp 1.8 reads
+            // it as no condition at all).
+            RegError::Throttled => {
+                let mut e = StanzaError::new(Condition::NotAcceptable)
+                    .with_text("too many registrations; try again in a few minutes");
+                e.kind = crate::stanza::ErrorType::Wait;
+                return e;
+            }
             RegError::OnePerStream => (Condition::NotAllowed, "one account per connection"),
             RegError::Internal => (Condition::InternalServerError, "internal error"),
         };

@@ -85,7 +85,7 @@ impl Store {
     }
 
     /// Creates account `jid` (localpart `username`) with `creds` by using invite `token`, in
-    /// one transaction: the invite loses one use (and is removed at zero), the account gets
+    /// one transaction: the invite loses one use (kept at zero until it expires), the account gets
     /// `admin_flags` when the invite is an admin invite, and joins the invite's circles.
     /// `Ok(None)` when the token is unknown, expired at `now`, used up or reserved for another
     /// username (nothing is written); `AlreadyExists` when the account exists.
@@ -129,13 +129,11 @@ impl Store {
             for g in &invite.groups {
                 circles.insert((g.as_str(), jid.as_str()), ())?;
             }
+            // A used-up invite stays until it expires, so its page can say "already used"
+            // rather than "not found".
             let mut left = invite.clone();
             left.uses_left -= 1;
-            if left.uses_left == 0 {
-                invites.remove(token.as_str())?;
-            } else {
-                invites.insert(token.as_str(), encode_invite(&left).as_slice())?;
-            }
+            invites.insert(token.as_str(), encode_invite(&left).as_slice())?;
             Ok(Some(invite))
         })
         .await
@@ -256,7 +254,12 @@ mod tests {
                 .await
                 .unwrap()
                 .unwrap();
-            assert!(s.invite("tok").await.unwrap().is_none(), "used up: removed");
+            assert_eq!(s.invite("tok").await.unwrap().unwrap().uses_left, 0);
+            let r = s
+                .create_account_with_invite("dan@d", "dan", vec![1], "tok", 150, 1)
+                .await
+                .unwrap();
+            assert!(r.is_none(), "used up");
             // Deleting an account takes it out of its circles.
             s.delete_account("bob@d").await.unwrap();
             assert_eq!(
@@ -293,6 +296,17 @@ mod tests {
                 .unwrap()
                 .is_none());
             assert_eq!(s.invites_expire(201).await.unwrap(), 2);
+            s.invite_add(
+                "later",
+                Invite {
+                    expires_unix: 300,
+                    ..invite(1)
+                },
+            )
+            .await
+            .unwrap();
+            assert_eq!(s.invites_expire(201).await.unwrap(), 0);
+            s.invite_remove("later").await.unwrap();
             assert!(s.invites().await.unwrap().is_empty());
         });
     }

@@ -119,6 +119,8 @@ pub struct Config {
     pub circles: Vec<Circle>,
     /// `kith check`: which DNS server to ask and what this host's public addresses are.
     pub check: Check,
+    /// Built-in features that can be switched off (`kith module`).
+    pub modules: Modules,
     /// Where this configuration came from, for the start-up log line.
     pub source: ConfigSource,
 }
@@ -451,6 +453,27 @@ pub struct Circle {
     pub members: Vec<String>,
 }
 
+/// `[modules]`: built-in features an admin may switch off. Each is on by default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Modules {
+    /// XEP-0280 message carbons.
+    pub carbons: bool,
+    /// Server announcements (XEP-0133 announce, `kith announce`).
+    pub announce: bool,
+    /// The message of the day, sent at login.
+    pub motd: bool,
+}
+
+impl Default for Modules {
+    fn default() -> Modules {
+        Modules {
+            carbons: true,
+            announce: true,
+            motd: true,
+        }
+    }
+}
+
 /// Whether strangers, invited people or nobody may register (only admins create accounts).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum RegistrationPolicy {
@@ -728,6 +751,7 @@ impl Config {
             invites: Invites::default(),
             circles: Vec::new(),
             check: Check::default(),
+            modules: Modules::default(),
             source: ConfigSource::Defaults,
         }
     }
@@ -1851,6 +1875,46 @@ const SECTIONS: &[Section] = &[
             show: |cfg| Some(show_duration(cfg.invites.expires)),
             unset_example: "",
         }],
+    },
+    Section {
+        name: "modules",
+        doc: "Built-in features that can be switched off ('kith module list').",
+        check: |_, _| {},
+        keys: &[
+            Key {
+                name: "carbons",
+                doc: "XEP-0280 message carbons: a message reaches all of a person's devices.",
+                read: |c, key, v, cfg| {
+                    if let Some(b) = c.boolean(key, v) {
+                        cfg.modules.carbons = b;
+                    }
+                },
+                show: |cfg| Some(cfg.modules.carbons.to_string()),
+                unset_example: "",
+            },
+            Key {
+                name: "announce",
+                doc: "Admins can send a message to everyone online (kith announce, ad-hoc).",
+                read: |c, key, v, cfg| {
+                    if let Some(b) = c.boolean(key, v) {
+                        cfg.modules.announce = b;
+                    }
+                },
+                show: |cfg| Some(cfg.modules.announce.to_string()),
+                unset_example: "",
+            },
+            Key {
+                name: "motd",
+                doc: "A message of the day each person gets once at login (kith motd).",
+                read: |c, key, v, cfg| {
+                    if let Some(b) = c.boolean(key, v) {
+                        cfg.modules.motd = b;
+                    }
+                },
+                show: |cfg| Some(cfg.modules.motd.to_string()),
+                unset_example: "",
+            },
+        ],
     },
     Section {
         name: "check",

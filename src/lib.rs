@@ -6,6 +6,7 @@ pub mod check;
 pub mod circles;
 pub mod cli;
 pub mod config;
+pub mod export;
 pub mod http;
 pub mod invites;
 pub mod jid;

@@ -49,6 +49,8 @@ pub struct Server {
     pub upload: crate::services::upload::State,
     /// Open registration's per-IP and global limits (in-band and web share them).
     pub registration: crate::invites::Throttle,
+    /// Open XEP-0050 command sessions.
+    pub adhoc: crate::services::adhoc::Sessions,
     /// Closed when the server shuts down; waiting tasks watch it.
     shutdown_tx: async_channel::Sender<()>,
     shutdown_rx: async_channel::Receiver<()>,
@@ -75,6 +77,7 @@ impl Server {
             s2s: Default::default(),
             upload: Default::default(),
             registration: Default::default(),
+            adhoc: Default::default(),
             shutdown_tx,
             shutdown_rx,
         }

@@ -20,6 +20,7 @@ pub const SERVER_FEATURES: &[&str] = &[
     ns::REGISTER,
     ns::PRIVATE,
     vcard::NS_VCARD,
+    crate::services::adhoc::NS_COMMANDS,
 ];
 
 /// Features the server provides on behalf of each account (bare JID).
@@ -75,6 +76,9 @@ fn full_server_info(srv: &Server, q: &mut Element) {
             .with_attr("name", "kith"),
     );
     for f in SERVER_FEATURES {
+        if *f == ns::CARBONS && !srv.config.modules.carbons {
+            continue;
+        }
         q.push_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", *f));
     }
     if srv.config.turn.advertised(srv.domain()).is_some() {

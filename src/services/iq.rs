@@ -5,7 +5,8 @@ use crate::jid::{BareJid, FullJid};
 use crate::router::{bounce, deliver_reply};
 use crate::server::Server;
 use crate::services::{
-    blocking, carbons, disco, extdisco, info, mam, pep, private, push, register, roster, vcard,
+    adhoc, blocking, carbons, disco, extdisco, info, mam, pep, private, push, register, roster,
+    vcard,
 };
 use crate::stanza::{self, ns, Condition};
 use crate::xml::Element;
@@ -20,12 +21,22 @@ pub async fn to_server(srv: &Server, from: &FullJid, iq: Element) {
     let Some(payload) = iq.first_child() else {
         return bounce(srv, &iq, Condition::BadRequest.into());
     };
+    if get {
+        match adhoc::disco(srv, from, payload) {
+            Some(Ok(reply)) => return reply_ok(srv, &iq, Some(reply)),
+            Some(Err(e)) => return bounce(srv, &iq, e),
+            None => {}
+        }
+    }
     if let Some(reply) = stateless_server_query(srv, payload, get) {
         return reply_ok(srv, &iq, reply);
     }
     match (payload.ns(), payload.name(), get) {
+        (adhoc::NS_COMMANDS, "command", false) => adhoc::handle(srv, from, iq).await,
         // Carbons are per account, but some clients address the toggle to the domain.
-        (ns::CARBONS, _, false) => carbons::handle_iq(srv, from, &iq, payload),
+        (ns::CARBONS, _, false) if srv.config.modules.carbons => {
+            carbons::handle_iq(srv, from, &iq, payload)
+        }
         // A roster request addressed to the domain is a client bug, but harmless to serve.
         (ns::ROSTER, "query", _) => roster::handle(srv, from, iq).await,
         (ns::REGISTER, "query", _) => register::handle(srv, from, iq).await,
@@ -83,7 +94,9 @@ pub async fn to_account(srv: &Server, from: &FullJid, to: &BareJid, iq: Element)
     let reply = match (payload.ns(), payload.name(), get) {
         (ns::ROSTER, "query", _) if own => return roster::handle(srv, from, iq).await,
         (crate::stanza::mam::NS_MAM, _, _) if own => return mam::handle_iq(srv, from, iq).await,
-        (ns::CARBONS, _, false) if own => return carbons::handle_iq(srv, from, &iq, payload),
+        (ns::CARBONS, _, false) if own && srv.config.modules.carbons => {
+            return carbons::handle_iq(srv, from, &iq, payload)
+        }
         (ns::BLOCKING, _, _) if own => return blocking::handle(srv, from, iq).await,
         (ns::PUSH, _, _) if own => return push::handle(srv, from, iq).await,
         (ns::PRIVATE, "query", _) => return private::handle(srv, from, to, iq).await,

@@ -2,6 +2,8 @@
 //! discovery and the small informational XEPs. Services see stanzas and the store, never
 //! sockets; they reply through `router`.
 
+pub mod adhoc;
+pub mod announce;
 pub mod blocking;
 pub mod bookmarks;
 pub mod caps;

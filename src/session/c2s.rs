@@ -684,7 +684,9 @@ async fn bind2(
     let mut inactive = false;
     for f in req.children() {
         match (f.name(), f.ns()) {
-            ("enable", ns::CARBONS) => srv.sessions.set_carbons(&state.me, true),
+            ("enable", ns::CARBONS) if srv.config.modules.carbons => {
+                srv.sessions.set_carbons(&state.me, true)
+            }
             ("enable", ns::SM) => {
                 let resumable = matches!(f.attr("resume"), Some("true" | "1"));
                 let id = resumable.then(new_id);
@@ -1218,6 +1220,7 @@ impl Session<'_> {
                     presence::outbound(self.srv, &me, self.st.conn, &mut self.st.presence, el)
                         .await;
                 let requests = if after == presence::After::Initial {
+                    crate::services::announce::on_initial_presence(self.srv, &me).await;
                     presence::pending_requests(self.srv, &me).await
                 } else {
                     Vec::new()

@@ -2,6 +2,7 @@
 //! builds (iq results, error bounces). Pure: no I/O, no knowledge of sessions or the store.
 
 pub mod error;
+pub mod form;
 pub mod mam;
 pub mod ns;
 

@@ -468,6 +468,29 @@ impl Store {
         .await
     }
 
+    /// The owner's values whose key starts with `prefix`, ordered by key.
+    pub async fn kv_list(
+        &self,
+        owner: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let (owner, prefix) = (owner.to_string(), prefix.to_string());
+        self.read(move |txn| {
+            let kv = txn.open_table(KV)?;
+            let mut out = Vec::new();
+            for row in kv.range((owner.as_str(), prefix.as_str())..)? {
+                let (k, v) = row?;
+                let (o, key) = k.value();
+                if o != owner || !key.starts_with(prefix.as_str()) {
+                    break;
+                }
+                out.push((key.to_string(), v.value().to_vec()));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// Sets (`Some`, needs the owner's account) or removes (`None`) one private value.
     pub async fn kv_set(
         &self,

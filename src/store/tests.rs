@@ -783,3 +783,34 @@ fn backup_copy_opens_as_a_store() {
         assert!(all[1].0 > all[0].0);
     });
 }
+
+#[test]
+fn kv_list_returns_one_owners_keys_with_the_prefix() {
+    let dir = TempDir::new("kvlist");
+    let store = Store::open(&dir.file()).unwrap();
+    block_on(async {
+        for o in ["a@x", "ab@x"] {
+            store.create_account(o, vec![]).await.unwrap();
+        }
+        for (o, k) in [
+            ("a@x", "private/b"),
+            ("a@x", "private/a"),
+            ("a@x", "push"),
+            ("ab@x", "private/c"),
+        ] {
+            store
+                .kv_set(o, k, Some(k.as_bytes().to_vec()))
+                .await
+                .unwrap();
+        }
+        let keys: Vec<String> = store
+            .kv_list("a@x", "private/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, ["private/a", "private/b"]);
+        assert!(store.kv_list("nobody@x", "").await.unwrap().is_empty());
+    });
+}

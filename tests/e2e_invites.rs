@@ -109,7 +109,7 @@ fn register_full(server: &TestServer, py: &str, args: &[&str]) -> String {
         .unwrap_or_else(|| panic!("no registration result:\n{out}\n{}", server.log()))
 }
 
-fn login(server: &TestServer, py: &str, args: &[&str]) {
+fn login(server: &TestServer, py: &str, args: &[&str]) -> String {
     let port = server.c2s_port.to_string();
     let mut all = vec!["login", "--port", &port, "--domain", &server.domain];
     all.extend_from_slice(args);
@@ -120,6 +120,7 @@ fn login(server: &TestServer, py: &str, args: &[&str]) {
         "login checks failed:\n{out}\n--- kith log ---\n{}",
         server.log()
     );
+    out
 }
 
 /// Runs `kith invite ARGS` and returns (stdout, token).
@@ -410,4 +411,72 @@ fn invite_page_in_chromium_registers_an_account() {
         &["--url", &url, "--expect-gone", "--shots", &shots],
     );
     assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn a_user_invites_through_an_ad_hoc_command() {
+    let Some(py) = python() else { return };
+    let server = Options::default().listen("https").start();
+    server.add_user("alice", "alice-secret-1");
+    // alice is no admin: #invite is for every user, #create-account is not.
+    let out = login(
+        &server,
+        py,
+        &[
+            "--account",
+            "alice:alice-secret-1",
+            "--adhoc",
+            "alice:urn:xmpp:invite#invite",
+        ],
+    );
+    let field = |var: &str| {
+        out.lines()
+            .find_map(|l| l.split_once(&format!("ADHOC urn:xmpp:invite#invite {var}=")))
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_else(|| panic!("no {var} in:\n{out}"))
+    };
+    let uri = field("uri");
+    let https = server.port("https");
+    let landing = field("landing-url");
+    assert!(
+        landing.starts_with(&format!("https://localhost:{https}/invite/")),
+        "{landing}"
+    );
+    let token = uri
+        .strip_prefix("xmpp:alice@localhost?roster;preauth=")
+        .and_then(|t| t.strip_suffix(";ibr=y"))
+        .unwrap_or_else(|| panic!("unexpected URI {uri}"));
+    assert!(landing.ends_with(token), "{landing} vs {uri}");
+    assert_eq!(
+        register(&server, py, "bob", "bob-secret-2", Some(token)),
+        "ok"
+    );
+    login(
+        &server,
+        py,
+        &[
+            "--account",
+            "bob:bob-secret-2",
+            "--roster",
+            "bob:alice@localhost:both",
+        ],
+    );
+    let port = server.c2s_port.to_string();
+    let (code, denied) = run_script(
+        py,
+        SCRIPT,
+        &[
+            "login",
+            "--port",
+            &port,
+            "--account",
+            "alice:alice-secret-1",
+            "--adhoc",
+            "alice:urn:xmpp:invite#create-account",
+        ],
+    );
+    assert!(
+        code == 1 && denied.contains("FAIL adhoc urn:xmpp:invite#create-account: forbidden"),
+        "{denied}"
+    );
 }

@@ -12,7 +12,9 @@ Modes:
   login     Logs in every --account USER:PASS (SCRAM), each fetches its roster and sends
             presence. --roster OWNER:CONTACT:SUB[:GROUP] asserts an item of OWNER's roster;
             --available OWNER:CONTACT asserts OWNER sees CONTACT available; --message
-            OWNER:TEXT asserts OWNER gets a chat message containing TEXT.
+            OWNER:TEXT asserts OWNER gets a chat message containing TEXT; --adhoc OWNER:NODE
+            runs an XEP-0050 command that completes at once and prints its result fields as
+            `ADHOC NODE VAR=VALUE`.
 
 Prints one line per step; exit code 0 when everything held, 1 otherwise, 2 on timeout.
 
@@ -188,6 +190,24 @@ async def login(args):
         good = await wait_until(lambda: any(text in m for m in users[owner].messages), 10)
         say(f"{'ok  ' if good else 'FAIL'} {owner} got a message with {text!r}: {users[owner].messages}")
         failed += not good
+    for spec in args.adhoc:
+        owner, node = spec.split(":", 1)
+        u = users[owner]
+        iq = u.Iq()
+        iq["type"] = "set"
+        iq["to"] = args.domain
+        iq.append(ET.fromstring(
+            f"<command xmlns='http://jabber.org/protocol/commands' node='{node}' action='execute'/>"))
+        try:
+            result = await iq.send(timeout=10)
+        except IqError as e:
+            say(f"FAIL adhoc {node}: {e.iq['error']['condition']}")
+            failed += 1
+            continue
+        fields = result.xml.iter("{jabber:x:data}field")
+        for f in fields:
+            value = f.find("{jabber:x:data}value")
+            say(f"ADHOC {node} {f.get('var')}={value.text if value is not None else ''}")
     for u in users.values():
         u.disconnect()
     return 1 if failed else 0
@@ -207,6 +227,7 @@ def main():
     p.add_argument("--roster", action="append", default=[])
     p.add_argument("--available", action="append", default=[])
     p.add_argument("--message", action="append", default=[])
+    p.add_argument("--adhoc", action="append", default=[])
     p.add_argument("--timeout", type=float, default=20)
     args = p.parse_args()
     run = register if args.mode == "register" else login

@@ -80,7 +80,7 @@ pub async fn invite(conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
         let created =
             register::create_account(srv, &username, &password, Some(token), peer, Via::Web).await;
         return match created {
-            Ok(jid) => registered(&jid.to_string()),
+            Ok(jid) => registered(jid.as_str()),
             Err(e) => {
                 log::info!("{}: web registration refused: {e:?}", conn.tag);
                 let keep = invite.username.as_deref().or(Some(username.as_str()));
@@ -134,7 +134,7 @@ pub async fn open(conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
     let created =
         register::create_account(srv, &username, &password, None, conn.peer.ip(), Via::Web).await;
     match created {
-        Ok(jid) => registered(&jid.to_string()),
+        Ok(jid) => registered(jid.as_str()),
         Err(e) => {
             log::info!("{}: web registration refused: {e:?}", conn.tag);
             let status = if e == register::RegError::Throttled {

@@ -54,7 +54,7 @@ fn unattended_setup_writes_a_config_creates_the_admin_and_prints_the_records() {
         "--admin",
         "alice",
         "--registration",
-        "open",
+        "closed",
         "--data-dir",
         &data_arg,
         "--yes",
@@ -85,7 +85,7 @@ fn unattended_setup_writes_a_config_creates_the_admin_and_prints_the_records() {
         "{written}"
     );
     assert!(
-        written.contains("[registration]") && written.contains("policy = \"open\""),
+        written.contains("[registration]") && written.contains("policy = \"closed\""),
         "{written}"
     );
     // Only what differs from the defaults.

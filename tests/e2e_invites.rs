@@ -480,3 +480,60 @@ fn a_user_invites_through_an_ad_hoc_command() {
         "{denied}"
     );
 }
+
+/// `curl -k` (Debian's curl): status code and body of one request.
+fn curl(args: &[&str], url: &str) -> Option<(u16, String)> {
+    let out = match Command::new("curl")
+        .args(["-sk", "-o", "-", "-w", "\n%{http_code}", "--max-time", "20"])
+        .args(args)
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => {
+            skip_or_panic(&format!("curl: {e}; apt-get install curl"));
+            return None;
+        }
+    };
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n')?;
+    Some((code.trim().parse().ok()?, body.to_string()))
+}
+
+#[test]
+fn open_web_registration_and_unknown_invites() {
+    let server = Options::default()
+        .listen("https")
+        .extra_toml("[registration]\npolicy = \"open\"")
+        .start();
+    let base = format!("https://localhost:{}", server.port("https"));
+    let Some((code, page)) = curl(&[], &format!("{base}/register")) else {
+        return;
+    };
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("name=\"password\""), "{page}");
+    let form = ["-d", "username=Webber&password=webber+secret%21"];
+    let (code, page) = curl(&form, &format!("{base}/register")).expect("curl");
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("webber@localhost") && page.contains("xmpp:webber@localhost"));
+    // The same address again within the throttle window.
+    let again = ["-d", "username=webber2&password=webber+secret%21"];
+    let (code, page) = curl(&again, &format!("{base}/register")).expect("curl");
+    assert_eq!(code, 429, "{page}");
+    assert!(page.contains("too many registrations"), "{page}");
+    let users = String::from_utf8_lossy(&server.cli_ok(["user", "list"]).stdout).to_string();
+    assert_eq!(users.trim(), "webber@localhost");
+    // Markup in the input comes back escaped.
+    let (code, page) = curl(
+        &["-d", "username=%3Cb%3Ex&password=short"],
+        &format!("{base}/register"),
+    )
+    .expect("curl");
+    assert_eq!(code, 400, "{page}");
+    assert!(page.contains("&lt;b&gt;x") && !page.contains("<b>x"), "{page}");
+    let (code, _) = curl(&[], &format!("{base}/invite/AAAAAAAAAAAAAAAAAAAAAAAA")).expect("curl");
+    assert_eq!(code, 404);
+    let (code, _) = curl(&["-X", "PUT"], &format!("{base}/invite/x")).expect("curl");
+    assert_eq!(code, 405);
+}

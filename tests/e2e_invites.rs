@@ -531,7 +531,10 @@ fn open_web_registration_and_unknown_invites() {
     )
     .expect("curl");
     assert_eq!(code, 400, "{page}");
-    assert!(page.contains("&lt;b&gt;x") && !page.contains("<b>x"), "{page}");
+    assert!(
+        page.contains("&lt;b&gt;x") && !page.contains("<b>x"),
+        "{page}"
+    );
     let (code, _) = curl(&[], &format!("{base}/invite/AAAAAAAAAAAAAAAAAAAAAAAA")).expect("curl");
     assert_eq!(code, 404);
     let (code, _) = curl(&["-X", "PUT"], &format!("{base}/invite/x")).expect("curl");

@@ -76,7 +76,7 @@ pub fn account_jid(jid: &str, domain: &str) -> Result<BareJid, AccountError> {
     Ok(bare)
 }
 
-fn creds_blob(password: &str) -> Result<Vec<u8>, AccountError> {
+pub(crate) fn creds_blob(password: &str) -> Result<Vec<u8>, AccountError> {
     if password.is_empty() {
         return Err(AccountError::BadPassword("the password is empty".into()));
     }
@@ -125,6 +125,20 @@ pub async fn add(
         Err(StoreError::AlreadyExists(_)) => Err(AccountError::Exists(jid.to_string())),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether a tombstone keeps `jid` from a new account under `reuse`. For creation paths that
+/// write the account together with more (an invitation's use and circles) instead of through
+/// `add`; the name has no account, so no new tombstone can appear between check and insert.
+pub async fn name_held(store: &Store, jid: &BareJid, reuse: Reuse) -> Result<bool, AccountError> {
+    let rule = match reuse {
+        Reuse::AfterTombstone(ttl) => TombstoneRule::Honour(ttl.map(|d| d.as_secs())),
+        Reuse::Force => TombstoneRule::Override,
+    };
+    Ok(match store.tombstone(jid.as_ref()).await? {
+        Some(deleted_at) => rule.holds(deleted_at, crate::time::now_unix()),
+        None => false,
+    })
 }
 
 pub async fn passwd(store: &Store, jid: &BareJid, password: &str) -> Result<(), AccountError> {

@@ -112,6 +112,10 @@ async fn execute(srv: &Server, fields: &[&str]) -> Result<Vec<String>, String> {
                 .await
                 .map_err(err)?;
             log::info!("admin: account {jid} created");
+            // A config circle may have been waiting for this account.
+            if !srv.config.circles.is_empty() {
+                crate::circles::sync(srv).await;
+            }
             Ok(vec![])
         }
         ["user-tombstones"] => accounts::tombstones(&srv.store).await.map_err(err),
@@ -189,7 +193,26 @@ async fn execute(srv: &Server, fields: &[&str]) -> Result<Vec<String>, String> {
             .map(|_| vec![])
             .map_err(|e| e.to_string()),
         ["motd-show"] => motd_lines(&srv.store).await,
-        _ => Err("unknown admin request (is the CLI the same version as the server?)".into()),
+        ["circle-add" | "circle-remove", circle, jid] => {
+            let jid = accounts::account_jid(jid, domain).map_err(err)?;
+            let changed = if fields[0] == "circle-add" {
+                crate::circles::add(srv, circle, &jid).await?
+            } else {
+                crate::circles::remove(srv, circle, &jid).await?
+            };
+            log::info!("admin: circle {circle}: {} {jid}", fields[0]);
+            Ok(if changed {
+                vec![]
+            } else {
+                vec!["unchanged".into()]
+            })
+        }
+        _ => match crate::invites::admin_request(&srv.store, &srv.config, fields).await {
+            Some(r) => r,
+            None => {
+                Err("unknown admin request (is the CLI the same version as the server?)".into())
+            }
+        },
     }
 }
 

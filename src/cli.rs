@@ -40,7 +40,105 @@ enum Command {
     Announce(Announce),
     Motd(Motd),
     Module(ModuleCmd),
+    Invite(Invite),
+    Circle(Circle),
 }
+
+/// Invite someone: prints a link (and its QR code) that lets them create an account. Also
+/// `kith invite list` and `kith invite revoke TOKEN`. Works while the server runs.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "invite")]
+struct Invite {
+    #[argh(subcommand)]
+    op: Option<InviteOp>,
+    /// the new account becomes an admin
+    #[argh(switch)]
+    admin: bool,
+    /// how many accounts the link may create (default 1)
+    #[argh(option, default = "1")]
+    uses: u32,
+    /// how long the link stays valid, like 7d, 12h, 1w (default: [invites] expires, 7d)
+    #[argh(option)]
+    expires: Option<String>,
+    /// a circle the new account joins (repeatable)
+    #[argh(option)]
+    group: Vec<String>,
+    /// the only username the link may create
+    #[argh(option)]
+    username: Option<String>,
+    /// the inviting account: it and the new account become contacts
+    #[argh(option)]
+    from: Option<String>,
+    /// do not draw the QR code
+    #[argh(switch)]
+    no_qr: bool,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum InviteOp {
+    List(InviteList),
+    Revoke(InviteRevoke),
+}
+
+/// List the invites that can still be used.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "list")]
+struct InviteList {}
+
+/// Revoke an invite.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "revoke")]
+struct InviteRevoke {
+    /// the invite's token (the last part of its link)
+    #[argh(positional)]
+    token: String,
+}
+
+/// Circles: members see each other in their contact lists.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "circle")]
+struct Circle {
+    #[argh(subcommand)]
+    op: CircleOp,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum CircleOp {
+    Add(CircleAdd),
+    Remove(CircleRemove),
+    List(CircleList),
+}
+
+/// Add an account to a circle (the circle is created with its first member).
+#[derive(FromArgs)]
+#[argh(subcommand, name = "add")]
+struct CircleAdd {
+    /// the circle, e.g. family
+    #[argh(positional)]
+    circle: String,
+    /// the account, e.g. alice@example.org
+    #[argh(positional)]
+    jid: String,
+}
+
+/// Remove an account from a circle.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "remove")]
+struct CircleRemove {
+    /// the circle
+    #[argh(positional)]
+    circle: String,
+    /// the account
+    #[argh(positional)]
+    jid: String,
+}
+
+/// List circles and their members.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "list")]
+struct CircleList {}
 
 /// Send a message to everyone online now (needs the running server).
 #[derive(FromArgs)]
@@ -193,7 +291,7 @@ struct Setup {
     /// the private key of --cert (PEM)
     #[argh(option)]
     key: Option<PathBuf>,
-    /// who may create accounts: closed (default), invite or open
+    /// who may create accounts: invite (default), closed or open
     #[argh(option)]
     registration: Option<String>,
     /// where kith keeps its data (default: /var/lib/kith for a config under /etc)
@@ -348,6 +446,8 @@ pub fn main() -> ExitCode {
     match cmd {
         Command::Run(_) => run(config),
         Command::User(u) => user(config, u.op),
+        Command::Invite(i) => invite(config, i),
+        Command::Circle(c) => circle(config, c.op),
         Command::Announce(a) => announce(&config, &a.text),
         Command::Motd(m) => motd(&config, &m.op, m.text.as_deref()),
         Command::Module(m) => module(&config, &m.op, m.name.as_deref()),
@@ -839,6 +939,89 @@ fn user_import(config: &Config, args: &UserImport) -> Result<(), String> {
     Ok(())
 }
 
+fn invite(config: Config, i: Invite) -> ExitCode {
+    let result = match i.op {
+        Some(InviteOp::List(_)) => admin_or_store(&config, &["invite-list"]).map(|lines| {
+            if lines.is_empty() {
+                println!("no invites");
+            }
+            for l in lines {
+                println!("{l}");
+            }
+        }),
+        Some(InviteOp::Revoke(r)) => admin_or_store(&config, &["invite-revoke", &r.token])
+            .map(|_| println!("revoked {}", r.token)),
+        None => new_invite(&config, &i),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kith: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn new_invite(config: &Config, i: &Invite) -> Result<(), String> {
+    let expires = match &i.expires {
+        Some(e) => crate::invites::parse_expiry(e)
+            .map_err(|e| format!("--expires {e}"))?
+            .as_secs()
+            .to_string(),
+        None => String::new(),
+    };
+    if i.group
+        .iter()
+        .any(|g| g.is_empty() || g.contains([',', '\t']))
+    {
+        return Err("--group: a circle name without commas or tabs".into());
+    }
+    let uses = i.uses.to_string();
+    let groups = i.group.join(",");
+    let fields = [
+        "invite-create",
+        if i.admin { "1" } else { "0" },
+        &uses,
+        &expires,
+        &groups,
+        i.username.as_deref().unwrap_or(""),
+        i.from.as_deref().unwrap_or(""),
+    ];
+    let out = admin_or_store(config, &fields)?;
+    let [_token, link, uri] = out.as_slice() else {
+        return Err("unexpected answer from the server".into());
+    };
+    println!("Invite link (send it to the person you invite):\n\n  {link}\n");
+    if !i.no_qr {
+        if let Some(qr) = crate::invites::qr::terminal(link) {
+            println!("Or let them scan it:\n\n{qr}");
+        }
+    }
+    println!("For XMPP apps that support invites: {uri}");
+    Ok(())
+}
+
+fn circle(config: Config, op: CircleOp) -> ExitCode {
+    let result = match op {
+        CircleOp::Add(a) => admin_or_store(&config, &["circle-add", &a.circle, &a.jid])
+            .map(|_| println!("{} is in circle {}", display_jid(&a.jid, &config), a.circle)),
+        CircleOp::Remove(r) => admin_or_store(&config, &["circle-remove", &r.circle, &r.jid])
+            .map(|_| println!("{} left circle {}", display_jid(&r.jid, &config), r.circle)),
+        CircleOp::List(_) => admin_or_store(&config, &["circle-list"]).map(|rows| {
+            for r in rows {
+                println!("{r}");
+            }
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kith: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn display_jid(jid: &str, config: &Config) -> String {
     if jid.contains('@') {
         jid.to_string()
@@ -943,7 +1126,23 @@ fn offline(config: &Config, fields: &[&str]) -> Result<Vec<String>, String> {
                 crate::backup::create(&store, &config.data_dir, &dest, *uploads == "uploads")
                     .map(|info| vec![crate::backup::describe(&info, &dest)])
             }
-            _ => Err("unknown request".into()),
+            // The server syncs rosters with circles when it starts.
+            ["circle-add", circle, jid] => {
+                let jid = accounts::account_jid(jid, domain).map_err(e)?;
+                store
+                    .circle_add(circle, jid.as_ref())
+                    .await
+                    .map(|_| vec![])
+                    .map_err(|e| e.to_string())
+            }
+            ["circle-remove", _, _] => Err(
+                "start the server first: leaving a circle updates the members' contact lists"
+                    .into(),
+            ),
+            _ => match crate::invites::admin_request(&store, config, fields).await {
+                Some(r) => r,
+                None => Err("unknown request".into()),
+            },
         }
     })
 }

@@ -116,6 +116,10 @@ pub struct Config {
     pub components: Vec<Component>,
     /// Who may create an account (XEP-0077 in-band registration, invitations).
     pub registration: Registration,
+    /// Defaults of `kith invite`.
+    pub invites: Invites,
+    /// `[circles]`: shared roster groups from the config file (more come from `kith circle`).
+    pub circles: Vec<Circle>,
     /// `kith check`: which DNS server to ask and what this host's public addresses are.
     pub check: Check,
     /// Built-in features that can be switched off (`kith module`).
@@ -527,11 +531,49 @@ impl fmt::Debug for Turn {
 }
 
 /// `[registration]`: who may create an account.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Registration {
     pub policy: RegistrationPolicy,
     /// How long a deleted account's name cannot be taken by a new account; `None`: forever.
     pub tombstone_ttl: Option<Duration>,
+    /// With `open`: one new account per IP address per this long (in-band and web alike).
+    pub throttle: Duration,
+    /// Admins get a chat message from the server when an account is registered.
+    pub notify_admins: bool,
+}
+
+impl Default for Registration {
+    fn default() -> Self {
+        Registration {
+            policy: RegistrationPolicy::default(),
+            tombstone_ttl: None,
+            throttle: Duration::from_secs(300),
+            notify_admins: true,
+        }
+    }
+}
+
+/// `[invites]`: defaults of `kith invite`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invites {
+    /// How long a new invite stays valid unless `--expires` says otherwise.
+    pub expires: Duration,
+}
+
+impl Default for Invites {
+    fn default() -> Self {
+        Invites {
+            expires: Duration::from_secs(7 * 86_400),
+        }
+    }
+}
+
+/// One `[circles]` line: a shared roster group whose members see each other.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Circle {
+    pub name: String,
+    /// Bare JIDs of local accounts.
+    pub members: Vec<String>,
 }
 
 /// `[modules]`: built-in features an admin may switch off. Each is on by default.
@@ -559,8 +601,8 @@ impl Default for Modules {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum RegistrationPolicy {
     Open,
-    Invite,
     #[default]
+    Invite,
     Closed,
 }
 
@@ -836,6 +878,8 @@ impl Config {
             turn: Turn::default(),
             components: Vec::new(),
             registration: Registration::default(),
+            invites: Invites::default(),
+            circles: Vec::new(),
             check: Check::default(),
             modules: Modules::default(),
             pubsub: Pubsub::default(),
@@ -918,6 +962,21 @@ impl Config {
                 match value {
                     Some(value) => out.push_str(&format!("{} = {value}\n", key.name)),
                     None => out.push_str(&format!("# {} = {}\n", key.name, key.unset_example)),
+                }
+            }
+        }
+        if !only_changed || !self.circles.is_empty() {
+            out.push('\n');
+            push_comment(&mut out, CIRCLES_DOC);
+            if self.circles.is_empty() {
+                out.push_str(
+                    "# [circles]\n# family = [\"alice@example.org\", \"bob@example.org\"]\n",
+                );
+            } else {
+                out.push_str("[circles]\n");
+                for c in &self.circles {
+                    let members = c.members.iter().map(|m| quote(m));
+                    out.push_str(&format!("{} = {}\n", quote(&c.name), list(members)));
                 }
             }
         }
@@ -1020,7 +1079,13 @@ impl fmt::Display for Problem {
 
 /// Sections later versions will add. Rejected with a clear "not supported yet" message; remove a
 /// name from here when its section joins `SECTIONS`.
-pub const RESERVED_SECTIONS: &[&str] = &["push", "invites"];
+pub const RESERVED_SECTIONS: &[&str] = &["push"];
+
+/// `[circles]` maps circle names to members, so, like `[components]`, it has no fixed keys.
+const CIRCLES: &str = "circles";
+const CIRCLES_DOC: &str =
+    "Circles: members of a circle see each other in their contact lists, with the\n\
+    circle's name as the group (more circles: 'kith circle add NAME JID').";
 
 /// `[components]` maps names chosen by the operator to secrets, so it is not a table of
 /// fixed keys like the `SECTIONS`; `Checker::read_components` reads it.
@@ -1990,9 +2055,7 @@ const SECTIONS: &[Section] = &[
         Key {
             name: "policy",
             doc: "\"closed\": only admins create accounts (kith user add); \"invite\": people\n\
-                  with an invitation; \"open\": anyone (attracts spammers). Open and invite\n\
-                  need in-band registration, which this version does not offer yet: until\n\
-                  then every policy behaves as \"closed\".",
+                  with an invitation (kith invite); \"open\": anyone (attracts spammers).",
             read: |c, key, v, cfg| {
                 if let Some(s) = c.string(key, v, "\"closed\", \"invite\" or \"open\"") {
                     match RegistrationPolicy::parse(s) {
@@ -2035,6 +2098,86 @@ const SECTIONS: &[Section] = &[
                     Some(d) => show_duration(d),
                 })
             },
+            unset_example: "",
+        },
+        Key {
+            name: "throttle",
+            doc: "With \"open\": one new account per IP address per this long (0s: no limit).",
+            read: |c, key, v, cfg| {
+                let range = Duration::ZERO..=Duration::from_secs(30 * 86_400);
+                if let Some(d) = c.duration(key, v, range) {
+                    cfg.registration.throttle = d;
+                }
+            },
+            show: |cfg| Some(show_duration(cfg.registration.throttle)),
+            unset_example: "",
+        },
+        Key {
+            name: "notify_admins",
+            doc: "Send the admins a chat message when someone registers.",
+            read: |c, key, v, cfg| {
+                if let Some(b) = c.boolean(key, v) {
+                    cfg.registration.notify_admins = b;
+                }
+            },
+            show: |cfg| Some(cfg.registration.notify_admins.to_string()),
+            unset_example: "",
+        },
+        Key {
+            name: "throttle",
+            doc: "With \"open\": one new account per IP address per this long (0s: no limit).",
+            read: |c, key, v, cfg| {
+                let range = Duration::ZERO..=Duration::from_secs(30 * 86_400);
+                if let Some(d) = c.duration(key, v, range) {
+                    cfg.registration.throttle = d;
+                }
+            },
+            show: |cfg| Some(show_duration(cfg.registration.throttle)),
+            unset_example: "",
+        },
+        Key {
+            name: "notify_admins",
+            doc: "Send the admins a chat message when someone registers.",
+            read: |c, key, v, cfg| {
+                if let Some(b) = c.boolean(key, v) {
+                    cfg.registration.notify_admins = b;
+                }
+            },
+            show: |cfg| Some(cfg.registration.notify_admins.to_string()),
+            unset_example: "",
+        }],
+    },
+    Section {
+        name: "invites",
+        doc: "Invitations made with 'kith invite' (link, QR code, in-band registration).",
+        check: |_, _| {},
+        keys: &[Key {
+            name: "expires",
+            doc: "How long a new invite stays valid unless --expires says otherwise (1m to 365d).",
+            read: |c, key, v, cfg| {
+                let range = Duration::from_secs(60)..=Duration::from_secs(365 * 86_400);
+                if let Some(d) = c.duration(key, v, range) {
+                    cfg.invites.expires = d;
+                }
+            },
+            show: |cfg| Some(show_duration(cfg.invites.expires)),
+            unset_example: "",
+        }],
+    },
+    Section {
+        name: "invites",
+        doc: "Invitations made with 'kith invite' (link, QR code, in-band registration).",
+        check: |_, _| {},
+        keys: &[Key {
+            name: "expires",
+            doc: "How long a new invite stays valid unless --expires says otherwise (1m to 365d).",
+            read: |c, key, v, cfg| {
+                let range = Duration::from_secs(60)..=Duration::from_secs(365 * 86_400);
+                if let Some(d) = c.duration(key, v, range) {
+                    cfg.invites.expires = d;
+                }
+            },
+            show: |cfg| Some(show_duration(cfg.invites.expires)),
             unset_example: "",
         }],
     },
@@ -2360,6 +2503,17 @@ impl<'t> Checker<'t> {
             let name: &str = key.get_ref();
             if let Some(row) = ROOT.keys.iter().find(|k| k.name == name) {
                 (row.read)(self, row.name, value, config);
+            } else if name == CIRCLES {
+                match value.get_ref() {
+                    DeValue::Table(table) => self.read_circles(table, config),
+                    other => self.problem(
+                        key.span(),
+                        format!("expected a section [{name}], found {}", type_name(other)),
+                        Some(format!(
+                            "write a [{name}] header on its own line, with name = [\"alice@example.org\", ...] lines below it"
+                        )),
+                    ),
+                }
             } else if name == COMPONENTS {
                 match value.get_ref() {
                     DeValue::Table(table) => self.read_components(table, config),
@@ -2399,6 +2553,46 @@ impl<'t> Checker<'t> {
                     )),
                 );
             }
+        }
+    }
+
+    /// `[circles]`: `family = ["alice@example.org", "bob"]` lines (a bare localpart means an
+    /// account of the server's domain, resolved by `crate::circles`).
+    fn read_circles(&mut self, table: &DeTable<'_>, config: &mut Config) {
+        for (key, value) in table.iter() {
+            let name: &str = key.get_ref();
+            if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+                self.problem(
+                    key.span(),
+                    format!("circle name '{name}' is empty, too long or has control characters"),
+                    Some("use a short name like family".into()),
+                );
+                continue;
+            }
+            let expected = "a list of accounts like [\"alice@example.org\"]";
+            let Some(items) =
+                self.string_list(name, value, expected, "\"alice@example.org\"", |s| s)
+            else {
+                continue;
+            };
+            let mut members = Vec::new();
+            for (jid, span) in items {
+                if jid.is_empty() || jid.chars().any(char::is_whitespace) || jid.contains('/') {
+                    self.problem(
+                        span,
+                        format!("circle '{name}': '{jid}' is not an account"),
+                        Some(
+                            "write a bare JID like \"alice@example.org\" or just \"alice\"".into(),
+                        ),
+                    );
+                    continue;
+                }
+                members.push(jid.to_string());
+            }
+            config.circles.push(Circle {
+                name: name.to_string(),
+                members,
+            });
         }
     }
 
@@ -2489,6 +2683,7 @@ impl<'t> Checker<'t> {
         let name: &str = key.get_ref();
         let mut known: Vec<&str> = SECTIONS.iter().map(|s| s.name).collect();
         known.push(COMPONENTS);
+        known.push(CIRCLES);
         let listed = || {
             let names: Vec<String> = known.iter().map(|n| format!("[{n}]")).collect();
             format!("known sections: {}", names.join(", "))
@@ -3340,12 +3535,42 @@ allow_plain = true
         );
     }
 
+    #[test]
+    fn circles_and_invites_sections() {
+        let config = ok(
+            "[circles]\nfamily = [\"alice\", \"bob@example.org\"]\n\"old friends\" = []\n\
+                         [invites]\nexpires = \"2d\"\n[registration]\nthrottle = \"0s\"\n\
+                         notify_admins = false\n",
+        );
+        assert_eq!(config.circles.len(), 2);
+        assert_eq!(config.circles[0].name, "family");
+        assert_eq!(config.circles[0].members, ["alice", "bob@example.org"]);
+        assert_eq!(config.invites.expires, Duration::from_secs(2 * 86_400));
+        assert_eq!(config.registration.throttle, Duration::ZERO);
+        assert!(!config.registration.notify_admins);
+        assert_eq!(
+            problems("[circles]\nfamily = \"alice\"\nfriends = [\"a b\"]\n"),
+            [
+                "kith.toml:2:10: 'family': expected a list of accounts like \
+                 [\"alice@example.org\"], found a string (write family = [\"alice\"])",
+                "kith.toml:3:12: circle 'friends': 'a b' is not an account (write a bare JID like \
+                 \"alice@example.org\" or just \"alice\")"
+            ]
+        );
+        let text = config.to_toml_changed();
+        assert!(
+            text.contains("[circles]\n\"family\" = [\"alice\", \"bob@example.org\"]"),
+            "{text}"
+        );
+        assert_eq!(ok(&text).circles, config.circles);
+    }
+
     /// The list the "known sections" hint gives, in schema order.
     fn known_sections() -> String {
         let names: Vec<String> = SECTIONS
             .iter()
             .map(|s| format!("[{}]", s.name))
-            .chain(["[components]".to_string()])
+            .chain(["[components]".to_string(), "[circles]".to_string()])
             .collect();
         names.join(", ")
     }
@@ -3855,7 +4080,7 @@ auth_timeout = \"soon\"
         custom.domain = "example.org".into();
         custom.data_dir = "/var/lib/kith".into();
         custom.admins = vec!["me@example.org".into()];
-        custom.registration.policy = RegistrationPolicy::Invite;
+        custom.registration.policy = RegistrationPolicy::Closed;
         custom.tls.cert = Some("/etc/kith/fullchain.pem".into());
         custom.tls.key = Some("/etc/kith/privkey.pem".into());
         let text = custom.to_toml_changed();
@@ -3863,7 +4088,7 @@ auth_timeout = \"soon\"
             text.contains("# Default: \"localhost\"\ndomain = \"example.org\"\n"),
             "{text}"
         );
-        assert!(text.contains("[registration]\n") && text.contains("policy = \"invite\""));
+        assert!(text.contains("[registration]\n") && text.contains("policy = \"closed\""));
         assert!(
             !text.contains("[limits]") && !text.contains("c2s ="),
             "{text}"
@@ -3887,7 +4112,7 @@ auth_timeout = \"soon\"
         assert_eq!(config.registration.policy, RegistrationPolicy::Open);
         assert_eq!(config.check.resolver, Some(addr("127.0.0.1:5353")));
         assert_eq!(config.check.public_addresses.len(), 2);
-        assert_eq!(ok("").registration.policy, RegistrationPolicy::Closed);
+        assert_eq!(ok("").registration.policy, RegistrationPolicy::Invite);
         assert_eq!(
             ok("[check]\nresolver = \"::1\"\n").check.resolver,
             Some(addr("[::1]:53"))

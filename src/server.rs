@@ -55,6 +55,8 @@ pub struct Server {
     pub muc: crate::services::muc::State,
     /// Open XEP-0050 command sessions.
     pub adhoc: crate::services::adhoc::Sessions,
+    /// Open registration's per-IP and global limits (in-band and web share them).
+    pub registration: crate::invites::Throttle,
     /// XEP-0065 connections waiting for activation, and the relays running.
     pub proxy65: crate::services::proxy65::State,
     /// Closed when the server shuts down; waiting tasks watch it.
@@ -86,6 +88,7 @@ impl Server {
             upload: Default::default(),
             muc: Default::default(),
             adhoc: Default::default(),
+            registration: Default::default(),
             proxy65: Default::default(),
             shutdown_tx,
             shutdown_rx,
@@ -230,7 +233,6 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
     let web = crate::http::bind(&config)?;
     let proxy65 = crate::services::proxy65::bind(&config).map_err(|e| RunError(e.to_string()))?;
 
-    warn_registration(&config);
     let srv = Arc::new(Server::new(config, store, tls));
     // The admin socket first: from the moment the store is locked, `kith user ...` must find
     // the running server instead of failing on the lock.
@@ -286,6 +288,11 @@ async fn serve(ex: Arc<Executor<'static>>, mut config: Config) -> Result<(), Run
         tasks.push(ex.spawn(async move { srv.tls.watch_files().await }));
     }
     tasks.push(ex.spawn(crate::services::upload::expire_loop(srv.clone())));
+    // Circles from the config may have changed since the last run.
+    tasks.push(ex.spawn({
+        let srv = srv.clone();
+        async move { crate::circles::sync(&srv).await }
+    }));
     for l in proxy65 {
         tasks.push(ex.spawn(crate::services::proxy65::serve(ex.clone(), srv.clone(), l)));
     }
@@ -435,18 +442,6 @@ fn bind_with_v4_fallback(addr: SocketAddr) -> std::io::Result<std::net::TcpListe
             std::net::TcpListener::bind(v4)
         }
         r => r,
-    }
-}
-
-/// The registration policy is read and validated now, so a config written by `kith setup`
-/// stays valid; in-band registration itself comes with issue #6.
-fn warn_registration(config: &Config) {
-    let policy = config.registration.policy;
-    if policy != crate::config::RegistrationPolicy::Closed {
-        log::warn!(
-            "[registration] policy = \"{}\" needs in-band registration, which this version of kith does not offer yet: registration stays closed (create accounts with 'kith user add')",
-            policy.as_str()
-        );
     }
 }
 

@@ -138,21 +138,15 @@ fn setup(path: &Path, a: Answers, ui: &mut Ui) -> Result<(), String> {
     }
 
     let policy = ui.ask_valid(
-        "Registration: closed (only admins add accounts), invite, or open",
+        "Registration: invite (people you invite with 'kith invite'), closed (only admins add accounts), or open",
         a.registration.as_deref(),
-        Some("closed"),
+        Some("invite"),
         |s| {
             RegistrationPolicy::parse(s.trim())
-                .ok_or_else(|| "answer closed, invite or open".to_string())
+                .ok_or_else(|| "answer invite, closed or open".to_string())
         },
     )?;
     config.registration.policy = policy;
-    if policy != RegistrationPolicy::Closed {
-        println!(
-            "  note: '{}' needs in-band registration, which this version does not offer yet; until then only admins add accounts.",
-            policy.as_str()
-        );
-    }
 
     println!("\nChecking what can be checked now:");
     check_ports(&config);

@@ -574,11 +574,8 @@ fn acme_certificate_authenticates_outgoing_federation() {
     records.push(format!("--host-record={PEER},127.0.0.1"));
     let _dns = Dnsmasq::start_on(dns_port, &records);
 
-    let mut bob = common::client::Client::connect_starttls(
-        peer.c2s_port,
-        PEER,
-        &dir.join("peer-ca.pem"),
-    );
+    let mut bob =
+        common::client::Client::connect_starttls(peer.c2s_port, PEER, &dir.join("peer-ca.pem"));
     bob.login("bob", "bob-secret");
     bob.bind(Some("phone"));
     bob.presence();

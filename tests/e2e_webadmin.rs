@@ -98,7 +98,9 @@ impl<'a> Curl<'a> {
         Reply {
             status,
             location: header("location"),
-            set_cookie: head.to_ascii_lowercase().contains("set-cookie: kith_admin="),
+            set_cookie: head
+                .to_ascii_lowercase()
+                .contains("set-cookie: kith_admin="),
             body: String::from_utf8_lossy(&out.stdout).into_owned(),
         }
     }
@@ -163,7 +165,11 @@ fn refusals_wrong_password_non_admin_missing_csrf_and_throttling() {
     // The session cookie alone does not make changes.
     for form in [
         vec![("jid", "mallory"), ("password", "x-secret")],
-        vec![("csrf", "forged"), ("jid", "mallory"), ("password", "x-secret")],
+        vec![
+            ("csrf", "forged"),
+            ("jid", "mallory"),
+            ("password", "x-secret"),
+        ],
     ] {
         let r = web.request("POST", "/admin/users/add", &form);
         assert_eq!(r.status, 403, "{}", r.body);
@@ -177,7 +183,11 @@ fn refusals_wrong_password_non_admin_missing_csrf_and_throttling() {
     let r = web.request(
         "POST",
         "/admin/users/add",
-        &[("csrf", &csrf), ("jid", "mallory"), ("password", "x-secret")],
+        &[
+            ("csrf", &csrf),
+            ("jid", "mallory"),
+            ("password", "x-secret"),
+        ],
     );
     assert_eq!((r.status, r.location.as_str()), (303, "/admin/users"));
     let out = server.cli_ok(["user", "list"]);
@@ -191,7 +201,9 @@ fn refusals_wrong_password_non_admin_missing_csrf_and_throttling() {
     let r = other.sign_in("alice", "alice-secret");
     assert_eq!(r.status, 429, "{}", r.body);
     assert!(r.body.contains("Too many failed attempts"));
-    assert!(server.log().contains("web admin: failed sign-in from 127.0.0.1"));
+    assert!(server
+        .log()
+        .contains("web admin: failed sign-in from 127.0.0.1"));
     assert!(
         !server.log().contains("alice-secret") && !server.log().contains("guess"),
         "passwords must never reach the log"
@@ -211,7 +223,10 @@ fn admin_flow_in_headless_chromium() {
     let server = admin_server();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web");
     let chromium = std::env::var("KITH_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if !dir.join("node_modules/playwright-core/package.json").exists() {
+    if !dir
+        .join("node_modules/playwright-core/package.json")
+        .exists()
+    {
         skip_or_panic("playwright-core is not installed (npm ci --prefix tests/web)");
         return;
     }
@@ -254,5 +269,8 @@ fn admin_flow_in_headless_chromium() {
         !String::from_utf8_lossy(&out.stdout).contains("carol"),
         "the user deleted in the browser still exists"
     );
-    assert!(server.wait_for_log("web admin: alice@localhost deleted account carol@localhost", Duration::from_secs(5)));
+    assert!(server.wait_for_log(
+        "web admin: alice@localhost deleted account carol@localhost",
+        Duration::from_secs(5)
+    ));
 }

@@ -54,7 +54,7 @@ fn unattended_setup_writes_a_config_creates_the_admin_and_prints_the_records() {
         "--admin",
         "alice",
         "--registration",
-        "invite",
+        "closed",
         "--data-dir",
         &data_arg,
         "--yes",
@@ -85,7 +85,7 @@ fn unattended_setup_writes_a_config_creates_the_admin_and_prints_the_records() {
         "{written}"
     );
     assert!(
-        written.contains("[registration]") && written.contains("policy = \"invite\""),
+        written.contains("[registration]") && written.contains("policy = \"closed\""),
         "{written}"
     );
     // Only what differs from the defaults.
@@ -303,7 +303,7 @@ fn setup_typed_into_a_terminal() {
     term.type_line("typed-secret");
     term.wait_for("3) self-signed for now [1]: ", 1);
     term.type_line("3");
-    term.wait_for("or open [closed]: ", 1);
+    term.wait_for("or open [invite]: ", 1);
     term.type_line("");
     let code = term.exit_code();
     let screen = term.screen();
@@ -332,7 +332,7 @@ fn setup_typed_into_a_terminal() {
     );
     assert!(
         !written.contains("[registration]"),
-        "closed is the default:\n{written}"
+        "invite is the default:\n{written}"
     );
     drop(term);
     let _ = std::fs::remove_dir_all(&dir);

@@ -79,30 +79,16 @@ pub fn check(config: &Config) -> Vec<Finding> {
             .fix(format!("add admins = [\"you@{}\"]", config.domain)),
         );
     }
-    match config.registration.policy {
-        RegistrationPolicy::Closed => {}
-        policy => {
-            if policy == RegistrationPolicy::Open {
-                out.push(
-                    Finding::new(
-                        Part::Config,
-                        Severity::Warning,
-                        at("registration", "policy"),
-                        "registration is open to anyone: spammers look for such servers",
-                    )
-                    .fix("set [registration] policy = \"invite\" (or \"closed\")"),
-                );
-            }
-            out.push(Finding::new(
+    if config.registration.policy == RegistrationPolicy::Open {
+        out.push(
+            Finding::new(
                 Part::Config,
-                Severity::Note,
+                Severity::Warning,
                 at("registration", "policy"),
-                format!(
-                    "policy \"{}\" needs in-band registration, which this version does not offer yet: it behaves as \"closed\"",
-                    policy.as_str()
-                ),
-            ));
-        }
+                "registration is open to anyone: spammers look for such servers",
+            )
+            .fix("set [registration] policy = \"invite\" (or \"closed\")"),
+        );
     }
     if config.listen.c2s.is_empty() && config.listen.c2s_direct_tls.is_empty() {
         out.push(

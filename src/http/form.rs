@@ -95,7 +95,9 @@ mod tests {
     fn encode_round_trips() {
         for s in ["alice@example.org", "a b/c?d=e&f", "été", ""] {
             let e = encode(s);
-            assert!(e.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b)));
+            assert!(e
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b)));
             assert_eq!(decode(&e).as_deref(), Some(s));
         }
     }

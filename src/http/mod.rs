@@ -8,7 +8,8 @@
 //! - `xmpp-server` → incoming federation (`session::s2s::serve_started`, with its own TLS
 //!   config, which asks for the peer's certificate);
 //! - `http/1.1` or none → hyper, routed by `router`: WebSocket (RFC 7395), BOSH
-//!   (XEP-0206), host-meta (XEP-0156), uploads (XEP-0363), the web admin (`admin`).
+//!   (XEP-0206), host-meta (XEP-0156), uploads (XEP-0363), the web admin (`admin`), invite
+//!   pages and web registration (`invite`).
 //!
 //! The plain HTTP port answers ACME HTTP-01 challenges and redirects everything else to
 //! HTTPS. WebSocket and BOSH sessions are the real c2s session over an in-memory byte stream
@@ -21,6 +22,7 @@ pub mod bosh;
 pub mod form;
 pub mod hostmeta;
 pub mod html;
+pub mod invite;
 pub mod pipe;
 pub mod router;
 pub mod upload;

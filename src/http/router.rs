@@ -21,6 +21,10 @@ pub const HOST_META_JSON_PATH: &str = "/.well-known/host-meta.json";
 /// domain, or whatever name a reverse proxy at `[http] public_url` forwards (many send their
 /// upstream's address as `Host`).
 pub const UPLOAD_PREFIX: &str = "/upload/";
+/// Invite pages: `/invite/TOKEN` (XEP-0401 landing page and web registration).
+pub const INVITE_PREFIX: &str = "/invite/";
+/// Web registration without an invite (`[registration] policy = "open"`).
+pub const REGISTER_PATH: &str = "/register";
 
 /// What a request is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +41,10 @@ pub enum Route {
     Upload,
     /// The web admin's pages (`/admin`, `/admin/...`).
     Admin,
+    /// An invite page (GET) or registration with it (POST).
+    Invite,
+    /// Open web registration: the form (GET) or its submission (POST).
+    Register,
     /// CORS preflight for the web endpoints.
     Preflight,
     NotFound,
@@ -52,6 +60,16 @@ pub fn classify(method: &Method, _host: &str, path: &str, _domain: &str) -> Rout
         return Route::Admin;
     }
     let get = method == Method::GET || method == Method::HEAD;
+    if path.starts_with(INVITE_PREFIX) || path == REGISTER_PATH {
+        if !(get || method == Method::POST) {
+            return Route::MethodNotAllowed;
+        }
+        return if path == REGISTER_PATH {
+            Route::Register
+        } else {
+            Route::Invite
+        };
+    }
     let web = [
         HOST_META_PATH,
         HOST_META_JSON_PATH,
@@ -115,6 +133,8 @@ pub async fn dispatch(conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body>
         Route::Bosh => super::bosh::handle(conn, req).await,
         Route::Upload => super::upload::handle(conn, req).await,
         Route::Admin => super::admin::handle(conn, req).await,
+        Route::Invite => super::invite::invite(conn, req).await,
+        Route::Register => super::invite::open(conn, req).await,
         Route::Preflight => {
             let mut r = Response::new(body::empty());
             *r.status_mut() = StatusCode::NO_CONTENT;
@@ -175,6 +195,17 @@ mod tests {
                 "/xmpp-websocket",
                 Route::WebSocket,
             ),
+            (Method::GET, "example.org", "/invite/abc", Route::Invite),
+            (Method::POST, "example.org", "/invite/abc", Route::Invite),
+            (
+                Method::PUT,
+                "example.org",
+                "/invite/abc",
+                Route::MethodNotAllowed,
+            ),
+            (Method::GET, "example.org", "/register", Route::Register),
+            (Method::POST, "example.org", "/register", Route::Register),
+            (Method::GET, "example.org", "/invite", Route::NotFound),
             (Method::POST, "example.org", "/http-bind", Route::Bosh),
             (
                 Method::OPTIONS,
@@ -209,8 +240,18 @@ mod tests {
             (Method::GET, "127.0.0.1", "/upload/abc/f.jpg", Route::Upload),
             (Method::GET, "example.org", "/", Route::NotFound),
             (Method::GET, "example.org", "/admin", Route::Admin),
-            (Method::POST, "example.org", "/admin/users/add", Route::Admin),
-            (Method::GET, "example.org", "/administrator", Route::NotFound),
+            (
+                Method::POST,
+                "example.org",
+                "/admin/users/add",
+                Route::Admin,
+            ),
+            (
+                Method::GET,
+                "example.org",
+                "/administrator",
+                Route::NotFound,
+            ),
             (
                 Method::GET,
                 "example.org",

@@ -22,9 +22,8 @@ pub fn interleave(ips: &[IpAddr]) -> Vec<IpAddr> {
     let Some(first) = ips.first() else {
         return Vec::new();
     };
-    let (mut a, mut b): (Vec<IpAddr>, Vec<IpAddr>) = ips
-        .iter()
-        .partition(|ip| ip.is_ipv6() == first.is_ipv6());
+    let (mut a, mut b): (Vec<IpAddr>, Vec<IpAddr>) =
+        ips.iter().partition(|ip| ip.is_ipv6() == first.is_ipv6());
     let mut out = Vec::with_capacity(ips.len());
     a.reverse();
     b.reverse();
@@ -159,13 +158,19 @@ mod tests {
         let (r, log, took) = run(&fake(&[(1, 5_000, true), (2, 20, true)]), 100);
         assert_eq!(r.unwrap(), 2);
         assert_eq!(log.len(), 2);
-        assert!(log[1].1 >= 100, "the second starts after the delay: {log:?}");
+        assert!(
+            log[1].1 >= 100,
+            "the second starts after the delay: {log:?}"
+        );
         assert!(took < Duration::from_millis(1_000), "took {took:?}");
     }
 
     #[test]
     fn a_failure_starts_the_next_at_once() {
-        let (r, log, took) = run(&fake(&[(1, 10, false), (2, 10, false), (3, 10, true)]), 10_000);
+        let (r, log, took) = run(
+            &fake(&[(1, 10, false), (2, 10, false), (3, 10, true)]),
+            10_000,
+        );
         assert_eq!(r.unwrap(), 3);
         assert_eq!(log.iter().map(|l| l.0).collect::<Vec<_>>(), vec![1, 2, 3]);
         assert!(took < Duration::from_millis(2_000), "took {took:?}");
@@ -178,7 +183,11 @@ mod tests {
         assert_eq!(r.unwrap(), 2);
         let (r, log, _) = run(&fake(&[(1, 10, true), (2, 10, true)]), 50);
         assert_eq!(r.unwrap(), 1);
-        assert_eq!(log.len(), 1, "no second attempt when the first connects in time");
+        assert_eq!(
+            log.len(),
+            1,
+            "no second attempt when the first connects in time"
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::router;
 use crate::sasl::ht::Ht;
 use crate::sasl::{self, CbInfo, Mechanism};
 use crate::server::Server;
-use crate::services::fast;
+use crate::services::{fast, register};
 use crate::services::{offline, presence};
 use crate::session::csi::Csi;
 use crate::session::rate::Bucket;
@@ -389,16 +389,36 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         }
         features.push_child(el);
     }
+    if register::offered(srv) {
+        features.push_child(Element::new("register", ns::REGISTER_FEATURE));
+    }
     xs.send_element(&features).await?;
 
     let mut failures = 0;
     let mut cb_unusable_by_client = false;
+    let mut registration = register::PreAuth::default();
     loop {
         let el = match xs.next_frame(deadline).await? {
             Frame::Element(el) => el,
             Frame::StreamClose => return Err(End::Closed),
             Frame::StreamOpen(_) => return Err(End::Error(StreamError::NotWellFormed, None)),
         };
+        // XEP-0077 §3: registration is the one iq allowed before authentication; the
+        // client then authenticates on this stream with the new account.
+        if el.is("iq", ns::CLIENT) {
+            match register::pre_auth(srv, &mut registration, &el, peer.ip(), tag).await {
+                Some(reply) => {
+                    xs.send_element(&reply).await?;
+                    continue;
+                }
+                None => {
+                    return Err(End::Error(
+                        StreamError::NotAuthorized,
+                        Some("authenticate first"),
+                    ))
+                }
+            }
+        }
         let profile = if el.is("auth", ns::SASL) {
             Profile::Rfc6120
         } else if el.is("authenticate", ns::SASL2) {

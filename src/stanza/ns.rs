@@ -38,8 +38,12 @@ pub const BLOCKING: &str = "urn:xmpp:blocking";
 pub const BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";
 /// XEP-0049 Private XML Storage.
 pub const PRIVATE: &str = "jabber:iq:private";
-/// XEP-0077 In-Band Registration (password change and account removal only).
+/// XEP-0077 In-Band Registration.
 pub const REGISTER: &str = "jabber:iq:register";
+/// XEP-0077 §8: the stream feature saying registration is possible before authentication.
+pub const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
+/// XEP-0401 §6 / XEP-0379: the pre-authentication token iq (`<preauth token='…'/>`).
+pub const PARS: &str = "urn:xmpp:pars:0";
 /// XEP-0215 External Service Discovery.
 pub const EXTDISCO: &str = "urn:xmpp:extdisco:2";
 /// XEP-0357 Push Notifications.

@@ -269,6 +269,71 @@ pub(crate) fn decode_upload(buf: &[u8]) -> Result<Upload, DecodeError> {
     })
 }
 
+/// An invitation to create an account (see `store::invites`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invite {
+    /// The bare JID of the account that made it; empty when an admin made it from the CLI.
+    pub created_by: String,
+    pub created_unix: u64,
+    pub expires_unix: u64,
+    /// Accounts that may still be created with it; at 0 the invite is gone.
+    pub uses_left: u32,
+    /// Accounts created with it become admins.
+    pub admin: bool,
+    /// Circles the new account joins.
+    pub groups: Vec<String>,
+    /// The only username it may create, when the inviter chose one.
+    pub username: Option<String>,
+}
+
+const INVITE_V1: u8 = 1;
+
+pub(crate) fn encode_invite(i: &Invite) -> Vec<u8> {
+    let mut w = Writer::with_capacity(64);
+    w.u8(INVITE_V1);
+    w.u64(i.created_unix);
+    w.u64(i.expires_unix);
+    w.u32(i.uses_left);
+    w.u8(u8::from(i.admin));
+    w.bytes(i.created_by.as_bytes());
+    w.bytes(i.username.as_deref().unwrap_or("").as_bytes());
+    w.u32(len_u32(i.groups.len()));
+    for g in &i.groups {
+        w.bytes(g.as_bytes());
+    }
+    w.0
+}
+
+pub(crate) fn decode_invite(buf: &[u8]) -> Result<Invite, DecodeError> {
+    let mut r = Reader::new(buf);
+    r.version(INVITE_V1)?;
+    let created_unix = r.u64()?;
+    let expires_unix = r.u64()?;
+    let uses_left = r.u32()?;
+    let admin = r.u8()? != 0;
+    let created_by = r.string()?;
+    let username = Some(r.string()?).filter(|u| !u.is_empty());
+    let n = r.u32()? as usize;
+    // Each group takes at least its 4-byte length, so a corrupt count cannot allocate much.
+    if n > r.remaining() / 4 {
+        return Err(format!("invite group count {n} exceeds the value"));
+    }
+    let mut groups = Vec::with_capacity(n);
+    for _ in 0..n {
+        groups.push(r.string()?);
+    }
+    r.finish()?;
+    Ok(Invite {
+        created_by,
+        created_unix,
+        expires_unix,
+        uses_left,
+        admin,
+        groups,
+        username,
+    })
+}
+
 struct Writer(Vec<u8>);
 
 impl Writer {
@@ -429,6 +494,31 @@ mod tests {
 
     /// Every prefix, every single-byte corruption and a few hostile inputs must decode to an
     /// error or a value, never panic or allocate absurdly.
+    #[test]
+    fn invite_round_trips() {
+        let i = Invite {
+            created_by: "alice@example.org".into(),
+            created_unix: 10,
+            expires_unix: 20,
+            uses_left: 3,
+            admin: true,
+            groups: vec!["family".into(), "friends".into()],
+            username: Some("bob".into()),
+        };
+        assert_eq!(decode_invite(&encode_invite(&i)).unwrap(), i);
+        let plain = Invite {
+            username: None,
+            groups: vec![],
+            admin: false,
+            ..i
+        };
+        assert_eq!(decode_invite(&encode_invite(&plain)).unwrap(), plain);
+        let bytes = encode_invite(&plain);
+        for n in 0..bytes.len() {
+            assert!(decode_invite(&bytes[..n]).is_err());
+        }
+    }
+
     #[test]
     fn garbage_never_panics() {
         let samples = [

@@ -26,6 +26,7 @@
 mod backup;
 mod codec;
 mod error;
+mod invites;
 mod mam;
 mod muc;
 mod pep;
@@ -37,7 +38,7 @@ mod upload;
 pub use backup::{
     inspect as inspect_backup, restore_into, restoring_path, BackupInfo, ExtraFile, BACKUP_FORMAT,
 };
-pub use codec::{Account, RosterItem, Subscription, Upload};
+pub use codec::{Account, Invite, RosterItem, Subscription, Upload};
 pub use error::StoreError;
 pub use mam::{now_micros, ArchiveEntry, ArchivePage, ArchiveQuery, WithFilter};
 pub use pep::{PepItem, PepNode};
@@ -202,6 +203,7 @@ impl Store {
             txn.open_table(ROSTER_VER)?.remove(jid.as_str())?;
             txn.open_table(LAST)?.remove(jid.as_str())?;
             upload::delete_owner(txn, &jid)?;
+            invites::leave_circles(txn, &jid)?;
             Ok(existed)
         })
         .await

@@ -64,6 +64,11 @@ pub(crate) const PUBSUB_MEMBERS: TableDefinition<(&str, &str, &str), &[u8]> =
 /// Bare JID of a deleted account → unix seconds of its deletion (see `tombstone.rs`).
 pub(crate) const TOMBSTONES: TableDefinition<&str, u64> = TableDefinition::new("tombstones_v1");
 
+/// Invite token → encoded [`super::Invite`] (see `invites.rs`).
+pub(crate) const INVITES: TableDefinition<&str, &[u8]> = TableDefinition::new("invites_v1");
+/// (circle, member bare JID) → (): store-managed circles (shared roster groups).
+pub(crate) const CIRCLES: TableDefinition<(&str, &str), ()> = TableDefinition::new("circles_v1");
+
 /// Keys of `meta` that the store owns; [`super::Store::meta_set`] refuses them.
 pub(crate) const KEY_SCHEMA_VERSION: &str = "schema_version";
 /// Last offline sequence number handed out. Store-wide and never reused, so a stale
@@ -170,6 +175,8 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(MUC_ROOMS)?;
     txn.open_table(TOMBSTONES)?;
     txn.open_table(PUBSUB_MEMBERS)?;
+    txn.open_table(INVITES)?;
+    txn.open_table(CIRCLES)?;
     Ok(())
 }
 

@@ -89,6 +89,18 @@ impl Store {
         .await
     }
 
+    /// When `jid`'s account was deleted, if a tombstone says so.
+    pub async fn tombstone(&self, jid: &str) -> Result<Option<u64>, StoreError> {
+        let jid = jid.to_string();
+        self.read(move |txn| {
+            Ok(txn
+                .open_table(TOMBSTONES)?
+                .get(jid.as_str())?
+                .map(|v| v.value()))
+        })
+        .await
+    }
+
     /// Removes a tombstone, freeing the name; returns whether there was one.
     pub async fn clear_tombstone(&self, jid: &str) -> Result<bool, StoreError> {
         let jid = jid.to_string();

@@ -169,9 +169,15 @@ mod tests {
         assert_eq!(c.len(), 43);
         let s = auth.session(&c, 1000 + IDLE_SECS - 1).unwrap();
         assert_eq!(s.jid, alice());
-        assert!(auth.session(&c, 1000 + 2 * IDLE_SECS - 2).is_some(), "use extends");
+        assert!(
+            auth.session(&c, 1000 + 2 * IDLE_SECS - 2).is_some(),
+            "use extends"
+        );
         assert!(auth.session(&c, 1000 + 3 * IDLE_SECS + 1).is_none());
-        assert!(auth.session(&c, 1000).is_none(), "an expired session is gone");
+        assert!(
+            auth.session(&c, 1000).is_none(),
+            "an expired session is gone"
+        );
 
         let c = auth.sign_in(alice(), 0);
         let mut t = 0;
@@ -190,7 +196,10 @@ mod tests {
         let c = auth.sign_in(alice(), 0);
         let c2 = auth.sign_in(alice(), 0);
         assert_ne!(c, c2);
-        assert_ne!(auth.session(&c, 0).unwrap().csrf, auth.session(&c2, 0).unwrap().csrf);
+        assert_ne!(
+            auth.session(&c, 0).unwrap().csrf,
+            auth.session(&c2, 0).unwrap().csrf
+        );
         auth.flash(&c, false, "no".into());
         assert_eq!(auth.take_flash(&c), Some((false, "no".into())));
         assert_eq!(auth.take_flash(&c), None, "shown once");
@@ -212,7 +221,10 @@ mod tests {
         }
         assert_eq!(auth.may_try(ip, 110), Err(WINDOW_SECS - 10));
         assert!(auth.may_try(other, 110).is_ok());
-        assert!(auth.may_try(ip, 100 + WINDOW_SECS).is_ok(), "the window passes");
+        assert!(
+            auth.may_try(ip, 100 + WINDOW_SECS).is_ok(),
+            "the window passes"
+        );
         auth.failed(ip, 2000);
         auth.succeeded(ip);
         assert!(auth.may_try(ip, 2000).is_ok());

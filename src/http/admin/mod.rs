@@ -102,8 +102,8 @@ pub fn route(method: &Method, path: &str) -> Page {
         ("/check", true, _) => Page::Check,
         (
             "" | "/" | "/login" | "/logout" | "/users" | "/users/add" | "/users/password"
-            | "/users/delete" | "/users/admin" | "/sessions" | "/announce" | "/uploads"
-            | "/certs" | "/check",
+            | "/users/delete" | "/users/admin" | "/sessions" | "/announce" | "/uploads" | "/certs"
+            | "/check",
             _,
             _,
         ) => Page::MethodNotAllowed,
@@ -531,7 +531,10 @@ async fn users_page(ctx: &Ctx<'_>) -> (&'static str, String) {
         Ok(u) => u,
         Err(e) => {
             log::error!("web admin: cannot list accounts: {e}");
-            return ("Users", "<div class=\"msg err\">Cannot read the accounts.</div>".into());
+            return (
+                "Users",
+                "<div class=\"msg err\">Cannot read the accounts.</div>".into(),
+            );
         }
     };
     let csrf = csrf_field(ctx.csrf);
@@ -566,7 +569,11 @@ async fn users_page(ctx: &Ctx<'_>) -> (&'static str, String) {
                  <input type=\"hidden\" name=\"admin\" value=\"{v}\">\
                  <button>{label}</button></form>",
                 v = if by_flag { "0" } else { "1" },
-                label = if by_flag { "Remove admin" } else { "Make admin" },
+                label = if by_flag {
+                    "Remove admin"
+                } else {
+                    "Make admin"
+                },
             )
         };
         rows.push_str(&format!(

@@ -32,6 +32,7 @@
 //! for a command the requester may not run).
 
 pub mod admin;
+pub mod invites;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -50,7 +51,7 @@ use crate::xml::Element;
 pub const NS_COMMANDS: &str = "http://jabber.org/protocol/commands";
 
 /// Every command module's list. Add yours here.
-pub const REGISTRY: &[&[Command]] = &[admin::COMMANDS];
+pub const REGISTRY: &[&[Command]] = &[admin::COMMANDS, invites::COMMANDS];
 
 /// How long a multi-stage command waits for the requester's next step.
 pub const SESSION_TTL: Duration = Duration::from_secs(10 * 60);

@@ -214,15 +214,12 @@ impl Link<'_> {
                 .map(|ip| SocketAddr::new(ip, target.port))
                 .collect();
             while !addrs.is_empty() {
-                let connected = crate::net::connect::race(
-                    &addrs,
-                    crate::net::connect::ATTEMPT_DELAY,
-                    |addr| {
+                let connected =
+                    crate::net::connect::race(&addrs, crate::net::connect::ATTEMPT_DELAY, |addr| {
                         let attempt = deadline.min(Instant::now() + CONNECT_ATTEMPT);
                         crate::net::with_deadline(TcpStream::connect(addr), attempt)
-                    },
-                )
-                .await;
+                    })
+                    .await;
                 let (tcp, addr) = match connected {
                     Ok(c) => c,
                     Err(e) => {

@@ -2122,46 +2122,6 @@ const SECTIONS: &[Section] = &[
             },
             show: |cfg| Some(cfg.registration.notify_admins.to_string()),
             unset_example: "",
-        },
-        Key {
-            name: "throttle",
-            doc: "With \"open\": one new account per IP address per this long (0s: no limit).",
-            read: |c, key, v, cfg| {
-                let range = Duration::ZERO..=Duration::from_secs(30 * 86_400);
-                if let Some(d) = c.duration(key, v, range) {
-                    cfg.registration.throttle = d;
-                }
-            },
-            show: |cfg| Some(show_duration(cfg.registration.throttle)),
-            unset_example: "",
-        },
-        Key {
-            name: "notify_admins",
-            doc: "Send the admins a chat message when someone registers.",
-            read: |c, key, v, cfg| {
-                if let Some(b) = c.boolean(key, v) {
-                    cfg.registration.notify_admins = b;
-                }
-            },
-            show: |cfg| Some(cfg.registration.notify_admins.to_string()),
-            unset_example: "",
-        }],
-    },
-    Section {
-        name: "invites",
-        doc: "Invitations made with 'kith invite' (link, QR code, in-band registration).",
-        check: |_, _| {},
-        keys: &[Key {
-            name: "expires",
-            doc: "How long a new invite stays valid unless --expires says otherwise (1m to 365d).",
-            read: |c, key, v, cfg| {
-                let range = Duration::from_secs(60)..=Duration::from_secs(365 * 86_400);
-                if let Some(d) = c.duration(key, v, range) {
-                    cfg.invites.expires = d;
-                }
-            },
-            show: |cfg| Some(show_duration(cfg.invites.expires)),
-            unset_example: "",
         }],
     },
     Section {

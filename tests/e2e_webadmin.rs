@@ -1,7 +1,8 @@
 //! End to end: the web admin at `/admin` of the real `kith` binary. Refusals through curl (a
 //! wrong password, a non-admin account, a form without its CSRF token, too many failures from
 //! one address), then the whole admin flow in headless Chromium (tests/web/webadmin.mjs,
-//! playwright-core driving Debian's chromium) with a screenshot of every page kept under
+//! playwright-core driving Debian's chromium: users, an invite used to register, online
+//! sessions, announcement, uploads, certificate, check) with a screenshot of every page under
 //! `target/webadmin-screens/`, while an XMPP client stays online to receive the announcement.
 //!
 //! Owns: a curl wrapper with a cookie jar. Must not know: kith's internals (pages are read
@@ -259,15 +260,40 @@ fn admin_flow_in_headless_chromium() {
     assert!(headline
         .get_child("body", "jabber:client")
         .is_some_and(|b| b.text() == "The server restarts tonight at 23:00."));
-    for name in ["01-login", "02-users", "04-check", "05-user-deleted"] {
+    for name in [
+        "01-login",
+        "02-users",
+        "04-check",
+        "05-user-deleted",
+        "06-invite",
+        "07-registered",
+    ] {
         let png = shots.join(format!("{name}.png"));
         let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
         assert!(size > 1000, "screenshot {} missing or empty", png.display());
     }
     let out = server.cli_ok(["user", "list"]);
+    let users = String::from_utf8_lossy(&out.stdout);
     assert!(
-        !String::from_utf8_lossy(&out.stdout).contains("carol"),
+        !users.contains("carol"),
         "the user deleted in the browser still exists"
+    );
+    // Dave registered through the invite the admin made: he is alice's contact and in the
+    // invite's circle.
+    assert!(users.contains("dave@localhost"), "{users}");
+    let out = server.cli_ok(["circle", "list"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("family\tdave@localhost"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let mut dave = Client::online(&server, "dave", "dave-secret-1", "phone");
+    let (_, roster) = dave.roster_get();
+    assert!(
+        roster
+            .iter()
+            .any(|r| r.0 == "alice@localhost" && r.1 == "both"),
+        "{roster:?}"
     );
     assert!(server.wait_for_log(
         "web admin: alice@localhost deleted account carol@localhost",

@@ -47,7 +47,7 @@ button.danger{background:#a4262c;border-color:#a4262c}\
 .bar span{display:block;height:100%;background:#3b6fb6;border-radius:3px}\
 .ok{color:#1e7b34}.note{color:#555}.warning{color:#9a6700}.error{color:#a4262c}\
 .muted{color:#5b6472;font-size:.9em}\
-td,li{overflow-wrap:anywhere}ul.findings{list-style:none;padding:0}\
+td,li,p,a,code{overflow-wrap:anywhere}ul.findings{list-style:none;padding:0}\
 label{display:block;margin:.5em 0 .2em}\
 ";
 

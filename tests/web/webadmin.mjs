@@ -80,6 +80,35 @@ try {
   await Promise.all([page.waitForNavigation(), page.click("text=Send")]);
   await expectText("Sent to 1 online session.");
 
+  // An invite, used as the invited person would: open the link, pick a name, register.
+  await page.goto(`${base}/admin/invites`);
+  await page.fill("#circle", "family");
+  await Promise.all([page.waitForNavigation(), page.click("text=Create invite")]);
+  const link = await page.getAttribute("#invite-link", "href");
+  if (!link || !link.startsWith(`${base}/invite/`)) throw new Error(`invite link ${link}`);
+  if ((await page.locator("svg").count()) === 0) throw new Error("no QR code on the invite");
+  await shot("06-invite");
+  const guest = await context.newPage();
+  await guest.goto(link);
+  await guest.fill("#username", "dave");
+  await guest.fill("#password", "dave-secret-1");
+  await Promise.all([guest.waitForNavigation(), guest.click("button[type=submit]")]);
+  const welcome = await guest.textContent("body");
+  if (!welcome.includes(`dave@${domain}`)) throw new Error(`after registering: ${welcome.slice(0, 400)}`);
+  await guest.screenshot({ path: `${shots}/07-registered.png`, fullPage: true });
+  await guest.close();
+  await page.goto(`${base}/admin/invites`);
+  await expectText("Open invites (0)");
+  // A second invite, revoked: it leaves the list.
+  await Promise.all([page.waitForNavigation(), page.click("text=Create invite")]);
+  await page.goto(`${base}/admin/invites`);
+  await expectText("Open invites (1)");
+  await Promise.all([page.waitForNavigation(), page.click("text=Revoke")]);
+  await expectText("Invite revoked");
+  await expectText("Open invites (0)");
+  await page.goto(`${base}/admin/users`);
+  await expectText(`dave@${domain}`);
+
   await page.goto(`${base}/admin/users`);
   const carolRow = page.locator("tr", { hasText: carol });
   await carolRow.locator("summary").click();

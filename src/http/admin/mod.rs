@@ -52,6 +52,10 @@ pub enum Page {
     UserDelete,
     UserAdmin,
     Sessions,
+    Invites,
+    InviteShow,
+    InviteCreate,
+    InviteRevoke,
     Announce,
     AnnounceSend,
     Uploads,
@@ -72,6 +76,8 @@ impl Page {
                 | Page::UserPassword
                 | Page::UserDelete
                 | Page::UserAdmin
+                | Page::InviteCreate
+                | Page::InviteRevoke
                 | Page::AnnounceSend
         )
     }
@@ -95,6 +101,15 @@ pub fn route(method: &Method, path: &str) -> Page {
         ("/users/delete", _, true) => Page::UserDelete,
         ("/users/admin", _, true) => Page::UserAdmin,
         ("/sessions", true, _) => Page::Sessions,
+        ("/invites", true, _) => Page::Invites,
+        ("/invites/create", _, true) => Page::InviteCreate,
+        ("/invites/revoke", _, true) => Page::InviteRevoke,
+        (r, true, _)
+            if r.strip_prefix("/invites/")
+                .is_some_and(crate::invites::is_token) =>
+        {
+            Page::InviteShow
+        }
         ("/announce", true, _) => Page::Announce,
         ("/announce", _, true) => Page::AnnounceSend,
         ("/uploads", true, _) => Page::Uploads,
@@ -103,7 +118,7 @@ pub fn route(method: &Method, path: &str) -> Page {
         (
             "" | "/" | "/login" | "/logout" | "/users" | "/users/add" | "/users/password"
             | "/users/delete" | "/users/admin" | "/sessions" | "/announce" | "/uploads" | "/certs"
-            | "/check",
+            | "/check" | "/invites" | "/invites/create" | "/invites/revoke",
             _,
             _,
         ) => Page::MethodNotAllowed,
@@ -113,6 +128,7 @@ pub fn route(method: &Method, path: &str) -> Page {
 
 const NAV: &[(&str, &str)] = &[
     ("/admin/users", "Users"),
+    ("/admin/invites", "Invites"),
     ("/admin/sessions", "Online"),
     ("/admin/announce", "Announce"),
     ("/admin/uploads", "Uploads"),
@@ -123,6 +139,7 @@ const NAV: &[(&str, &str)] = &[
 /// Answers a request under `/admin`.
 pub async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
     let page = route(req.method(), req.uri().path());
+    let req_path = req.uri().path().to_string();
     let srv = conn.web.srv.clone();
     let state = &conn.web.admin;
     let cookies = req
@@ -198,6 +215,11 @@ pub async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
         Page::Home => return html::see_other("/admin/users"),
         Page::Users => users_page(&ctx).await,
         Page::Sessions => sessions_page(&ctx),
+        Page::Invites => invites_page(&ctx).await,
+        Page::InviteShow => {
+            let token = req_path.trim_start_matches("/admin/invites/");
+            invite_page(&ctx, token).await
+        }
         Page::Announce => announce_page(&ctx),
         Page::Uploads => uploads_page(&ctx).await,
         Page::Certs => findings_page(&ctx, &[crate::check::Part::Certs]).await,
@@ -405,6 +427,25 @@ async fn act(ctx: &Ctx<'_>, page: Page, fields: &[(String, String)]) -> Response
         ),
         Page::UserDelete => ("/admin/users", delete_user(ctx, target(), fields).await),
         Page::UserAdmin => ("/admin/users", set_admin(ctx, target(), fields).await),
+        Page::InviteCreate => match create_invite(ctx, fields).await {
+            Ok(token) => return html::see_other(&format!("/admin/invites/{token}")),
+            Err(e) => ("/admin/invites", Err(e)),
+        },
+        Page::InviteRevoke => {
+            let token = field("token");
+            let result = match ctx.srv.store.invite_remove(&token).await {
+                Ok(true) => {
+                    log::info!("web admin: {} revoked an invite", ctx.me);
+                    Ok("Invite revoked: its link no longer works.".to_string())
+                }
+                Ok(false) => Err("There is no such invite (used up or expired?).".to_string()),
+                Err(e) => {
+                    log::error!("web admin: cannot revoke an invite: {e}");
+                    Err("Cannot revoke the invite: the store failed.".to_string())
+                }
+            };
+            ("/admin/invites", result)
+        }
         Page::AnnounceSend => {
             let text = field("text");
             if !ctx.srv.config.modules.announce {
@@ -653,6 +694,150 @@ fn sessions_page(ctx: &Ctx<'_>) -> (&'static str, String) {
     ("Online", content)
 }
 
+/// Makes an invite from the form: uses, validity, admin, circle, and whether the admin
+/// becomes the new person's contact. Returns its token.
+async fn create_invite(ctx: &Ctx<'_>, fields: &[(String, String)]) -> Result<String, String> {
+    let get = |n: &str| form::get(fields, n).unwrap_or_default().trim();
+    let uses: u32 = get("uses")
+        .parse()
+        .ok()
+        .filter(|n| (1..=100).contains(n))
+        .ok_or("Uses: a number from 1 to 100.")?;
+    let expires =
+        crate::invites::parse_expiry(get("expires")).map_err(|e| format!("Valid for: {e}"))?;
+    let circle = get("circle");
+    if circle.chars().any(|c| c.is_control() || c == ',') || circle.len() > 64 {
+        return Err("Circle: a short name without commas.".into());
+    }
+    let opts = crate::invites::Options {
+        created_by: (get("contact") == "1").then(|| ctx.me.to_string()),
+        uses,
+        expires: Some(expires),
+        admin: get("admin") == "1",
+        groups: if circle.is_empty() {
+            vec![]
+        } else {
+            vec![circle.to_string()]
+        },
+        username: None,
+    };
+    let admin = opts.admin;
+    let (token, _) = crate::invites::create(
+        &ctx.srv.store,
+        ctx.srv.config.invites.expires,
+        opts,
+        now_unix(),
+    )
+    .await?;
+    log::info!(
+        "web admin: {} created an invite ({uses} use(s){})",
+        ctx.me,
+        if admin { ", admin" } else { "" }
+    );
+    Ok(token)
+}
+
+async fn invites_page(ctx: &Ctx<'_>) -> (&'static str, String) {
+    let now = now_unix();
+    let csrf = csrf_field(ctx.csrf);
+    let list = match crate::invites::list(&ctx.srv.store, now).await {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("web admin: cannot list invites: {e}");
+            return (
+                "Invites",
+                "<div class=\"msg err\">Cannot read the invites.</div>".into(),
+            );
+        }
+    };
+    let mut rows = String::new();
+    for (token, i) in &list {
+        let mut what = vec![if i.admin { "admin account" } else { "account" }.to_string()];
+        if !i.created_by.is_empty() {
+            what.push(format!("contact of {}", i.created_by));
+        }
+        if !i.groups.is_empty() {
+            what.push(format!("circle {}", i.groups.join(", ")));
+        }
+        if let Some(u) = &i.username {
+            what.push(format!("username {u}"));
+        }
+        let t = esc(token);
+        rows.push_str(&format!(
+            "<tr><td><a href=\"/admin/invites/{t}\">{short}…</a></td><td>{what}</td>\
+             <td>{uses}</td><td>{left}</td><td><form class=\"inline\" method=\"post\" \
+             action=\"/admin/invites/revoke\">{csrf}<input type=\"hidden\" name=\"token\" \
+             value=\"{t}\"><button class=\"danger\">Revoke</button></form></td></tr>",
+            short = esc(&token.chars().take(8).collect::<String>()),
+            what = esc(&what.join("; ")),
+            uses = i.uses_left,
+            left = esc(&until(now, i.expires_unix)),
+        ));
+    }
+    let content = format!(
+        "<h1>Invites</h1><form class=\"card\" method=\"post\" action=\"/admin/invites/create\">\
+         {csrf}<h2>New invite</h2>\
+         <label for=\"uses\">How many people may use it</label>\
+         <input id=\"uses\" name=\"uses\" type=\"number\" min=\"1\" max=\"100\" value=\"1\">\
+         <label for=\"expires\">Valid for</label>\
+         <select id=\"expires\" name=\"expires\"><option value=\"1d\">1 day</option>\
+         <option value=\"7d\" selected>7 days</option><option value=\"30d\">30 days</option>\
+         </select>\
+         <label for=\"circle\">Circle (optional: they see its members as contacts)</label>\
+         <input id=\"circle\" name=\"circle\" placeholder=\"family\" maxlength=\"64\">\
+         <label><input type=\"checkbox\" name=\"contact\" value=\"1\" checked> \
+         They become my contact</label>\
+         <label><input type=\"checkbox\" name=\"admin\" value=\"1\"> They become an admin\
+         </label><p><button>Create invite</button></p></form>\
+         <h2>Open invites ({n})</h2><div class=\"scroll\"><table><tr><th>Invite</th>\
+         <th>Makes</th><th>Uses left</th><th>Expires</th><th></th></tr>{rows}</table></div>",
+        n = list.len()
+    );
+    ("Invites", content)
+}
+
+async fn invite_page(ctx: &Ctx<'_>, token: &str) -> (&'static str, String) {
+    let invite = ctx.srv.store.invite(token).await.ok().flatten();
+    let Some(invite) = invite.filter(|i| crate::invites::usable(i, now_unix()).is_ok()) else {
+        return (
+            "Invite",
+            "<div class=\"msg err\">This invite does not exist any more (used up, expired or \
+             revoked).</div><p><a href=\"/admin/invites\">All invites</a></p>"
+                .into(),
+        );
+    };
+    let config = &ctx.srv.config;
+    let link = crate::invites::link(&crate::invites::web_base(config), token);
+    let inviter = (!invite.created_by.is_empty()).then_some(invite.created_by.as_str());
+    let uri = crate::invites::xmpp_uri(ctx.srv.domain(), inviter, token);
+    let qr = crate::invites::qr::svg(&link).unwrap_or_default();
+    let content = format!(
+        "<h1>Invite</h1><div class=\"card\"><p>Send this link to the person you invite, or \
+         let them scan the code with their phone's camera. It opens a page that helps them \
+         install an app and create their account.</p><p><a id=\"invite-link\" \
+         href=\"{l}\">{l}</a></p><div style=\"max-width:16em\">{qr}</div>\
+         <p class=\"muted\">Apps that support invitations can also open <code>{u}</code>. \
+         {uses} use(s) left, expires {left}.</p></div>\
+         <p><a href=\"/admin/invites\">All invites</a></p>",
+        l = esc(&link),
+        u = esc(&uri),
+        uses = invite.uses_left,
+        left = esc(&until(now_unix(), invite.expires_unix)),
+    );
+    ("Invite", content)
+}
+
+/// "in 3 days" style, for expiry times.
+fn until(now: u64, then: u64) -> String {
+    let d = then.saturating_sub(now);
+    match d {
+        0..=3599 => format!("in {} min", d.div_ceil(60).max(1)),
+        3600..=86_399 => format!("in {} h", d / 3600),
+        86_400..=172_799 => "in 1 day".into(),
+        _ => format!("in {} days", d / 86_400),
+    }
+}
+
 fn announce_page(ctx: &Ctx<'_>) -> (&'static str, String) {
     let content = format!(
         "<h1>Announce</h1><form class=\"card\" method=\"post\" action=\"/admin/announce\">{}\
@@ -780,6 +965,16 @@ mod tests {
             (Method::GET, "/admin/uploads", Page::Uploads),
             (Method::GET, "/admin/certs", Page::Certs),
             (Method::GET, "/admin/check", Page::Check),
+            (Method::GET, "/admin/invites", Page::Invites),
+            (Method::POST, "/admin/invites/create", Page::InviteCreate),
+            (Method::POST, "/admin/invites/revoke", Page::InviteRevoke),
+            (Method::GET, "/admin/invites/create", Page::MethodNotAllowed),
+            (
+                Method::GET,
+                "/admin/invites/AbCdEfGhIjKlMnOpQrStUvWx",
+                Page::InviteShow,
+            ),
+            (Method::GET, "/admin/invites/../users", Page::NotFound),
             (Method::GET, "/admin/nope", Page::NotFound),
             (Method::GET, "/administrator", Page::NotFound),
             (Method::GET, "/other", Page::NotFound),
@@ -797,6 +992,8 @@ mod tests {
             Page::UserPassword,
             Page::UserDelete,
             Page::UserAdmin,
+            Page::InviteCreate,
+            Page::InviteRevoke,
             Page::AnnounceSend,
         ] {
             assert!(p.is_action(), "{p:?}");

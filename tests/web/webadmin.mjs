@@ -1,6 +1,7 @@
 // Drives kith's web admin in headless Chromium (Debian's /usr/bin/chromium through
 // playwright-core), the way an admin on a phone would: sign in, add a user, make them an
-// admin, look at every page, send an announcement, delete the user, sign out. Saves a
+// admin, look at every page, send an announcement, invite someone who then registers through
+// the invite page, delete both users, sign out. Saves a
 // screenshot of each page into SHOTS. Exits non-zero with the reason on the first surprise.
 //
 // usage: node webadmin.mjs BASE_URL ADMIN_JID ADMIN_PASSWORD DOMAIN SHOTS_DIR
@@ -109,14 +110,17 @@ try {
   await page.goto(`${base}/admin/users`);
   await expectText(`dave@${domain}`);
 
-  await page.goto(`${base}/admin/users`);
-  const carolRow = page.locator("tr", { hasText: carol });
-  await carolRow.locator("summary").click();
-  await carolRow.locator("input[name=confirm]").fill(carol);
-  await Promise.all([page.waitForNavigation(), carolRow.locator("text=Delete").click()]);
-  await expectText(`Account ${carol} deleted.`);
-  if ((await page.locator("tr", { hasText: carol }).count()) !== 0) {
-    throw new Error("the deleted user is still listed");
+  // Delete carol (made here) and dave (who came through the invite).
+  for (const who of [carol, `dave@${domain}`]) {
+    await page.goto(`${base}/admin/users`);
+    const row = page.locator("tr", { hasText: who });
+    await row.locator("summary").click();
+    await row.locator("input[name=confirm]").fill(who);
+    await Promise.all([page.waitForNavigation(), row.locator("text=Delete").click()]);
+    await expectText(`Account ${who} deleted.`);
+    if ((await page.locator("tr", { hasText: who }).count()) !== 0) {
+      throw new Error(`the deleted user ${who} is still listed`);
+    }
   }
   await shot("05-user-deleted");
 

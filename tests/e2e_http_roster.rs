@@ -3,7 +3,7 @@
 //! answers `GET /roster/NAME` with the file `NAME.json` of a directory the test writes. Alice
 //! sees the service's roster; after the file changes, `POST /roster_admin/refresh` (curl)
 //! pushes the new items to her online client; malformed refresh bodies get 400, her own roster
-//! set `not-allowed`, and a failed fetch keeps the stored roster.
+//! set and subscription requests `not-allowed`, and a failed fetch keeps the stored roster.
 //!
 //! python3 or curl missing is a failure, not a pass (`.ci/run` installs them);
 //! `KITH_SKIP_INTEROP=1` turns it into a loud skip.
@@ -154,10 +154,13 @@ fn roster_from_http_service_with_refresh() {
         )]
     );
 
-    // People cannot edit a roster the service owns.
+    // People cannot edit a roster the service owns, nor subscribe themselves.
     let r = alice.iq("<iq type='set' id='ID'><query xmlns='jabber:iq:roster'>\
          <item jid='mallory@localhost'/></query></iq>");
     assert_eq!(r.attr("type"), Some("error"), "{r}");
+    assert!(r.to_string().contains("not-allowed"), "{r}");
+    alice.send("<presence type='subscribe' to='mallory@localhost'/>");
+    let r = alice.recv_until(|e| e.name() == "presence" && e.attr("type") == Some("error"));
     assert!(r.to_string().contains("not-allowed"), "{r}");
 
     // The service changes alice's roster and says so.

@@ -6,8 +6,9 @@
 //!
 //! The roster is fetched on every roster get and on each refresh, and written through the store
 //! like any roster change (with pushes and presence, as `crate::circles` does), so presence,
-//! probes and roster versioning work unchanged. People cannot edit such rosters themselves
-//! (`services::roster` answers `not-allowed`). When the service cannot be reached the stored
+//! probes and roster versioning work unchanged. People cannot edit such rosters themselves:
+//! roster sets (`services::roster`) and outbound subscription presence (`services::presence`)
+//! are answered `not-allowed`, as Prosody does. When the service cannot be reached the stored
 //! roster stays as it was.
 
 use std::collections::BTreeMap;

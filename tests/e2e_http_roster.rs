@@ -135,7 +135,7 @@ fn roster_from_http_service_with_refresh() {
     let server = Options::default()
         .listen("https")
         .extra_toml(&format!(
-            "[roster]\nsource = \"http\"\nhttp_url = \"http://127.0.0.1:{}/roster/%s\"\n",
+            "[roster]\nsource = \"http\"\nhttp_url = \"http://localhost:{}/roster/%s\"\n",
             service.port
         ))
         .start();

@@ -12,6 +12,7 @@
 //! roster stays as it was.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -37,7 +38,7 @@ pub type Contacts = BTreeMap<String, Option<String>>;
 /// Returns whether anything changed. On failure the stored roster is left alone.
 pub async fn refresh(srv: &Server, url: &str, owner: &BareJid) -> Result<bool, String> {
     let username = owner.node().unwrap_or_default();
-    let contacts = fetch(url, username).await?;
+    let contacts = fetch(srv, url, username).await?;
     Ok(apply(srv, owner, &contacts).await)
 }
 
@@ -47,9 +48,9 @@ pub fn url_for(template: &str, username: &str) -> String {
 }
 
 /// GETs the roster of `username` and parses it.
-pub async fn fetch(template: &str, username: &str) -> Result<Contacts, String> {
+pub async fn fetch(srv: &Server, template: &str, username: &str) -> Result<Contacts, String> {
     let url = url_for(template, username);
-    let body = get(&url)
+    let body = get(srv, &url)
         .or(async {
             smol::Timer::after(TIMEOUT).await;
             Err(format!("no answer within {} s", TIMEOUT.as_secs()))
@@ -61,7 +62,7 @@ pub async fn fetch(template: &str, username: &str) -> Result<Contacts, String> {
 }
 
 /// A plain-HTTP GET over one HTTP/1.1 connection; the body of a 200 answer.
-async fn get(url: &str) -> Result<Bytes, String> {
+async fn get(srv: &Server, url: &str) -> Result<Bytes, String> {
     let uri: Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
     if uri.scheme_str() != Some("http") {
         return Err("only http:// URLs are supported".into());
@@ -69,9 +70,28 @@ async fn get(url: &str) -> Result<Bytes, String> {
     let host = uri.host().ok_or("URL has no host")?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let port = uri.port_u16().unwrap_or(80);
-    let stream = smol::net::TcpStream::connect((host, port))
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+    let ips: Vec<IpAddr> = if host.eq_ignore_ascii_case("localhost") {
+        // Names go through hickory, which does not read /etc/hosts; this one is fixed anyway.
+        vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()]
+    } else {
+        let resolver = srv.s2s.resolver().ok_or("no DNS resolver")?;
+        resolver
+            .lookup_ips(host)
+            .await
+            .map_err(|e| format!("resolve: {e}"))?
+    };
+    let mut last = String::from("no address");
+    let mut connected = None;
+    for ip in ips {
+        match smol::net::TcpStream::connect(SocketAddr::new(ip, port)).await {
+            Ok(s) => {
+                connected = Some(s);
+                break;
+            }
+            Err(e) => last = format!("connect {ip}: {e}"),
+        }
+    }
+    let stream = connected.ok_or(last)?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(smol_hyper::rt::FuturesIo::new(stream))
             .await

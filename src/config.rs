@@ -120,6 +120,8 @@ pub struct Config {
     pub invites: Invites,
     /// `[circles]`: shared roster groups from the config file (more come from `kith circle`).
     pub circles: Vec<Circle>,
+    /// Where rosters come from: kith's store, or an external HTTP service.
+    pub roster: Roster,
     /// `kith check`: which DNS server to ask and what this host's public addresses are.
     pub check: Check,
     /// Built-in features that can be switched off (`kith module`).
@@ -568,6 +570,14 @@ impl Default for Invites {
     }
 }
 
+/// `[roster]`: where contact lists come from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Roster {
+    /// `None`: people manage their own rosters (the default). `Some(url)`: an external service
+    /// (Prosody's mod_http_roster_admin protocol) owns them; `%s` in the URL is the username.
+    pub http_url: Option<String>,
+}
+
 /// One `[circles]` line: a shared roster group whose members see each other.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Circle {
@@ -880,6 +890,7 @@ impl Config {
             registration: Registration::default(),
             invites: Invites::default(),
             circles: Vec::new(),
+            roster: Roster::default(),
             check: Check::default(),
             modules: Modules::default(),
             pubsub: Pubsub::default(),
@@ -2140,6 +2151,70 @@ const SECTIONS: &[Section] = &[
             show: |cfg| Some(show_duration(cfg.invites.expires)),
             unset_example: "",
         }],
+    },
+    Section {
+        name: "roster",
+        doc: "Where contact lists come from: \"local\" (people manage their own) or \"http\"\n\
+              (an external service owns them, Prosody's mod_http_roster_admin protocol).",
+        check: |c, table| {
+            let source = table.get("source").map(|v| v.get_ref());
+            let http = matches!(source, Some(DeValue::String(s)) if s == "http");
+            match (http, table.get("http_url")) {
+                (true, None) => c.problem(
+                    table.get("source").map_or(0..0, |v| v.span()),
+                    "[roster] source = \"http\" needs 'http_url'",
+                    Some("add http_url = \"http://127.0.0.1:8080/roster/%s\" to [roster]".into()),
+                ),
+                (false, Some(url)) => c.problem(
+                    url.span(),
+                    "[roster] 'http_url' is used only with source = \"http\"",
+                    Some("add source = \"http\" to [roster], or remove http_url".into()),
+                ),
+                _ => {}
+            }
+        },
+        keys: &[
+            Key {
+                name: "source",
+                doc: "\"local\" (default) or \"http\" (then http_url is required and people\n\
+                      cannot edit their rosters themselves).",
+                read: |c, key, v, _| {
+                    if let Some(s) = c.string(key, v, "\"local\" or \"http\"") {
+                        if s != "local" && s != "http" {
+                            let message = format!("unknown roster source \"{s}\"");
+                            let help = Some("use \"local\" or \"http\"".to_string());
+                            c.problem(v.span(), message, help);
+                        }
+                    }
+                },
+                show: |cfg| cfg.roster.http_url.as_ref().map(|_| quote("http")),
+                unset_example: "source = \"local\"",
+            },
+            Key {
+                name: "http_url",
+                doc: "The roster service: GET with %s replaced by the URL-encoded username\n\
+                      answers {\"jid\": {\"name\": \"...\"}, ...}. Plain http:// only (keep it\n\
+                      on a trusted network).",
+                read: |c, key, v, cfg| {
+                    if let Some(s) = c.string(key, v, "a URL with %s") {
+                        if s.starts_with("https://") {
+                            let help = Some("use an http:// URL on a trusted network".into());
+                            c.problem(v.span(), "https:// roster services are not supported", help);
+                        } else if !s.starts_with("http://") {
+                            let help = Some("e.g. \"http://127.0.0.1:8080/roster/%s\"".into());
+                            c.problem(v.span(), "http_url must be an http:// URL", help);
+                        } else if !s.contains("%s") {
+                            let help = Some("put %s where the username goes".into());
+                            c.problem(v.span(), "http_url has no %s", help);
+                        } else {
+                            cfg.roster.http_url = Some(s.to_string());
+                        }
+                    }
+                },
+                show: |cfg| cfg.roster.http_url.as_deref().map(quote),
+                unset_example: "http_url = \"http://127.0.0.1:8080/roster/%s\"",
+            },
+        ],
     },
     Section {
         name: "modules",
@@ -3523,6 +3598,33 @@ allow_plain = true
             "{text}"
         );
         assert_eq!(ok(&text).circles, config.circles);
+    }
+
+    #[test]
+    fn roster_section() {
+        assert_eq!(ok("").roster.http_url, None);
+        let url = "http://127.0.0.1:8080/roster/%s";
+        let config = ok(&format!(
+            "[roster]\nsource = \"http\"\nhttp_url = \"{url}\"\n"
+        ));
+        assert_eq!(config.roster.http_url.as_deref(), Some(url));
+        let text = config.to_toml_changed();
+        assert!(text.contains("source = \"http\"\n"), "{text}");
+        assert_eq!(ok(&text).roster, config.roster);
+        assert_eq!(ok("[roster]\nsource = \"local\"\n").roster.http_url, None);
+        let bad = problems("[roster]\nsource = \"http\"\nhttp_url = \"https://x/%s\"\n");
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(
+            bad[0].contains("https:// roster services are not supported"),
+            "{bad:?}"
+        );
+        let bad = problems("[roster]\nsource = \"http\"\n");
+        assert!(
+            bad[0].starts_with("kith.toml:2:10: [roster] source = \"http\" needs 'http_url'"),
+            "{bad:?}"
+        );
+        let bad = problems("[roster]\nsource = \"ldap\"\nhttp_url = \"http://x/\"\n");
+        assert_eq!(bad.len(), 3, "{bad:?}");
     }
 
     /// The list the "known sections" hint gives, in schema order.

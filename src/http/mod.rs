@@ -24,6 +24,7 @@ pub mod hostmeta;
 pub mod html;
 pub mod invite;
 pub mod pipe;
+pub mod roster_admin;
 pub mod router;
 pub mod upload;
 pub mod websocket;

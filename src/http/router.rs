@@ -47,6 +47,7 @@ pub enum Route {
     Register,
     /// CORS preflight for the web endpoints.
     Preflight,
+    RosterAdmin,
     NotFound,
     MethodNotAllowed,
 }
@@ -60,6 +61,13 @@ pub fn classify(method: &Method, _host: &str, path: &str, _domain: &str) -> Rout
         return Route::Admin;
     }
     let get = method == Method::GET || method == Method::HEAD;
+    if path == super::roster_admin::PATH {
+        return if method == Method::POST {
+            Route::RosterAdmin
+        } else {
+            Route::MethodNotAllowed
+        };
+    }
     if path.starts_with(INVITE_PREFIX) || path == REGISTER_PATH {
         if !(get || method == Method::POST) {
             return Route::MethodNotAllowed;
@@ -135,6 +143,7 @@ pub async fn dispatch(conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body>
         Route::Admin => super::admin::handle(conn, req).await,
         Route::Invite => super::invite::invite(conn, req).await,
         Route::Register => super::invite::open(conn, req).await,
+        Route::RosterAdmin => super::roster_admin::handle(conn, req).await,
         Route::Preflight => {
             let mut r = Response::new(body::empty());
             *r.status_mut() = StatusCode::NO_CONTENT;
@@ -240,6 +249,18 @@ mod tests {
             (Method::GET, "127.0.0.1", "/upload/abc/f.jpg", Route::Upload),
             (Method::GET, "example.org", "/", Route::NotFound),
             (Method::GET, "example.org", "/admin", Route::Admin),
+            (
+                Method::POST,
+                "example.org",
+                "/roster_admin/refresh",
+                Route::RosterAdmin,
+            ),
+            (
+                Method::GET,
+                "example.org",
+                "/roster_admin/refresh",
+                Route::MethodNotAllowed,
+            ),
             (
                 Method::POST,
                 "example.org",

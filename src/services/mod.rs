@@ -11,6 +11,7 @@ pub mod carbons;
 pub mod disco;
 pub mod extdisco;
 pub mod fast;
+pub mod http_roster;
 pub mod info;
 pub mod iq;
 pub mod mam;

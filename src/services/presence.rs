@@ -69,6 +69,13 @@ pub async fn outbound(
     let typ = stanza.attr("type").map(str::to_string);
     match (typ.as_deref(), to) {
         (None | Some("unavailable"), None) => broadcast(srv, me, conn, state, stanza).await,
+        (Some("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed"), Some(_))
+            if srv.config.roster.http_url.is_some() =>
+        {
+            // `[roster] source = "http"`: the roster service owns subscriptions too.
+            router::bounce(srv, &stanza, Condition::NotAllowed.into());
+            After::Nothing
+        }
         (Some(t @ ("subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")), Some(to)) => {
             if let Some(kind) = SubKind::parse(t) {
                 subscription_out(srv, &me.to_bare(), &to.to_bare(), kind).await;

@@ -37,6 +37,12 @@ async fn get(
     iq: &Element,
     query: &Element,
 ) -> Result<Option<Element>, StanzaError> {
+    if let Some(url) = &srv.config.roster.http_url {
+        let owner = from.to_bare();
+        if let Err(e) = super::http_roster::refresh(srv, url, &owner).await {
+            log::warn!("http roster: {owner}: keeping the stored roster: {e}");
+        }
+    }
     let owner = from.to_bare().to_string();
     let (ver, items) = srv.store.roster(&owner).await.map_err(store_error)?;
     srv.sessions.set_interested(from);
@@ -54,6 +60,11 @@ async fn get(
 }
 
 async fn set(srv: &Server, from: &FullJid, query: &Element) -> Result<(), StanzaError> {
+    if srv.config.roster.http_url.is_some() {
+        // As Prosody's mod_http_roster_admin: the service owns the roster.
+        return Err(StanzaError::new(Condition::NotAllowed)
+            .with_text("contact lists are managed by the server's administrator"));
+    }
     let mut items = query.children().filter(|c| c.is("item", ns::ROSTER));
     let (Some(item), None) = (items.next(), items.next()) else {
         return Err(StanzaError::new(Condition::BadRequest)

@@ -104,6 +104,12 @@ pub struct S2s {
 pub struct StartError(pub String);
 
 impl S2s {
+    /// The DNS resolver set up at start-up, for other outgoing connections (the HTTP roster
+    /// service); `None` before start-up or when the system resolver is broken.
+    pub fn resolver(&self) -> Option<&Resolver> {
+        self.running.get().and_then(|r| r.resolver.as_ref())
+    }
+
     /// Prepares federation: the dialback secret (`DATA/dialback.secret`), the trust roots,
     /// the TLS configs and the resolver. A broken `extra_ca` or an unwritable secret stops
     /// the server; a broken resolver only disables outgoing connections (logged).

@@ -524,7 +524,10 @@ fn open_web_registration_and_unknown_invites() {
     assert!(page.contains("oo many registrations"), "{page}");
     let users = String::from_utf8_lossy(&server.cli_ok(["user", "list"]).stdout).to_string();
     // One account; `user list` adds when it was last seen after the address.
-    let listed: Vec<&str> = users.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    let listed: Vec<&str> = users
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
     assert_eq!(listed, ["webber@localhost"], "{users}");
     // Markup in the input comes back escaped.
     let (code, page) = curl(

@@ -26,14 +26,22 @@ const TOKEN_BYTES: usize = 18;
 /// token of ours and is refused without a store lookup.
 const TOKEN_LEN: std::ops::RangeInclusive<usize> = 16..=64;
 
-/// A new random token, base64url.
+/// A new random token, base64url, starting with a letter or digit: tokens are pasted into
+/// command lines (`kith invite revoke TOKEN`, scripts), where a leading `-` reads as an
+/// option. Redrawing when the first of 24 characters is `-` or `_` costs a fraction of a bit.
 pub fn new_token() -> Result<String, String> {
     use ring::rand::{SecureRandom, SystemRandom};
-    let mut bytes = [0u8; TOKEN_BYTES];
-    SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| "the system random source failed".to_string())?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    let rng = SystemRandom::new();
+    for _ in 0..64 {
+        let mut bytes = [0u8; TOKEN_BYTES];
+        rng.fill(&mut bytes)
+            .map_err(|_| "the system random source failed".to_string())?;
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        if token.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            return Ok(token);
+        }
+    }
+    Err("the system random source keeps giving unusable tokens".to_string())
 }
 
 /// Whether `s` can be one of our tokens (length and alphabet); checked before any lookup.
@@ -341,6 +349,15 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_never_start_like_an_option() {
+        for _ in 0..2000 {
+            let t = new_token().unwrap();
+            assert!(t.starts_with(|c: char| c.is_ascii_alphanumeric()), "{t}");
+            assert!(is_token(&t));
+        }
+    }
 
     #[test]
     fn tokens_are_long_random_and_url_safe() {

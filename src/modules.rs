@@ -56,9 +56,21 @@ pub const MODULES: &[Module] = &[
     },
     Module {
         name: "muc",
-        description: "group chats at conference.DOMAIN (not in this version yet)",
+        description: "XEP-0045 group chats at conference.DOMAIN",
         key: Some(("muc", "enabled")),
-        on: |_| false,
+        on: |c| c.muc.enabled,
+    },
+    Module {
+        name: "pubsub",
+        description: "XEP-0060 publish-subscribe service at pubsub.DOMAIN",
+        key: Some(("pubsub", "enabled")),
+        on: |c| c.pubsub.enabled,
+    },
+    Module {
+        name: "proxy65",
+        description: "XEP-0065 file-transfer proxy at proxy.DOMAIN (needs its port open)",
+        key: Some(("proxy65", "enabled")),
+        on: |c| c.proxy65.enabled,
     },
     Module {
         name: "mam",
@@ -371,7 +383,11 @@ mod tests {
         assert!(switch(&path, "nope", false)
             .unwrap_err()
             .contains("no module"));
-        assert!(switch(&path, "muc", true).is_err());
+        let msg = switch(&path, "muc", false).unwrap();
+        assert!(msg.contains("restart"), "{msg}");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!config::parse(&text, &path).unwrap().muc.enabled, "{text}");
+        assert!(text.starts_with("# family server\n"), "{text}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

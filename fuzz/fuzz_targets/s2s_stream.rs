@@ -23,6 +23,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let policy = Policy {
         local: LOCAL.into(),
+        // An incoming stream may also be opened to the MUC service's domain.
+        hosted: vec![format!("conference.{LOCAL}")],
         secret: Secret::from_hex(&"ab".repeat(32)).expect("secret"),
         require_valid_certs: control & 8 != 0,
     };

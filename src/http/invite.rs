@@ -9,10 +9,13 @@ use std::sync::Arc;
 
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
+use hyper::header;
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::body::{self, Body};
+// kith's page headers: no scripts or framing, no caching, and no referrer (the token is in
+// the URL and must not leak to the app stores the page links to).
+use super::html::response as html;
 use super::Conn;
 use crate::config::RegistrationPolicy;
 use crate::invites::{self, page, qr};
@@ -154,26 +157,6 @@ fn registered(jid: &str) -> Response<Body> {
     let uri = format!("xmpp:{jid}");
     let svg = qr::svg(&uri).unwrap_or_default();
     html(StatusCode::OK, page::registered(jid, &uri, &svg))
-}
-
-fn html(status: StatusCode, doc: String) -> Response<Body> {
-    let mut r = body::response(status, "text/html; charset=utf-8", doc);
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(page::CSP),
-    );
-    // The token is in the URL: it must not leak to the app stores the page links to.
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    r
 }
 
 async fn read_form(req: Request<Incoming>) -> Result<(String, String), StatusCode> {

@@ -1,7 +1,8 @@
 //! The HTML of the invite and registration pages: server-rendered, one inline style sheet, no
 //! script, readable on a phone. Pure: every function takes what to show and returns the
 //! document; `http::invite` serves it. Every value that came from outside (token, username,
-//! domain, error text) goes through [`escape`].
+//! domain, error text) goes through `escape` (`http::html::esc`). Responses get the headers
+//! of `http::html::response`.
 //!
 //! CSRF: the forms carry no separate CSRF token. The pages set no cookie and the server
 //! keeps no browser session, so a cross-site POST has no ambient authority to borrow: it can
@@ -9,38 +10,8 @@
 //! token from the URL; on `/register` it meets the same per-IP throttle). The CSP's
 //! `form-action 'self'` and `frame-ancestors 'none'` still keep the forms from being framed.
 
-/// `&`, `<`, `>`, `"` and `'` as entities: safe in text and in quoted attributes.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Percent-encodes everything but unreserved characters (RFC 3986), for a query value.
-pub fn url_encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Headers every page is served with; the token is in the URL, so no referrer leaves.
-pub const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; \
-                       form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+use crate::http::form::encode as url_encode;
+use crate::http::html::esc as escape;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:36rem;margin:0 auto;\
 padding:1rem;line-height:1.5;color:#222;background:#fafafa}h1{font-size:1.5rem}\

@@ -3,8 +3,9 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty, Full};
+use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::{Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 
 /// A response body: full, empty or streamed, boxed so every handler has the same type.
 pub type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
@@ -17,6 +18,24 @@ pub fn full(data: impl Into<Bytes>) -> Body {
 /// An empty body.
 pub fn empty() -> Body {
     Empty::new().map_err(|e| match e {}).boxed()
+}
+
+/// A request's whole body, at most `max` bytes: 413 for more (refused at once when
+/// `Content-Length` says so, without reading), or when the body cannot be read.
+pub async fn read_all(req: Request<Incoming>, max: usize) -> Result<Bytes, StatusCode> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    Ok(http_body_util::Limited::new(req.into_body(), max)
+        .collect()
+        .await
+        .map_err(|_| StatusCode::PAYLOAD_TOO_LARGE)?
+        .to_bytes())
 }
 
 /// A response with `status`, a content type and a body.

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_lite::FutureExt as _;
-use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
@@ -366,19 +365,8 @@ pub async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
 }
 
 async fn read_body(req: Request<Incoming>, max: usize) -> Result<String, StatusCode> {
-    let declared = req
-        .headers()
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > max) {
-        return Err(StatusCode::PAYLOAD_TOO_LARGE);
-    }
-    let collected = http_body_util::Limited::new(req.into_body(), max)
-        .collect()
-        .await
-        .map_err(|_| StatusCode::PAYLOAD_TOO_LARGE)?;
-    String::from_utf8(collected.to_bytes().to_vec()).map_err(|_| StatusCode::BAD_REQUEST)
+    let bytes = body::read_all(req, max).await?;
+    String::from_utf8(bytes.to_vec()).map_err(|_| StatusCode::BAD_REQUEST)
 }
 
 /// A session request: starts c2s over a pipe and answers with the session attributes and

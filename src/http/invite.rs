@@ -7,9 +7,7 @@
 
 use std::sync::Arc;
 
-use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
-use hyper::header;
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::body::{self, Body};
@@ -160,19 +158,7 @@ fn registered(jid: &str) -> Response<Body> {
 }
 
 async fn read_form(req: Request<Incoming>) -> Result<(String, String), StatusCode> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_FORM) {
-        return Err(StatusCode::PAYLOAD_TOO_LARGE);
-    }
-    let bytes = http_body_util::Limited::new(req.into_body(), MAX_FORM)
-        .collect()
-        .await
-        .map_err(|_| StatusCode::PAYLOAD_TOO_LARGE)?
-        .to_bytes();
+    let bytes = body::read_all(req, MAX_FORM).await?;
     let fields = parse_form(&bytes).ok_or(StatusCode::BAD_REQUEST)?;
     let get = |name: &str| {
         fields

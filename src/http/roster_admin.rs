@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
@@ -36,12 +35,9 @@ pub async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Response<Body> {
         );
         return body::status(StatusCode::FORBIDDEN);
     }
-    let bytes = match http_body_util::Limited::new(req.into_body(), MAX_BODY)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return body::status(StatusCode::PAYLOAD_TOO_LARGE),
+    let bytes = match body::read_all(req, MAX_BODY).await {
+        Ok(b) => b,
+        Err(status) => return body::status(status),
     };
     let Some(usernames) = std::str::from_utf8(&bytes).ok().and_then(usernames) else {
         return body::response(

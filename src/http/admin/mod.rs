@@ -274,7 +274,6 @@ fn not_found() -> String {
 }
 
 async fn read_form(req: Request<Incoming>) -> Result<Vec<(String, String)>, StatusCode> {
-    use http_body_util::BodyExt as _;
     let form_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -283,11 +282,7 @@ async fn read_form(req: Request<Incoming>) -> Result<Vec<(String, String)>, Stat
     if !form_type {
         return Err(StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
-    let body = http_body_util::Limited::new(req.into_body(), MAX_FORM_BYTES)
-        .collect()
-        .await
-        .map_err(|_| StatusCode::PAYLOAD_TOO_LARGE)?
-        .to_bytes();
+    let body = super::body::read_all(req, MAX_FORM_BYTES).await?;
     let text = std::str::from_utf8(&body).map_err(|_| StatusCode::BAD_REQUEST)?;
     form::parse(text).ok_or(StatusCode::BAD_REQUEST)
 }

@@ -6,6 +6,8 @@ pub mod connect;
 pub mod dns;
 pub mod listener;
 pub mod per_ip;
+pub mod record;
+pub mod slim;
 pub mod tls;
 pub mod trust;
 

@@ -29,6 +29,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::net::acme::Acme;
+use crate::net::slim::{self, Aligned, ServerTls};
 use crate::sasl::CbInfo;
 
 /// ALPN protocol id for direct-TLS client connections (XEP-0368).
@@ -219,6 +220,38 @@ impl TlsSetup {
             stream,
             server_end_point,
         }))
+    }
+
+    /// [`TlsSetup::accept`] for client connections: after the handshake a TLS 1.3
+    /// connection moves to kith's record layer (`net::slim`), which keeps no buffers while
+    /// the session is idle. Returns the stream and its channel-binding data, taken while
+    /// rustls still had the session.
+    pub async fn accept_slim<S>(
+        &self,
+        io: S,
+        alpn: &[&[u8]],
+    ) -> io::Result<Option<(ServerTls<S>, CbInfo)>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let start = LazyConfigAcceptor::new(Acceptor::default(), Aligned::new(io)).await?;
+        if rustls_acme::is_tls_alpn_challenge(&start.client_hello()) {
+            return self.accept_started(start, alpn).await.map(|_| None);
+        }
+        let Some(key) = self.certs.resolve(start.client_hello()) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "no certificate for this client",
+            ));
+        };
+        let (config, server_end_point) = self.pinned(alpn, key);
+        let capture = Arc::new(slim::Capture::default());
+        let stream = start
+            .into_stream(slim::config_for(&config, &capture))
+            .await?;
+        let cb = channel_binding(stream.get_ref().1, server_end_point);
+        let tls = ServerTls::take_over(stream, &capture)?;
+        Ok(Some((tls, cb)))
     }
 
     /// Replaces the current certificate (a changed `[tls]` file). New handshakes get it;

@@ -231,6 +231,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerTls<S> {
         })))
     }
 
+    /// Heap bytes the record layer holds for buffers (none while idle).
+    #[cfg(test)]
+    pub(crate) fn buffer_capacity(&self) -> Option<usize> {
+        match self {
+            ServerTls::Slim(s) => {
+                Some(s.incoming.capacity() + s.plain.capacity() + s.outgoing.capacity())
+            }
+            ServerTls::Rustls(_) => None,
+        }
+    }
+
     /// Whether the record layer carries this connection (for the log).
     pub fn is_slim(&self) -> bool {
         matches!(self, ServerTls::Slim(_))

@@ -682,6 +682,79 @@ mod tests {
         })
     }
 
+    /// `accept_slim` against a rustls client: data both ways (more than one record), the
+    /// client's first bytes sent right behind its Finished, a KeyUpdate asking for ours, the
+    /// exporter both sides see, idle buffers, close_notify; and TLS 1.2 staying on rustls.
+    #[test]
+    fn slim_connections_carry_data_key_updates_and_close() {
+        use futures_lite::{AsyncReadExt, AsyncWriteExt};
+        use futures_rustls::rustls::pki_types::ServerName;
+        use futures_rustls::rustls::ClientConfig;
+        let dir = temp_dir("slim");
+        let setup = TlsSetup::load(None, None, "localhost", &dir).expect("load");
+        let p = provider();
+        for versions in [&[&rustls::version::TLS13][..], &[&rustls::version::TLS12][..]] {
+            let client = ClientConfig::builder_with_provider(p.clone())
+                .with_protocol_versions(versions)
+                .unwrap()
+                .dangerous()
+                .with_custom_certificate_verifier(crate::net::trust::deferred_server_verifier(
+                    p.clone(),
+                ))
+                .with_no_client_auth();
+            let tls13 = versions[0] == &rustls::version::TLS13;
+            let (a, b) = smol::net::unix::UnixStream::pair().unwrap();
+            smol::block_on(async {
+                let connector = futures_rustls::TlsConnector::from(Arc::new(client));
+                let name = ServerName::try_from("localhost").unwrap();
+                let client = async {
+                    let mut c = connector.connect(name, a).await.expect("client handshake");
+                    c.write_all(b"hello").await.unwrap();
+                    c.flush().await.unwrap();
+                    c
+                };
+                let (c, s) = futures_lite::future::zip(client, setup.accept_slim(b, &[])).await;
+                let mut c = c;
+                let (mut s, cb) = s.expect("server handshake").expect("not a challenge");
+                assert_eq!(s.is_slim(), tls13);
+                if tls13 {
+                    let mut theirs = vec![0u8; 32];
+                    c.get_ref()
+                        .1
+                        .export_keying_material(&mut theirs, b"EXPORTER-Channel-Binding", None)
+                        .unwrap();
+                    assert_eq!(cb.exporter, Some(theirs));
+                }
+                let mut got = [0u8; 5];
+                s.read_exact(&mut got).await.unwrap();
+                assert_eq!(&got, b"hello");
+                let big: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
+                s.write_all(&big).await.unwrap();
+                s.flush().await.unwrap();
+                let mut back = vec![0u8; big.len()];
+                c.read_exact(&mut back).await.unwrap();
+                assert_eq!(back, big);
+                if tls13 {
+                    assert_eq!(s.buffer_capacity(), Some(0), "an idle connection holds buffers");
+                    // rustls's KeyUpdate asks the peer to update too.
+                    c.get_mut().1.refresh_traffic_keys().unwrap();
+                }
+                c.write_all(b"again").await.unwrap();
+                c.flush().await.unwrap();
+                s.read_exact(&mut got).await.unwrap();
+                assert_eq!(&got, b"again");
+                s.write_all(b"after").await.unwrap();
+                s.flush().await.unwrap();
+                c.read_exact(&mut got).await.unwrap();
+                assert_eq!(&got, b"after");
+                c.close().await.unwrap();
+                let mut rest = Vec::new();
+                assert_eq!(s.read_to_end(&mut rest).await.unwrap(), 0);
+            });
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn end_point_follows_the_certificate_each_handshake_presented() {
         let dir = temp_dir("rotate");

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use async_channel::Receiver;
 use base64::Engine as _;
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt as _};
-use futures_rustls::server::TlsStream;
+use crate::net::slim::ServerTls;
 use smol::net::TcpStream;
 
 use crate::jid::{BareJid, FullJid, Jid};
@@ -236,7 +236,7 @@ async fn starttls(
     tag: &str,
     deadline: Instant,
     limits: Limits,
-) -> Option<(Box<TlsStream<TcpStream>>, CbInfo)> {
+) -> Option<(ServerTls<TcpStream>, CbInfo)> {
     let mut xs = XmlStream::new(tcp, limits);
     let id = new_id();
     let r: Result<(), End> = async {
@@ -281,21 +281,20 @@ async fn handshake(
     tcp: TcpStream,
     tag: &str,
     deadline: Instant,
-) -> Option<(Box<TlsStream<TcpStream>>, CbInfo)> {
-    let r = crate::net::with_deadline(srv.tls.accept(tcp, alpn), deadline).await;
+) -> Option<(ServerTls<TcpStream>, CbInfo)> {
+    let r = crate::net::with_deadline(srv.tls.accept_slim(tcp, alpn), deadline).await;
     match r {
         Ok(None) => None,
-        Ok(Some(accepted)) => {
-            let cb = accepted.channel_binding();
-            let tls = accepted.stream;
-            let c = tls.get_ref().1;
+        Ok(Some((tls, cb))) => {
             log::debug!(
-                "{tag}: TLS established ({:?}, {:?}, sni {:?})",
-                c.protocol_version(),
-                c.negotiated_cipher_suite().map(|s| s.suite()),
-                c.server_name()
+                "{tag}: TLS established ({})",
+                if tls.is_slim() {
+                    "TLS 1.3, kith's record layer"
+                } else {
+                    "rustls"
+                }
             );
-            Some((Box::new(tls), cb))
+            Some((tls, cb))
         }
         Err(e) => {
             log::info!("{tag}: TLS handshake failed: {e}");

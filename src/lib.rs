@@ -18,6 +18,7 @@ pub mod modules;
 pub mod muc;
 pub mod net;
 pub mod roster;
+pub mod queue;
 pub mod router;
 pub mod s2s;
 pub mod sasl;

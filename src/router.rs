@@ -176,7 +176,11 @@ pub fn to_component(srv: &Server, stanza: Element) -> bool {
     let sent = srv
         .components
         .sender(&domain)
-        .is_some_and(|tx| tx.try_send(Outbound::stanza(stanza.clone())).is_ok());
+        // A component that stopped reading gets no more than MAX_QUEUE stanzas queued.
+        .is_some_and(|tx| {
+            tx.len() < crate::sessions::MAX_QUEUE
+                && tx.try_send(Outbound::stanza(stanza.clone())).is_ok()
+        });
     if !sent {
         log::debug!("router: component {domain} is not connected");
         if stanza.name() != "presence" {

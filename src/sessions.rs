@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::RwLock;
 
-use async_channel::Sender;
+use crate::queue::Sender;
 
 use crate::jid::{BareJid, FullJid};
 use crate::stanza::StreamError;
@@ -87,7 +87,8 @@ impl Sessions {
     pub fn bind(&self, jid: FullJid, conn: u64, tx: Sender<Outbound>) -> Option<Resource> {
         let bare = jid.to_bare();
         let mut map = write(self.shard(&bare));
-        let list = map.entry(bare).or_default();
+        // Most accounts have one resource: a Vec's default first growth would hold four.
+        let list = map.entry(bare).or_insert_with(|| Vec::with_capacity(1));
         let old = list
             .iter()
             .position(|r| r.jid == jid)

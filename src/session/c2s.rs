@@ -670,7 +670,7 @@ async fn bind2(
             .with_resource("kith")
             .unwrap_or_else(|_| unreachable!("'kith' is a valid resource")),
     };
-    let (tx, rx) = async_channel::unbounded();
+    let (tx, rx) = crate::queue::unbounded();
     if let Some(old) = srv.sessions.bind(me.clone(), conn, tx) {
         log::info!("{tag}: {me} was bound by c2s#{}; replacing it", old.conn);
         crate::sessions::send(&old, Outbound::Close(StreamError::Conflict));
@@ -964,7 +964,7 @@ async fn bind_or_resume<S: AsyncRead + AsyncWrite + Unpin>(
                 continue;
             }
         };
-        let (tx, rx) = async_channel::unbounded();
+        let (tx, rx) = crate::queue::unbounded();
         if let Some(old) = srv.sessions.bind(me.clone(), conn, tx) {
             log::info!("{tag}: {me} was bound by c2s#{}; replacing it", old.conn);
             crate::sessions::send(&old, Outbound::Close(StreamError::Conflict));
@@ -1070,7 +1070,7 @@ struct Session<'a> {
 
 enum Event {
     Read(std::io::Result<usize>),
-    Out(Result<Outbound, async_channel::RecvError>),
+    Out(Result<Outbound, crate::queue::RecvError>),
     Takeover(Result<async_channel::Sender<BoundState>, async_channel::RecvError>),
 }
 

@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use async_channel::{Receiver, Sender};
+use crate::queue::{Receiver, Sender};
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt as _};
 use smol::net::{TcpListener, TcpStream};
 use smol::Executor;
@@ -28,7 +28,7 @@ use crate::router;
 use crate::server::Server;
 use crate::session::c2s::{check_iq, new_id};
 use crate::session::stream::{End, XmlStream};
-use crate::sessions::{Outbound, MAX_QUEUE};
+use crate::sessions::Outbound;
 use crate::stanza::{ns, Kind, StreamError};
 use crate::xml::{escape_attr_value, Element, Frame, Limits};
 
@@ -140,7 +140,8 @@ async fn serve(srv: &Server, tcp: TcpStream, peer: SocketAddr, conn: u64, tag: &
         Ok(domain) => domain,
         Err(end) => return finish(srv, &mut xs, tag, &id, None, end).await,
     };
-    let (tx, rx) = async_channel::bounded(MAX_QUEUE);
+    // Bounded by the router, which checks MAX_QUEUE before sending.
+    let (tx, rx) = crate::queue::unbounded();
     if let Some(old) = srv.components.connect(&domain, conn, tx) {
         log::info!("{tag}: {domain} connected again; closing its previous connection");
         let _ = old.try_send(Outbound::Close(StreamError::Conflict));
@@ -234,7 +235,7 @@ async fn send_header<S: AsyncRead + AsyncWrite + Unpin>(
 
 enum Event {
     Read(std::io::Result<usize>),
-    Out(Result<Outbound, async_channel::RecvError>),
+    Out(Result<Outbound, crate::queue::RecvError>),
 }
 
 async fn run<S: AsyncRead + AsyncWrite + Unpin>(

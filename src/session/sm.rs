@@ -76,7 +76,7 @@ pub struct BoundState {
     pub conn: u64,
     pub presence: SessionPresence,
     pub sm: Option<Sm>,
-    pub rx: Receiver<Outbound>,
+    pub rx: crate::queue::Receiver<Outbound>,
 }
 
 enum SlotState {
@@ -249,7 +249,7 @@ mod tests {
     }
 
     fn state(me: &str) -> BoundState {
-        let (_tx, rx) = async_channel::unbounded();
+        let (_tx, rx) = crate::queue::unbounded();
         BoundState {
             me: FullJid::parse(me).expect("jid"),
             conn: 1,

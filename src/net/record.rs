@@ -198,7 +198,10 @@ impl RecordLayer {
         // After the handshake every record is protected and says application_data (§5.2);
         // a change_cipher_spec is allowed only before the peer's Finished (§5).
         if buf[0] != CONTENT_APPLICATION_DATA {
-            return Err(fatal(UNEXPECTED_MESSAGE, "unprotected record after the handshake"));
+            return Err(fatal(
+                UNEXPECTED_MESSAGE,
+                "unprotected record after the handshake",
+            ));
         }
         let len = usize::from(u16::from_be_bytes([buf[3], buf[4]]));
         if len > MAX_CIPHERTEXT {
@@ -362,7 +365,11 @@ mod tests {
         ] {
             let (mut server, mut client) = pair(suite);
             let mut wire = Vec::new();
-            server.seal(CONTENT_APPLICATION_DATA, &[b'x'; MAX_PLAINTEXT + 1], &mut wire);
+            server.seal(
+                CONTENT_APPLICATION_DATA,
+                &[b'x'; MAX_PLAINTEXT + 1],
+                &mut wire,
+            );
             let got = open_all(&mut client, wire).unwrap();
             assert_eq!(got, vec![Opened::Data(MAX_PLAINTEXT), Opened::Data(1)]);
         }
@@ -376,7 +383,10 @@ mod tests {
         server.seal(CONTENT_APPLICATION_DATA, b"xx", &mut b);
         // b before a: the sequence number (in the nonce) does not match.
         let mut reordered = b.clone();
-        assert_eq!(client.open(&mut reordered).unwrap_err().alert, BAD_RECORD_MAC);
+        assert_eq!(
+            client.open(&mut reordered).unwrap_err().alert,
+            BAD_RECORD_MAC
+        );
         let (_, mut client) = pair(Suite::Aes128GcmSha256);
         let mut altered = a.clone();
         altered[7] ^= 1;
@@ -392,11 +402,15 @@ mod tests {
     fn headers_that_cannot_start_a_protected_record_are_refused() {
         assert_eq!(RecordLayer::record_len(&[23, 3, 3, 0]), Ok(None));
         assert_eq!(
-            RecordLayer::record_len(&[23, 3, 3, 0x41, 0x01]).unwrap_err().alert,
+            RecordLayer::record_len(&[23, 3, 3, 0x41, 0x01])
+                .unwrap_err()
+                .alert,
             RECORD_OVERFLOW
         );
         assert_eq!(
-            RecordLayer::record_len(&[22, 3, 3, 0, 5]).unwrap_err().alert,
+            RecordLayer::record_len(&[22, 3, 3, 0, 5])
+                .unwrap_err()
+                .alert,
             UNEXPECTED_MESSAGE
         );
         assert_eq!(RecordLayer::record_len(&[23, 3, 3, 0, 20]), Ok(Some(25)));
@@ -409,12 +423,18 @@ mod tests {
         client.seal_key_update(true, &mut wire);
         client.seal(CONTENT_APPLICATION_DATA, b"xxx", &mut wire);
         let got = open_all(&mut server, wire).unwrap();
-        assert_eq!(got, vec![Opened::KeyUpdated { reply: true }, Opened::Data(3)]);
+        assert_eq!(
+            got,
+            vec![Opened::KeyUpdated { reply: true }, Opened::Data(3)]
+        );
         let mut wire = Vec::new();
         server.seal_key_update(false, &mut wire);
         server.seal(CONTENT_APPLICATION_DATA, b"x", &mut wire);
         let got = open_all(&mut client, wire).unwrap();
-        assert_eq!(got, vec![Opened::KeyUpdated { reply: false }, Opened::Data(1)]);
+        assert_eq!(
+            got,
+            vec![Opened::KeyUpdated { reply: false }, Opened::Data(1)]
+        );
     }
 
     #[test]

@@ -397,8 +397,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Slim<S> {
             }
         }
         let n = buf.len().min(MAX_QUEUED);
-        this.rl
-            .seal(record::CONTENT_APPLICATION_DATA, &buf[..n], &mut this.outgoing);
+        this.rl.seal(
+            record::CONTENT_APPLICATION_DATA,
+            &buf[..n],
+            &mut this.outgoing,
+        );
         if let Poll::Ready(Err(e)) = this.poll_write_out(cx) {
             return Poll::Ready(Err(e));
         }

@@ -693,7 +693,10 @@ mod tests {
         let dir = temp_dir("slim");
         let setup = TlsSetup::load(None, None, "localhost", &dir).expect("load");
         let p = provider();
-        for versions in [&[&rustls::version::TLS13][..], &[&rustls::version::TLS12][..]] {
+        for versions in [
+            &[&rustls::version::TLS13][..],
+            &[&rustls::version::TLS12][..],
+        ] {
             let client = ClientConfig::builder_with_provider(p.clone())
                 .with_protocol_versions(versions)
                 .unwrap()
@@ -735,7 +738,11 @@ mod tests {
                 c.read_exact(&mut back).await.unwrap();
                 assert_eq!(back, big);
                 if tls13 {
-                    assert_eq!(s.buffer_capacity(), Some(0), "an idle connection holds buffers");
+                    assert_eq!(
+                        s.buffer_capacity(),
+                        Some(0),
+                        "an idle connection holds buffers"
+                    );
                     // rustls's KeyUpdate asks the peer to update too.
                     c.get_mut().1.refresh_traffic_keys().unwrap();
                 }

@@ -10,10 +10,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::net::slim::ServerTls;
 use async_channel::Receiver;
 use base64::Engine as _;
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt as _};
-use crate::net::slim::ServerTls;
 use smol::net::TcpStream;
 
 use crate::jid::{BareJid, FullJid, Jid};
@@ -78,8 +78,48 @@ pub async fn serve_secure<S: AsyncRead + AsyncWrite + Unpin>(
     conn: u64,
     deadline: Instant,
 ) {
-    let tag = format!("c2s#{conn}");
     let _origin = srv.origins.register(conn, peer);
+    // Negotiation runs boxed and is over before the session starts: a session sits idle for
+    // hours, and a future is as large as its largest state, so this one only holds what the
+    // bound session keeps.
+    let Some(mut ready) = Box::pin(negotiate(&srv, io, peer, cb, conn, deadline)).await else {
+        return;
+    };
+    // Fields used in place, not moved out: each binding would be one more slot.
+    Box::pin(run_session(
+        &srv,
+        &mut ready.xs,
+        &ready.tag,
+        &ready.id,
+        &ready.user,
+        ready.state,
+        ready.resumed,
+        ready.inactive,
+    ))
+    .await;
+}
+
+/// A bound (or resumed) session, ready to run.
+struct Ready<S> {
+    xs: XmlStream<S>,
+    tag: String,
+    id: String,
+    user: BareJid,
+    state: BoundState,
+    resumed: bool,
+    inactive: bool,
+}
+
+/// Authentication, then binding or resumption (`None`: the stream ended on the way).
+async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
+    srv: &Server,
+    io: S,
+    peer: SocketAddr,
+    cb: CbInfo,
+    conn: u64,
+    deadline: Instant,
+) -> Option<Ready<S>> {
+    let tag = format!("c2s#{conn}");
     let limits = Limits {
         max_stanza_bytes: srv.config.limits.max_stanza_size,
         ..Limits::default()
@@ -87,7 +127,7 @@ pub async fn serve_secure<S: AsyncRead + AsyncWrite + Unpin>(
     let mut xs = XmlStream::new(io, limits);
     let mut id = new_id();
     let auth = Box::pin(authenticate(
-        &srv, &mut xs, &tag, &cb, deadline, &id, peer, conn,
+        srv, &mut xs, &tag, &cb, deadline, &id, peer, conn,
     ))
     .await;
     let (user, fresh_stream) = match auth {
@@ -95,19 +135,27 @@ pub async fn serve_secure<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(Authenticated::Sasl2(user)) => (user, false),
         Ok(Authenticated::Ready { state, inactive }) => {
             let user = state.me.to_bare();
-            return Box::pin(run_session(
-                &srv, &mut xs, &tag, &id, &user, state, false, inactive,
-            ))
-            .await;
+            return Some(Ready {
+                xs,
+                tag,
+                id,
+                user,
+                state,
+                resumed: false,
+                inactive,
+            });
         }
-        Err(end) => return Box::pin(finish(&srv, &mut xs, &tag, &id, end)).await,
+        Err(end) => {
+            Box::pin(finish(srv, &mut xs, &tag, &id, end)).await;
+            return None;
+        }
     };
     if fresh_stream {
         xs.restart();
         id = new_id();
     }
-    let (state, resumed) = match Box::pin(bind_or_resume(
-        &srv,
+    match Box::pin(bind_or_resume(
+        srv,
         &mut xs,
         &user,
         conn,
@@ -118,13 +166,20 @@ pub async fn serve_secure<S: AsyncRead + AsyncWrite + Unpin>(
     ))
     .await
     {
-        Ok(b) => b,
-        Err(end) => return Box::pin(finish(&srv, &mut xs, &tag, &id, end)).await,
-    };
-    Box::pin(run_session(
-        &srv, &mut xs, &tag, &id, &user, state, resumed, false,
-    ))
-    .await;
+        Ok((state, resumed)) => Some(Ready {
+            xs,
+            tag,
+            id,
+            user,
+            state,
+            resumed,
+            inactive: false,
+        }),
+        Err(end) => {
+            Box::pin(finish(srv, &mut xs, &tag, &id, end)).await;
+            None
+        }
+    }
 }
 
 /// Drives a bound (or resumed) session to its end.

@@ -54,8 +54,13 @@ impl<S> Aligned<S> {
         if b.len() < 5 {
             return None;
         }
-        let n = 5 + usize::from(u16::from_be_bytes([b[3], b[4]]));
-        (b.len() >= n).then_some(n)
+        let len = usize::from(u16::from_be_bytes([b[3], b[4]]));
+        // Not a TLS record (a web browser, plaintext XMPP): hand it over at once so rustls
+        // refuses it now, rather than waiting for a length that is not one.
+        if !(20..=23).contains(&b[0]) || b[1] != 3 || len > record::MAX_PLAINTEXT + 2048 {
+            return Some(b.len());
+        }
+        (b.len() >= 5 + len).then_some(5 + len)
     }
 }
 
@@ -466,5 +471,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ServerTls<S> {
             ServerTls::Slim(s) => Pin::new(&mut **s).poll_close(cx),
             ServerTls::Rustls(s) => Pin::new(&mut **s).poll_close(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::AsyncReadExt;
+
+    fn read_once(input: &[u8]) -> Vec<u8> {
+        let mut a = Aligned::new(futures_lite::io::Cursor::new(input.to_vec()));
+        let mut out = vec![0u8; 64];
+        let n = smol::block_on(a.read(&mut out)).unwrap();
+        out.truncate(n);
+        out
+    }
+
+    #[test]
+    fn whole_records_are_handed_over_one_at_a_time() {
+        let mut input = vec![22, 3, 1, 0, 2, b'a', b'b'];
+        input.extend_from_slice(&[23, 3, 3, 0, 1, b'c']);
+        assert_eq!(read_once(&input), &input[..7]);
+        // A partial record is held back until the stream ends.
+        assert_eq!(read_once(&input[..6]), &input[..6]);
+    }
+
+    #[test]
+    fn what_is_not_tls_goes_to_rustls_at_once() {
+        // A browser on the TLS port: "GET /" would read as a 12,064-byte record.
+        let get = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+        assert_eq!(read_once(get), &get[..]);
+        let xmpp = b"<?xml version='1.0'?><stream:stream to='localhost'>";
+        assert_eq!(read_once(xmpp), &xmpp[..]);
     }
 }

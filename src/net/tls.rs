@@ -208,13 +208,7 @@ impl TlsSetup {
             );
             return Ok(None);
         }
-        let Some(key) = self.certs.resolve(start.client_hello()) else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "no certificate for this client",
-            ));
-        };
-        let (config, server_end_point) = self.pinned(alpn, key);
+        let (config, server_end_point) = self.config_for(start.client_hello(), alpn)?;
         let stream = start.into_stream(config).await?;
         Ok(Some(Accepted {
             stream,
@@ -238,13 +232,7 @@ impl TlsSetup {
         if rustls_acme::is_tls_alpn_challenge(&start.client_hello()) {
             return self.accept_started(start, alpn).await.map(|_| None);
         }
-        let Some(key) = self.certs.resolve(start.client_hello()) else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "no certificate for this client",
-            ));
-        };
-        let (config, server_end_point) = self.pinned(alpn, key);
+        let (config, server_end_point) = self.config_for(start.client_hello(), alpn)?;
         let capture = Arc::new(slim::Capture::default());
         let stream = start
             .into_stream(slim::config_for(&config, &capture))
@@ -309,6 +297,22 @@ impl TlsSetup {
                 }
             }
         }
+    }
+
+    /// The config for a client that is not an ACME challenge: pinned to the certificate its
+    /// ClientHello resolves to, with that certificate's end-point hash.
+    fn config_for(
+        &self,
+        hello: ClientHello<'_>,
+        alpn: &[&[u8]],
+    ) -> io::Result<(Arc<ServerConfig>, Option<Vec<u8>>)> {
+        let Some(key) = self.certs.resolve(hello) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "no certificate for this client",
+            ));
+        };
+        Ok(self.pinned(alpn, key))
     }
 
     /// A config whose resolver always returns `key`, with `key`'s end-point hash; cached per

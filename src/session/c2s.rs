@@ -10,7 +10,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::net::slim::ServerTls;
 use async_channel::Receiver;
 use base64::Engine as _;
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt as _};
@@ -18,6 +17,7 @@ use smol::net::TcpStream;
 
 use crate::jid::{BareJid, FullJid, Jid};
 use crate::net::listener::Mode;
+use crate::net::slim::ServerTls;
 use crate::net::tls::ALPN_XMPP_CLIENT;
 use crate::router;
 use crate::sasl::ht::Ht;

@@ -21,6 +21,17 @@ struct State<T> {
     senders: usize,
 }
 
+impl<T> State<T> {
+    /// The next item; the buffer goes once the queue runs empty, so an idle one holds none.
+    fn pop(&mut self) -> Option<T> {
+        let item = self.items.pop_front();
+        if self.items.is_empty() && self.items.capacity() > 0 {
+            self.items = VecDeque::new();
+        }
+        item
+    }
+}
+
 struct Shared<T>(Mutex<State<T>>);
 
 impl<T> Shared<T> {
@@ -120,12 +131,7 @@ impl<T> std::fmt::Debug for Receiver<T> {
 
 impl<T> Receiver<T> {
     pub fn try_recv(&self) -> Result<T, RecvError> {
-        let mut s = self.0.lock();
-        let item = s.items.pop_front();
-        if s.items.is_empty() && s.items.capacity() > 0 {
-            s.items = VecDeque::new();
-        }
-        item.ok_or(RecvError)
+        self.0.lock().pop().ok_or(RecvError)
     }
 
     /// The next item; `Err` once the queue is closed (or has no sender) and empty.
@@ -147,10 +153,7 @@ impl<T> Future for Recv<'_, T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut s = self.0 .0.lock();
-        if let Some(item) = s.items.pop_front() {
-            if s.items.is_empty() {
-                s.items = VecDeque::new();
-            }
+        if let Some(item) = s.pop() {
             return Poll::Ready(Ok(item));
         }
         if s.closed || s.senders == 0 {

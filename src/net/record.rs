@@ -29,11 +29,11 @@ pub const CONTENT_HANDSHAKE: u8 = 22;
 pub const CONTENT_APPLICATION_DATA: u8 = 23;
 const HANDSHAKE_KEY_UPDATE: u8 = 24;
 
-/// A protocol violation by the peer; the connection must end (with this alert when we can
-/// still send one).
+/// The connection must end: a protocol violation by the peer (with the alert to send it, when
+/// we can still send one), or the peer's own fatal alert (`alert: None`, nothing to answer).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Fatal {
-    pub alert: u8,
+    pub alert: Option<u8>,
     pub what: &'static str,
 }
 
@@ -44,7 +44,10 @@ const DECODE_ERROR: u8 = 50;
 const INTERNAL_ERROR: u8 = 80;
 
 fn fatal(alert: u8, what: &'static str) -> Fatal {
-    Fatal { alert, what }
+    Fatal {
+        alert: Some(alert),
+        what,
+    }
 }
 
 /// The TLS 1.3 cipher suites rustls (ring) negotiates.
@@ -238,7 +241,10 @@ impl RecordLayer {
                 // close_notify; user_canceled is followed by one (§6.1).
                 [_, 0] => Ok(Opened::Closed),
                 [_, 90] => Ok(Opened::Data(0)),
-                [_, _] => Err(fatal(0, "the peer sent a fatal alert")),
+                [_, _] => Err(Fatal {
+                    alert: None,
+                    what: "the peer sent a fatal alert",
+                }),
                 _ => Err(fatal(DECODE_ERROR, "malformed alert")),
             },
             CONTENT_HANDSHAKE => self.handshake(&plain[..len]),
@@ -385,17 +391,23 @@ mod tests {
         let mut reordered = b.clone();
         assert_eq!(
             client.open(&mut reordered).unwrap_err().alert,
-            BAD_RECORD_MAC
+            Some(BAD_RECORD_MAC)
         );
         let (_, mut client) = pair(Suite::Aes128GcmSha256);
         let mut altered = a.clone();
         altered[7] ^= 1;
-        assert_eq!(client.open(&mut altered).unwrap_err().alert, BAD_RECORD_MAC);
+        assert_eq!(
+            client.open(&mut altered).unwrap_err().alert,
+            Some(BAD_RECORD_MAC)
+        );
         let (_, mut client) = pair(Suite::Aes128GcmSha256);
         let mut first = a.clone();
         assert_eq!(client.open(&mut first), Ok(Opened::Data(2)));
         let mut replay = a;
-        assert_eq!(client.open(&mut replay).unwrap_err().alert, BAD_RECORD_MAC);
+        assert_eq!(
+            client.open(&mut replay).unwrap_err().alert,
+            Some(BAD_RECORD_MAC)
+        );
     }
 
     #[test]
@@ -405,13 +417,13 @@ mod tests {
             RecordLayer::record_len(&[23, 3, 3, 0x41, 0x01])
                 .unwrap_err()
                 .alert,
-            RECORD_OVERFLOW
+            Some(RECORD_OVERFLOW)
         );
         assert_eq!(
             RecordLayer::record_len(&[22, 3, 3, 0, 5])
                 .unwrap_err()
                 .alert,
-            UNEXPECTED_MESSAGE
+            Some(UNEXPECTED_MESSAGE)
         );
         assert_eq!(RecordLayer::record_len(&[23, 3, 3, 0, 20]), Ok(Some(25)));
     }
@@ -447,11 +459,14 @@ mod tests {
         client.seal_one(CONTENT_HANDSHAKE, &[4, 0, 0, 0], &mut wire); // NewSessionTicket
         assert_eq!(
             open_all(&mut server, wire).unwrap_err().alert,
-            UNEXPECTED_MESSAGE
+            Some(UNEXPECTED_MESSAGE)
         );
         let (mut server, mut client) = pair(Suite::Chacha20Poly1305Sha256);
         let mut wire = Vec::new();
         client.seal_one(CONTENT_HANDSHAKE, &[24, 0, 0, 1, 2], &mut wire);
-        assert_eq!(open_all(&mut server, wire).unwrap_err().alert, DECODE_ERROR);
+        assert_eq!(
+            open_all(&mut server, wire).unwrap_err().alert,
+            Some(DECODE_ERROR)
+        );
     }
 }

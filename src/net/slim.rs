@@ -298,8 +298,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Slim<S> {
     }
 
     fn fail(&mut self, f: record::Fatal, cx: &mut Context<'_>) -> io::Error {
-        if f.alert != 0 && !self.write_closed {
-            self.rl.seal_alert(f.alert, &mut self.outgoing);
+        if let (Some(alert), false) = (f.alert, self.write_closed) {
+            self.rl.seal_alert(alert, &mut self.outgoing);
             self.write_closed = true;
             let _ = self.poll_write_out(cx);
         }

@@ -83,7 +83,7 @@ diagnostics:
                                                     a counting allocator
        c2s ... --alloc-dir DIR                      (with the above) print the live heap
                                                     per idle session by allocation size
-       c2s --sizes                                  print the size of a c2s session future";
+       c2s --sizes                                  print the sizes of types a session keeps inline";
 
 struct Args {
     port: u16,
@@ -293,54 +293,28 @@ fn serve_counted(args: &Args, config: &std::path::Path) -> Result<(), String> {
     kith::server::run(config).map_err(|e| e.to_string())
 }
 
-/// Sizes of the per-connection state that lives inside the session task (not the heap
-/// objects it points to).
+/// Sizes of the types a session keeps inline. The layout of the session future itself (one
+/// allocation per connection) is printed by the compiler: see "Memory per session" in
+/// ARCHITECTURE.md.
 fn sizes() -> Result<(), String> {
-    use std::sync::Arc;
-    let dir = std::env::temp_dir().join(format!("kith-bench-sizes-{}", std::process::id()));
-    let r = (|| {
-        let mut config = kith::config::Config::defaults();
-        config.data_dir = dir.clone();
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let store = kith::store::Store::open(&dir.join("kith.redb")).map_err(|e| e.to_string())?;
-        let tls = kith::net::tls::TlsSetup::load(None, None, "localhost", &dir)
-            .map_err(|e| e.to_string())?;
-        let srv = Arc::new(kith::server::Server::new(config, store, tls));
-        smol::block_on(async {
-            let l = smol::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .map_err(|e| e.to_string())?;
-            let addr = l.local_addr().map_err(|e| e.to_string())?;
-            let _c = smol::net::TcpStream::connect(addr)
-                .await
-                .map_err(|e| e.to_string())?;
-            let (tcp, peer) = l.accept().await.map_err(|e| e.to_string())?;
-            let fut = kith::session::c2s::serve(
-                srv.clone(),
-                tcp,
-                peer,
-                kith::net::listener::Mode::StartTls,
-                1,
-            );
-            println!("c2s::serve future: {} bytes", std::mem::size_of_val(&fut));
-            println!(
-                "rustls ServerConnection: {} bytes",
-                std::mem::size_of::<futures_rustls::rustls::ServerConnection>()
-            );
-            println!(
-                "futures_rustls server TlsStream<TcpStream>: {} bytes",
-                std::mem::size_of::<futures_rustls::server::TlsStream<smol::net::TcpStream>>()
-            );
-            println!("kith::xml::Framer: {} bytes", std::mem::size_of::<Framer>());
-            println!(
-                "kith::xml::Element: {} bytes",
-                std::mem::size_of::<Element>()
-            );
-            Ok::<_, String>(())
-        })
-    })();
-    let _ = std::fs::remove_dir_all(&dir);
-    r
+    println!(
+        "rustls ServerConnection: {} bytes",
+        std::mem::size_of::<futures_rustls::rustls::ServerConnection>()
+    );
+    println!(
+        "futures_rustls server TlsStream<TcpStream>: {} bytes",
+        std::mem::size_of::<futures_rustls::server::TlsStream<smol::net::TcpStream>>()
+    );
+    println!(
+        "kith::net::slim::ServerTls<Tcp>: {} bytes",
+        std::mem::size_of::<kith::net::slim::ServerTls<kith::session::c2s::Tcp>>()
+    );
+    println!("kith::xml::Framer: {} bytes", std::mem::size_of::<Framer>());
+    println!(
+        "kith::xml::Element: {} bytes",
+        std::mem::size_of::<Element>()
+    );
+    Ok(())
 }
 
 /// State shared by all session tasks (one thread, so `Cell`/`RefCell`).

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_lite::FutureExt as _;
-use smol::net::{TcpListener, TcpStream};
-use smol::Executor;
+use smol::net::TcpListener;
+use smol::{Async, Executor};
 
+use crate::net::per_ip::Place;
 use crate::server::Server;
 use crate::session;
 
@@ -29,12 +30,22 @@ pub async fn accept_loop(
     listener: TcpListener,
     mode: Mode,
 ) {
+    // The bare reactor handle, not smol's `TcpStream`: that one keeps room for two pending
+    // readiness futures (120 bytes against 16), for as long as the connection lives.
+    let listener: Arc<Async<std::net::TcpListener>> = listener.into();
     loop {
         match listener.accept().await {
             Ok((tcp, peer)) => {
                 let id = srv.next_conn_id();
                 let srv = srv.clone();
-                ex.spawn(connection(srv, tcp, peer, mode, id)).detach();
+                let accepted = Box::new(Accepted {
+                    srv,
+                    tcp,
+                    peer,
+                    mode,
+                    id,
+                });
+                ex.spawn(connection(accepted)).detach();
             }
             Err(e) => {
                 // Usually EMFILE: out of file descriptors. Back off instead of spinning.
@@ -45,21 +56,32 @@ pub async fn accept_loop(
     }
 }
 
-async fn connection(srv: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: Mode, id: u64) {
-    let max = srv.config.limits.connections_per_ip;
-    let Some(_place) = srv.per_ip.enter(peer.ip(), max) else {
-        log::warn!(
-            "c2s#{id}: refused a connection from {}: it already has {max} open ([limits] connections_per_ip)",
-            peer.ip()
-        );
+/// What `accept` gave, boxed: the arguments of an async fn keep their place in its future
+/// for the whole connection (even once moved out), and a box pointer is the smallest place.
+struct Accepted {
+    srv: Arc<Server>,
+    tcp: Async<std::net::TcpStream>,
+    peer: SocketAddr,
+    mode: Mode,
+    id: u64,
+}
+
+async fn connection(accepted: Box<Accepted>) {
+    let Accepted {
+        srv,
+        tcp,
+        peer,
+        mode,
+        id,
+    } = *accepted;
+    // Values, not borrows, go to the helpers: a local borrowed before an await keeps its
+    // place in this future for the connection's whole life.
+    let Some(_place) = enter(&srv, peer, id) else {
         refuse(tcp, mode).await;
         return;
     };
     srv.open_conns.fetch_add(1, Ordering::SeqCst);
-    let _ = tcp.set_nodelay(true);
-    if let Err(e) = keepalive(&tcp) {
-        log::debug!("c2s#{id}: cannot enable TCP keepalive: {e}");
-    }
+    let tcp = tune(tcp, id);
     let run = session::c2s::serve(srv.clone(), tcp, peer, mode, id);
     if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {
         let msg = panic
@@ -72,10 +94,33 @@ async fn connection(srv: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: Mo
     srv.open_conns.fetch_sub(1, Ordering::SeqCst);
 }
 
+/// A place in the per-address count, or `None` (logged) when `peer`'s address is at the limit.
+fn enter(srv: &Server, peer: SocketAddr, id: u64) -> Option<Place<'_>> {
+    let max = srv.config.limits.connections_per_ip;
+    let place = srv.per_ip.enter(peer.ip(), max);
+    if place.is_none() {
+        log::warn!(
+            "c2s#{id}: refused a connection from {}: it already has {max} open ([limits] connections_per_ip)",
+            peer.ip()
+        );
+    }
+    place
+}
+
+/// Socket options for a client connection: no Nagle delay (stanzas are small and
+/// interactive), and keepalive.
+fn tune(tcp: Async<std::net::TcpStream>, id: u64) -> Async<std::net::TcpStream> {
+    let _ = tcp.get_ref().set_nodelay(true);
+    if let Err(e) = keepalive(&tcp) {
+        log::debug!("c2s#{id}: cannot enable TCP keepalive: {e}");
+    }
+    tcp
+}
+
 /// Tells a client over the limit why, where that is possible without TLS: on the STARTTLS
 /// port a stream error (RFC 6120 §4.9.1.1 lets it come before the client's header); the
 /// direct TLS port is simply closed.
-async fn refuse(mut tcp: TcpStream, mode: Mode) {
+async fn refuse(mut tcp: Async<std::net::TcpStream>, mode: Mode) {
     use futures_lite::AsyncWriteExt as _;
     if mode == Mode::StartTls {
         let refusal = b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
@@ -97,7 +142,7 @@ async fn refuse(mut tcp: TcpStream, mode: Mode) {
 /// so their resources don't stay "online" forever. Probing after 5 idle minutes, then every
 /// minute, drops a dead peer within about 10 minutes without waking live clients' apps (the
 /// kernel answers the probes), which is what Prosody's `tcp_keepalives` does too.
-fn keepalive(tcp: &TcpStream) -> std::io::Result<()> {
+fn keepalive(tcp: &Async<std::net::TcpStream>) -> std::io::Result<()> {
     use rustix::net::sockopt;
     sockopt::set_socket_keepalive(tcp, true)?;
     sockopt::set_tcp_keepidle(tcp, Duration::from_secs(300))?;

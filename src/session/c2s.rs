@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use async_channel::Receiver;
 use base64::Engine as _;
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt as _};
-use smol::net::TcpStream;
 
 use crate::jid::{BareJid, FullJid, Jid};
 use crate::net::listener::Mode;
@@ -42,7 +41,63 @@ const FAILURE_DELAY: Duration = Duration::from_secs(1);
 /// Stanzas written per batch when the outbound queue has several waiting.
 const WRITE_BATCH: usize = 64;
 
-pub async fn serve(srv: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: Mode, conn: u64) {
+/// The TCP socket of a client connection, as the reactor knows it.
+pub type Tcp = smol::Async<std::net::TcpStream>;
+
+/// Serves one accepted client connection until it closes.
+///
+/// A session sits idle for hours and its future is its memory, so the work is arranged to
+/// keep that future small: every phase before the session runs (TLS, SASL, binding) is
+/// boxed and gone when it ends, and the arguments travel in a box, because an async fn's
+/// arguments keep their place in its future even after they were moved out.
+pub fn serve(
+    srv: Arc<Server>,
+    tcp: Tcp,
+    peer: SocketAddr,
+    mode: Mode,
+    conn: u64,
+) -> impl std::future::Future<Output = ()> {
+    serve_tcp(Box::new(Accepted {
+        srv,
+        tcp,
+        peer,
+        mode,
+        conn,
+    }))
+}
+
+struct Accepted {
+    srv: Arc<Server>,
+    tcp: Tcp,
+    peer: SocketAddr,
+    mode: Mode,
+    conn: u64,
+}
+
+async fn serve_tcp(accepted: Box<Accepted>) {
+    let Accepted {
+        srv,
+        tcp,
+        peer,
+        mode,
+        conn,
+    } = *accepted;
+    let deadline = Instant::now() + srv.config.limits.auth_timeout;
+    let Some((tls, cb)) = Box::pin(secure(&srv, tcp, peer, mode, conn, deadline)).await else {
+        return;
+    };
+    serve_secure(srv, tls, peer, cb, conn, deadline).await
+}
+
+/// STARTTLS or direct TLS, up to an established TLS session.
+async fn secure(
+    srv: &Server,
+    tcp: Tcp,
+    peer: SocketAddr,
+    mode: Mode,
+    conn: u64,
+    deadline: Instant,
+) -> Option<(ServerTls<Tcp>, CbInfo)> {
     let tag = format!("c2s#{conn}");
     log::info!(
         "{tag}: connection from {peer} ({})",
@@ -51,52 +106,113 @@ pub async fn serve(srv: Arc<Server>, tcp: TcpStream, peer: SocketAddr, mode: Mod
             Mode::DirectTls => "direct tls",
         }
     );
-    let deadline = Instant::now() + srv.config.limits.auth_timeout;
     let limits = Limits {
         max_stanza_bytes: srv.config.limits.max_stanza_size,
         ..Limits::default()
     };
-    let tls = match mode {
-        Mode::StartTls => Box::pin(starttls(&srv, tcp, &tag, deadline, limits)).await,
-        Mode::DirectTls => {
-            Box::pin(handshake(&srv, &[ALPN_XMPP_CLIENT], tcp, &tag, deadline)).await
-        }
-    };
-    let Some((tls, cb)) = tls else { return };
-    serve_secure(srv, tls, peer, cb, conn, deadline).await
+    match mode {
+        Mode::StartTls => starttls(srv, tcp, &tag, deadline, limits).await,
+        Mode::DirectTls => handshake(srv, &[ALPN_XMPP_CLIENT], tcp, &tag, deadline).await,
+    }
 }
 
 /// A client stream over a transport that is already secure: TLS accepted by this module or
 /// by the HTTPS listener (ALPN `xmpp-client` on 443), or a WebSocket or BOSH session inside
 /// HTTPS (`http::pipe`). No STARTTLS is offered; `cb` is the channel-binding data the
 /// transport can prove (none for the web transports, so no SCRAM-PLUS there).
-pub async fn serve_secure<S: AsyncRead + AsyncWrite + Unpin>(
+pub fn serve_secure<S: AsyncRead + AsyncWrite + Unpin>(
     srv: Arc<Server>,
     io: S,
     peer: SocketAddr,
     cb: CbInfo,
     conn: u64,
     deadline: Instant,
-) {
+) -> impl std::future::Future<Output = ()> {
+    run(Box::new(Secured {
+        srv,
+        io,
+        peer,
+        cb,
+        conn,
+        deadline,
+    }))
+}
+
+struct Secured<S> {
+    srv: Arc<Server>,
+    io: S,
+    peer: SocketAddr,
+    cb: CbInfo,
+    conn: u64,
+    deadline: Instant,
+}
+
+/// Negotiation (boxed), then the session itself. Everything the idle session keeps lives
+/// here exactly once: values are moved, never borrowed before they are (a borrowed local
+/// keeps its place in the future to the end of its scope, moved or not).
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(secured: Box<Secured<S>>) {
+    let Secured {
+        srv,
+        io,
+        peer,
+        cb,
+        conn,
+        deadline,
+    } = *secured;
     let _origin = srv.origins.register(conn, peer);
-    // Negotiation runs boxed and is over before the session starts: a session sits idle for
-    // hours, and a future is as large as its largest state, so this one only holds what the
-    // bound session keeps.
-    let Some(mut ready) = Box::pin(negotiate(&srv, io, peer, cb, conn, deadline)).await else {
+    // Destructured in the pattern: moving the fields out of a local would keep the local.
+    let Some(Ready {
+        mut xs,
+        tag,
+        id,
+        state,
+        resumed,
+        inactive,
+    }) = Box::pin(negotiate(&srv, io, peer, cb, conn, deadline)).await
+    else {
         return;
     };
-    // Fields used in place, not moved out: each binding would be one more slot.
-    Box::pin(run_session(
-        &srv,
-        &mut ready.xs,
-        &ready.tag,
-        &ready.id,
-        &ready.user,
-        ready.state,
-        ready.resumed,
-        ready.inactive,
-    ))
-    .await;
+    let limits = &srv.config.limits;
+    let mut session = Session {
+        srv: &srv,
+        st: state,
+        csi: {
+            let mut csi = Csi::default();
+            csi.set_inactive(inactive, &mut Vec::new());
+            csi
+        },
+        takeover: None,
+        tag: &tag,
+        rate: Bucket::new(
+            u32::try_from(limits.stanzas_per_second).unwrap_or(u32::MAX),
+            u32::try_from(limits.stanza_burst).unwrap_or(u32::MAX),
+            Instant::now(),
+        ),
+    };
+    session.takeover = session
+        .st
+        .sm
+        .as_ref()
+        .and_then(|sm| sm.id.as_deref())
+        .map(|sid| srv.sm.live(sid, session.st.me.to_bare()));
+    let mut guard = Bound {
+        srv: &srv,
+        me: session.st.me.clone(),
+        conn,
+        armed: true,
+    };
+    let end = if resumed {
+        // What the client missed is already written; ask for an ack.
+        session.write_stanzas(&mut xs, Vec::new()).await.err()
+    } else {
+        None
+    };
+    let end = match end {
+        Some(end) => end,
+        None => session.run(&mut xs).await,
+    };
+    // Boxed, like the negotiation steps: the session future stays small while idle.
+    Box::pin(session.end(&mut xs, &mut guard, &id, end)).await;
 }
 
 /// A bound (or resumed) session, ready to run.
@@ -104,7 +220,6 @@ struct Ready<S> {
     xs: XmlStream<S>,
     tag: String,
     id: String,
-    user: BareJid,
     state: BoundState,
     resumed: bool,
     inactive: bool,
@@ -134,12 +249,10 @@ async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(Authenticated::Classic(user)) => (user, true),
         Ok(Authenticated::Sasl2(user)) => (user, false),
         Ok(Authenticated::Ready { state, inactive }) => {
-            let user = state.me.to_bare();
             return Some(Ready {
                 xs,
                 tag,
                 id,
-                user,
                 state,
                 resumed: false,
                 inactive,
@@ -170,7 +283,6 @@ async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
             xs,
             tag,
             id,
-            user,
             state,
             resumed,
             inactive: false,
@@ -180,59 +292,6 @@ async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
             None
         }
     }
-}
-
-/// Drives a bound (or resumed) session to its end.
-#[allow(clippy::too_many_arguments)]
-async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
-    srv: &Server,
-    xs: &mut XmlStream<S>,
-    tag: &str,
-    id: &str,
-    user: &BareJid,
-    state: BoundState,
-    resumed: bool,
-    inactive: bool,
-) {
-    let mut guard = Bound {
-        srv,
-        me: state.me.clone(),
-        conn: state.conn,
-        armed: true,
-    };
-    let takeover = state
-        .sm
-        .as_ref()
-        .and_then(|sm| sm.id.as_deref())
-        .map(|sid| srv.sm.live(sid, user.clone()));
-    let mut csi = Csi::default();
-    csi.set_inactive(inactive, &mut Vec::new());
-    let limits = &srv.config.limits;
-    let rate = Bucket::new(
-        u32::try_from(limits.stanzas_per_second).unwrap_or(u32::MAX),
-        u32::try_from(limits.stanza_burst).unwrap_or(u32::MAX),
-        Instant::now(),
-    );
-    let mut session = Session {
-        srv,
-        st: state,
-        csi,
-        takeover,
-        tag,
-        rate,
-    };
-    let end = if resumed {
-        // What the client missed is already written; ask for an ack.
-        session.write_stanzas(xs, Vec::new()).await.err()
-    } else {
-        None
-    };
-    let end = match end {
-        Some(end) => end,
-        None => session.run(xs).await,
-    };
-    // Boxed, like the negotiation steps: the session future stays small while idle.
-    Box::pin(session.end(xs, &mut guard, id, end)).await;
 }
 
 /// Removes the resource from the routing table however the session ends (even by panic),
@@ -287,11 +346,11 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
 /// plaintext injected into the TLS session (CVE-2011-1431 class): the connection is dropped.
 async fn starttls(
     srv: &Server,
-    tcp: TcpStream,
+    tcp: Tcp,
     tag: &str,
     deadline: Instant,
     limits: Limits,
-) -> Option<(ServerTls<TcpStream>, CbInfo)> {
+) -> Option<(ServerTls<Tcp>, CbInfo)> {
     let mut xs = XmlStream::new(tcp, limits);
     let id = new_id();
     let r: Result<(), End> = async {
@@ -333,10 +392,10 @@ async fn starttls(
 async fn handshake(
     srv: &Server,
     alpn: &[&[u8]],
-    tcp: TcpStream,
+    tcp: Tcp,
     tag: &str,
     deadline: Instant,
-) -> Option<(ServerTls<TcpStream>, CbInfo)> {
+) -> Option<(ServerTls<Tcp>, CbInfo)> {
     let r = crate::net::with_deadline(srv.tls.accept_slim(tcp, alpn), deadline).await;
     match r {
         Ok(None) => None,

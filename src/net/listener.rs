@@ -150,3 +150,26 @@ fn keepalive(tcp: &Async<std::net::TcpStream>) -> std::io::Result<()> {
     sockopt::set_tcp_keepcnt(tcp, 5)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn size_of_output<A, R, F: Fn(A) -> R>(_: &F) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// The connection future is what an idle session costs (one allocation per connection;
+    /// its layout is described under "Memory per session" in ARCHITECTURE.md). It was 2.4 KiB
+    /// in two allocations before the session was built in place; a dead copy of a field or an
+    /// unboxed phase brings it back over this bound.
+    #[test]
+    fn the_connection_task_of_an_idle_session_stays_small() {
+        let size = size_of_output(&connection);
+        assert!(
+            size <= 1200,
+            "the c2s connection future is {size} bytes; read its layout with \
+             RUSTC_BOOTSTRAP=1 cargo rustc --lib -- -Zprint-type-sizes"
+        );
+    }
+}

@@ -307,7 +307,7 @@ fn sizes() -> Result<(), String> {
     );
     println!(
         "kith::net::slim::ServerTls<Tcp>: {} bytes",
-        std::mem::size_of::<kith::net::slim::ServerTls<kith::session::c2s::Tcp>>()
+        std::mem::size_of::<kith::net::slim::ServerTls<kith::net::listener::Tcp>>()
     );
     println!("kith::xml::Framer: {} bytes", std::mem::size_of::<Framer>());
     println!(

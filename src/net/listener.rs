@@ -56,33 +56,34 @@ pub async fn accept_loop(
     }
 }
 
-/// What `accept` gave, boxed: the arguments of an async fn keep their place in its future
-/// for the whole connection (even once moved out), and a box pointer is the smallest place.
-struct Accepted {
-    srv: Arc<Server>,
-    tcp: Async<std::net::TcpStream>,
-    peer: SocketAddr,
-    mode: Mode,
-    id: u64,
+/// The TCP socket of a client connection, as the reactor knows it.
+pub type Tcp = Async<std::net::TcpStream>;
+
+/// What `accept` gave, boxed and handed as is to `c2s::serve`: the arguments of an async fn
+/// keep their place in its future for the whole connection (even once moved out), and a box
+/// pointer is the smallest place.
+pub struct Accepted {
+    pub srv: Arc<Server>,
+    pub tcp: Tcp,
+    pub peer: SocketAddr,
+    pub mode: Mode,
+    pub id: u64,
 }
 
 async fn connection(accepted: Box<Accepted>) {
-    let Accepted {
-        srv,
-        tcp,
-        peer,
-        mode,
-        id,
-    } = *accepted;
-    // Values, not borrows, go to the helpers: a local borrowed before an await keeps its
-    // place in this future for the connection's whole life.
-    let Some(_place) = enter(&srv, peer, id) else {
+    // Our own handle: the per-address place borrows it while the session runs. Fields are
+    // read through the box, never borrowed from a local: a local borrowed before an await
+    // keeps its place in this future for the connection's whole life.
+    let srv = accepted.srv.clone();
+    let id = accepted.id;
+    let Some(_place) = enter(&srv, accepted.peer, id) else {
+        let Accepted { tcp, mode, .. } = *accepted;
         refuse(tcp, mode).await;
         return;
     };
     srv.open_conns.fetch_add(1, Ordering::SeqCst);
-    let tcp = tune(tcp, id);
-    let run = session::c2s::serve(srv.clone(), tcp, peer, mode, id);
+    tune(&accepted.tcp, id);
+    let run = session::c2s::serve(accepted);
     if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {
         let msg = panic
             .downcast_ref::<&str>()
@@ -109,18 +110,17 @@ fn enter(srv: &Server, peer: SocketAddr, id: u64) -> Option<Place<'_>> {
 
 /// Socket options for a client connection: no Nagle delay (stanzas are small and
 /// interactive), and keepalive.
-fn tune(tcp: Async<std::net::TcpStream>, id: u64) -> Async<std::net::TcpStream> {
+fn tune(tcp: &Tcp, id: u64) {
     let _ = tcp.get_ref().set_nodelay(true);
-    if let Err(e) = keepalive(&tcp) {
+    if let Err(e) = keepalive(tcp) {
         log::debug!("c2s#{id}: cannot enable TCP keepalive: {e}");
     }
-    tcp
 }
 
 /// Tells a client over the limit why, where that is possible without TLS: on the STARTTLS
 /// port a stream error (RFC 6120 §4.9.1.1 lets it come before the client's header); the
 /// direct TLS port is simply closed.
-async fn refuse(mut tcp: Async<std::net::TcpStream>, mode: Mode) {
+async fn refuse(mut tcp: Tcp, mode: Mode) {
     use futures_lite::AsyncWriteExt as _;
     if mode == Mode::StartTls {
         let refusal = b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
@@ -142,7 +142,7 @@ async fn refuse(mut tcp: Async<std::net::TcpStream>, mode: Mode) {
 /// so their resources don't stay "online" forever. Probing after 5 idle minutes, then every
 /// minute, drops a dead peer within about 10 minutes without waking live clients' apps (the
 /// kernel answers the probes), which is what Prosody's `tcp_keepalives` does too.
-fn keepalive(tcp: &Async<std::net::TcpStream>) -> std::io::Result<()> {
+fn keepalive(tcp: &Tcp) -> std::io::Result<()> {
     use rustix::net::sockopt;
     sockopt::set_socket_keepalive(tcp, true)?;
     sockopt::set_tcp_keepidle(tcp, Duration::from_secs(300))?;

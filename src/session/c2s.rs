@@ -15,7 +15,7 @@ use base64::Engine as _;
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt as _};
 
 use crate::jid::{BareJid, FullJid, Jid};
-use crate::net::listener::Mode;
+use crate::net::listener::{Accepted, Mode, Tcp};
 use crate::net::slim::ServerTls;
 use crate::net::tls::ALPN_XMPP_CLIENT;
 use crate::router;
@@ -41,46 +41,19 @@ const FAILURE_DELAY: Duration = Duration::from_secs(1);
 /// Stanzas written per batch when the outbound queue has several waiting.
 const WRITE_BATCH: usize = 64;
 
-/// The TCP socket of a client connection, as the reactor knows it.
-pub type Tcp = smol::Async<std::net::TcpStream>;
-
 /// Serves one accepted client connection until it closes.
 ///
 /// A session sits idle for hours and its future is its memory, so the work is arranged to
 /// keep that future small: every phase before the session runs (TLS, SASL, binding) is
 /// boxed and gone when it ends, and the arguments travel in a box, because an async fn's
 /// arguments keep their place in its future even after they were moved out.
-pub fn serve(
-    srv: Arc<Server>,
-    tcp: Tcp,
-    peer: SocketAddr,
-    mode: Mode,
-    conn: u64,
-) -> impl std::future::Future<Output = ()> {
-    serve_tcp(Box::new(Accepted {
-        srv,
-        tcp,
-        peer,
-        mode,
-        conn,
-    }))
-}
-
-struct Accepted {
-    srv: Arc<Server>,
-    tcp: Tcp,
-    peer: SocketAddr,
-    mode: Mode,
-    conn: u64,
-}
-
-async fn serve_tcp(accepted: Box<Accepted>) {
+pub async fn serve(accepted: Box<Accepted>) {
     let Accepted {
         srv,
         tcp,
         peer,
         mode,
-        conn,
+        id: conn,
     } = *accepted;
     let deadline = Instant::now() + srv.config.limits.auth_timeout;
     let Some((tls, cb)) = Box::pin(secure(&srv, tcp, peer, mode, conn, deadline)).await else {

@@ -7,7 +7,7 @@
 //! A missing dnsmasq is a test failure unless `KITH_SKIP_INTEROP=1` says to skip, as in the
 //! other interop tests.
 
-use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use smol::Executor;
 #[path = "common/dnsmasq.rs"]
 #[allow(dead_code)]
 mod dnsmasq;
-use dnsmasq::{free_dns_port, Dnsmasq};
+use dnsmasq::{silent_dns_port, Dnsmasq};
 
 /// The records dnsmasq serves (`--srv-host=NAME,TARGET,PORT,PRIORITY,WEIGHT`).
 const RECORDS: &[&str] = &[
@@ -140,9 +140,7 @@ fn kith_resolves_xmpp_server_targets_through_dnsmasq() {
 #[test]
 fn a_nameserver_that_never_answers_times_out_with_the_name() {
     // Bound but never read (UDP) and never served (TCP: the kernel accepts, nobody answers).
-    let port = free_dns_port();
-    let _udp = UdpSocket::bind(("127.0.0.1", port)).expect("bind udp");
-    let _tcp = TcpListener::bind(("127.0.0.1", port)).expect("bind tcp");
+    let (port, _udp, _tcp) = silent_dns_port();
     let ex = Arc::new(Executor::new());
     let mut resolver =
         Resolver::with_nameserver(ex.clone(), SocketAddr::from(([127, 0, 0, 1], port)))

@@ -35,6 +35,19 @@ pub fn free_dns_port() -> u16 {
     }
 }
 
+/// A UDP socket and a TCP listener bound to the same loopback port and kept: a nameserver
+/// that never answers. Holding both (rather than `free_dns_port` and binding again) leaves no
+/// moment in which a concurrent test's outgoing connection can take the port.
+pub fn silent_dns_port() -> (u16, UdpSocket, TcpListener) {
+    loop {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind a TCP port");
+        let port = tcp.local_addr().expect("local addr").port();
+        if let Ok(udp) = UdpSocket::bind(("127.0.0.1", port)) {
+            return (port, udp, tcp);
+        }
+    }
+}
+
 /// Whether dnsmasq can run here; `false` (after a loud note) only with KITH_SKIP_INTEROP=1.
 pub fn available() -> bool {
     if std::path::Path::new(DNSMASQ).exists() {

@@ -14,10 +14,8 @@ use std::time::{Duration, Instant};
 use kith::net::dns::{DnsError, Resolver, Target};
 use smol::Executor;
 
-#[path = "common/dnsmasq.rs"]
-#[allow(dead_code)]
-mod dnsmasq;
-use dnsmasq::{silent_dns_port, Dnsmasq};
+mod common;
+use common::dnsmasq::{self, silent_dns_port, Dnsmasq};
 
 /// The records dnsmasq serves (`--srv-host=NAME,TARGET,PORT,PRIORITY,WEIGHT`).
 const RECORDS: &[&str] = &[

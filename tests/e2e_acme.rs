@@ -521,7 +521,7 @@ fn acme_certificate_authenticates_outgoing_federation() {
     std::fs::write(dir.join("peer.crt"), peer_cert.pem()).unwrap();
     std::fs::write(dir.join("peer.key"), peer_key.serialize_pem()).unwrap();
 
-    let dns_port = common::dnsmasq::free_dns_port();
+    let dns_port = common::free_udp_port();
     let mut records: Vec<String> = NAMES
         .iter()
         .map(|n| format!("--host-record={n},127.0.0.1"))

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::client::{stanza_error, Client};
-use common::dnsmasq::{self, free_dns_port, Dnsmasq};
+use common::dnsmasq::{self, Dnsmasq};
+use common::free_udp_port;
 use common::{Options, TestServer};
 
 const A: &str = "a.test";
@@ -100,7 +101,7 @@ fn two_servers_federate_with_certificates() {
         return;
     }
     let pki = Pki::new(&[A, B]);
-    let dns_port = free_dns_port();
+    let dns_port = free_udp_port();
     let ca = format!("extra_ca = \"{}\"\n", pki.ca.display());
     let a = server(A, dns_port, &pki.tls_toml(A), &ca);
     let b = server(B, dns_port, &pki.tls_toml(B), &ca);
@@ -194,7 +195,7 @@ fn dialback_when_certificates_do_not_verify_and_policy_allows_it() {
     if !dnsmasq::available() {
         return;
     }
-    let dns_port = free_dns_port();
+    let dns_port = free_udp_port();
     // Self-signed certificates (kith's default): nobody's CA.
     let lax = "require_valid_certs = false\n";
     let a = server(A, dns_port, "", lax);
@@ -218,7 +219,7 @@ fn untrusted_certificates_are_refused_by_default() {
     if !dnsmasq::available() {
         return;
     }
-    let dns_port = free_dns_port();
+    let dns_port = free_udp_port();
     let a = server(A, dns_port, "", "");
     let b = server(B, dns_port, "", "");
     let mut records = records_for(A, a.port("s2s"));
@@ -239,7 +240,7 @@ fn a_server_that_is_down_or_silent_bounces_what_waited() {
     if !dnsmasq::available() {
         return;
     }
-    let dns_port = free_dns_port();
+    let dns_port = free_udp_port();
     let a = server(A, dns_port, "", "");
     // down.test: nothing listens on its port. silent.test: accepts TCP, never speaks.
     let closed = common::free_port();

@@ -24,19 +24,8 @@ impl Drop for Dnsmasq {
     }
 }
 
-/// A port free on 127.0.0.1 for both UDP and TCP at the time of asking.
-pub fn free_dns_port() -> u16 {
-    loop {
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind a TCP port");
-        let port = tcp.local_addr().expect("local addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 /// A UDP socket and a TCP listener bound to the same loopback port and kept: a nameserver
-/// that never answers. Holding both (rather than `free_dns_port` and binding again) leaves no
+/// that never answers. Holding both (rather than `free_udp_port` and binding again) leaves no
 /// moment in which a concurrent test's outgoing connection can take the port.
 pub fn silent_dns_port() -> (u16, UdpSocket, TcpListener) {
     loop {
@@ -69,7 +58,7 @@ impl Dnsmasq {
     pub fn start(records: &[String]) -> Dnsmasq {
         // A port that was free a moment ago can be taken in between: try a few.
         for _ in 0..5 {
-            if let Some(d) = Dnsmasq::try_start_on(free_dns_port(), records) {
+            if let Some(d) = Dnsmasq::try_start_on(super::free_udp_port(), records) {
                 return d;
             }
         }

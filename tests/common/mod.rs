@@ -514,33 +514,44 @@ impl Drop for TestServer {
     }
 }
 
-/// A loopback port that was free a moment ago: bind 127.0.0.1:0, read the port, close.
-/// Never hands out the same port twice in one test binary, so parallel tests do not collide
-/// with each other (another process could still take it; that race is accepted).
+/// A loopback port free for TCP a moment ago, never handed out twice in one test binary.
 pub fn free_port() -> u16 {
+    pick_port(false)
+}
+
+/// A loopback port free for both UDP and TCP a moment ago (for `[turn] listen` and dnsmasq,
+/// which bind both), never handed out twice in one test binary.
+pub fn free_udp_port() -> u16 {
+    pick_port(true)
+}
+
+/// Picks at random below the kernel's ephemeral range (`ip_local_port_range`), checks that
+/// the port binds, then closes it for the server under test to bind. Below that range, no
+/// outgoing connection of a concurrent test can take the port in the moment between; a port
+/// from `bind(127.0.0.1:0)` could be. Another process could still take it; that is accepted.
+fn pick_port(udp: bool) -> u16 {
+    use std::hash::{BuildHasher, RandomState};
     static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-    for _ in 0..100 {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
-        let port = listener.local_addr().expect("local_addr").port();
-        drop(listener);
+    let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low = ephemeral_low.saturating_sub(12_000).max(1024);
+    let span = u64::from(ephemeral_low.saturating_sub(low).max(1));
+    let random = RandomState::new();
+    for attempt in 0..1000u32 {
+        let port = low + (random.hash_one(attempt) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_err()
+            || (udp && std::net::UdpSocket::bind(("127.0.0.1", port)).is_err())
+        {
+            continue;
+        }
         let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
         if given.get_or_insert_with(HashSet::new).insert(port) {
             return port;
         }
     }
-    panic!("no free loopback port after 100 tries");
-}
-
-/// A loopback port free for both UDP and TCP a moment ago (for `[turn] listen`, which binds
-/// both), never handed out twice in one test binary (shares `free_port`'s bookkeeping).
-pub fn free_udp_port() -> u16 {
-    for _ in 0..100 {
-        let port = free_port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no loopback port free for UDP and TCP after 100 tries");
+    panic!("no free loopback port in {low}..{ephemeral_low} after 1000 tries");
 }
 
 /// A new empty directory under cargo's per-target temp dir (target/tmp), unique per process

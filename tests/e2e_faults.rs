@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::client::{ca_path, Client, Raw, NS_CLIENT, NS_STREAM, NS_STREAM_ERR};
 use common::TestServer;
+use kith::xml::Element;
 
 const NS_SM: &str = "urn:xmpp:sm:3";
 
@@ -451,26 +452,67 @@ fn a_full_disk_gives_clear_errors_and_recovers_without_damage() {
         server.log_report()
     );
 
-    // Space comes back. redb refuses every write after a failed one until the file is
-    // reopened, so the log tells the admin to restart; after that nothing is damaged and
-    // what was accepted before the disk filled is still there.
+    // Space comes back. The same running server stores again (it reopens the data file
+    // within a second of the next operation), alice's next message gets through, and what was
+    // accepted before the disk filled is still there.
     fs::remove_file(&filler).unwrap();
+    thread::sleep(Duration::from_millis(1100));
+    let mut stored = false;
+    for i in 0..20 {
+        alice.send(&format!(
+            "<message to='bob@localhost' type='chat' id='after{i}'><body>after</body></message>"
+        ));
+        if alice.drain(Duration::from_millis(300)).is_empty() {
+            stored = true;
+            break;
+        }
+    }
+    assert!(
+        stored,
+        "messages still refused after space came back\n{}",
+        server.log_report()
+    );
+    assert!(
+        server.wait_for_log("reopened after a failed write", Duration::from_secs(5)),
+        "no log line says storage works again\n{}",
+        server.log_report()
+    );
+    let mut bob = Client::login_bound(&server, "bob", "bob-secret", "pc");
+    bob.presence();
+    let got = bob.drain(Duration::from_millis(1000));
+    let bodies = bodies_of(got.clone());
+    assert!(bodies.contains(&"before".to_string()), "{bodies:?}");
+    assert!(bodies.contains(&"after".to_string()), "{bodies:?}");
+    let refused_id = refused
+        .attr("id")
+        .expect("the error carries the message's id");
+    assert!(
+        !got.iter().any(|m| m.attr("id") == Some(refused_id)),
+        "the refused message {refused_id} was stored after all"
+    );
+    drop(bob);
     drop(alice);
+
+    // A restart finds the file sound: bob's queue was emptied, a new message is kept.
     server.restart();
     let mut alice = online(&server, "alice", "phone");
-    alice.send("<message to='bob@localhost' type='chat' id='after'><body>after</body></message>");
+    alice.send("<message to='bob@localhost' type='chat' id='later'><body>later</body></message>");
     alice.expect_nothing(Duration::from_millis(500));
     let mut bob = Client::login_bound(&server, "bob", "bob-secret", "pc");
     bob.presence();
-    let bodies: Vec<String> = bob
-        .drain(Duration::from_millis(1000))
+    assert_eq!(
+        bodies_of(bob.drain(Duration::from_millis(1000))),
+        vec!["later"]
+    );
+    server.stop();
+}
+
+fn bodies_of(events: Vec<Element>) -> Vec<String> {
+    events
         .into_iter()
         .filter(|e| e.name() == "message")
         .filter_map(|m| Some(m.get_child("body", NS_CLIENT)?.text()))
-        .collect();
-    assert!(bodies.contains(&"before".to_string()), "{bodies:?}");
-    assert!(bodies.contains(&"after".to_string()), "{bodies:?}");
-    server.stop();
+        .collect()
 }
 
 /// `kith run` on the server's config, expected to fail: its exit status and output.

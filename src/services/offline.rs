@@ -54,7 +54,8 @@ pub async fn store_or_bounce(srv: &Server, to: &BareJid, mut stanza: Element) {
                 StanzaError::new(Condition::ResourceConstraint)
                     .with_text("the server's disk is full")
             } else {
-                // Usually a write that failed earlier (redb refuses more until a restart).
+                // Usually a write that failed earlier: the store refuses more until it has reopened
+                // the data file, within a second of the cause going away.
                 StanzaError::new(Condition::InternalServerError)
                     .with_text("the server cannot store messages right now")
             };

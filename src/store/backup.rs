@@ -81,11 +81,11 @@ impl Store {
                 dest.display()
             )));
         }
-        let snapshot = self
-            .inner
-            .db
+        // Not `DataFile::run`: the errors of writing the backup are not the data file's.
+        let db = self.inner.file.handle()?;
+        let snapshot = db
             .begin_read()
-            .map_err(|e| StoreError::from(e).at(&self.inner.path))?;
+            .map_err(|e| StoreError::from(e).at(&self.inner.file.path))?;
         let mut files: Vec<ExtraFile> = extra
             .iter()
             .map(|f| ExtraFile {

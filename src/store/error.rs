@@ -94,7 +94,7 @@ fn io_error(e: &std::io::Error) -> StoreError {
     }
     if full {
         StoreError::Io(format!(
-            "{DISK_FULL_PREFIX}: {e}; free some space and restart kith"
+            "{DISK_FULL_PREFIX}: {e}; free some space (kith carries on by itself once there is room)"
         ))
     } else {
         StoreError::Io(format!("I/O error on the data file: {e}"))
@@ -105,10 +105,11 @@ impl From<redb::Error> for StoreError {
     fn from(e: redb::Error) -> StoreError {
         match e {
             redb::Error::Io(io) => io_error(&io),
-            // redb refuses further writes after a failed one until the file is reopened.
+            // redb refuses every operation after a failed write until the file is reopened,
+            // which `file::DataFile` does before the next one (at most once a second).
             redb::Error::PreviousIo => StoreError::Io(
                 "an earlier write to the data file failed (disk full or I/O error); \
-                 fix the cause and restart kith"
+                 kith opens it again once the cause is fixed"
                     .into(),
             ),
             redb::Error::DatabaseAlreadyOpen => StoreError::Locked(PathBuf::new()),

@@ -383,8 +383,8 @@ impl Writer {
 /// Commits a batch in one transaction and answers every append. An append for a missing
 /// account gets `NotFound` without failing the others.
 fn commit_batch(inner: &Inner, batch: Vec<Pending>) {
-    let result = (|| {
-        let txn = super::begin_write(&inner.db)?;
+    let result = inner.file.run(|db| {
+        let txn = super::begin_write(db)?;
         let mut out = Vec::with_capacity(batch.len());
         let done = (|| {
             let accounts = txn.open_table(super::schema::ACCOUNTS)?;
@@ -412,7 +412,7 @@ fn commit_batch(inner: &Inner, batch: Vec<Pending>) {
                 Err(e)
             }
         }
-    })();
+    });
     match result {
         Ok(out) => {
             for (p, r) in batch.into_iter().zip(out) {
@@ -420,7 +420,6 @@ fn commit_batch(inner: &Inner, batch: Vec<Pending>) {
             }
         }
         Err(e) => {
-            let e = e.at(&inner.path);
             for p in batch {
                 let _ = p.reply.try_send(Err(e.clone()));
             }

@@ -26,6 +26,7 @@
 mod backup;
 mod codec;
 mod error;
+mod file;
 mod invites;
 mod mam;
 mod muc;
@@ -46,7 +47,7 @@ pub use pubsub::PubsubMember;
 pub use schema::SCHEMA_VERSION;
 pub use tombstone::{Created, TombstoneRule};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -68,16 +69,16 @@ use schema::{
 /// more than a small board has.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
-/// A handle on the open data file. Cheap to clone; all clones share one `redb::Database`.
-/// The file is closed (and its lock released) when the last clone is dropped.
+/// A handle on the open data file. Cheap to clone; all clones share one `redb::Database`
+/// (reopened in place after a failed write, see `file`). The file is closed (and its lock
+/// released) when the last clone is dropped.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    db: Database,
-    path: PathBuf,
+    file: file::DataFile,
     /// The archive's group-commit writer, started on the first append (see `mam`).
     mam_writer: std::sync::OnceLock<mam::Writer>,
 }
@@ -85,7 +86,7 @@ struct Inner {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("path", &self.inner.path)
+            .field("path", &self.inner.file.path)
             .finish()
     }
 }
@@ -102,7 +103,28 @@ impl Store {
     }
 
     fn open_with(path: &Path, migrations: &[Migration], target: u64) -> Result<Store, StoreError> {
-        let db = match Database::builder().set_cache_size(CACHE_BYTES).create(path) {
+        let file = path.to_path_buf();
+        Store::open_through(
+            path,
+            Box::new(move || {
+                Database::builder()
+                    .set_cache_size(CACHE_BYTES)
+                    .create(&file)
+            }),
+            migrations,
+            target,
+        )
+    }
+
+    /// Opens the store with `open`, which is also how the file is reopened after a failed
+    /// write; `path` names it in errors and log lines.
+    fn open_through(
+        path: &Path,
+        open: file::Opener,
+        migrations: &[Migration],
+        target: u64,
+    ) -> Result<Store, StoreError> {
+        let db = match open() {
             Ok(db) => db,
             Err(DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(StoreError::Locked(path.to_path_buf()))
@@ -122,8 +144,7 @@ impl Store {
         prepared.map_err(|e| e.at(path))?;
         Ok(Store {
             inner: Arc::new(Inner {
-                db,
-                path: path.to_path_buf(),
+                file: file::DataFile::new(path, db, open),
                 mam_writer: std::sync::OnceLock::new(),
             }),
         })
@@ -131,7 +152,7 @@ impl Store {
 
     /// The data file this store has open.
     pub fn path(&self) -> &Path {
-        &self.inner.path
+        &self.inner.file.path
     }
 
     /// Drops this handle. The file closes when the last clone is gone; dropping has the same
@@ -548,14 +569,10 @@ impl Store {
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
     {
         let inner = self.inner.clone();
-        smol::unblock(move || {
-            let txn = inner.db.begin_read().map_err(StoreError::from);
-            txn.and_then(|txn| f(&txn)).map_err(|e| e.at(&inner.path))
-        })
-        .await
+        smol::unblock(move || inner.file.run(|db| f(&db.begin_read()?))).await
     }
 
     /// Runs `f` in a write transaction on the blocking pool and commits it with fsync when `f`
@@ -567,8 +584,8 @@ impl Store {
     {
         let inner = self.inner.clone();
         smol::unblock(move || {
-            let result = (|| {
-                let txn = begin_write(&inner.db)?;
+            inner.file.run(|db| {
+                let txn = begin_write(db)?;
                 match f(&txn) {
                     Ok(out) => {
                         txn.commit()?;
@@ -579,8 +596,7 @@ impl Store {
                         Err(e)
                     }
                 }
-            })();
-            result.map_err(|e| e.at(&inner.path))
+            })
         })
         .await
     }

@@ -371,7 +371,7 @@ mod tests {
         let path = s.path().to_path_buf();
         smol::block_on(s.create_account("alice@x", vec![])).unwrap();
         {
-            let txn = super::super::begin_write(&s.inner.db).unwrap();
+            let txn = super::super::begin_write(&s.inner.file.handle().unwrap()).unwrap();
             txn.delete_table(PEP_NODES).unwrap();
             txn.delete_table(PEP_ITEMS).unwrap();
             txn.commit().unwrap();

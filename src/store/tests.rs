@@ -3,6 +3,7 @@
 use super::*;
 use futures_lite::future::block_on;
 use redb::{Key, TableDefinition};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A unique directory under the system temp dir, removed on drop.
@@ -50,7 +51,7 @@ fn poke<K: Key + 'static>(
     key: K::SelfType<'_>,
     raw: &[u8],
 ) {
-    let txn = store.inner.db.begin_write().unwrap();
+    let txn = store.inner.file.handle().unwrap().begin_write().unwrap();
     txn.open_table(table).unwrap().insert(key, raw).unwrap();
     txn.commit().unwrap();
 }
@@ -798,7 +799,7 @@ fn backup_copy_restores_every_table() {
     // Every table of a fresh store (so every table in schema.rs) was copied: a table with
     // types the backup does not know would have failed `backup_to`.
     let live_tables = {
-        let txn = store.inner.db.begin_read().unwrap();
+        let txn = store.inner.file.handle().unwrap().begin_read().unwrap();
         txn.list_tables().unwrap().count()
     };
     assert_eq!(read.tables, live_tables);
@@ -953,4 +954,161 @@ fn kv_list_returns_one_owners_keys_with_the_prefix() {
         assert_eq!(keys, ["private/a", "private/b"]);
         assert!(store.kv_list("nobody@x", "").await.unwrap().is_empty());
     });
+}
+
+/// A disk that fills up on demand: while `full` is set, every write and growth of the file
+/// fails with ENOSPC, as on a full filesystem. Otherwise it is redb's own file backend.
+#[derive(Debug)]
+struct FillingDisk {
+    file: redb::backends::FileBackend,
+    full: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FillingDisk {
+    fn check(&self) -> std::io::Result<()> {
+        if self.full.load(Ordering::SeqCst) {
+            Err(std::io::Error::from_raw_os_error(28)) // ENOSPC
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl redb::StorageBackend for FillingDisk {
+    fn len(&self) -> std::io::Result<u64> {
+        self.file.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.file.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        if len > self.file.len()? {
+            self.check()?;
+        }
+        self.file.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.check()?;
+        self.file.write(offset, data)
+    }
+    fn close(&self) -> std::io::Result<()> {
+        self.file.close()
+    }
+    // The file locks are the real ones, so a reopen that came before the old handle closed
+    // would fail here with "already open".
+    fn try_lock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.file.try_lock_range(start, end)
+    }
+    fn try_lock_shared_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.file.try_lock_shared_range(start, end)
+    }
+    fn lock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<(), redb::BackendError> {
+        self.file.lock_range(start, end)
+    }
+    fn lock_shared_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<(), redb::BackendError> {
+        self.file.lock_shared_range(start, end)
+    }
+    fn unlock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<(), redb::BackendError> {
+        self.file.unlock_range(start, end)
+    }
+    fn query_lock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.file.query_lock_range(start, end)
+    }
+}
+
+/// A store on a [`FillingDisk`] at `path`, and the switch that fills it.
+fn store_on_filling_disk(path: &Path) -> (Store, Arc<std::sync::atomic::AtomicBool>) {
+    let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (file, switch) = (path.to_path_buf(), full.clone());
+    let open: file::Opener = Box::new(move || {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&file)?;
+        let disk = FillingDisk {
+            file: redb::backends::FileBackend::new(f)?,
+            full: switch.clone(),
+        };
+        Database::builder().create_with_backend(disk)
+    });
+    let store = Store::open_through(path, open, MIGRATIONS, SCHEMA_VERSION).unwrap();
+    (store, full)
+}
+
+#[test]
+fn after_a_full_disk_storage_works_again_without_a_restart_and_loses_nothing_committed() {
+    let dir = TempDir::new("filling-disk");
+    let (store, full) = store_on_filling_disk(&dir.file());
+    block_on(store.create_account("alice@x", vec![1])).unwrap();
+    block_on(store.push_offline("alice@x", b"before".to_vec(), 100)).unwrap();
+    block_on(store.mam_append("alice@x", "bob@x", b"archived".to_vec())).unwrap();
+
+    full.store(true, Ordering::SeqCst);
+    let err = block_on(store.push_offline("alice@x", b"refused".to_vec(), 100)).unwrap_err();
+    assert!(err.is_disk_full(), "{err}");
+    assert!(
+        err.to_string().contains("kith.redb"),
+        "the error names the file: {err}"
+    );
+    let err = block_on(store.mam_append("alice@x", "bob@x", b"refused".to_vec())).unwrap_err();
+    assert!(matches!(err, StoreError::Io(_)), "{err}");
+    // Still full a moment later: still a clear error, nothing half-written.
+    std::thread::sleep(file::REOPEN_EVERY);
+    let err = block_on(store.kv_set("alice@x", "k", Some(b"v".to_vec()))).unwrap_err();
+    assert!(matches!(err, StoreError::Io(_)), "{err}");
+    // redb cannot reopen (repair) the file without writing, so while the disk is full even
+    // reads fail; the error still says why, as the services need it to.
+    std::thread::sleep(file::REOPEN_EVERY);
+    let err = block_on(store.account("alice@x")).unwrap_err();
+    assert!(err.is_disk_full(), "{err}");
+
+    // Space comes back: within a second the file is reopened and every kind of operation
+    // works on the same `Store`, the one the running server holds.
+    full.store(false, Ordering::SeqCst);
+    std::thread::sleep(file::REOPEN_EVERY);
+    block_on(store.push_offline("alice@x", b"after".to_vec(), 100)).unwrap();
+    block_on(store.mam_append("alice@x", "bob@x", b"archived after".to_vec())).unwrap();
+    let offline: Vec<Vec<u8>> = block_on(store.offline("alice@x"))
+        .unwrap()
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
+    assert_eq!(offline, vec![b"before".to_vec(), b"after".to_vec()]);
+    assert_eq!(block_on(store.mam_len("alice@x")).unwrap(), 2);
+    assert_eq!(block_on(store.kv_get("alice@x", "k")).unwrap(), None);
+
+    // And the file itself is sound: a plain open (with redb's repair) reads the same.
+    drop(store);
+    let store = Store::open(&dir.file()).unwrap();
+    assert_eq!(block_on(store.offline_count("alice@x")).unwrap(), 2);
+    assert_eq!(block_on(store.mam_len("alice@x")).unwrap(), 2);
 }

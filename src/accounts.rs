@@ -185,6 +185,39 @@ pub async fn list(store: &Store) -> Result<Vec<String>, AccountError> {
     Ok(store.list_accounts().await?)
 }
 
+/// When an account was last around: what the admin tools show ("last seen" in `kith user
+/// list`, the web admin and XEP-0133's get-user-lastlogin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    OnlineNow,
+    /// The last session ended at this unix time.
+    LastLogout(u64),
+    Never,
+}
+
+/// [`Seen`] for `jid`; `online` is whether it has a session now (the caller knows the
+/// sessions, or that no server is running).
+pub async fn seen(store: &Store, jid: &str, online: bool) -> Result<Seen, StoreError> {
+    if online {
+        return Ok(Seen::OnlineNow);
+    }
+    Ok(match store.last(jid).await? {
+        Some((t, _)) => Seen::LastLogout(t),
+        None => Seen::Never,
+    })
+}
+
+/// `online now`, the RFC 3339 time of the last logout, or `never`.
+impl fmt::Display for Seen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Seen::OnlineNow => f.write_str("online now"),
+            Seen::LastLogout(t) => f.write_str(&crate::time::rfc3339(*t)),
+            Seen::Never => f.write_str("never"),
+        }
+    }
+}
+
 /// Grants or withdraws the admin flag.
 pub async fn set_admin(store: &Store, jid: &BareJid, admin: bool) -> Result<(), AccountError> {
     let flags = match store.account(jid.as_ref()).await? {

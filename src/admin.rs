@@ -224,13 +224,10 @@ pub async fn user_list_seen(
 ) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for jid in accounts::list(store).await.map_err(|e| e.to_string())? {
-        let seen = match crate::jid::BareJid::parse(&jid) {
-            Ok(b) if online(&b) => "online now".to_string(),
-            _ => match store.last(&jid).await.map_err(|e| e.to_string())? {
-                Some((t, _)) => crate::time::rfc3339(t),
-                None => "never".to_string(),
-            },
-        };
+        let now = crate::jid::BareJid::parse(&jid).is_ok_and(|b| online(&b));
+        let seen = accounts::seen(store, &jid, now)
+            .await
+            .map_err(|e| e.to_string())?;
         out.push(format!("{jid}\t{seen}"));
     }
     Ok(out)

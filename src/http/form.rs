@@ -1,13 +1,18 @@
 //! `application/x-www-form-urlencoded` bodies (what an HTML `<form method=post>` sends) and
 //! the `Cookie` request header. **Pure**: bytes in, owned strings out, never a panic.
 
-/// The fields of a form body in order. `+` is a space and `%XX` a byte; a field whose bytes
-/// are not UTF-8 after decoding, or a malformed escape, makes the whole body invalid, so a
-/// handler never acts on half of what the browser meant.
-pub fn parse(body: &str) -> Option<Vec<(String, String)>> {
+/// The fields of a form body in order (WHATWG URL, "application/x-www-form-urlencoded
+/// parsing"): `&`-separated `name=value`, `+` is a space, `%XX` a byte, and a `%` not
+/// followed by two hex digits stays itself, as in browsers. A field whose bytes are not UTF-8
+/// after decoding makes the whole body invalid (`None`), so a handler never acts on half of
+/// what the browser meant.
+pub fn parse(body: &[u8]) -> Option<Vec<(String, String)>> {
     let mut out = Vec::new();
-    for pair in body.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+    for pair in body.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+        let (k, v) = match pair.iter().position(|&b| b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &[][..]),
+        };
         out.push((decode(k)?, decode(v)?));
     }
     Some(out)
@@ -21,19 +26,23 @@ pub fn get<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-fn decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
+fn decode(s: &[u8]) -> Option<String> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
+    while i < s.len() {
+        match s[i] {
             b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
+            b'%' => match (
+                s.get(i + 1).and_then(|&b| hex(b)),
+                s.get(i + 2).and_then(|&b| hex(b)),
+            ) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -70,24 +79,30 @@ mod tests {
 
     #[test]
     fn fields() {
-        let f = parse("jid=alice%40example.org&password=a+b%26c%3D&empty=&flag").unwrap();
+        let f = parse(b"jid=alice%40example.org&password=a+b%26c%3D&empty=&flag").unwrap();
         assert_eq!(get(&f, "jid"), Some("alice@example.org"));
         assert_eq!(get(&f, "password"), Some("a b&c="));
         assert_eq!(get(&f, "empty"), Some(""));
         assert_eq!(get(&f, "flag"), Some(""));
         assert_eq!(get(&f, "missing"), None);
-        assert_eq!(parse("").unwrap(), vec![]);
+        assert_eq!(parse(b"").unwrap(), vec![]);
         assert_eq!(
-            get(&parse("n=%C3%A9t%C3%A9").unwrap(), "n"),
-            Some("été"),
+            get(&parse(b"n=%C3%A9t%C3%A9").unwrap(), "n"),
+            Some("\u{e9}t\u{e9}"),
             "UTF-8 across escapes"
         );
+        let f = parse(b"username=al+ice%40x&password=p%C3%A4ss%").unwrap();
+        assert_eq!(get(&f, "username"), Some("al ice@x"));
+        assert_eq!(get(&f, "password"), Some("p\u{e4}ss%"));
     }
 
     #[test]
-    fn malformed_bodies_are_refused_whole() {
-        for bad in ["a=%", "a=%4", "a=%zz", "a=%FF", "ok=1&b=%C3"] {
-            assert_eq!(parse(bad), None, "{bad}");
+    fn a_stray_percent_stays_and_non_utf8_refuses_the_body() {
+        for (stray, value) in [("a=%", "%"), ("a=%4", "%4"), ("a=%zz", "%zz"), ("a=%+1", "% 1")] {
+            assert_eq!(get(&parse(stray.as_bytes()).unwrap(), "a"), Some(value), "{stray}");
+        }
+        for bad in [&b"a=%FF"[..], b"ok=1&b=%C3", b"a=\xff"] {
+            assert_eq!(parse(bad), None, "{bad:?}");
         }
     }
 
@@ -98,7 +113,7 @@ mod tests {
             assert!(e
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b)));
-            assert_eq!(decode(&e).as_deref(), Some(s));
+            assert_eq!(decode(e.as_bytes()).as_deref(), Some(s));
         }
     }
 

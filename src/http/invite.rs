@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::body::{self, Body};
+use super::form;
 // kith's page headers: no scripts or framing, no caching, and no referrer (the token is in
 // the URL and must not leak to the app stores the page links to).
 use super::html::response as html;
@@ -159,79 +160,7 @@ fn registered(jid: &str) -> Response<Body> {
 
 async fn read_form(req: Request<Incoming>) -> Result<(String, String), StatusCode> {
     let bytes = body::read_all(req, MAX_FORM).await?;
-    let fields = parse_form(&bytes).ok_or(StatusCode::BAD_REQUEST)?;
-    let get = |name: &str| {
-        fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
-    Ok((
-        get("username").unwrap_or_default(),
-        get("password").unwrap_or_default(),
-    ))
-}
-
-/// `application/x-www-form-urlencoded` (WHATWG URL §5.1): `&`-separated `name=value`, `+`
-/// for space, `%XX` escapes, UTF-8. `None` when the result is not UTF-8.
-pub fn parse_form(body: &[u8]) -> Option<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    for pair in body.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
-        let (k, v) = match pair.iter().position(|&b| b == b'=') {
-            Some(i) => (&pair[..i], &pair[i + 1..]),
-            None => (pair, &[][..]),
-        };
-        out.push((decode(k)?, decode(v)?));
-    }
-    Some(out)
-}
-
-fn decode(s: &[u8]) -> Option<String> {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        match s[i] {
-            b'+' => out.push(b' '),
-            b'%' => match (
-                s.get(i + 1).and_then(|&b| hex(b)),
-                s.get(i + 2).and_then(|&b| hex(b)),
-            ) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 2;
-                }
-                // A stray `%` stays itself, as browsers' parsers do.
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn form_decoding() {
-        let f = parse_form(b"username=al+ice%40x&password=p%C3%A4ss%&empty=&flag").unwrap();
-        assert_eq!(
-            f,
-            [
-                ("username".to_string(), "al ice@x".to_string()),
-                ("password".to_string(), "päss%".to_string()),
-                ("empty".to_string(), String::new()),
-                ("flag".to_string(), String::new()),
-            ]
-        );
-        assert!(parse_form(b"a=%FF").is_none());
-        assert_eq!(parse_form(b"").unwrap(), []);
-        assert_eq!(
-            parse_form(b"a=%4").unwrap(),
-            [("a".to_string(), "%4".to_string())]
-        );
-    }
+    let fields = form::parse(&bytes).ok_or(StatusCode::BAD_REQUEST)?;
+    let get = |name: &str| form::get(&fields, name).unwrap_or_default().to_string();
+    Ok((get("username"), get("password")))
 }

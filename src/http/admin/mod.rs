@@ -19,7 +19,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use super::body::Body;
 use super::html::{self, esc};
 use super::{form, Conn};
-use crate::accounts::{self, AccountError};
+use crate::accounts::{self, AccountError, Seen};
 use crate::jid::BareJid;
 use crate::server::Server;
 use crate::time::now_unix;
@@ -283,8 +283,7 @@ async fn read_form(req: Request<Incoming>) -> Result<Vec<(String, String)>, Stat
         return Err(StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
     let body = super::body::read_all(req, MAX_FORM_BYTES).await?;
-    let text = std::str::from_utf8(&body).map_err(|_| StatusCode::BAD_REQUEST)?;
-    form::parse(text).ok_or(StatusCode::BAD_REQUEST)
+    form::parse(&body).ok_or(StatusCode::BAD_REQUEST)
 }
 
 // --- signing in -----------------------------------------------------------------------------
@@ -582,13 +581,12 @@ async fn users_page(ctx: &Ctx<'_>) -> (&'static str, String) {
         let by_flag = account
             .as_ref()
             .is_some_and(|a| a.flags & accounts::FLAG_ADMIN != 0);
-        let seen = if srv.sessions.is_online(&jid) {
-            "<span class=\"ok\">online now</span>".to_string()
-        } else {
-            match srv.store.last(u).await {
-                Ok(Some((t, _))) => esc(&ago(now, t)),
-                _ => "never".into(),
-            }
+        let online = srv.sessions.is_online(&jid);
+        let seen = match accounts::seen(&srv.store, u, online).await {
+            Ok(Seen::OnlineNow) => "<span class=\"ok\">online now</span>".to_string(),
+            Ok(Seen::LastLogout(t)) => esc(&ago(now, t)),
+            Ok(Seen::Never) => "never".into(),
+            Err(_) => "unknown (storage error)".into(),
         };
         let role = match (by_config, by_flag) {
             (true, _) => "admin (config)",

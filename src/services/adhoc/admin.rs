@@ -463,16 +463,12 @@ async fn last_login_do(srv: &Server, _: &FullJid, v: Values) -> Step {
         Ok(j) => j,
         Err(e) => return Step::Done(Done::error(e)),
     };
-    let text = if srv.sessions.is_online(&jid) {
-        "online now".to_string()
-    } else {
-        match srv.store.last(jid.as_str()).await {
-            Ok(Some((t, _))) => crate::time::rfc3339(t),
-            Ok(None) => "never".to_string(),
-            Err(e) => {
-                log::error!("adhoc: cannot read the last login of {jid}: {e}");
-                return Step::Done(Done::error("Internal error."));
-            }
+    let online = srv.sessions.is_online(&jid);
+    let text = match crate::accounts::seen(&srv.store, jid.as_str(), online).await {
+        Ok(seen) => seen.to_string(),
+        Err(e) => {
+            log::error!("adhoc: cannot read the last login of {jid}: {e}");
+            return Step::Done(Done::error("Internal error."));
         }
     };
     Step::Done(Done::form(

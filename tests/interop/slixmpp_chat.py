@@ -28,13 +28,15 @@ Usage: slixmpp_chat.py MODE --port N [--host 127.0.0.1] [--domain localhost]
 
 import argparse
 import asyncio
-import logging
 import ssl
 import sys
 import time
 import uuid
 
 import slixmpp
+
+import steps
+from steps import StepFailed, fail, ok, say, step
 
 # Every SCRAM variant slixmpp knows that a server may offer. PLAIN (and everything else)
 # stays out so a login can only succeed through SCRAM.
@@ -47,31 +49,7 @@ SCRAM_MECHS = [
     "SCRAM-SHA-512-PLUS",
 ]
 
-T0 = time.monotonic()
-CURRENT_STEP = "start"
 
-
-class StepFailed(Exception):
-    pass
-
-
-def say(msg):
-    print(f"[{time.monotonic() - T0:6.2f}s] {msg}", flush=True)
-
-
-def step(name):
-    """Announce a step; the overall timeout names the step that was pending."""
-    global CURRENT_STEP
-    CURRENT_STEP = name
-    say(f"STEP {name} ...")
-
-
-def ok(detail=""):
-    say(f"  ok   {CURRENT_STEP}" + (f": {detail}" if detail else ""))
-
-
-def fail(detail):
-    raise StepFailed(f"{CURRENT_STEP}: {detail}")
 
 
 async def wait_for(fut, seconds, what):
@@ -440,34 +418,13 @@ def main():
     if any(not m.startswith("SCRAM-") for m in args.mechs):
         p.error("--mechs: only SCRAM mechanisms are allowed")
 
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    steps.log_to_stderr(args.verbose)
     say(f"slixmpp {slixmpp.__version__}, python {sys.version.split()[0]}, mode {args.mode}, "
         f"{args.host}:{args.port} domain {args.domain}, "
         f"{'direct TLS' if args.direct_tls else 'STARTTLS'}")
 
     body = run_chat(args) if args.mode == "chat" else run_wrong_password(args)
-    loop = asyncio.get_event_loop()
-    try:
-        loop.run_until_complete(asyncio.wait_for(body, args.timeout))
-    except StepFailed as e:
-        say(f"FAIL {e}")
-        return 1
-    except asyncio.TimeoutError:
-        say(f"FAIL overall timeout of {args.timeout}s during step: {CURRENT_STEP}")
-        return 2
-    finally:
-        # slixmpp leaves its filter tasks pending; cancel them so asyncio does not log
-        # "Task was destroyed but it is pending" noise into the output.
-        pending = asyncio.all_tasks(loop)
-        for task in pending:
-            task.cancel()
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-    say(f"PASS {args.mode}")
-    return 0
+    return steps.run(body, args.timeout, f"PASS {args.mode}")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,6 @@ Usage: slixmpp_modern.py --port N [--host 127.0.0.1] [--domain localhost]
 import argparse
 import asyncio
 import hashlib
-import logging
 import ssl
 import sys
 import time
@@ -56,6 +55,9 @@ import xml.etree.ElementTree as ET
 
 import slixmpp
 from slixmpp.xmlstream import ElementBase, register_stanza_plugin
+
+import steps
+from steps import fail, ok, say, step
 
 SCRAM_MECHS = [
     "SCRAM-SHA-1",
@@ -72,31 +74,8 @@ AVATAR_META_NS = "urn:xmpp:avatar:metadata"
 BOOKMARKS2_NODE = "urn:xmpp:bookmarks:1"
 PUBLISH_OPTIONS = "http://jabber.org/protocol/pubsub#publish-options"
 
-T0 = time.monotonic()
-CURRENT_STEP = "start"
 RUN = uuid.uuid4().hex[:6]  # tags this run's data so a reused account cannot fake a pass
 
-
-class StepFailed(Exception):
-    pass
-
-
-def say(msg):
-    print(f"[{time.monotonic() - T0:6.2f}s] {msg}", flush=True)
-
-
-def step(name):
-    global CURRENT_STEP
-    CURRENT_STEP = name
-    say(f"STEP {name} ...")
-
-
-def ok(detail=""):
-    say(f"  ok   {CURRENT_STEP}" + (f": {detail}" if detail else ""))
-
-
-def fail(detail):
-    raise StepFailed(f"{CURRENT_STEP}: {detail}")
 
 
 async def wait_for(aw, seconds, what):
@@ -839,30 +818,11 @@ def main():
     args = p.parse_args()
     args.mechs = [m.strip() for m in args.mechs.split(",") if m.strip()]
 
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    steps.log_to_stderr(args.verbose)
     say(f"slixmpp {slixmpp.__version__}, python {sys.version.split()[0]}, "
         f"{args.host}:{args.port} domain {args.domain}, run {RUN}")
 
-    loop = asyncio.get_event_loop()
-    try:
-        loop.run_until_complete(asyncio.wait_for(run(args), args.timeout))
-    except StepFailed as e:
-        say(f"FAIL {e}")
-        return 1
-    except asyncio.TimeoutError:
-        say(f"FAIL overall timeout of {args.timeout}s during step: {CURRENT_STEP}")
-        return 2
-    finally:
-        pending = asyncio.all_tasks(loop)
-        for task in pending:
-            task.cancel()
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-    say("PASS modern")
-    return 0
+    return steps.run(run(args), args.timeout, "PASS modern")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ Exit code 0 only when every step passed, 1 on a failed step, 2 on the overall ti
 
 import argparse
 import asyncio
-import logging
 import ssl
 import sys
 import time
@@ -36,32 +35,12 @@ import time
 import slixmpp
 from slixmpp.exceptions import IqError, PresenceError
 
-T0 = time.monotonic()
-CURRENT_STEP = "start"
+import steps
+from steps import fail, ok, step
+
 MUC = "http://jabber.org/protocol/muc"
 MUC_USER = "http://jabber.org/protocol/muc#user"
 
-
-class StepFailed(Exception):
-    pass
-
-
-def say(msg):
-    print(f"[{time.monotonic() - T0:6.2f}s] {msg}", flush=True)
-
-
-def step(name):
-    global CURRENT_STEP
-    CURRENT_STEP = name
-    say(f"STEP {name} ...")
-
-
-def ok(detail=""):
-    say(f"  ok   {CURRENT_STEP}" + (f": {detail}" if detail else ""))
-
-
-def fail(detail):
-    raise StepFailed(f"{CURRENT_STEP}: {detail}")
 
 
 async def wait_until(pred, seconds, what):
@@ -289,29 +268,12 @@ def main():
     p.add_argument("--step-timeout", type=float, default=10.0)
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args()
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    steps.log_to_stderr(args.verbose)
     room = f"family-{args.run}@conference.{args.domain}"
     priv = f"private-{args.run}@conference.{args.domain}"
     secret = f"secret-{args.run}@conference.{args.domain}"
     work = live(args, room, priv, secret) if args.phase == "live" else restarted(args, room, priv)
-    loop = asyncio.get_event_loop()
-    try:
-        loop.run_until_complete(asyncio.wait_for(work, args.timeout))
-    except StepFailed as e:
-        say(f"FAIL {e}")
-        return 1
-    except asyncio.TimeoutError:
-        say(f"FAIL overall timeout of {args.timeout}s during step: {CURRENT_STEP}")
-        return 2
-    finally:
-        pending = asyncio.all_tasks(loop)
-        for task in pending:
-            task.cancel()
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-    say(f"PASS muc {args.phase}")
-    return 0
+    return steps.run(work, args.timeout, f"PASS muc {args.phase}")
 
 
 if __name__ == "__main__":

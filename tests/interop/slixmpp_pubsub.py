@@ -17,41 +17,19 @@ Prints one "[...] STEP/ok" line per step; exit 0 = pass, 1 = a step failed, 2 = 
 
 import argparse
 import asyncio
-import logging
 import ssl
 import sys
-import time
 import xml.etree.ElementTree as ET
 
 import slixmpp
 from slixmpp.exceptions import IqError
 
-T0 = time.monotonic()
-CURRENT_STEP = "start"
+import steps
+from steps import fail, ok, step
+
 NODE = "family-news"
 NS = "urn:example:news"
 
-
-class StepFailed(Exception):
-    pass
-
-
-def say(msg):
-    print(f"[{time.monotonic() - T0:6.2f}s] {msg}", flush=True)
-
-
-def step(name):
-    global CURRENT_STEP
-    CURRENT_STEP = name
-    say(f"STEP {name} ...")
-
-
-def ok(detail=""):
-    say(f"  ok   {CURRENT_STEP}" + (f": {detail}" if detail else ""))
-
-
-def fail(detail):
-    raise StepFailed(f"{CURRENT_STEP}: {detail}")
 
 
 def entry(text):
@@ -210,22 +188,8 @@ def main():
     p.add_argument("--verbose", action="store_true")
     p.add_argument("--timeout", type=float, default=30)
     args = p.parse_args()
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)-8s %(name)s %(message)s")
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
-        loop.run_until_complete(asyncio.wait_for(run(args), args.timeout))
-    except StepFailed as e:
-        say(f"FAIL {e}")
-        sys.exit(1)
-    except asyncio.TimeoutError:
-        say(f"TIMEOUT in step {CURRENT_STEP}")
-        sys.exit(2)
-    except Exception as e:  # noqa: BLE001 - any surprise is a failed step, with its type
-        say(f"FAIL {CURRENT_STEP}: {type(e).__name__}: {e}")
-        sys.exit(1)
-    say("all steps passed")
+    steps.log_to_stderr(args.verbose)
+    sys.exit(steps.run(run(args), args.timeout, "all steps passed"))
 
 
 if __name__ == "__main__":

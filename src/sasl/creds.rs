@@ -334,7 +334,8 @@ pub(crate) fn salted_password(
     iters: NonZeroU32,
 ) -> Vec<u8> {
     let alg = match hash {
-        Hash::Sha1 => pbkdf2::PBKDF2_HMAC_SHA1,
+        // 4x faster than ring's portable SHA-1; see pbkdf2_sha1.rs.
+        Hash::Sha1 => return super::pbkdf2_sha1::derive(prepared, salt, iters.get()).to_vec(),
         Hash::Sha256 => pbkdf2::PBKDF2_HMAC_SHA256,
         Hash::Sha512 => pbkdf2::PBKDF2_HMAC_SHA512,
     };

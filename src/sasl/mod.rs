@@ -27,6 +27,7 @@ use std::fmt;
 
 mod client;
 mod creds;
+mod pbkdf2_sha1;
 mod plain;
 mod scram;
 

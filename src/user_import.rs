@@ -147,10 +147,10 @@ pub fn parse(
 /// `threads` threads.
 ///
 /// This is the whole cost of an import: three PBKDF2 runs per account (SHA-1, SHA-256,
-/// SHA-512 at [`sasl::DEFAULT_ITERATIONS`]), about 10 ms of CPU on a 2024 server core (SHA-512 is half of it). They are not made
-/// cheaper here on purpose: each account gets its own salts and the same iteration count as
-/// `kith user add`, so an imported account is exactly as hard to crack as any other; the
-/// import only spreads the work over every core.
+/// SHA-512 at [`sasl::DEFAULT_ITERATIONS`]), about 10 ms of CPU on a current server core,
+/// half of it SHA-512. They are not made cheaper here on purpose: each account gets its own
+/// salts and the same iteration count as `kith user add`, so an imported account is exactly
+/// as hard to crack as any other; the import only spreads the work over every core.
 pub fn derive(entries: &[Entry], threads: NonZeroUsize) -> Result<Vec<(String, Vec<u8>)>, String> {
     if entries.is_empty() {
         return Ok(Vec::new());

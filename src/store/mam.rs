@@ -366,9 +366,14 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    match weak.upgrade() {
+                    let answers = match weak.upgrade() {
                         Some(inner) => commit_batch(&inner, batch),
                         None => return,
+                    };
+                    // The strong reference is gone before anyone hears back, so a store
+                    // dropped right after its last append closes its file at once.
+                    for (reply, result) in answers {
+                        let _ = reply.try_send(result);
                     }
                 }
             });
@@ -380,9 +385,9 @@ impl Writer {
     }
 }
 
-/// Commits a batch in one transaction and answers every append. An append for a missing
-/// account gets `NotFound` without failing the others.
-fn commit_batch(inner: &Inner, batch: Vec<Pending>) {
+/// Commits a batch in one transaction and returns the answer to every append. An append for
+/// a missing account gets `NotFound` without failing the others.
+fn commit_batch(inner: &Inner, batch: Vec<Pending>) -> Vec<Answer> {
     let result = inner.file.run(|db| {
         let txn = super::begin_write(db)?;
         let mut out = Vec::with_capacity(batch.len());
@@ -414,18 +419,12 @@ fn commit_batch(inner: &Inner, batch: Vec<Pending>) {
         }
     });
     match result {
-        Ok(out) => {
-            for (p, r) in batch.into_iter().zip(out) {
-                let _ = p.reply.try_send(r);
-            }
-        }
-        Err(e) => {
-            for p in batch {
-                let _ = p.reply.try_send(Err(e.clone()));
-            }
-        }
+        Ok(out) => batch.into_iter().map(|p| p.reply).zip(out).collect(),
+        Err(e) => batch.into_iter().map(|p| (p.reply, Err(e.clone()))).collect(),
     }
 }
+
+type Answer = (async_channel::Sender<Result<u64, StoreError>>, Result<u64, StoreError>);
 
 /// The current time in microseconds since the Unix epoch.
 pub fn now_micros() -> u64 {

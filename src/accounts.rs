@@ -6,7 +6,7 @@ use std::fmt;
 
 use crate::jid::BareJid;
 use crate::sasl;
-use crate::store::{Created, Store, StoreError, TombstoneRule};
+use crate::store::{Created, Imported, Store, StoreError, TombstoneRule};
 
 /// Account flag: an admin besides those the config's `admins` names (set from the web
 /// admin or an admin invitation).
@@ -100,10 +100,18 @@ impl Reuse {
     pub fn configured(registration: &crate::config::Registration) -> Reuse {
         Reuse::AfterTombstone(registration.tombstone_ttl)
     }
+
+    fn rule(self) -> TombstoneRule {
+        match self {
+            Reuse::AfterTombstone(ttl) => TombstoneRule::Honour(ttl.map(|d| d.as_secs())),
+            Reuse::Force => TombstoneRule::Override,
+        }
+    }
 }
 
 /// Creates an account. Every way of creating one (CLI, admin socket, registration,
-/// invitations) goes through here, so the tombstone check cannot be skipped by accident.
+/// invitations) goes through here or [`import`], so the tombstone check cannot be skipped by
+/// accident.
 pub async fn add(
     store: &Store,
     jid: &BareJid,
@@ -112,11 +120,10 @@ pub async fn add(
 ) -> Result<(), AccountError> {
     let password = password.to_string();
     let blob = smol::unblock(move || creds_blob(&password)).await?;
-    let rule = match reuse {
-        Reuse::AfterTombstone(ttl) => TombstoneRule::Honour(ttl.map(|d| d.as_secs())),
-        Reuse::Force => TombstoneRule::Override,
-    };
-    match store.create_account_checked(jid.as_ref(), blob, rule).await {
+    match store
+        .create_account_checked(jid.as_ref(), blob, reuse.rule())
+        .await
+    {
         Ok(Created::Yes) => Ok(()),
         Ok(Created::Tombstoned { deleted_at }) => Err(AccountError::Tombstoned {
             jid: jid.to_string(),
@@ -131,14 +138,39 @@ pub async fn add(
 /// write the account together with more (an invitation's use and circles) instead of through
 /// `add`; the name has no account, so no new tombstone can appear between check and insert.
 pub async fn name_held(store: &Store, jid: &BareJid, reuse: Reuse) -> Result<bool, AccountError> {
-    let rule = match reuse {
-        Reuse::AfterTombstone(ttl) => TombstoneRule::Honour(ttl.map(|d| d.as_secs())),
-        Reuse::Force => TombstoneRule::Override,
-    };
     Ok(match store.tombstone(jid.as_ref()).await? {
-        Some(deleted_at) => rule.holds(deleted_at, crate::time::now_unix()),
+        Some(deleted_at) => reuse.rule().holds(deleted_at, crate::time::now_unix()),
         None => false,
     })
+}
+
+/// Every name a tombstone keeps from a new account under `reuse` now (for checking a bulk
+/// import line by line before deriving anything).
+pub async fn names_held(store: &Store, reuse: Reuse) -> Result<Vec<String>, AccountError> {
+    let now = crate::time::now_unix();
+    let rule = reuse.rule();
+    Ok(store
+        .tombstones()
+        .await?
+        .into_iter()
+        .filter(|(_, deleted_at)| rule.holds(*deleted_at, now))
+        .map(|(jid, _)| jid)
+        .collect())
+}
+
+/// Creates many accounts with credentials derived already (`kith user import`), in one
+/// transaction: all or none, honouring tombstones under `reuse` like [`add`].
+pub async fn import(
+    store: &Store,
+    items: Vec<(String, Vec<u8>)>,
+    reuse: Reuse,
+) -> Result<(), AccountError> {
+    match store.import_accounts(items, reuse.rule()).await {
+        Ok(Imported::All) => Ok(()),
+        Ok(Imported::Held { jid, deleted_at }) => Err(AccountError::Tombstoned { jid, deleted_at }),
+        Err(StoreError::AlreadyExists(jid)) => Err(AccountError::Exists(jid)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub async fn passwd(store: &Store, jid: &BareJid, password: &str) -> Result<(), AccountError> {

@@ -144,20 +144,34 @@ async fn execute(srv: &Server, fields: &[&str]) -> Result<Vec<String>, String> {
             Ok(vec![])
         }
         ["user-list"] => accounts::list(&srv.store).await.map_err(err),
-        ["user-import", rest @ ..] => {
+        [op @ ("user-import" | "user-import-force"), rest @ ..] => {
             // The CLI derived the credentials (on its own cores, not the server's executor).
             let items = crate::user_import::decode_request(rest, domain)?;
             let n = items.len();
-            srv.store
-                .import_accounts(items)
+            let reuse = match *op {
+                "user-import-force" => Reuse::Force,
+                _ => Reuse::configured(&srv.config.registration),
+            };
+            accounts::import(&srv.store, items, reuse)
                 .await
                 .map_err(|e| e.to_string())?;
             log::info!("admin: {n} accounts imported");
             Ok(vec![n.to_string()])
         }
+        ["user-names-held"] => {
+            accounts::names_held(&srv.store, Reuse::configured(&srv.config.registration))
+                .await
+                .map_err(|e| e.to_string())
+        }
         ["export"] => crate::migrate::export_lines(&srv.store, domain).await,
         ["import", files @ ..] => {
-            let done = crate::migrate::import_files(&srv.store, domain, files).await?;
+            let done = crate::migrate::import_files(
+                &srv.store,
+                domain,
+                Reuse::configured(&srv.config.registration),
+                files,
+            )
+            .await?;
             log::info!("admin: {}", done.join("; "));
             Ok(done)
         }

@@ -355,6 +355,9 @@ struct UserImport {
     /// leave accounts that exist already as they are (default: they are an error)
     #[argh(switch)]
     skip_existing: bool,
+    /// give out names of deleted accounts even while their tombstones hold
+    #[argh(switch)]
+    force: bool,
 }
 
 /// Write an account's data (roster, vCard, private XML, PEP, offline messages, archive; no
@@ -888,7 +891,7 @@ fn report(result: Result<(), String>) -> ExitCode {
 /// as every `user` command), derives the credentials here on every core, then hands them to the
 /// running server or writes them to the store in one transaction.
 fn user_import(config: &Config, args: &UserImport) -> Result<(), String> {
-    use crate::user_import::{self, Existing};
+    use crate::user_import::{self, Existing, Known};
     use std::io::Read as _;
     let t0 = std::time::Instant::now();
     let mut input = Vec::new();
@@ -907,21 +910,36 @@ fn user_import(config: &Config, args: &UserImport) -> Result<(), String> {
     let existing: std::collections::HashSet<String> = admin_or_store(config, &["user-list"])?
         .into_iter()
         .collect();
+    let held: std::collections::HashSet<String> = if args.force {
+        Default::default()
+    } else {
+        admin_or_store(config, &["user-names-held"])?
+            .into_iter()
+            .collect()
+    };
+    let known = |jid: &str| {
+        if existing.contains(jid) {
+            Known::Exists
+        } else if held.contains(jid) {
+            Known::Held
+        } else {
+            Known::New
+        }
+    };
     let mode = if args.skip_existing {
         Existing::Skip
     } else {
         Existing::Refuse
     };
     let (entries, skipped) =
-        user_import::parse(&input, &config.domain, |j| existing.contains(j), mode)
-            .map_err(|p| p.to_string())?;
+        user_import::parse(&input, &config.domain, known, mode).map_err(|p| p.to_string())?;
     let threads = user_import::threads();
     let t1 = std::time::Instant::now();
     let items = user_import::derive(&entries, threads)?;
     let derive_secs = t1.elapsed().as_secs_f64();
     let n = items.len();
     if n > 0 {
-        let request = user_import::encode_request(&items);
+        let request = user_import::encode_request(&items, args.force);
         let fields: Vec<&str> = request.iter().map(String::as_str).collect();
         admin_or_store(config, &fields)?;
     }
@@ -1097,14 +1115,20 @@ fn offline(config: &Config, fields: &[&str]) -> Result<Vec<String>, String> {
                     .map(|_| vec![])
             }
             ["user-list"] => accounts::list(&store).await.map_err(e),
-            ["user-import", rest @ ..] => {
+            [op @ ("user-import" | "user-import-force"), rest @ ..] => {
                 let items = crate::user_import::decode_request(rest, domain)?;
                 let n = items.len();
-                store
-                    .import_accounts(items)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let reuse = match *op {
+                    "user-import-force" => accounts::Reuse::Force,
+                    _ => accounts::Reuse::configured(&config.registration),
+                };
+                accounts::import(&store, items, reuse).await.map_err(e)?;
                 Ok(vec![n.to_string()])
+            }
+            ["user-names-held"] => {
+                accounts::names_held(&store, accounts::Reuse::configured(&config.registration))
+                    .await
+                    .map_err(e)
             }
             ["user-list-seen"] => crate::admin::user_list_seen(&store, &|_| false).await,
             ["user-export", jid] => {
@@ -1120,7 +1144,10 @@ fn offline(config: &Config, fields: &[&str]) -> Result<Vec<String>, String> {
             }
             ["motd-show"] => crate::admin::motd_lines(&store).await,
             ["export"] => crate::migrate::export_lines(&store, domain).await,
-            ["import", files @ ..] => crate::migrate::import_files(&store, domain, files).await,
+            ["import", files @ ..] => {
+                let reuse = accounts::Reuse::configured(&config.registration);
+                crate::migrate::import_files(&store, domain, reuse, files).await
+            }
             ["backup", dest, uploads] => {
                 let dest = std::path::PathBuf::from(dest);
                 crate::backup::create(&store, &config.data_dir, &dest, *uploads == "uploads")

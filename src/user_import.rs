@@ -74,13 +74,24 @@ pub enum Existing {
     Skip,
 }
 
-/// Parses and checks `input` for accounts of `domain`. `exists` tells whether an account
-/// exists already. Returns the entries to create (in input order) and how many lines were
-/// skipped as existing, or every problem found.
+/// What the server knows of a name on a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known {
+    /// Free: the account can be created.
+    New,
+    /// The account exists already.
+    Exists,
+    /// A deleted account's tombstone holds the name (see `accounts::Reuse`).
+    Held,
+}
+
+/// Parses and checks `input` for accounts of `domain`. `known` tells what the server knows of
+/// each name. Returns the entries to create (in input order) and how many lines were skipped
+/// as existing, or every problem found.
 pub fn parse(
     input: &[u8],
     domain: &str,
-    exists: impl Fn(&str) -> bool,
+    known: impl Fn(&str) -> Known,
     existing: Existing,
 ) -> Result<(Vec<Entry>, usize), Problems> {
     let mut entries = Vec::new();
@@ -121,14 +132,25 @@ pub fn parse(
             continue;
         }
         first_line.insert(jid.clone(), n);
-        if exists(&jid) {
-            match existing {
-                Existing::Skip => skipped += 1,
-                Existing::Refuse => problems.push(format!(
-                    "line {n}: account {jid} already exists (--skip-existing leaves it as it is)"
-                )),
+        match known(&jid) {
+            Known::New => {}
+            Known::Exists => {
+                match existing {
+                    Existing::Skip => skipped += 1,
+                    Existing::Refuse => problems.push(format!(
+                        "line {n}: account {jid} already exists (--skip-existing leaves it as \
+                         it is)"
+                    )),
+                }
+                continue;
             }
-            continue;
+            Known::Held => {
+                problems.push(format!(
+                    "line {n}: {jid} was a deleted account's name and is kept from reuse \
+                     (`kith user tombstones`); --force gives it out anyway"
+                ));
+                continue;
+            }
         }
         entries.push(Entry {
             line: n,
@@ -188,11 +210,19 @@ pub fn threads() -> NonZeroUsize {
 }
 
 /// The admin-socket form of an import (the CLI derives, the server only writes): the fields
-/// after `user-import` are pairs of JID and base64 credentials blob.
-pub fn encode_request(items: &[(String, Vec<u8>)]) -> Vec<String> {
+/// after `user-import` (or `user-import-force`, which gives out names kept by tombstones) are
+/// pairs of JID and base64 credentials blob.
+pub fn encode_request(items: &[(String, Vec<u8>)], force: bool) -> Vec<String> {
     use base64::Engine as _;
     let mut fields = Vec::with_capacity(items.len() * 2 + 1);
-    fields.push("user-import".to_string());
+    fields.push(
+        if force {
+            "user-import-force"
+        } else {
+            "user-import"
+        }
+        .to_string(),
+    );
     for (jid, blob) in items {
         fields.push(jid.clone());
         fields.push(base64::engine::general_purpose::STANDARD.encode(blob));
@@ -232,9 +262,13 @@ mod tests {
     use super::*;
 
     fn ok(input: &str) -> Vec<(usize, String, String)> {
-        let (entries, skipped) =
-            parse(input.as_bytes(), "example.org", |_| false, Existing::Refuse)
-                .unwrap_or_else(|p| panic!("{p}"));
+        let (entries, skipped) = parse(
+            input.as_bytes(),
+            "example.org",
+            |_| Known::New,
+            Existing::Refuse,
+        )
+        .unwrap_or_else(|p| panic!("{p}"));
         assert_eq!(skipped, 0);
         entries
             .into_iter()
@@ -246,7 +280,15 @@ mod tests {
         parse(
             input.as_bytes(),
             "example.org",
-            |j| exists.contains(&j),
+            |j| {
+                if exists.contains(&j) {
+                    Known::Exists
+                } else if j.starts_with("held@") {
+                    Known::Held
+                } else {
+                    Known::New
+                }
+            },
             existing,
         )
         .err()
@@ -286,7 +328,13 @@ mod tests {
         let p = parse(
             &bytes,
             "example.org",
-            |j| j == "erin@example.org",
+            |j| {
+                if j == "erin@example.org" {
+                    Known::Exists
+                } else {
+                    Known::New
+                }
+            },
             Existing::Refuse,
         )
         .unwrap_err()
@@ -319,7 +367,13 @@ mod tests {
         let (entries, skipped) = parse(
             b"alice pw1\nbob pw2\n",
             "example.org",
-            |j| j == "alice@example.org",
+            |j| {
+                if j == "alice@example.org" {
+                    Known::Exists
+                } else {
+                    Known::New
+                }
+            },
             Existing::Skip,
         )
         .unwrap();
@@ -334,10 +388,26 @@ mod tests {
     }
 
     #[test]
+    fn a_name_kept_by_a_tombstone_is_a_problem_even_when_skipping() {
+        assert_eq!(
+            problems("alice pw\nheld pw\n", &[], Existing::Skip),
+            [
+                "line 2: held@example.org was a deleted account's name and is kept from reuse \
+              (`kith user tombstones`); --force gives it out anyway"
+            ]
+        );
+    }
+
+    #[test]
     fn derive_keeps_order_and_verifies() {
         let input: String = (0..4).map(|i| format!("user{i} password {i}\n")).collect();
-        let (entries, _) =
-            parse(input.as_bytes(), "example.org", |_| false, Existing::Refuse).unwrap();
+        let (entries, _) = parse(
+            input.as_bytes(),
+            "example.org",
+            |_| Known::New,
+            Existing::Refuse,
+        )
+        .unwrap();
         let derived = derive(&entries, NonZeroUsize::new(3).unwrap()).unwrap();
         assert_eq!(derived.len(), 4);
         for (i, (jid, blob)) in derived.iter().enumerate() {
@@ -349,7 +419,7 @@ mod tests {
                 assert!(sasl::verify_password(&format!("password {i}"), c));
             }
         }
-        let request = encode_request(&derived);
+        let request = encode_request(&derived, false);
         let fields: Vec<&str> = request[1..].iter().map(String::as_str).collect();
         assert_eq!(decode_request(&fields, "example.org").unwrap(), derived);
         assert!(decode_request(&fields[..3], "example.org").is_err());

@@ -1,6 +1,7 @@
 //! End to end: `kith user import`, through the admin socket while the server runs and on the
 //! store while it is stopped; the imported accounts log in with every SCRAM hash, and a file
-//! with problems creates nothing and names its lines.
+//! with problems creates nothing and names its lines. A deleted account's name is refused as
+//! `user add` refuses it, unless `--force`.
 
 mod common;
 
@@ -85,5 +86,50 @@ fn import_while_running_then_stopped() {
     Client::starttls_to(&server)
         .try_login(Mechanism::ScramSha256, "alice", "alice-secret")
         .expect("alice keeps her password");
+    let _ = fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_deleted_accounts_name_is_refused_unless_forced() {
+    let mut server = TestServer::start();
+    server.add_user("carol", "carol-old");
+    server.cli_ok(["user", "del", "carol"]);
+    let dir = unique_temp_dir();
+    let file = dir.join("users.txt");
+    fs::write(&file, "frank frank-pw\ncarol carol-new\n").unwrap();
+    let path = file.to_str().unwrap();
+
+    // Running (admin socket) and stopped (store): the same refusal, naming the line.
+    for running in [true, false] {
+        if !running {
+            server.stop();
+        }
+        let out = server.cli(["user", "import", "--skip-existing", path]);
+        assert!(!out.status.success(), "{}", describe_output(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("line 2: carol@localhost was a deleted account's name")
+                && err.contains("--force"),
+            "{err}"
+        );
+        assert!(!err.contains("carol-new"), "{err}");
+    }
+    let out = server.cli_ok(["user", "list"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+        "frank is not created either"
+    );
+
+    let out = server.cli_ok(["user", "import", "--force", path]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("created 2 accounts"));
+    server.start_again();
+    Client::starttls_to(&server)
+        .try_login(Mechanism::ScramSha256, "carol", "carol-new")
+        .expect("carol, given out again with --force");
+    let out = server.cli_ok(["user", "tombstones"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+        "the name is in use again, its tombstone gone"
+    );
     let _ = fs::remove_dir_all(dir);
 }

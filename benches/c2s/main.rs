@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use async_channel::{Receiver, Sender};
 use futures_lite::io::{ReadHalf, WriteHalf};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt as _};
+use kith::store::TombstoneRule;
 use kith::xml::{Element, Frame, Framer};
 use smol::LocalExecutor;
 
@@ -254,7 +255,8 @@ fn provision(args: &Args, dir: &std::path::Path) -> Result<(), String> {
     let items = (0..args.users)
         .map(|i| (format!("{}{i}@{}", args.prefix, args.domain), blob.clone()))
         .collect();
-    smol::block_on(store.import_accounts(items)).map_err(|e| format!("import: {e}"))?;
+    smol::block_on(store.import_accounts(items, TombstoneRule::Override))
+        .map_err(|e| format!("import: {e}"))?;
     // XEP-0313 preferences `default='never'` for the first --mam-never users (the ones that
     // exchange messages): a throughput run without archiving, as for servers without MAM.
     // The key is services::mam's PREFS_KEY.

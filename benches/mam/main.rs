@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use kith::stanza::mam::encode_id;
-use kith::store::{ArchiveEntry, Store};
+use kith::store::{ArchiveEntry, Store, TombstoneRule};
 use xmpp::{Login, Tls, Xmpp};
 
 const PASSWORD: &str = "bench-password";
@@ -114,7 +114,7 @@ fn fill(a: &Args, dir: &std::path::Path) -> Result<(), String> {
     let blob = encode_creds(&creds);
     smol::block_on(async {
         store
-            .import_accounts(vec![(OWNER.to_string(), blob)])
+            .import_accounts(vec![(OWNER.to_string(), blob)], TombstoneRule::Override)
             .await
             .map_err(|e| e.to_string())?;
         let base = base_id(a.messages, kith::store::now_micros());

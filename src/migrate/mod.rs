@@ -50,6 +50,7 @@ pub fn expand_inputs(path: &std::path::Path) -> Result<Vec<std::path::PathBuf>, 
 pub async fn import_files(
     store: &Store,
     domain: &str,
+    reuse: accounts::Reuse,
     files: &[&str],
 ) -> Result<Vec<String>, String> {
     let mut hosts = Vec::new();
@@ -60,7 +61,7 @@ pub async fn import_files(
             .map_err(|e| format!("cannot read {f}: {e}"))?;
         hosts.extend(xep0227::parse(&doc).map_err(|e| format!("{f}: {e}"))?);
     }
-    let done = import(store, domain, hosts).await?;
+    let done = import(store, domain, reuse, hosts).await?;
     Ok(vec![format!(
         "imported {} accounts: {}",
         done.len(),
@@ -74,8 +75,14 @@ pub async fn export_lines(store: &Store, domain: &str) -> Result<Vec<String>, St
     Ok(xep0227::write(&hosts).lines().map(str::to_string).collect())
 }
 
-/// Imports every user of `hosts` (which must all be `domain`). Returns the accounts created.
-pub async fn import(store: &Store, domain: &str, hosts: Vec<Host>) -> Result<Vec<String>, String> {
+/// Imports every user of `hosts` (which must all be `domain`), refusing names that exist or
+/// that a tombstone keeps under `reuse`. Returns the accounts created.
+pub async fn import(
+    store: &Store,
+    domain: &str,
+    reuse: accounts::Reuse,
+    hosts: Vec<Host>,
+) -> Result<Vec<String>, String> {
     let mut users: Vec<(BareJid, User)> = Vec::new();
     for host in hosts {
         if host.jid != domain {
@@ -112,6 +119,22 @@ pub async fn import(store: &Store, domain: &str, hosts: Vec<Host>) -> Result<Vec
             existing.join(", ")
         ));
     }
+    let mut held = Vec::new();
+    for (jid, _) in &users {
+        if accounts::name_held(store, jid, reuse)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            held.push(jid.to_string());
+        }
+    }
+    if !held.is_empty() {
+        return Err(format!(
+            "these names belonged to deleted accounts and are kept from reuse, nothing was \
+             imported: {} (`kith user tombstones --clear JID` frees one)",
+            held.join(", ")
+        ));
+    }
     let mut done = Vec::new();
     for (jid, user) in users {
         let creds = credentials(&user).map_err(|e| format!("user {jid}: {e}"))?;
@@ -120,8 +143,10 @@ pub async fn import(store: &Store, domain: &str, hosts: Vec<Host>) -> Result<Vec
             .await
             .map_err(|e| format!("user {jid}: {e}"))?;
         if let Err(e) = import_data(store, &jid, &user).await {
-            // Leaves no half-imported account behind.
+            // Leaves no half-imported account behind, and no tombstone either: the name was
+            // never given out.
             let _ = store.delete_account(jid.as_ref()).await;
+            let _ = store.clear_tombstone(jid.as_ref()).await;
             return Err(format!(
                 "user {jid}: {e}; the account was not created (imported before it: {})",
                 if done.is_empty() {

@@ -45,7 +45,7 @@ pub use mam::{now_micros, ArchiveEntry, ArchivePage, ArchiveQuery, WithFilter};
 pub use pep::{PepItem, PepNode};
 pub use pubsub::PubsubMember;
 pub use schema::SCHEMA_VERSION;
-pub use tombstone::{Created, TombstoneRule};
+pub use tombstone::{Created, Imported, TombstoneRule};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -239,20 +239,6 @@ impl Store {
                 out.push(row?.0.value().to_string());
             }
             Ok(out)
-        })
-        .await
-    }
-
-    /// Creates many accounts in one transaction: all or none. `AlreadyExists(jid)` names the
-    /// first JID that exists already (or appears twice in `items`).
-    pub async fn import_accounts(&self, items: Vec<(String, Vec<u8>)>) -> Result<(), StoreError> {
-        self.write(move |txn| {
-            let mut accounts = txn.open_table(ACCOUNTS)?;
-            let now = now_unix();
-            for (jid, creds) in items {
-                insert_new_account(&mut accounts, &jid, creds, now)?;
-            }
-            Ok(())
         })
         .await
     }

@@ -187,7 +187,9 @@ fn import_accounts_is_all_or_nothing() {
         store.create_account("b@x", vec![]).await.unwrap();
         let batch = vec![("a@x".to_string(), vec![1]), ("b@x".to_string(), vec![2])];
         assert_eq!(
-            store.import_accounts(batch).await,
+            store
+                .import_accounts(batch, TombstoneRule::Honour(None))
+                .await,
             Err(StoreError::AlreadyExists("b@x".into()))
         );
         assert_eq!(
@@ -198,12 +200,17 @@ fn import_accounts_is_all_or_nothing() {
 
         let dup = vec![("c@x".to_string(), vec![]), ("c@x".to_string(), vec![])];
         assert_eq!(
-            store.import_accounts(dup).await,
+            store
+                .import_accounts(dup, TombstoneRule::Honour(None))
+                .await,
             Err(StoreError::AlreadyExists("c@x".into()))
         );
 
         let ok = vec![("a@x".to_string(), vec![1]), ("c@x".to_string(), vec![3])];
-        store.import_accounts(ok).await.unwrap();
+        store
+            .import_accounts(ok, TombstoneRule::Honour(None))
+            .await
+            .unwrap();
         assert_eq!(store.list_accounts().await.unwrap(), ["a@x", "b@x", "c@x"]);
         assert_eq!(store.account("c@x").await.unwrap().unwrap().creds, [3]);
     });

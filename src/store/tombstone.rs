@@ -30,6 +30,17 @@ pub enum Created {
     },
 }
 
+/// The outcome of [`Store::import_accounts`] when nothing failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Imported {
+    All,
+    /// Refused, nothing written: `jid` belonged to an account deleted at this unix time.
+    Held {
+        jid: String,
+        deleted_at: u64,
+    },
+}
+
 impl TombstoneRule {
     /// Whether a tombstone written at `deleted_at` still refuses the name at `now`.
     pub fn holds(self, deleted_at: u64, now: u64) -> bool {
@@ -71,6 +82,36 @@ impl Store {
             insert_new_account(&mut accounts, &jid, creds, now)?;
             tombstones.remove(jid.as_str())?;
             Ok(Created::Yes)
+        })
+        .await
+    }
+
+    /// Creates many accounts in one transaction: all or none. `AlreadyExists(jid)` names the
+    /// first JID that exists already (or appears twice in `items`); a name whose tombstone
+    /// holds under `rule` refuses the whole import before anything is written. Like
+    /// [`Store::create_account_checked`], a created account removes its tombstone.
+    pub async fn import_accounts(
+        &self,
+        items: Vec<(String, Vec<u8>)>,
+        rule: TombstoneRule,
+    ) -> Result<Imported, StoreError> {
+        self.write(move |txn| {
+            let now = now_unix();
+            let mut tombstones = txn.open_table(TOMBSTONES)?;
+            for (jid, _) in &items {
+                if let Some(deleted_at) = tombstones.get(jid.as_str())?.map(|v| v.value()) {
+                    if rule.holds(deleted_at, now) {
+                        let jid = jid.clone();
+                        return Ok(Imported::Held { jid, deleted_at });
+                    }
+                }
+            }
+            let mut accounts = txn.open_table(ACCOUNTS)?;
+            for (jid, creds) in items {
+                tombstones.remove(jid.as_str())?;
+                insert_new_account(&mut accounts, &jid, creds, now)?;
+            }
+            Ok(Imported::All)
         })
         .await
     }
@@ -188,6 +229,53 @@ mod tests {
             // Deleting a missing account buries nothing.
             assert!(!s.delete_account("nobody@x").await.unwrap());
             assert_eq!(s.tombstones().await.unwrap().len(), 0);
+        });
+    }
+
+    #[test]
+    fn a_bulk_import_honours_tombstones_or_overrides_them() {
+        let (_dir, s) = store();
+        smol::block_on(async {
+            s.create_account("carol@x", vec![1]).await.unwrap();
+            s.delete_account("carol@x").await.unwrap();
+            let items = || {
+                vec![
+                    ("dave@x".to_string(), vec![2]),
+                    ("carol@x".to_string(), vec![3]),
+                ]
+            };
+            let deleted_at = s.tombstone("carol@x").await.unwrap().unwrap();
+            assert_eq!(
+                s.import_accounts(items(), TombstoneRule::Honour(None))
+                    .await
+                    .unwrap(),
+                Imported::Held {
+                    jid: "carol@x".into(),
+                    deleted_at
+                }
+            );
+            assert!(
+                s.account("dave@x").await.unwrap().is_none(),
+                "all or nothing"
+            );
+            let expired = TombstoneRule::Honour(Some(0));
+            assert_eq!(
+                s.import_accounts(items(), expired).await.unwrap(),
+                Imported::All
+            );
+            assert!(s.account("carol@x").await.unwrap().is_some());
+            assert!(
+                s.tombstones().await.unwrap().is_empty(),
+                "the name is in use again"
+            );
+
+            s.delete_account("carol@x").await.unwrap();
+            let again = vec![("carol@x".to_string(), vec![4])];
+            let r = s
+                .import_accounts(again, TombstoneRule::Override)
+                .await
+                .unwrap();
+            assert_eq!(r, Imported::All);
         });
     }
 

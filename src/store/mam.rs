@@ -420,11 +420,17 @@ fn commit_batch(inner: &Inner, batch: Vec<Pending>) -> Vec<Answer> {
     });
     match result {
         Ok(out) => batch.into_iter().map(|p| p.reply).zip(out).collect(),
-        Err(e) => batch.into_iter().map(|p| (p.reply, Err(e.clone()))).collect(),
+        Err(e) => batch
+            .into_iter()
+            .map(|p| (p.reply, Err(e.clone())))
+            .collect(),
     }
 }
 
-type Answer = (async_channel::Sender<Result<u64, StoreError>>, Result<u64, StoreError>);
+type Answer = (
+    async_channel::Sender<Result<u64, StoreError>>,
+    Result<u64, StoreError>,
+);
 
 /// The current time in microseconds since the Unix epoch.
 pub fn now_micros() -> u64 {

@@ -93,6 +93,12 @@ pub async fn route_from_remote(srv: &Server, from: &Jid, stanza: Element) {
         return;
     };
     match (kind, to) {
+        // Answers to the server's own queries (XEP-0115 disco#info of a remote contact).
+        (Kind::Iq, To::Server) if stanza::must_not_answer(&stanza) => {
+            if let Some(f) = full_from {
+                services::pep::iq_response(srv, &f, &stanza).await;
+            }
+        }
         (Kind::Iq, To::Server) => services::iq::to_server_from_component(srv, stanza),
         (Kind::Iq, To::Bare(bare)) => match full_from {
             Some(f) => services::iq::to_account(srv, &f, &bare, stanza).await,

@@ -37,6 +37,8 @@ pub struct Server {
     pub mam: crate::services::mam::State,
     /// XEP-0115 features of connected resources, for PEP notifications.
     pub caps: crate::services::caps::Caps,
+    /// Caps of contacts' resources on other servers, per local account, for PEP events.
+    pub pep_remote: crate::services::pep_remote::Registry,
     /// Resumable stream-management sessions (XEP-0198).
     pub sm: crate::session::sm::Registry,
     /// Serializes read-modify-write of one account's data (roster, FAST tokens; striped by
@@ -80,6 +82,7 @@ impl Server {
             stopping: AtomicBool::new(false),
             mam: Default::default(),
             caps: Default::default(),
+            pep_remote: Default::default(),
             sm: Default::default(),
             account_locks: (0..64).map(|_| smol::lock::Mutex::new(())).collect(),
             blocking: Default::default(),

@@ -2,7 +2,8 @@
 //! through a real DNS server (dnsmasq answering the SRV and A records, named in
 //! `[s2s] resolver`): certificate authentication (SASL EXTERNAL with a CA the test makes
 //! and `[s2s] extra_ca`), dialback when certificates don't verify and policy allows it,
-//! refusal when it doesn't, and bounces when the other server is down or silent.
+//! refusal when it doesn't, bounces when the other server is down or silent, and PEP events
+//! (an OMEMO device list) reaching a contact on the other server.
 //!
 //! Interop with Prosody and ejabberd is `tests/interop_federation.rs`; this file keeps the
 //! kith-to-kith cases fast and free of network namespaces.
@@ -18,6 +19,7 @@ use common::client::{stanza_error, Client};
 use common::dnsmasq::{self, Dnsmasq};
 use common::free_udp_port;
 use common::{Options, TestServer};
+use kith::xml::Element;
 
 const A: &str = "a.test";
 const B: &str = "b.test";
@@ -188,6 +190,127 @@ fn two_servers_federate_with_certificates() {
             "{log}"
         );
     }
+}
+
+/// The caps of a client that wants OMEMO device list events: its disco#info and `ver`.
+fn omemo_client_caps() -> (String, String) {
+    let info = "<query xmlns='http://jabber.org/protocol/disco#info'>\
+                <identity category='client' type='phone' name='t'/>\
+                <feature var='http://jabber.org/protocol/disco#info'/>\
+                <feature var='eu.siacs.conversations.axolotl.devicelist+notify'/></query>";
+    let ver = kith::services::caps::ver_hash(&Element::parse(info).unwrap());
+    (info.to_string(), ver)
+}
+
+/// Answers every disco#info query for the client's caps node (its own server asks too) until
+/// `until` arrives, which it returns.
+fn answering_caps_until(
+    c: &mut Client,
+    info: &str,
+    mut until: impl FnMut(&Element) -> bool,
+) -> Element {
+    loop {
+        let e = c.recv_until(|e| {
+            until(e)
+                || (e.name() == "iq"
+                    && e.attr("type") == Some("get")
+                    && e.to_string().contains("disco#info"))
+        });
+        if until(&e) {
+            return e;
+        }
+        let reply = info.replacen(
+            "<query ",
+            &format!(
+                "<query node='{}' ",
+                e.get_child("query", "http://jabber.org/protocol/disco#info")
+                    .and_then(|q| q.attr("node"))
+                    .unwrap_or("")
+            ),
+            1,
+        );
+        c.send(&format!(
+            "<iq type='result' id='{}' to='{}'>{reply}</iq>",
+            e.attr("id").unwrap_or(""),
+            e.attr("from").unwrap_or("")
+        ));
+    }
+}
+
+#[test]
+fn pep_events_reach_a_contact_on_the_other_server() {
+    if !dnsmasq::available() {
+        return;
+    }
+    let pki = Pki::new(&[A, B]);
+    let dns_port = free_udp_port();
+    let ca = format!("extra_ca = \"{}\"\n", pki.ca.display());
+    let a = server(A, dns_port, &pki.tls_toml(A), &ca);
+    let b = server(B, dns_port, &pki.tls_toml(B), &ca);
+    let mut records = records_for(A, a.port("s2s"));
+    records.extend(records_for(B, b.port("s2s")));
+    let _dns = Dnsmasq::start_on(dns_port, &records);
+    let mut alice = user(&a, &pki.ca, "alice", "alice-secret");
+    let mut bob = user(&b, &pki.ca, "bob", "bob-secret");
+
+    // Mutual subscription across the servers.
+    fn subscribe(me: &mut Client, my_jid: &str, other: &mut Client, other_jid: &str) {
+        me.send(&format!("<presence to='{other_jid}' type='subscribe'/>"));
+        other.recv_until(|e| e.attr("type") == Some("subscribe") && e.attr("from") == Some(my_jid));
+        other.send(&format!("<presence to='{my_jid}' type='subscribed'/>"));
+        me.recv_until(|e| e.attr("type") == Some("subscribed"));
+    }
+    subscribe(&mut alice, "alice@a.test", &mut bob, "bob@b.test");
+    subscribe(&mut bob, "bob@b.test", &mut alice, "alice@a.test");
+
+    // alice's device list exists before bob's client says it wants it.
+    let publish = |id: &str, device: &str| {
+        format!(
+            "<iq type='set' id='{id}'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+             <publish node='eu.siacs.conversations.axolotl.devicelist'><item id='current'>\
+             <list xmlns='eu.siacs.conversations.axolotl'><device id='{device}'/></list>\
+             </item></publish></pubsub></iq>"
+        )
+    };
+    alice.send(&publish("p1", "1111"));
+    let r = alice.recv_until(|e| e.name() == "iq" && e.attr("id") == Some("p1"));
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+
+    // bob's client announces +notify in its caps. alice's server asks it across the link
+    // what the caps mean, then sends the last item (XEP-0163 §4.3.2).
+    let (info, ver) = omemo_client_caps();
+    bob.send(&format!(
+        "<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='urn:test' ver='{ver}'/></presence>"
+    ));
+    let is_event = |device: &'static str| {
+        move |e: &Element| {
+            e.name() == "message"
+                && e.attr("from") == Some("alice@a.test")
+                && e.to_string().contains(&format!("device id='{device}'"))
+        }
+    };
+    let last = answering_caps_until(&mut bob, &info, is_event("1111"));
+    assert_eq!(last.attr("type"), Some("headline"), "{last}");
+    assert!(
+        last.to_string().contains("urn:xmpp:delay"),
+        "the last item is marked as delayed: {last}"
+    );
+
+    // A new device: the event is pushed to bob's resource on b.test.
+    alice.send(&publish("p2", "2222"));
+    let live = answering_caps_until(&mut bob, &info, is_event("2222"));
+    assert_eq!(live.attr("to"), Some("bob@b.test/phone"), "{live}");
+
+    // Once bob's client goes unavailable, alice's server forgets it: no more events.
+    bob.send("<presence type='unavailable'/>");
+    std::thread::sleep(Duration::from_millis(300));
+    alice.send(&publish("p3", "3333"));
+    alice.recv_until(|e| e.name() == "iq" && e.attr("id") == Some("p3"));
+    let later = bob.drain(Duration::from_millis(800));
+    assert!(
+        !later.iter().any(|e| e.to_string().contains("3333")),
+        "an event reached an unavailable resource: {later:?}"
+    );
 }
 
 #[test]

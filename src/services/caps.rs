@@ -1,5 +1,5 @@
-//! XEP-0115 Entity Capabilities on the server side: what a connected resource can do, learnt
-//! from the `<c/>` in its presence. PEP needs it for filtered notifications (XEP-0163 §4.4:
+//! XEP-0115 Entity Capabilities on the server side: what a connected resource (or a contact's
+//! resource on another server) can do, learnt from the `<c/>` in its presence. PEP needs it for filtered notifications (XEP-0163 §4.4:
 //! a resource advertising `NODE+notify` wants events of NODE).
 //!
 //! A `ver` never seen before is resolved by one disco#info query from the server to the
@@ -119,6 +119,9 @@ impl Caps {
             );
         if let Some(r) = srv.sessions.resource(jid) {
             sessions::send(&r, Outbound::stanza(query));
+        } else if !srv.is_local_domain(jid.domain()) {
+            // A contact's resource on another server (`services::pep_remote`).
+            crate::router::to_elsewhere(srv, query);
         }
         None
     }

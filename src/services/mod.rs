@@ -19,6 +19,7 @@ pub mod message;
 pub mod muc;
 pub mod offline;
 pub mod pep;
+pub mod pep_remote;
 pub mod presence;
 pub mod private;
 pub mod proxy65;

@@ -958,7 +958,8 @@ fn features_of(srv: &Server, r: &Resource) -> Option<Features> {
 
 /// XEP-0163 §4.3: the event goes to the owner's available resources and to every contact
 /// with a presence subscription to the owner that the access model allows, on each of their
-/// available resources that asked for it (`NODE+notify`).
+/// available resources that asked for it (`NODE+notify`): here through the sessions, on other
+/// servers through federation (the resources `services::pep_remote` knows of).
 pub async fn notify(srv: &Server, owner: &BareJid, node: &str, cfg: &Config, event: Element) {
     let mut targets: Vec<Resource> = srv
         .sessions
@@ -966,6 +967,7 @@ pub async fn notify(srv: &Server, owner: &BareJid, node: &str, cfg: &Config, eve
         .into_iter()
         .filter(|r| r.available)
         .collect();
+    let mut remote = Vec::new();
     if cfg.access != Access::Whitelist {
         match srv.store.roster(owner.as_ref()).await {
             Ok((_, items)) => {
@@ -984,6 +986,12 @@ pub async fn notify(srv: &Server, owner: &BareJid, node: &str, cfg: &Config, eve
                                 .into_iter()
                                 .filter(|r| r.available),
                         );
+                    } else {
+                        for (jid, p) in srv.pep_remote.of(owner, &c) {
+                            if srv.caps.features(&jid, &p).is_some_and(|f| wants(&f, node)) {
+                                remote.push(jid);
+                            }
+                        }
                     }
                 }
             }
@@ -998,6 +1006,9 @@ pub async fn notify(srv: &Server, owner: &BareJid, node: &str, cfg: &Config, eve
             );
         }
     }
+    for jid in remote {
+        crate::router::to_elsewhere(srv, event_message(owner, &jid, event.clone()));
+    }
 }
 
 /// XEP-0163 §4.3.2 / §6: the last item of each node of `owner` that resource `to` (with
@@ -1007,9 +1018,10 @@ async fn send_last_of(srv: &Server, owner: &BareJid, to: &FullJid, features: &Fe
         Ok(n) => n,
         Err(e) => return log::error!("store: cannot list PEP nodes of {owner}: {e}"),
     };
-    let Some(r) = srv.sessions.resource(to) else {
+    let local = srv.is_local_domain(to.domain());
+    if local && srv.sessions.resource(to).is_none() {
         return;
-    };
+    }
     let who = to.to_bare();
     for (node, stored) in nodes {
         let cfg = Config::from_node(&stored);
@@ -1041,7 +1053,13 @@ async fn send_last_of(srv: &Server, owner: &BareJid, to: &FullJid, features: &Fe
                     .with_attr("from", owner.to_string())
                     .with_attr("stamp", crate::time::rfc3339(crate::time::now_unix())),
             );
-            sessions::send(&r, Outbound::stanza(msg));
+            if local {
+                if let Some(r) = srv.sessions.resource(to) {
+                    sessions::send(&r, Outbound::stanza(msg));
+                }
+            } else {
+                crate::router::to_elsewhere(srv, msg);
+            }
         }
     }
 }
@@ -1082,10 +1100,28 @@ pub async fn presence_available(srv: &Server, me: &FullJid, old: Option<&Element
     }
 }
 
-/// Hook for `services::iq`: an iq result or error addressed to the server.
+/// Hook for `services::iq` and the router: an iq result or error addressed to the server.
 pub async fn iq_response(srv: &Server, from: &FullJid, iq: &Element) {
     for (jid, features) in srv.caps.answer(from, iq) {
-        deliver_last_items(srv, &jid, &features).await;
+        if srv.is_local_domain(jid.domain()) {
+            deliver_last_items(srv, &jid, &features).await;
+        } else {
+            for owner in srv.pep_remote.accounts_of(&jid) {
+                send_last_of(srv, &owner, &jid, &features).await;
+            }
+        }
+    }
+}
+
+/// Hook for `services::presence`: presence from a contact's resource on another server to
+/// local account `owner`. New caps bring `owner`'s last items (XEP-0163 §4.3.2), now if the
+/// features are cached, else when the disco#info answer comes back (`iq_response`).
+pub async fn remote_presence(srv: &Server, owner: &BareJid, from: &FullJid, presence: &Element) {
+    use crate::services::pep_remote::Seen;
+    if let Seen::NewCaps(reduced) = srv.pep_remote.presence(owner, from, presence) {
+        if let Some(features) = srv.caps.resolve(srv, from, &reduced) {
+            send_last_of(srv, owner, from, &features).await;
+        }
     }
 }
 

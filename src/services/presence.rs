@@ -218,7 +218,15 @@ pub async fn inbound(srv: &Server, to: &BareJid, full: Option<&FullJid>, stanza:
             }
         }
         Some("probe") => answer_probe(srv, to, &from).await,
-        _ => deliver_local_sync(srv, to, full, stanza),
+        _ => {
+            // A contact's resource elsewhere: PEP events reach it through federation.
+            if !srv.is_local_domain(from.domain()) {
+                if let Ok(from) = from.clone().try_into_full() {
+                    crate::services::pep::remote_presence(srv, to, &from, &stanza).await;
+                }
+            }
+            deliver_local_sync(srv, to, full, stanza)
+        }
     }
 }
 

@@ -77,6 +77,7 @@ fn server(domain: &str, dns_port: u16, tls: &str, s2s: &str) -> TestServer {
         .start();
     s.add_user("alice", "alice-secret");
     s.add_user("bob", "bob-secret");
+    s.add_user("carol", "carol-secret");
     s
 }
 
@@ -263,13 +264,18 @@ fn pep_events_reach_a_contact_on_the_other_server() {
     subscribe(&mut alice, "alice@a.test", &mut bob, "bob@b.test");
     subscribe(&mut bob, "bob@b.test", &mut alice, "alice@a.test");
 
-    // alice's device list exists before bob's client says it wants it.
+    // alice's device list (open, as Conversations publishes it) exists before bob's client
+    // says it wants it.
     let publish = |id: &str, device: &str| {
         format!(
             "<iq type='set' id='{id}'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
              <publish node='eu.siacs.conversations.axolotl.devicelist'><item id='current'>\
              <list xmlns='eu.siacs.conversations.axolotl'><device id='{device}'/></list>\
-             </item></publish></pubsub></iq>"
+             </item></publish><publish-options><x xmlns='jabber:x:data' type='submit'>\
+             <field var='FORM_TYPE' type='hidden'>\
+             <value>http://jabber.org/protocol/pubsub#publish-options</value></field>\
+             <field var='pubsub#access_model'><value>open</value></field>\
+             </x></publish-options></pubsub></iq>"
         )
     };
     alice.send(&publish("p1", "1111"));
@@ -310,6 +316,22 @@ fn pep_events_reach_a_contact_on_the_other_server() {
     assert!(
         !later.iter().any(|e| e.to_string().contains("3333")),
         "an event reached an unavailable resource: {later:?}"
+    );
+
+    // Someone on b.test who is not alice's contact sends her presence with the same caps: an
+    // open node is theirs to fetch, but events and last items go to contacts only.
+    let mut carol = user(&b, &pki.ca, "carol", "carol-secret");
+    carol.send(&format!(
+        "<presence to='alice@a.test'><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='urn:test' ver='{ver}'/></presence>"
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    alice.send(&publish("p4", "4444"));
+    alice.recv_until(|e| e.name() == "iq" && e.attr("id") == Some("p4"));
+    let got = carol.drain(Duration::from_millis(800));
+    assert!(
+        !got.iter()
+            .any(|e| e.name() == "message" && e.attr("from") == Some("alice@a.test")),
+        "a stranger got alice's PEP event: {got:?}"
     );
 }
 

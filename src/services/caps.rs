@@ -1,6 +1,7 @@
 //! XEP-0115 Entity Capabilities on the server side: what a connected resource (or a contact's
-//! resource on another server) can do, learnt from the `<c/>` in its presence. PEP needs it for filtered notifications (XEP-0163 §4.4:
-//! a resource advertising `NODE+notify` wants events of NODE).
+//! resource on another server) can do, learnt from the `<c/>` in its presence. PEP needs it
+//! for filtered notifications (XEP-0163 §4.4: a resource advertising `NODE+notify` wants
+//! events of NODE).
 //!
 //! A `ver` never seen before is resolved by one disco#info query from the server to the
 //! resource that advertised it; the answer is verified against the `ver` hash (§5.4) and then

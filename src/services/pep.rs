@@ -1113,11 +1113,22 @@ pub async fn iq_response(srv: &Server, from: &FullJid, iq: &Element) {
     }
 }
 
-/// Hook for `services::presence`: presence from a contact's resource on another server to
-/// local account `owner`. New caps bring `owner`'s last items (XEP-0163 §4.3.2), now if the
-/// features are cached, else when the disco#info answer comes back (`iq_response`).
+/// Hook for `services::presence`: presence from a resource on another server to local account
+/// `owner`'s bare JID. A contact subscribed to `owner` (`from` or `both`) is remembered with
+/// its caps, and new caps bring `owner`'s last items (XEP-0163 §4.3.2), now if the features
+/// are cached, else when the disco#info answer comes back (`iq_response`).
 pub async fn remote_presence(srv: &Server, owner: &BareJid, from: &FullJid, presence: &Element) {
     use crate::services::pep_remote::Seen;
+    if presence.attr("type").is_none() {
+        let item = srv
+            .store
+            .roster_item(owner.as_ref(), from.to_bare().as_ref())
+            .await;
+        if !item.is_ok_and(|i| i.is_some_and(|i| i.subscription.has_from())) {
+            srv.pep_remote.forget(owner, from);
+            return;
+        }
+    }
     if let Seen::NewCaps(reduced) = srv.pep_remote.presence(owner, from, presence) {
         if let Some(features) = srv.caps.resolve(srv, from, &reduced) {
             send_last_of(srv, owner, from, &features).await;

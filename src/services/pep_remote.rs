@@ -3,9 +3,10 @@
 //!
 //! A contact's resources on this server are in the sessions table; a contact elsewhere has no
 //! session here. What this server does learn is the presence the contact's server sends to the
-//! account (RFC 6121 §4.4: broadcasts to subscribers, answers to the probes sent at login). This
-//! registry keeps, per local account, the caps of each remote resource whose available
-//! presence arrived, so `pep::notify` can find those that asked for a node (`NODE+notify`,
+//! account's bare JID (RFC 6121 §4.4: broadcasts to subscribers, answers to the probes sent at
+//! login). This registry keeps, per local account, the caps of each remote resource whose
+//! available presence arrived from a contact subscribed to the account (as Prosody's
+//! mod_pep: directed presence, a room's occupants and strangers are not recipients), so `pep::notify` can find those that asked for a node (`NODE+notify`,
 //! resolved by `caps` with a disco#info query across the link) and `pep` can send them the last
 //! items once their features are known. Unavailable presence forgets the resource.
 //!
@@ -47,12 +48,7 @@ impl Registry {
         let available = presence.attr("type").is_none();
         let caps = presence.get_child("c", NS_CAPS).filter(|_| available);
         let Some(c) = caps else {
-            if let Some(resources) = inner.get_mut(owner) {
-                resources.remove(from);
-                if resources.is_empty() {
-                    inner.remove(owner);
-                }
-            }
+            forget(&mut inner, owner, from);
             return Seen::Nothing;
         };
         let reduced = Element::new("presence", ns::CLIENT).with_child(c.clone());
@@ -70,6 +66,11 @@ impl Registry {
         }
         resources.insert(from.clone(), reduced.clone());
         Seen::NewCaps(reduced)
+    }
+
+    /// Forgets `from` for `owner` (its contact is no longer subscribed to `owner`).
+    pub fn forget(&self, owner: &BareJid, from: &FullJid) {
+        forget(&mut lock(&self.inner), owner, from);
     }
 
     /// The resources of `contact` that sent `owner` available presence, with that presence
@@ -96,6 +97,19 @@ impl Registry {
             .filter(|(_, resources)| resources.contains_key(jid))
             .map(|(owner, _)| owner.clone())
             .collect()
+    }
+}
+
+fn forget(
+    inner: &mut HashMap<BareJid, HashMap<FullJid, Element>>,
+    owner: &BareJid,
+    from: &FullJid,
+) {
+    if let Some(resources) = inner.get_mut(owner) {
+        resources.remove(from);
+        if resources.is_empty() {
+            inner.remove(owner);
+        }
     }
 }
 

@@ -219,8 +219,9 @@ pub async fn inbound(srv: &Server, to: &BareJid, full: Option<&FullJid>, stanza:
         }
         Some("probe") => answer_probe(srv, to, &from).await,
         _ => {
-            // A contact's resource elsewhere: PEP events reach it through federation.
-            if !srv.is_local_domain(from.domain()) {
+            // A contact's resource elsewhere (its broadcast to the bare JID): PEP events reach
+            // it through federation.
+            if full.is_none() && !srv.is_local_domain(from.domain()) {
                 if let Ok(from) = from.clone().try_into_full() {
                     crate::services::pep::remote_presence(srv, to, &from, &stanza).await;
                 }

@@ -98,11 +98,9 @@ fn user(server: &TestServer, ca: &Path, name: &str, password: &str) -> Client {
     c
 }
 
-#[test]
-fn two_servers_federate_with_certificates() {
-    if !dnsmasq::available() {
-        return;
-    }
+/// a.test and b.test with certificates from one CA (which each trusts), found through
+/// dnsmasq; the dnsmasq handle keeps it running.
+fn federated_pair() -> (Pki, TestServer, TestServer, Dnsmasq) {
     let pki = Pki::new(&[A, B]);
     let dns_port = free_udp_port();
     let ca = format!("extra_ca = \"{}\"\n", pki.ca.display());
@@ -110,7 +108,16 @@ fn two_servers_federate_with_certificates() {
     let b = server(B, dns_port, &pki.tls_toml(B), &ca);
     let mut records = records_for(A, a.port("s2s"));
     records.extend(records_for(B, b.port("s2s")));
-    let _dns = Dnsmasq::start_on(dns_port, &records);
+    let dns = Dnsmasq::start_on(dns_port, &records);
+    (pki, a, b, dns)
+}
+
+#[test]
+fn two_servers_federate_with_certificates() {
+    if !dnsmasq::available() {
+        return;
+    }
+    let (pki, a, b, _dns) = federated_pair();
 
     let mut alice = user(&a, &pki.ca, "alice", "alice-secret");
     let mut bob = user(&b, &pki.ca, "bob", "bob-secret");
@@ -243,14 +250,7 @@ fn pep_events_reach_a_contact_on_the_other_server() {
     if !dnsmasq::available() {
         return;
     }
-    let pki = Pki::new(&[A, B]);
-    let dns_port = free_udp_port();
-    let ca = format!("extra_ca = \"{}\"\n", pki.ca.display());
-    let a = server(A, dns_port, &pki.tls_toml(A), &ca);
-    let b = server(B, dns_port, &pki.tls_toml(B), &ca);
-    let mut records = records_for(A, a.port("s2s"));
-    records.extend(records_for(B, b.port("s2s")));
-    let _dns = Dnsmasq::start_on(dns_port, &records);
+    let (pki, a, b, _dns) = federated_pair();
     let mut alice = user(&a, &pki.ca, "alice", "alice-secret");
     let mut bob = user(&b, &pki.ca, "bob", "bob-secret");
 

@@ -43,8 +43,6 @@ pub(super) struct DataFile {
     /// An operation failed with an I/O error since the file was last opened.
     failed: AtomicBool,
     last_reopen: Mutex<Option<Instant>>,
-    /// The last reopen failed (its error is logged once, not at every retry).
-    reopen_failing: AtomicBool,
     open: Opener,
 }
 
@@ -55,7 +53,6 @@ impl DataFile {
             db: RwLock::new(Ok(Arc::new(db))),
             failed: AtomicBool::new(false),
             last_reopen: Mutex::new(None),
-            reopen_failing: AtomicBool::new(false),
             open,
         }
     }
@@ -101,6 +98,9 @@ impl DataFile {
             return;
         }
         *last = Some(Instant::now());
+        // An `Err` slot is a reopen that failed before: its error was logged then, and is not
+        // logged again at every retry while the disk stays full.
+        let first_failure = slot.is_ok();
         let closed = Err(StoreError::Io("the data file is being reopened".into()));
         if let Ok(old) = std::mem::replace(&mut *slot, closed) {
             match wait_for_sole_owner(old, DRAIN_WAIT) {
@@ -117,8 +117,6 @@ impl DataFile {
                 }
             }
         }
-        // Logged once per outage, not once a second while the disk stays full.
-        let first_failure = !self.reopen_failing.swap(false, Ordering::AcqRel);
         match (self.open)() {
             Ok(db) => {
                 *slot = Ok(Arc::new(db));
@@ -138,7 +136,6 @@ impl DataFile {
                         REOPEN_EVERY.as_secs()
                     );
                 }
-                self.reopen_failing.store(true, Ordering::Release);
                 *slot = Err(e);
             }
         }

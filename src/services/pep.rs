@@ -1018,10 +1018,16 @@ async fn send_last_of(srv: &Server, owner: &BareJid, to: &FullJid, features: &Fe
         Ok(n) => n,
         Err(e) => return log::error!("store: cannot list PEP nodes of {owner}: {e}"),
     };
-    let local = srv.is_local_domain(to.domain());
-    if local && srv.sessions.resource(to).is_none() {
-        return;
-    }
+    // A resource here gets the items through its session (gone: nothing to do); one elsewhere
+    // through federation.
+    let session = if srv.is_local_domain(to.domain()) {
+        match srv.sessions.resource(to) {
+            Some(r) => Some(r),
+            None => return,
+        }
+    } else {
+        None
+    };
     let who = to.to_bare();
     for (node, stored) in nodes {
         let cfg = Config::from_node(&stored);
@@ -1053,12 +1059,11 @@ async fn send_last_of(srv: &Server, owner: &BareJid, to: &FullJid, features: &Fe
                     .with_attr("from", owner.to_string())
                     .with_attr("stamp", crate::time::rfc3339(crate::time::now_unix())),
             );
-            if local {
-                if let Some(r) = srv.sessions.resource(to) {
-                    sessions::send(&r, Outbound::stanza(msg));
+            match &session {
+                Some(r) => {
+                    sessions::send(r, Outbound::stanza(msg));
                 }
-            } else {
-                crate::router::to_elsewhere(srv, msg);
+                None => crate::router::to_elsewhere(srv, msg),
             }
         }
     }

@@ -119,15 +119,14 @@ pub async fn import(
             existing.join(", ")
         ));
     }
-    let mut held = Vec::new();
-    for (jid, _) in &users {
-        if accounts::name_held(store, jid, reuse)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            held.push(jid.to_string());
-        }
-    }
+    let kept = accounts::names_held(store, reuse)
+        .await
+        .map_err(|e| e.to_string())?;
+    let held: Vec<String> = users
+        .iter()
+        .map(|(jid, _)| jid.to_string())
+        .filter(|jid| kept.contains(jid))
+        .collect();
     if !held.is_empty() {
         return Err(format!(
             "these names belonged to deleted accounts and are kept from reuse, nothing was \

@@ -68,22 +68,11 @@ impl Store {
         creds: Vec<u8>,
         rule: TombstoneRule,
     ) -> Result<Created, StoreError> {
-        let jid = jid.to_string();
-        self.write(move |txn| {
-            let now = now_unix();
-            let mut tombstones = txn.open_table(TOMBSTONES)?;
-            let deleted_at = tombstones.get(jid.as_str())?.map(|v| v.value());
-            if let Some(deleted_at) = deleted_at {
-                if rule.holds(deleted_at, now) {
-                    return Ok(Created::Tombstoned { deleted_at });
-                }
-            }
-            let mut accounts = txn.open_table(ACCOUNTS)?;
-            insert_new_account(&mut accounts, &jid, creds, now)?;
-            tombstones.remove(jid.as_str())?;
-            Ok(Created::Yes)
+        let one = vec![(jid.to_string(), creds)];
+        Ok(match self.import_accounts(one, rule).await? {
+            Imported::All => Created::Yes,
+            Imported::Held { deleted_at, .. } => Created::Tombstoned { deleted_at },
         })
-        .await
     }
 
     /// Creates many accounts in one transaction: all or none. `AlreadyExists(jid)` names the

@@ -237,6 +237,24 @@ fn export_then_import_into_another_server() {
     bob_b.presence();
     let got = bodies(&bob_b.drain(Duration::from_millis(500)));
     assert_eq!(got, ["while you were away"]);
+
+    // On a server where bob's account was deleted, his name is kept from reuse: the import
+    // refuses, naming him, and creates nobody (as `user add` and `user import` refuse).
+    let c = TestServer::start();
+    c.add_user("bob", "old-secret");
+    c.cli_ok(["user", "del", "bob"]);
+    let out = c.cli(["import".as_ref(), file.as_os_str()]);
+    assert!(!out.status.success(), "{}", describe_output(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("kept from reuse") && err.contains("bob@localhost"),
+        "{err}"
+    );
+    let users = c.cli_ok(["user", "list"]);
+    assert!(
+        String::from_utf8_lossy(&users.stdout).trim().is_empty(),
+        "alice is not created either"
+    );
 }
 
 /// `prosodyctl`, `prosody-migrator` and `lua5.4`, or why not.

@@ -14,10 +14,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::client::{Client, NS_CLIENT, NS_SASL};
+use common::client::{bodies, Client, NS_SASL};
 use common::{describe_output, TestServer};
 use kith::sasl::Mechanism;
-use kith::xml::Element;
 
 fn online(server: &TestServer, user: &str, password: &str) -> Client {
     let mut c = Client::login_bound(server, user, password, "r");
@@ -67,14 +66,6 @@ fn roster_jids(c: &mut Client) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn bodies(stanzas: &[Element]) -> Vec<String> {
-    stanzas
-        .iter()
-        .filter(|e| e.name() == "message")
-        .filter_map(|e| e.get_child("body", NS_CLIENT).map(|b| b.text()))
-        .collect()
 }
 
 #[test]

@@ -18,9 +18,8 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::client::{ca_path, Client, Raw, NS_CLIENT, NS_STREAM, NS_STREAM_ERR};
+use common::client::{bodies, ca_path, Client, Raw, NS_CLIENT, NS_STREAM, NS_STREAM_ERR};
 use common::TestServer;
-use kith::xml::Element;
 
 const NS_SM: &str = "urn:xmpp:sm:3";
 
@@ -480,9 +479,9 @@ fn a_full_disk_gives_clear_errors_and_recovers_without_damage() {
     let mut bob = Client::login_bound(&server, "bob", "bob-secret", "pc");
     bob.presence();
     let got = bob.drain(Duration::from_millis(1000));
-    let bodies = bodies_of(got.clone());
-    assert!(bodies.contains(&"before".to_string()), "{bodies:?}");
-    assert!(bodies.contains(&"after".to_string()), "{bodies:?}");
+    let texts = bodies(&got);
+    assert!(texts.contains(&"before".to_string()), "{texts:?}");
+    assert!(texts.contains(&"after".to_string()), "{texts:?}");
     let refused_id = refused
         .attr("id")
         .expect("the error carries the message's id");
@@ -501,18 +500,10 @@ fn a_full_disk_gives_clear_errors_and_recovers_without_damage() {
     let mut bob = Client::login_bound(&server, "bob", "bob-secret", "pc");
     bob.presence();
     assert_eq!(
-        bodies_of(bob.drain(Duration::from_millis(1000))),
+        bodies(&bob.drain(Duration::from_millis(1000))),
         vec!["later"]
     );
     server.stop();
-}
-
-fn bodies_of(events: Vec<Element>) -> Vec<String> {
-    events
-        .into_iter()
-        .filter(|e| e.name() == "message")
-        .filter_map(|m| Some(m.get_child("body", NS_CLIENT)?.text()))
-        .collect()
 }
 
 /// `kith run` on the server's config, expected to fail: its exit status and output.

@@ -751,6 +751,15 @@ pub fn stanza_error(stanza: &Element) -> String {
 }
 
 /// Escapes text for XML content or attribute values.
+/// The bodies of the messages among `stanzas`, in order.
+pub fn bodies(stanzas: &[Element]) -> Vec<String> {
+    stanzas
+        .iter()
+        .filter(|e| e.name() == "message")
+        .filter_map(|e| e.get_child("body", NS_CLIENT).map(|b| b.text()))
+        .collect()
+}
+
 pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")

@@ -29,6 +29,7 @@ Usage: fed_client.py federate --alice JID:PASS@ADDR --bob JID:PASS@ADDR [--timeo
 import argparse
 import asyncio
 import logging
+import os
 import ssl
 import sys
 import time
@@ -38,31 +39,12 @@ import xml.etree.ElementTree as ET
 import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
 
-T0 = time.monotonic()
-CURRENT_STEP = "start"
+# The step lines and the timed run, shared with the slixmpp scripts of tests/interop.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "interop"))
+import steps  # noqa: E402
+from steps import fail, ok, step  # noqa: E402
+
 BOUNCE_CONDITIONS = ("remote-server-not-found", "remote-server-timeout")
-
-
-class StepFailed(Exception):
-    pass
-
-
-def say(msg):
-    print(f"[{time.monotonic() - T0:6.2f}s] {msg}", flush=True)
-
-
-def step(name):
-    global CURRENT_STEP
-    CURRENT_STEP = name
-    say(f"STEP {name} ...")
-
-
-def ok(detail=""):
-    say(f"  ok   {CURRENT_STEP}" + (f": {detail}" if detail else ""))
-
-
-def fail(detail):
-    raise StepFailed(f"{CURRENT_STEP}: {detail}")
 
 
 async def wait_until(pred, seconds, what):
@@ -401,18 +383,7 @@ def main():
     args = p.parse_args()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.ERROR,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
-        loop.run_until_complete(asyncio.wait_for(run(args), args.timeout))
-    except StepFailed as e:
-        say(f"FAIL {e}")
-        return 1
-    except asyncio.TimeoutError:
-        say(f"FAIL {CURRENT_STEP}: overall timeout of {args.timeout}s")
-        return 2
-    say("PASS")
-    return 0
+    return steps.run(run(args), args.timeout, "PASS")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Steps of an interop script, shared by the slixmpp scripts in this folder.
+"""Steps of an interop script, shared by the slixmpp scripts in this folder and by
+tests/federation/fed_client.py (which puts this folder on its `sys.path`).
 
 Owns: the one-line-per-step output the Rust tests show when a script fails ("STEP name ...",
 "  ok   name", "FAIL name: why"), the time since start on every line, and running the script's
